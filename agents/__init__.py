@@ -1,0 +1,1 @@
+"""The dev, QA, fix and deploy agents; see issue 5."""

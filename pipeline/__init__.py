@@ -1,0 +1,1 @@
+"""Pipeline orchestration (EnhancedPipelineManager, DistributedPipelineManager); see issue 5."""

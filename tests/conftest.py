@@ -1,0 +1,93 @@
+"""Shared fixtures: one private Redis per session, and a fresh queue per test.
+
+Redis is found in this order: --redis-url / AGENTIC_TEST_REDIS_URL, else a private
+server on a free port started here (see redis_server.py). Every test uses its own queue
+name and deletes only that queue's keys.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.redis_server import RedisServer
+from utils.redis_queue import RedisTaskQueue, RetryPolicy
+
+# Tests shrink the seed's 2 s / 4 s backoff instead of sleeping through it.
+FAST_RETRY = RetryPolicy(first_immediate=True, base_seconds=0.05, factor=2.0, cap_seconds=0.2)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--redis-url", default=None, help="use this Redis instead of a private one")
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    url = request.config.getoption("--redis-url") or os.environ.get("AGENTIC_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_queue(
+    redis_url: str, queue_name: str, raw_redis: Redis
+) -> AsyncIterator[Callable[..., RedisTaskQueue]]:
+    """Factory for connected-on-demand queues on this test's queue name (several
+    instances act as several workers); deletes the queue's keys afterwards."""
+    made: list[RedisTaskQueue] = []
+
+    def factory(**kwargs: object) -> RedisTaskQueue:
+        options: dict[str, object] = {"retry_policy": FAST_RETRY, "queue_name": queue_name}
+        options.update(kwargs)
+        q = RedisTaskQueue(redis_url=redis_url, **options)  # type: ignore[arg-type]
+        made.append(q)
+        return q
+
+    yield factory
+    for q in made:
+        await q.close()
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)
+
+
+@pytest.fixture
+async def queue(make_queue: Callable[..., RedisTaskQueue]) -> AsyncIterator[RedisTaskQueue]:
+    q = make_queue()
+    await q.connect()
+    yield q
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, to kill, restart or reconfigure."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -1,0 +1,1 @@
+"""Infrastructure with no pipeline knowledge: config, the queue engine, telemetry."""

@@ -1,0 +1,51 @@
+"""The queue engine: a priority task queue in Redis with leases, fencing, retries and a DLQ.
+
+from utils.redis_queue import RedisTaskQueue, TaskPriority, TaskState, RedisTask
+"""
+
+from .errors import (
+    CorruptQueue,
+    InvalidPriority,
+    InvalidQueueName,
+    InvalidTaskError,
+    InvalidTaskId,
+    LeaseLost,
+    NotConnected,
+    PayloadTooLarge,
+    QueueError,
+    RedisUnavailable,
+    ResultTimeout,
+    SerializationError,
+    TaskCancelled,
+    TaskFailed,
+    TaskNotFound,
+    TaskNotProcessing,
+    TaskStateError,
+)
+from .models import RedisTask, RetryPolicy, TaskPriority, TaskState
+from .queue import RedisTaskQueue
+
+__all__ = [
+    "CorruptQueue",
+    "InvalidPriority",
+    "InvalidQueueName",
+    "InvalidTaskError",
+    "InvalidTaskId",
+    "LeaseLost",
+    "NotConnected",
+    "PayloadTooLarge",
+    "QueueError",
+    "RedisTask",
+    "RedisTaskQueue",
+    "RedisUnavailable",
+    "ResultTimeout",
+    "RetryPolicy",
+    "SerializationError",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskNotFound",
+    "TaskNotProcessing",
+    "TaskPriority",
+    "TaskState",
+    "TaskStateError",
+]

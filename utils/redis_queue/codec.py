@@ -1,0 +1,111 @@
+"""JSON in and out of Redis: payloads, results and the task hash.
+
+Blobs (payload, result, error) are stored in the task hash as chunks of at most
+CHUNK_BYTES (`payload`, `payload.1`, ...). Redis keeps a hash whose values are all
+<= 64 bytes (hash-max-listpack-value) as a compact listpack; one longer value turns
+the whole hash into a hashtable, which costs ~300 more bytes per task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .errors import PayloadTooLarge, SerializationError
+from .models import RedisTask, TaskState
+
+__all__ = ["CHUNK_BYTES", "decode_task", "dumps", "iso_from_ms", "split_chunks"]
+
+CHUNK_BYTES = 64
+MAX_ERROR_CHARS = 8192
+
+
+def dumps(value: Any, what: str, limit: int | None = None) -> str:
+    """Compact ASCII JSON (so chunks split on character boundaries), or a typed error."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
+    if limit is not None and len(text) > limit:
+        raise PayloadTooLarge(f"{what} is {len(text)} bytes of JSON; the limit is {limit}")
+    return text
+
+
+def split_chunks(text: str) -> list[str]:
+    return [text[i : i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
+
+
+def error_chunks(error: str) -> list[str]:
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[:MAX_ERROR_CHARS] + "... [truncated]"
+    # Errors are free text: escape non-ASCII so a chunk never splits a character.
+    return split_chunks(error.encode("ascii", "backslashreplace").decode("ascii"))
+
+
+def join_blob(fields: dict[str, str], name: str) -> str | None:
+    first = fields.get(name)
+    if first is None:
+        return None
+    parts = [first]
+    i = 1
+    while (part := fields.get(f"{name}.{i}")) is not None:
+        parts.append(part)
+        i += 1
+    return "".join(parts)
+
+
+def iso_from_ms(value: str | None) -> str | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(int(value) / 1000).isoformat()
+
+
+def as_text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def text_fields(raw: Mapping[Any, Any] | list[Any]) -> dict[str, str]:
+    """A hash as returned by HGETALL (a dict, or a flat list from a script) as text."""
+    if isinstance(raw, Mapping):
+        return {as_text(k): as_text(v) for k, v in raw.items()}
+    it = iter(raw)
+    return {as_text(k): as_text(v) for k, v in zip(it, it, strict=True)}
+
+
+def decode_task(task_id: str, fields: dict[str, str]) -> RedisTask:
+    """Build a RedisTask from its hash. Raises ValueError when the record is corrupt
+    (missing fields, wrong types, payload or result that is not JSON)."""
+    try:
+        payload_text = join_blob(fields, "payload")
+        payload = json.loads(payload_text) if payload_text is not None else {}
+        if not isinstance(payload, dict):
+            raise TypeError(f"payload is a {type(payload).__name__}, not an object")
+        result_text = join_blob(fields, "result")
+        result = json.loads(result_text) if result_text is not None else None
+        meta_text = fields.get("meta")
+        meta = json.loads(meta_text) if meta_text else {}
+        lease = fields.get("lease")
+        return RedisTask(
+            task_id=task_id,
+            task_type=fields["type"],
+            payload=payload,
+            priority=int(fields["priority"]),
+            state=TaskState(fields["state"]),
+            retry_count=int(fields.get("retries", 0)),
+            max_retries=int(fields.get("max_retries", 0)),
+            created_at=iso_from_ms(fields.get("created")) or "",
+            started_at=iso_from_ms(fields.get("started")),
+            completed_at=iso_from_ms(fields.get("completed")),
+            worker_id=fields.get("worker"),
+            error=join_blob(fields, "error"),
+            result=result,
+            attempts=int(fields.get("attempts", 0)),
+            lease_token=int(lease) if lease else None,
+            lease_losses=int(fields.get("lease_losses", 0)),
+            cancel_requested=fields.get("cancel") == "1",
+            meta=meta,
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"corrupt task record {task_id!r}: {exc!r}") from exc

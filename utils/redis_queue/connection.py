@@ -1,0 +1,71 @@
+"""Redis clients for a queue: one for ordinary commands, one for blocking waits.
+
+Blocking waits (BLPOP, BLMOVE) run on their own pool whose socket timeout covers the
+longest block, so ordinary commands keep a short timeout and fail fast when Redis is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import QueueError, RedisUnavailable
+
+__all__ = ["BLOCK_SLICE_SECONDS", "make_client", "mask_url", "redis_errors"]
+
+# Longest single blocking call; longer waits are re-armed, so a half-open connection is
+# noticed within this plus the socket timeout.
+BLOCK_SLICE_SECONDS = 10.0
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def make_client(
+    url: str,
+    *,
+    password: str | None,
+    socket_timeout: float,
+    connect_timeout: float,
+    blocking: bool = False,
+) -> Redis:
+    timeout = socket_timeout + BLOCK_SLICE_SECONDS if blocking else socket_timeout
+    return Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
+        # One quick reconnect covers a pooled connection that died with a Redis restart;
+        # more would only delay the caller's error.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+@asynccontextmanager
+async def redis_errors(url: str) -> AsyncIterator[None]:
+    """Translate redis-py's transport errors into the queue's exceptions."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise RedisUnavailable(mask_url(url), exc) from exc
+    except ResponseError as exc:
+        raise QueueError(f"Redis at {mask_url(url)} refused the command: {exc}") from exc

@@ -1,0 +1,126 @@
+--[[
+  Claim up to `count` ready tasks for a worker, granting each a lease with a fencing token.
+  Before claiming it does a bounded amount of housekeeping with server time: promotes due
+  delayed tasks and reclaims expired leases (at most MAINT_BATCH of each per call).
+
+  KEYS[1] processing  zset (score = lease deadline, ms)
+  KEYS[2] delayed     zset (score = due time, ms)
+  KEYS[3] stats       hash
+  KEYS[4] types       set
+  KEYS[5] dlq         set
+  KEYS[6] failed      zset
+  KEYS[7] cancelled   zset
+  ARGV[1] base        key prefix "<prefix>:{<queue>}:"
+  ARGV[2] worker_id
+  ARGV[3] lease_ms
+  ARGV[4] count       max tasks to claim (0 = housekeeping only)
+  ARGV[5] max_lease_losses  a task reclaimed more often than this is dead-lettered
+  ARGV[6] use_dlq     '1' or '0'
+  ARGV[7..] task types served (none = every known type)
+
+  Returns {now_ms, next_event_ms, {id, token, HGETALL...}, ...}; next_event_ms is the
+  earliest delayed due time or lease deadline (-1 when there is none), so an idle worker
+  knows how long it may block.
+  Errors: {-10, key, type} a queue structure key holds the wrong Redis type.
+]]
+--@include common
+
+local MAINT_BATCH = 100
+local base = ARGV[1]
+local lease_ms = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local max_losses = tonumber(ARGV[5])
+local use_dlq = ARGV[6] == '1'
+
+local types = {}
+if #ARGV >= 7 then
+  for i = 7, #ARGV do types[#types + 1] = ARGV[i] end
+else
+  types = redis.call('SMEMBERS', KEYS[4])
+end
+local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'set',
+                KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'zset'}
+for _, t in ipairs(types) do
+  checks[#checks + 1] = pending_key(base, t)
+  checks[#checks + 1] = 'zset'
+end
+local bad = check_types(checks)
+if bad then return bad end
+
+local now = now_ms()
+
+-- Promote due delayed tasks.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MAINT_BATCH)) do
+  redis.call('ZREM', KEYS[2], id)
+  local key = task_key(base, id)
+  if is_sound(key, 'delayed') then
+    make_pending(base, key, id, KEYS[3])
+  else
+    quarantine(base, id, 'corrupt task record found in the delayed set', now,
+               KEYS[5], KEYS[6], KEYS[3], use_dlq)
+  end
+end
+
+-- Reclaim expired leases: back to pending, or to the DLQ when the lease was lost too often.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, MAINT_BATCH)) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = task_key(base, id)
+  if is_sound(key, 'processing') then
+    local losses = redis.call('HINCRBY', key, 'lease_losses', 1)
+    redis.call('HINCRBY', KEYS[3], 'reclaimed', 1)
+    if redis.call('HGET', key, 'cancel') == '1' then
+      mark_cancelled(base, key, id, now, KEYS[7], KEYS[3])
+    elseif losses > max_losses then
+      local reason = 'lease lost ' .. losses .. ' times (worker died or stalled)'
+      finalize_failure(base, key, id, {reason}, 1, now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
+    else
+      redis.call('HDEL', key, 'lease')
+      make_pending(base, key, id, KEYS[3])
+    end
+  else
+    quarantine(base, id, 'corrupt task record found in the processing set', now,
+               KEYS[5], KEYS[6], KEYS[3], use_dlq)
+  end
+end
+
+local out = {now, -1}
+local claimed_types = {}
+local n = 0
+while n < count do
+  local best_id, best_score, best_type = nil, nil, nil
+  for _, t in ipairs(types) do
+    local head = redis.call('ZRANGE', pending_key(base, t), 0, 0, 'WITHSCORES')
+    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
+      best_id, best_score, best_type = head[1], tonumber(head[2]), t
+    end
+  end
+  if not best_id then break end
+  redis.call('ZREM', pending_key(base, best_type), best_id)
+  local key = task_key(base, best_id)
+  if is_sound(key, 'pending') and redis.call('HGET', key, 'type') == best_type then
+    local token = redis.call('HINCRBY', KEYS[3], 'fence', 1)
+    redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
+               'lease', token)
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('ZADD', KEYS[1], now + lease_ms, best_id)
+    out[#out + 1] = {best_id, token, redis.call('HGETALL', key)}
+    claimed_types[best_type] = true
+    n = n + 1
+  else
+    quarantine(base, best_id, 'corrupt task record found in the pending set', now,
+               KEYS[5], KEYS[6], KEYS[3], use_dlq)
+  end
+end
+
+-- Chain the wake-up: the next idle worker gets a token while ready work remains.
+for t, _ in pairs(claimed_types) do
+  if redis.call('ZCARD', pending_key(base, t)) > 0 then wake(base, t) end
+end
+
+local next_event = -1
+local d = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if d[2] then next_event = tonumber(d[2]) end
+local p = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if p[2] and (next_event < 0 or tonumber(p[2]) < next_event) then next_event = tonumber(p[2]) end
+out[2] = next_event
+return out

@@ -1,0 +1,77 @@
+--[[
+  Enqueue one or more tasks (idempotent by task id).
+
+  KEYS[1] delayed    zset
+  KEYS[2] stats      hash
+  KEYS[3] types      set
+  ARGV[1] base       key prefix "<prefix>:{<queue>}:"
+  ARGV[2] n          number of tasks that follow
+  then, per task:
+    id, type, priority (0-3), max_retries, delay_ms (0 = ready now), meta, nchunks,
+    payload chunk 1 .. payload chunk nchunks
+
+  Returns {now_ms, r1, r2, ...}: ri = 1 when task i was created, or the existing task's
+  HGETALL (a table) when the id already exists (nothing is changed then).
+  Errors: {-10, key, type} a queue structure or task key holds the wrong Redis type.
+]]
+--@include common
+
+local base = ARGV[1]
+local n = tonumber(ARGV[2])
+
+-- Validation pass: no write happens unless every key has the expected type.
+local checks = {KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'set'}
+local pos = 3
+local tasks = {}
+for i = 1, n do
+  local nchunks = tonumber(ARGV[pos + 6])
+  local task = {id = ARGV[pos], type = ARGV[pos + 1], priority = tonumber(ARGV[pos + 2]),
+                max_retries = ARGV[pos + 3], delay = tonumber(ARGV[pos + 4]),
+                meta = ARGV[pos + 5], first = pos + 7, nchunks = nchunks}
+  tasks[i] = task
+  pos = pos + 7 + nchunks
+  checks[#checks + 1] = pending_key(base, task.type)
+  checks[#checks + 1] = 'zset'
+  checks[#checks + 1] = task_key(base, task.id)
+  checks[#checks + 1] = 'hash'
+end
+local bad = check_types(checks)
+if bad then return bad end
+
+local now = now_ms()
+local out = {now}
+local woken = {}
+local tick = nil
+for i = 1, n do
+  local t = tasks[i]
+  local key = task_key(base, t.id)
+  if redis.call('EXISTS', key) == 1 then
+    out[#out + 1] = redis.call('HGETALL', key)
+  else
+    redis.call('HSET', key, 'type', t.type, 'priority', t.priority, 'created', now,
+               'retries', 0, 'max_retries', t.max_retries, 'attempts', 0)
+    if t.meta ~= '' then redis.call('HSET', key, 'meta', t.meta) end
+    if t.nchunks > 0 then
+      redis.call('HSET', key, 'payload', ARGV[t.first])
+      for c = 1, t.nchunks - 1 do
+        redis.call('HSET', key, 'payload.' .. c, ARGV[t.first + c])
+      end
+    end
+    redis.call('DEL', done_key(base, t.id))
+    if t.delay > 0 then
+      redis.call('HSET', key, 'state', 'delayed')
+      redis.call('ZADD', KEYS[1], now + t.delay, t.id)
+    else
+      redis.call('HSET', key, 'state', 'pending')
+      tick = tick and tick + 1 or next_tick(KEYS[2])
+      redis.call('ZADD', pending_key(base, t.type), pending_score(tick, t.priority), t.id)
+      woken[t.type] = true
+    end
+    redis.call('SADD', KEYS[3], t.type)
+    redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
+    out[#out + 1] = 1
+  end
+end
+if tick then redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick)) end
+for task_type, _ in pairs(woken) do wake(base, task_type) end
+return out

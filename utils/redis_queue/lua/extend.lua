@@ -1,0 +1,25 @@
+--[[
+  Heartbeat: push a lease's deadline out, if the caller still holds it.
+
+  KEYS[1] processing  zset
+  ARGV[1] base        key prefix "<prefix>:{<queue>}:"
+  ARGV[2] id
+  ARGV[3] token       fencing token of the caller's lease
+  ARGV[4] lease_ms    new lease length from now
+
+  Returns {0, deadline_ms, cancel_requested (0/1)}.
+  Errors: {-1}; {-3, state, lease} the lease was lost; {-10, key, type}.
+]]
+--@include common
+
+local base, id, token = ARGV[1], ARGV[2], ARGV[3]
+local bad = check_types({KEYS[1], 'zset'})
+if bad then return bad end
+local key = task_key(base, id)
+bad = check_lease(key, token)
+if bad then return bad end
+local deadline = now_ms() + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+local cancel = 0
+if redis.call('HGET', key, 'cancel') == '1' then cancel = 1 end
+return {0, deadline, cancel}

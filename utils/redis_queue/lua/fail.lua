@@ -1,0 +1,76 @@
+--[[
+  Fail a leased task: retry it (at once or after a backoff) or, when retries are spent or
+  not wanted, move it to the DLQ (or to `failed` when the DLQ is off).
+
+  KEYS[1] processing  zset
+  KEYS[2] delayed     zset
+  KEYS[3] dlq         set
+  KEYS[4] failed      zset
+  KEYS[5] cancelled   zset
+  KEYS[6] stats       hash
+  ARGV[1] base        key prefix "<prefix>:{<queue>}:"
+  ARGV[2] id
+  ARGV[3] token       fencing token of the caller's lease ('' = no lease held)
+  ARGV[4] retry       '1' to retry while retries remain, '0' to fail for good
+  ARGV[5] use_dlq     '1' or '0'
+  ARGV[6] first_immediate  '1': the first retry runs at once
+  ARGV[7] base_ms     backoff of the first delayed retry
+  ARGV[8] factor      backoff growth per further retry
+  ARGV[9] cap_ms      backoff ceiling
+  ARGV[10] jitter     multiplier in (0, 1] drawn by the caller
+  ARGV[11] delay_ms   explicit delay for this retry ('' = use the policy)
+  ARGV[12..] error chunks
+
+  Returns {1, delay_ms, retries} retried; {2} dead-lettered; {3} failed (DLQ off);
+          {4} cancelled (a cancel was requested while it ran).
+  Errors: {-1}; {-2, state}; {-3, state, lease}; {-10, key, type} as in complete.lua.
+]]
+--@include common
+
+local base, id, token = ARGV[1], ARGV[2], ARGV[3]
+local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'zset',
+                         KEYS[5], 'zset', KEYS[6], 'hash'})
+if bad then return bad end
+local key = task_key(base, id)
+bad = check_lease(key, token)
+if bad then return bad end
+
+local now = now_ms()
+redis.call('ZREM', KEYS[1], id)
+if redis.call('HGET', key, 'cancel') == '1' then
+  set_blob(key, 'error', ARGV, 12)
+  mark_cancelled(base, key, id, now, KEYS[5], KEYS[6])
+  return {4}
+end
+
+local retries = tonumber(redis.call('HGET', key, 'retries') or '0') or 0
+local max_retries = tonumber(redis.call('HGET', key, 'max_retries') or '0') or 0
+if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type') == 1 then
+  retries = retries + 1
+  local delay
+  if ARGV[11] ~= '' then
+    delay = tonumber(ARGV[11])
+  elseif ARGV[6] == '1' and retries == 1 then
+    delay = 0
+  else
+    local exponent = retries - 1
+    if ARGV[6] == '1' then exponent = retries - 2 end
+    delay = math.min(tonumber(ARGV[7]) * tonumber(ARGV[8]) ^ exponent, tonumber(ARGV[9]))
+    delay = math.floor(delay * tonumber(ARGV[10]))
+  end
+  redis.call('HDEL', key, 'lease')
+  redis.call('HSET', key, 'retries', retries)
+  set_blob(key, 'error', ARGV, 12)
+  redis.call('HINCRBY', KEYS[6], 'retried', 1)
+  if delay <= 0 then
+    make_pending(base, key, id, KEYS[6])
+  else
+    redis.call('HSET', key, 'state', 'delayed')
+    redis.call('ZADD', KEYS[2], now + delay, id)
+  end
+  return {1, delay, retries}
+end
+
+finalize_failure(base, key, id, ARGV, 12, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
+if ARGV[5] == '1' then return {2} end
+return {3}

@@ -1,0 +1,25 @@
+--[[
+  Hand a leased task back to pending without counting the attempt (graceful shutdown).
+
+  KEYS[1] processing  zset
+  KEYS[2] stats       hash
+  ARGV[1] base        key prefix "<prefix>:{<queue>}:"
+  ARGV[2] id
+  ARGV[3] token       fencing token of the caller's lease
+
+  Returns {0}.
+  Errors: {-1}; {-3, state, lease}; {-10, key, type}.
+]]
+--@include common
+
+local base, id, token = ARGV[1], ARGV[2], ARGV[3]
+local bad = check_types({KEYS[1], 'zset', KEYS[2], 'hash'})
+if bad then return bad end
+local key = task_key(base, id)
+bad = check_lease(key, token)
+if bad then return bad end
+redis.call('ZREM', KEYS[1], id)
+redis.call('HDEL', key, 'lease')
+redis.call('HINCRBY', key, 'attempts', -1)
+make_pending(base, key, id, KEYS[2])
+return {0}

@@ -1,0 +1,34 @@
+--[[
+  Re-enqueue a dead-lettered (or failed) task with a fresh retry budget.
+
+  KEYS[1] dlq         set
+  KEYS[2] failed      zset
+  KEYS[3] stats       hash
+  ARGV[1] base        key prefix "<prefix>:{<queue>}:"
+  ARGV[2] id
+
+  Returns {0}.
+  Errors: {-1} no such task; {-4, state} not dead-lettered or failed; {-10, key, type}.
+]]
+--@include common
+
+local base, id = ARGV[1], ARGV[2]
+local bad = check_types({KEYS[1], 'set', KEYS[2], 'zset', KEYS[3], 'hash'})
+if bad then return bad end
+local key = task_key(base, id)
+local t = redis.call('TYPE', key).ok
+if t == 'none' then return {E_NOT_FOUND} end
+if t ~= 'hash' then return {E_WRONGTYPE, key, t} end
+local state = redis.call('HGET', key, 'state')
+if (state ~= 'dead_letter' and state ~= 'failed') or redis.call('HEXISTS', key, 'type') == 0 then
+  return {E_BAD_STATE, state or ''}
+end
+redis.call('SREM', KEYS[1], id)
+redis.call('ZREM', KEYS[2], id)
+redis.call('HSET', key, 'retries', 0, 'lease_losses', 0)
+redis.call('HDEL', key, 'completed', 'worker', 'started')
+clear_blob(key, 'error')
+redis.call('DEL', done_key(base, id))
+redis.call('HINCRBY', KEYS[3], 'dlq_retried', 1)
+make_pending(base, key, id, KEYS[3])
+return {0}

@@ -1,0 +1,113 @@
+"""The queue's value types: priorities, states, the retry policy and RedisTask."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from .errors import InvalidPriority
+
+__all__ = ["RedisTask", "RetryPolicy", "TaskPriority", "TaskState", "coerce_priority"]
+
+
+class TaskPriority(int, Enum):
+    LOW = 0  # Background tasks
+    NORMAL = 1  # Regular tasks
+    HIGH = 2  # Critical path tasks
+    CRITICAL = 3  # System critical tasks
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    DELAYED = "delayed"  # waiting for a retry backoff or a scheduled time
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"  # final failure when the DLQ is disabled
+    DEAD_LETTER = "dead_letter"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.DEAD_LETTER, TaskState.CANCELLED}
+)
+
+
+def coerce_priority(priority: object) -> int:
+    """Accept a TaskPriority, its int value or its name ("high"); reject anything else."""
+    if isinstance(priority, TaskPriority):
+        return int(priority)
+    if isinstance(priority, str):
+        try:
+            return int(TaskPriority[priority.upper()])
+        except KeyError:
+            pass
+    elif isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 3:
+        return priority
+    raise InvalidPriority(
+        f"invalid priority {priority!r}: use TaskPriority or 0-3 (LOW, NORMAL, HIGH, CRITICAL)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Delay before retry n (1-based): 0 for the first when `first_immediate`, then
+    base, base*factor, base*factor**2, ... capped at `cap_seconds`. `jitter` (0-1) shortens
+    each delay by a random fraction up to that much, so retries of a burst spread out.
+    The default is the seed's schedule: immediate, 2 s, 4 s, then the DLQ (max_retries=3)."""
+
+    first_immediate: bool = True
+    base_seconds: float = 2.0
+    factor: float = 2.0
+    cap_seconds: float = 300.0
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.base_seconds < 0 or self.factor < 1 or self.cap_seconds < 0:
+            raise ValueError("retry policy needs base_seconds >= 0, factor >= 1, cap_seconds >= 0")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("retry policy jitter must be in [0, 1)")
+
+    def script_args(self) -> list[str]:
+        """The policy as fail.lua reads it (the delay itself is computed in Redis)."""
+        jitter_multiplier = 1.0 - self.jitter * random.random() if self.jitter else 1.0
+        return [
+            "1" if self.first_immediate else "0",
+            str(int(self.base_seconds * 1000)),
+            repr(float(self.factor)),
+            str(int(self.cap_seconds * 1000)),
+            repr(jitter_multiplier),
+        ]
+
+
+@dataclass(slots=True)
+class RedisTask:
+    """A task and its whole lifecycle, as stored in Redis. Timestamps are naive ISO
+    strings in the local time zone, taken from the Redis server's clock."""
+
+    task_id: str  # Unique identifier
+    task_type: str  # dev, qa, fix, deploy
+    payload: dict[str, Any]  # Task data
+    priority: int  # 0-3 (LOW to CRITICAL)
+    state: str  # pending, processing, completed, failed, dead_letter (+ delayed, cancelled)
+    retry_count: int = 0  # Current retry attempt
+    max_retries: int = 3  # Maximum retry attempts
+    created_at: str = ""  # ISO timestamp
+    started_at: str | None = None  # When worker started processing
+    completed_at: str | None = None  # When task completed (or finally failed)
+    worker_id: str | None = None  # Worker processing the task
+    error: str | None = None  # Error message if failed
+    result: Any = None  # Handler's result, once completed
+    attempts: int = 0  # Times the task was handed to a worker
+    lease_token: int | None = None  # Fencing token of the current lease
+    lease_losses: int = 0  # Times a worker lost the lease (died or stalled)
+    cancel_requested: bool = False
+    meta: dict[str, str] = field(default_factory=dict)  # e.g. trace context
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,539 @@
+"""RedisTaskQueue: the producer, consumer and admin API of one queue.
+
+Every state transition is one Lua script (lua/*.lua) that checks everything before its
+first write and reads time from the Redis server. This class validates input, encodes
+JSON, calls the scripts and turns their replies into RedisTask objects and exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from redis.asyncio import Redis
+
+from . import codec
+from .connection import BLOCK_SLICE_SECONDS, make_client, mask_url, redis_errors
+from .errors import (
+    NotConnected,
+    QueueError,
+    ResultTimeout,
+    TaskCancelled,
+    TaskFailed,
+    TaskNotFound,
+    raise_for_code,
+)
+from .keys import QueueKeys, validate_queue_name, validate_task_id, validate_task_type
+from .models import RedisTask, RetryPolicy, TaskPriority, TaskState
+from .scripts import Scripts
+from .snapshot import QueueSnapshot, ids_in_state, parse_sizes
+from .spec import TaskSpec, build_spec, enqueued_task
+
+__all__ = ["RedisTaskQueue"]
+
+if TYPE_CHECKING:
+    from utils.config import Settings
+
+_BATCH = 500  # items per call of the chunked admin scripts and of enqueue_many
+_MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
+
+
+class RedisTaskQueue:
+    """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""
+
+    def __init__(
+        self,
+        queue_name: str = "agentic_ai",
+        redis_url: str = "redis://localhost:6379",
+        max_retries: int = 3,
+        task_ttl_seconds: int = 3600,
+        enable_dlq: bool = True,
+        *,
+        lease_seconds: float = 30.0,
+        max_lease_losses: int = 3,
+        retry_policy: RetryPolicy | None = None,
+        key_prefix: str = "agentic",
+        max_payload_bytes: int = 1_048_576,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        password: str | None = None,
+    ) -> None:
+        if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
+            raise ValueError(
+                "max_retries and max_lease_losses must be >= 0; "
+                "task_ttl_seconds and lease_seconds must be > 0"
+            )
+        self.queue_name = validate_queue_name(queue_name)
+        self.redis_url = redis_url
+        self.max_retries = max_retries
+        self.task_ttl_seconds = task_ttl_seconds
+        self.enable_dlq = enable_dlq
+        self.lease_seconds = lease_seconds
+        self.max_lease_losses = max_lease_losses
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.max_payload_bytes = max_payload_bytes
+        self.keys = QueueKeys(validate_queue_name(key_prefix), self.queue_name)
+        self._password = password
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._redis: Redis | None = None
+        self._blocking: Redis | None = None
+        self._scripts: Scripts | None = None
+        # Fencing tokens of the leases this instance was granted, so the seed's
+        # complete_task(task_id, result) needs no token argument.
+        self._leases: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """A queue configured from Settings (environment), with optional overrides."""
+        return cls(**{**settings.queue_kwargs(), **overrides})
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connections and check that Redis answers (RedisUnavailable if not)."""
+        if self._redis is not None:
+            return
+        options = {
+            "password": self._password,
+            "socket_timeout": self._socket_timeout,
+            "connect_timeout": self._connect_timeout,
+        }
+        redis = make_client(self.redis_url, **options)  # type: ignore[arg-type]
+        blocking = make_client(self.redis_url, blocking=True, **options)  # type: ignore[arg-type]
+        try:
+            async with redis_errors(self.redis_url):
+                await redis.ping()
+        except BaseException:
+            await redis.aclose()
+            await blocking.aclose()
+            raise
+        self._redis, self._blocking, self._scripts = redis, blocking, Scripts(redis)
+
+    async def close(self) -> None:
+        redis, blocking = self._redis, self._blocking
+        self._redis = self._blocking = self._scripts = None
+        for client in (redis, blocking):
+            if client is not None:
+                await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def redis(self) -> Redis:
+        """The underlying redis.asyncio client (responses are bytes)."""
+        if self._redis is None:
+            raise NotConnected("call `await queue.connect()` first")
+        return self._redis
+
+    @property
+    def dlq_key(self) -> str:
+        return self.keys.dlq
+
+    @property
+    def url(self) -> str:
+        """The Redis URL with any password masked."""
+        return mask_url(self.redis_url)
+
+    # -- producing -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        task_id: str,
+        task_type: str,
+        payload: Mapping[str, Any],
+        priority: int | TaskPriority | str = TaskPriority.NORMAL,
+        *,
+        delay: float | None = None,
+        max_retries: int | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> RedisTask:
+        """Add a task. `task_id` is the idempotency key: if a task with that id exists
+        (in any state, until it is cleared), nothing changes and that task is returned."""
+        spec = self._spec(task_id, task_type, payload, priority, delay, max_retries, meta)
+        reply = await self._call("enqueue", self._enqueue_keys(), [self.keys.base, 1, *spec.args])
+        return enqueued_task(spec, reply[1], int(reply[0]))
+
+    async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
+        """Enqueue many tasks, each a dict of enqueue()'s keyword arguments, in chunks of
+        500 per script call. Every task is validated before anything is sent."""
+        specs = [self._spec(**dict(t)) for t in tasks]
+        out: list[RedisTask] = []
+        for start in range(0, len(specs), _BATCH):
+            chunk = specs[start : start + _BATCH]
+            args: list[Any] = [self.keys.base, len(chunk)]
+            for spec in chunk:
+                args.extend(spec.args)
+            reply = await self._call("enqueue", self._enqueue_keys(), args)
+            now_ms = int(reply[0])
+            out.extend(enqueued_task(s, r, now_ms) for s, r in zip(chunk, reply[1:], strict=True))
+        return out
+
+    # -- consuming -----------------------------------------------------------------
+
+    async def dequeue(self, worker_id: str, timeout: float = 5.0) -> RedisTask | None:
+        """Claim the highest-priority ready task, blocking in Redis up to `timeout`
+        seconds for one to arrive. Returns None on timeout."""
+        tasks = await self.claim(worker_id, 1, timeout=timeout)
+        return tasks[0] if tasks else None
+
+    async def claim(
+        self,
+        worker_id: str,
+        count: int = 1,
+        *,
+        task_types: Iterable[str] | None = None,
+        timeout: float = 0.0,
+    ) -> list[RedisTask]:
+        """Claim up to `count` ready tasks of the given types (all types if None) in one
+        round trip, each under its own lease. Blocks up to `timeout` while none is ready."""
+        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
+        wake_keys = [self.keys.wake(t) for t in types] or [self.keys.wake()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            tasks, wait_hint = await self._claim_once(worker_id, count, types)
+            if tasks:
+                return tasks
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            wait = remaining if wait_hint is None else min(remaining, wait_hint)
+            await self._block_pop(wake_keys, wait)
+
+    async def complete_task(
+        self, task_id: str, result: Any = None, *, lease_token: int | None = None
+    ) -> None:
+        """Mark a processing task completed with its (JSON) result. Raises LeaseLost if
+        this caller's lease expired and the task was reclaimed."""
+        text = codec.dumps(result, "result", self.max_payload_bytes)
+        token = self._token_for(task_id, lease_token)
+        keys = [self.keys.processing, self.keys.completed, self.keys.cancelled, self.keys.stats]
+        args = [self.keys.base, task_id, token, self.task_ttl_seconds * 1000]
+        try:
+            await self._call("complete", keys, [*args, *codec.split_chunks(text)], task_id)
+        finally:
+            self._leases.pop(task_id, None)
+
+    async def fail_task(
+        self,
+        task_id: str,
+        error: str,
+        retry: bool = True,
+        *,
+        lease_token: int | None = None,
+        delay: float | None = None,
+    ) -> TaskState:
+        """Record a failure. With `retry`, the task runs again after the retry policy's
+        delay (or `delay` seconds) while retries remain; otherwise it is dead-lettered.
+        Returns the task's new state."""
+        token = self._token_for(task_id, lease_token)
+        keys = [
+            self.keys.processing,
+            self.keys.delayed,
+            self.keys.dlq,
+            self.keys.failed,
+            self.keys.cancelled,
+            self.keys.stats,
+        ]
+        args = [
+            self.keys.base,
+            task_id,
+            token,
+            "1" if retry else "0",
+            "1" if self.enable_dlq else "0",
+            *self.retry_policy.script_args(),
+            "" if delay is None else str(max(0, int(delay * 1000))),
+            *codec.error_chunks(str(error)),
+        ]
+        try:
+            reply = await self._call("fail", keys, args, task_id)
+        finally:
+            self._leases.pop(task_id, None)
+        outcome = int(reply[0])
+        if outcome == 1:
+            return TaskState.PENDING if int(reply[1]) <= 0 else TaskState.DELAYED
+        return {2: TaskState.DEAD_LETTER, 3: TaskState.FAILED}.get(outcome, TaskState.CANCELLED)
+
+    async def extend_lease(
+        self, task_id: str, lease_token: int | None = None, seconds: float | None = None
+    ) -> bool:
+        """Heartbeat: extend the lease to `seconds` (default lease_seconds) from now.
+        Returns True when a cancel was requested for the task. Raises LeaseLost."""
+        token = self._token_for(task_id, lease_token)
+        lease_ms = int((seconds or self.lease_seconds) * 1000)
+        reply = await self._call(
+            "extend", [self.keys.processing], [self.keys.base, task_id, token, lease_ms], task_id
+        )
+        return int(reply[2]) == 1
+
+    heartbeat = extend_lease
+
+    async def release_task(self, task_id: str, lease_token: int | None = None) -> None:
+        """Hand a claimed task back to pending without counting the attempt (used on
+        graceful shutdown). Raises LeaseLost."""
+        token = self._token_for(task_id, lease_token)
+        try:
+            await self._call(
+                "release",
+                [self.keys.processing, self.keys.stats],
+                [self.keys.base, task_id, token],
+                task_id,
+            )
+        finally:
+            self._leases.pop(task_id, None)
+
+    async def reap(self) -> None:
+        """Promote due delayed tasks and reclaim expired leases (a bounded batch). Every
+        claim does this too; call it when no worker is running."""
+        await self._claim_once("reaper", 0, [])
+
+    # -- inspecting and administering ------------------------------------------------
+
+    async def get_task(self, task_id: str) -> RedisTask | None:
+        """The task as stored now, or None. A corrupt record raises QueueError."""
+        validate_task_id(task_id)
+        async with redis_errors(self.redis_url):
+            flat = await self.redis.hgetall(self.keys.task(task_id))
+        if not flat:
+            return None
+        try:
+            return codec.decode_task(task_id, codec.text_fields(flat))
+        except ValueError as exc:
+            raise QueueError(str(exc)) from exc
+
+    async def wait_for_result(self, task_id: str, timeout: float = 30.0) -> Any:
+        """Block (in Redis, no polling) until the task finishes; return its result.
+        Raises TaskFailed (dead-lettered or failed), TaskCancelled, ResultTimeout or
+        TaskNotFound."""
+        validate_task_id(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        done_key = self.keys.done(task_id)
+        while True:
+            task = await self.get_task(task_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.state == TaskState.COMPLETED:
+                return task.result
+            if task.state == TaskState.CANCELLED:
+                raise TaskCancelled(task_id)
+            if task.state in (TaskState.DEAD_LETTER, TaskState.FAILED):
+                raise TaskFailed(task_id, task.state, task.error)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ResultTimeout(f"task {task_id!r} is still {task.state} after {timeout} s")
+            # The done list is written in the same script as the final state, so a
+            # finish between the read above and this wait is not missed. BLMOVE onto
+            # itself leaves the token in place for every other waiter.
+            async with redis_errors(self.redis_url):
+                wait = max(_MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
+                await self._blocking_client.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
+
+    async def cancel(self, task_id: str) -> TaskState:
+        """Cancel a task. A pending or delayed task is cancelled at once (returns
+        CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
+        Raises TaskNotFound, or TaskStateError if it already finished."""
+        validate_task_id(task_id)
+        keys = [self.keys.delayed, self.keys.cancelled, self.keys.stats]
+        reply = await self._call("cancel", keys, [self.keys.base, task_id], task_id)
+        return TaskState.CANCELLED if int(reply[0]) == 1 else TaskState.PROCESSING
+
+    async def retry_dlq_task(self, task_id: str) -> RedisTask:
+        """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
+        validate_task_id(task_id)
+        keys = [self.keys.dlq, self.keys.failed, self.keys.stats]
+        await self._call("retry_dlq", keys, [self.keys.base, task_id], task_id)
+        task = await self.get_task(task_id)
+        if task is None:  # deleted in between by someone else
+            raise TaskNotFound(task_id)
+        return task
+
+    async def purge_dlq(self) -> int:
+        """Delete every dead-lettered task; returns how many."""
+        return await self._chunked("purge_dlq", [self.keys.dlq], [self.keys.base, _BATCH])
+
+    async def clear_completed(self, older_than_seconds: float = 86400) -> int:
+        """Delete completed and cancelled tasks that finished more than
+        `older_than_seconds` ago (server time); returns how many."""
+        age_ms = max(0, int(older_than_seconds * 1000))
+        keys = [self.keys.completed, self.keys.cancelled]
+        return await self._chunked("clear_finished", keys, [self.keys.base, age_ms, _BATCH])
+
+    async def get_queue_size(self) -> dict[str, int]:
+        """Task counts per state: pending, delayed, processing, completed, failed,
+        cancelled and dlq."""
+        return (await self._snapshot()).sizes
+
+    async def get_statistics(self) -> dict[str, Any]:
+        """Sizes, pending counts per priority and type, lifetime counters and the
+        success rate (completed / finished, in percent; 100.0 before anything finished)."""
+        snap = await self._snapshot()
+        counters = snap.counters
+        completed, failed = counters.get("completed", 0), counters.get("failed", 0)
+        finished = completed + failed
+        return {
+            **snap.sizes,
+            "pending_by_priority": snap.pending_by_priority,
+            "pending_by_type": snap.pending_by_type,
+            "total_enqueued": counters.get("enqueued", 0),
+            "total_completed": completed,
+            "total_failed": failed,
+            "total_retried": counters.get("retried", 0),
+            "total_dead_lettered": counters.get("dead_lettered", 0),
+            "total_cancelled": counters.get("cancelled", 0),
+            "total_reclaimed": counters.get("reclaimed", 0),
+            "total_corrupt": counters.get("corrupt", 0),
+            "success_rate": round(100.0 * completed / finished, 2) if finished else 100.0,
+        }
+
+    async def list_tasks(
+        self, state: TaskState | str | None = None, limit: int = 100
+    ) -> list[RedisTask]:
+        """Up to `limit` tasks in `state` (pending ones in dequeue order, finished ones
+        oldest first). Records that cannot be decoded are skipped."""
+        wanted = TaskState(state) if state else TaskState.PENDING
+        async with redis_errors(self.redis_url):
+            ids = await ids_in_state(self.redis, self.keys, wanted, limit)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(self.keys.task(task_id))
+                rows = await pipe.execute()
+        tasks = []
+        for task_id, flat in zip(ids, rows, strict=True):
+            if flat:
+                try:
+                    tasks.append(codec.decode_task(task_id, codec.text_fields(flat)))
+                except ValueError:
+                    continue
+        return tasks
+
+    async def health_check(self) -> dict[str, Any]:
+        """The seed's health check: never raises; 'unhealthy' with the error instead."""
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with redis_errors(self.redis_url):
+                await self.redis.ping()
+            latency_ms = (loop.time() - started) * 1000
+            stats = await self.get_statistics()
+            return {
+                "status": "healthy",
+                "pending": stats["pending"],
+                "processing": stats["processing"],
+                "dlq_size": stats["dlq"],
+                "success_rate": stats["success_rate"],
+                "redis_url": self.url,
+                "ping_ms": round(latency_ms, 3),
+            }
+        except Exception as exc:
+            return {"status": "unhealthy", "error": str(exc), "redis_url": self.url}
+
+    # -- internals -------------------------------------------------------------------
+
+    @property
+    def _blocking_client(self) -> Redis:
+        if self._blocking is None:
+            raise NotConnected("call `await queue.connect()` first")
+        return self._blocking
+
+    async def _call(self, name: str, keys: list[str], args: list[Any], task_id: str = "") -> Any:
+        if self._scripts is None:
+            raise NotConnected("call `await queue.connect()` first")
+        async with redis_errors(self.redis_url):
+            reply = await self._scripts.call(name, keys, args)
+        if reply and isinstance(reply[0], int) and reply[0] < 0:
+            raise_for_code(reply, task_id, name.replace("_", " "))
+        return reply
+
+    async def _chunked(self, name: str, keys: list[str], args: list[Any]) -> int:
+        total = 0
+        while True:
+            removed = int((await self._call(name, keys, args))[0])
+            total += removed
+            if removed < _BATCH:
+                return total
+
+    async def _block_pop(self, keys: list[str], wait: float) -> None:
+        async with redis_errors(self.redis_url):
+            await self._blocking_client.blpop(
+                keys, timeout=max(_MIN_BLOCK, min(wait, BLOCK_SLICE_SECONDS))
+            )
+
+    async def _claim_once(
+        self, worker_id: str, count: int, types: list[str]
+    ) -> tuple[list[RedisTask], float | None]:
+        """One claim round trip. Returns the tasks and how long an idle caller may block
+        before the next delayed task is due or lease expires (None: no such event)."""
+        keys = [
+            self.keys.processing,
+            self.keys.delayed,
+            self.keys.stats,
+            self.keys.types,
+            self.keys.dlq,
+            self.keys.failed,
+            self.keys.cancelled,
+        ]
+        args = [
+            self.keys.base,
+            worker_id,
+            int(self.lease_seconds * 1000),
+            count,
+            self.max_lease_losses,
+            "1" if self.enable_dlq else "0",
+            *types,
+        ]
+        reply = await self._call("claim", keys, args)
+        now_ms, next_event_ms = int(reply[0]), int(reply[1])
+        tasks = []
+        for raw_id, token, flat in reply[2:]:
+            task_id = raw_id.decode()
+            try:
+                task = codec.decode_task(task_id, codec.text_fields(flat))
+            except ValueError as exc:
+                # A record the engine cannot read is dead-lettered with the reason, never
+                # handed to the caller.
+                await self.fail_task(task_id, str(exc), retry=False, lease_token=int(token))
+                continue
+            self._leases[task_id] = int(token)
+            tasks.append(task)
+        wait_hint = None if next_event_ms < 0 else max(0.0, (next_event_ms - now_ms) / 1000)
+        return tasks, wait_hint
+
+    def _token_for(self, task_id: str, lease_token: int | None) -> str:
+        validate_task_id(task_id)
+        if lease_token is None:
+            lease_token = self._leases.get(task_id)
+        return "" if lease_token is None else str(lease_token)
+
+    def _enqueue_keys(self) -> list[str]:
+        return [self.keys.delayed, self.keys.stats, self.keys.types]
+
+    def _spec(self, *args: Any, **kwargs: Any) -> TaskSpec:
+        return build_spec(self.max_retries, self.max_payload_bytes, *args, **kwargs)
+
+    async def _snapshot(self) -> QueueSnapshot:
+        k = self.keys
+        keys = [
+            k.processing,
+            k.delayed,
+            k.completed,
+            k.failed,
+            k.cancelled,
+            k.dlq,
+            k.stats,
+            k.types,
+        ]
+        return parse_sizes(await self._call("sizes", [*keys, k.types], [k.base]))

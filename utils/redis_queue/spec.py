@@ -1,0 +1,81 @@
+"""Validating and encoding a task for enqueue.lua, and the RedisTask that enqueue returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .errors import InvalidTaskError, QueueError, SerializationError
+from .keys import validate_task_id, validate_task_type
+from .models import RedisTask, TaskPriority, TaskState, coerce_priority
+
+__all__ = ["TaskSpec", "build_spec", "enqueued_task"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A validated task and its enqueue.lua arguments."""
+
+    task_id: str
+    task_type: str
+    payload: dict[str, Any]
+    priority: int
+    max_retries: int
+    delay_ms: int
+    meta: dict[str, str]
+    args: list[Any]
+
+
+def build_spec(
+    default_max_retries: int,
+    max_payload_bytes: int,
+    task_id: str,
+    task_type: str,
+    payload: Mapping[str, Any],
+    priority: int | TaskPriority | str = TaskPriority.NORMAL,
+    delay: float | None = None,
+    max_retries: int | None = None,
+    meta: Mapping[str, str] | None = None,
+) -> TaskSpec:
+    """Check every argument of enqueue(); raises before anything reaches Redis."""
+    validate_task_id(task_id)
+    validate_task_type(task_type)
+    prio = coerce_priority(priority)
+    if not isinstance(payload, Mapping):
+        raise SerializationError(
+            f"payload must be a JSON object (a dict), not {type(payload).__name__}"
+        )
+    payload_dict = dict(payload)
+    text = codec.dumps(payload_dict, "payload", max_payload_bytes)
+    retries = default_max_retries if max_retries is None else max_retries
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidTaskError(f"max_retries must be an int >= 0, not {retries!r}")
+    if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+        raise InvalidTaskError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    delay_ms = int((delay or 0) * 1000)
+    meta_dict = dict(meta or {})
+    meta_text = codec.dumps(meta_dict, "meta") if meta_dict else ""
+    chunks = codec.split_chunks(text)
+    args = [task_id, task_type, prio, retries, delay_ms, meta_text, len(chunks), *chunks]
+    return TaskSpec(task_id, task_type, payload_dict, prio, retries, delay_ms, meta_dict, args)
+
+
+def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int) -> RedisTask:
+    """The task enqueue.lua created, or the existing one when the id was taken."""
+    if isinstance(reply, list):
+        try:
+            return codec.decode_task(spec.task_id, codec.text_fields(reply))
+        except ValueError as exc:
+            raise QueueError(f"task id {spec.task_id!r} exists but {exc}") from exc
+    return RedisTask(
+        task_id=spec.task_id,
+        task_type=spec.task_type,
+        payload=spec.payload,
+        priority=spec.priority,
+        state=TaskState.DELAYED if spec.delay_ms else TaskState.PENDING,
+        max_retries=spec.max_retries,
+        created_at=codec.iso_from_ms(str(now_ms)) or "",
+        meta=spec.meta,
+    )
