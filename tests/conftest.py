@@ -62,9 +62,13 @@ async def make_queue(
     made: list[RedisTaskQueue] = []
 
     def factory(**kwargs: object) -> RedisTaskQueue:
-        options: dict[str, object] = {"retry_policy": FAST_RETRY, "queue_name": queue_name}
+        options: dict[str, object] = {
+            "retry_policy": FAST_RETRY,
+            "queue_name": queue_name,
+            "redis_url": redis_url,
+        }
         options.update(kwargs)
-        q = RedisTaskQueue(redis_url=redis_url, **options)  # type: ignore[arg-type]
+        q = RedisTaskQueue(**options)  # type: ignore[arg-type]
         made.append(q)
         return q
 

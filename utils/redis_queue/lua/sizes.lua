@@ -24,7 +24,8 @@ if bad then return bad end
 local per_type = {}
 for _, t in ipairs(redis.call('SMEMBERS', KEYS[8])) do
   local k = pending_key(base, t)
-  if redis.call('TYPE', k).ok == 'zset' then
+  local kind = redis.call('TYPE', k).ok
+  if kind == 'zset' or kind == 'none' then
     per_type[#per_type + 1] = t
     per_type[#per_type + 1] = redis.call('ZCARD', k)
     for p = 0, 3 do

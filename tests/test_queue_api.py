@@ -1,0 +1,187 @@
+"""The API beyond the seed: scheduling, cancel, waiting for results, cleanup, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.state import assert_single_state
+from utils.redis_queue import (
+    RedisTaskQueue,
+    ResultTimeout,
+    TaskCancelled,
+    TaskFailed,
+    TaskPriority,
+    TaskState,
+)
+
+QueueFactory = Callable[..., RedisTaskQueue]
+
+
+async def test_scheduled_task_waits_for_its_delay_on_the_server_clock(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    task = await queue.enqueue("soon", "dev", {}, delay=0.3)
+    assert task.state == TaskState.DELAYED
+    await assert_single_state(raw_redis, queue, "soon", "delayed")
+    started = time.perf_counter()
+    got = await queue.dequeue("w", timeout=0.1)
+    assert got is None
+    got = await queue.dequeue("w", timeout=2)
+    assert got is not None and got.task_id == "soon"
+    assert time.perf_counter() - started >= 0.25
+
+
+async def test_cancel_of_a_queued_task_is_immediate_and_notifies_waiters(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue("c1", "dev", {})
+    waiter = asyncio.create_task(queue.wait_for_result("c1", timeout=5))
+    await asyncio.sleep(0)
+    assert await queue.cancel("c1") == TaskState.CANCELLED
+    with pytest.raises(TaskCancelled):
+        await waiter
+    await assert_single_state(raw_redis, queue, "c1", "cancelled")
+    assert await queue.dequeue("w", timeout=0) is None
+    assert (await queue.get_statistics())["total_cancelled"] == 1
+
+
+async def test_cancel_of_a_running_task_flags_it_and_its_failure_ends_cancelled(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue("c2", "dev", {})
+    await queue.dequeue("w", timeout=1)
+    pubsub = raw_redis.pubsub()
+    await pubsub.subscribe(queue.keys.cancel_channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    assert await queue.cancel("c2") == TaskState.PROCESSING
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+    assert message is not None and message["data"] == b"c2"
+    await pubsub.aclose()
+    assert await queue.extend_lease("c2") is True  # the heartbeat learns of it too
+    await assert_single_state(raw_redis, queue, "c2", "processing")
+    assert await queue.fail_task("c2", "cancelled by request") == TaskState.CANCELLED
+    await assert_single_state(raw_redis, queue, "c2", "cancelled")
+
+
+async def test_wait_for_result_reports_dead_letter_and_timeout(queue: RedisTaskQueue) -> None:
+    await queue.enqueue("bad", "dev", {})
+    await queue.dequeue("w", timeout=1)
+    await queue.fail_task("bad", "exploded", retry=False)
+    with pytest.raises(TaskFailed) as failure:
+        await queue.wait_for_result("bad", timeout=1)
+    assert failure.value.state == TaskState.DEAD_LETTER and failure.value.error == "exploded"
+
+    await queue.enqueue("slow", "dev", {})
+    started = time.perf_counter()
+    with pytest.raises(ResultTimeout):
+        await queue.wait_for_result("slow", timeout=0.2)
+    assert 0.15 < time.perf_counter() - started < 1.0
+
+
+async def test_many_waiters_on_one_task_all_wake(make_queue: QueueFactory) -> None:
+    waiters = [make_queue() for _ in range(5)]
+    for w in waiters:
+        await w.connect()
+    await waiters[0].enqueue("shared", "dev", {})
+    pending = [asyncio.create_task(w.wait_for_result("shared", timeout=5)) for w in waiters]
+    await asyncio.sleep(0.05)  # let every waiter reach its blocking call
+    await waiters[0].dequeue("w", timeout=1)
+    await waiters[0].complete_task("shared", "done")
+    assert await asyncio.gather(*pending) == ["done"] * 5
+
+
+async def test_enqueue_many_is_ordered_by_priority_then_fifo(queue: RedisTaskQueue) -> None:
+    specs = [
+        {"task_id": f"p{i}", "task_type": "dev", "payload": {"i": i}, "priority": i % 4}
+        for i in range(40)
+    ]
+    created = await queue.enqueue_many(specs)
+    assert [t.task_id for t in created] == [s["task_id"] for s in specs]
+    order = [t.task_id for t in await queue.claim("w", 40)]
+    expected = sorted(specs, key=lambda s: (-s["priority"], s["payload"]["i"]))
+    assert order == [s["task_id"] for s in expected]
+
+
+async def test_claim_serves_only_the_given_types_and_others_wait(queue: RedisTaskQueue) -> None:
+    await queue.enqueue("d", "dev", {}, TaskPriority.LOW)
+    await queue.enqueue("q", "qa", {}, TaskPriority.CRITICAL)
+    got = await queue.claim("dev-worker", 5, task_types=["dev"])
+    assert [t.task_id for t in got] == ["d"]
+    assert (await queue.get_statistics())["pending_by_type"] == {"dev": 0, "qa": 1}
+
+
+async def test_statistics_count_outcomes_and_success_rate(queue: RedisTaskQueue) -> None:
+    for i in range(4):
+        await queue.enqueue(f"s{i}", "dev", {}, TaskPriority(i))
+    for _ in range(3):
+        task = await queue.dequeue("w", timeout=1)
+        assert task is not None
+        await queue.complete_task(task.task_id, None)
+    task = await queue.dequeue("w", timeout=1)
+    assert task is not None
+    await queue.fail_task(task.task_id, "no", retry=False)
+    stats = await queue.get_statistics()
+    assert stats["total_completed"] == 3 and stats["total_failed"] == 1
+    assert stats["total_dead_lettered"] == 1 and stats["success_rate"] == 75.0
+    assert stats["completed"] == 3 and stats["dlq"] == 1 and stats["pending"] == 0
+
+
+async def test_purge_dlq_deletes_dead_letters_and_their_records(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    for i in range(3):
+        await queue.enqueue(f"x{i}", "dev", {})
+        await queue.dequeue("w", timeout=1)
+        await queue.fail_task(f"x{i}", "dead", retry=False)
+    assert await raw_redis.scard(queue.dlq_key) == 3
+    assert await queue.purge_dlq() == 3
+    assert await raw_redis.scard(queue.dlq_key) == 0
+    assert await queue.get_task("x0") is None
+
+
+async def test_finished_tasks_past_their_ttl_are_trimmed_by_later_completions(
+    make_queue: QueueFactory, raw_redis: Redis
+) -> None:
+    q = make_queue(task_ttl_seconds=1)
+    await q.connect()
+    await q.enqueue("old", "dev", {})
+    await q.dequeue("w", timeout=1)
+    await q.complete_task("old", None)
+    await raw_redis.zadd(q.keys.completed, {"old": 0})  # finished long ago
+    await q.enqueue("new", "dev", {})
+    await q.dequeue("w", timeout=1)
+    await q.complete_task("new", None)
+    assert await q.get_task("old") is None
+    assert await raw_redis.zscore(q.keys.completed, "old") is None
+
+
+async def test_health_check_reports_the_seed_fields(queue: RedisTaskQueue) -> None:
+    await queue.enqueue("h", "dev", {})
+    health = await queue.health_check()
+    assert health["status"] == "healthy" and health["pending"] == 1
+    assert {"processing", "dlq_size", "success_rate"} <= health.keys()
+
+
+async def test_health_check_of_an_unreachable_redis_is_unhealthy_not_an_exception(
+    make_queue: QueueFactory,
+) -> None:
+    from tests.redis_server import free_port
+
+    q = make_queue(redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0", connect_timeout=1)
+    with pytest.raises(Exception):  # noqa: B017 - any failure to connect
+        await q.connect()
+    health = await q.health_check()
+    assert health["status"] == "unhealthy" and "secret" not in str(health)
+
+
+async def test_async_with_connects_and_closes(make_queue: QueueFactory) -> None:
+    async with make_queue() as q:
+        await q.enqueue("ctx", "dev", {})
+        assert (await q.get_queue_size())["pending"] == 1
+    with pytest.raises(Exception):  # noqa: B017 - NotConnected after close
+        _ = q.redis
