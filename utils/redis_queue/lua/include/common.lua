@@ -1,5 +1,5 @@
 --[[
-  Shared helpers, spliced into each script by scripts.py at the `--@include common` line.
+  Shared helpers, spliced into each script by scripts.py where it says "include common".
 
   Key layout (mirrors utils/redis_queue/keys.py; keep both in step). `base` is
   "<prefix>:{<queue>}:" and every key of a queue starts with it, so all of them hash
