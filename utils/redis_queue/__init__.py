@@ -22,10 +22,11 @@ from .errors import (
     TaskNotProcessing,
     TaskStateError,
 )
-from .models import RedisTask, RetryPolicy, TaskPriority, TaskState
+from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
 from .queue import RedisTaskQueue
 
 __all__ = [
+    "ClaimBatch",
     "CorruptQueue",
     "InvalidPriority",
     "InvalidQueueName",
@@ -41,6 +42,7 @@ __all__ = [
     "ResultTimeout",
     "RetryPolicy",
     "SerializationError",
+    "Settlement",
     "TaskCancelled",
     "TaskFailed",
     "TaskNotFound",

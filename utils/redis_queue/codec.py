@@ -105,6 +105,7 @@ def decode_task(task_id: str, fields: dict[str, str]) -> RedisTask:
             lease_token=int(lease) if lease else None,
             lease_losses=int(fields.get("lease_losses", 0)),
             cancel_requested=fields.get("cancel") == "1",
+            timeout=int(fields["timeout"]) / 1000 if fields.get("timeout") else None,
             meta=meta,
         )
     except (KeyError, ValueError, TypeError) as exc:

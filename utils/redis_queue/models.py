@@ -9,7 +9,15 @@ from typing import Any
 
 from .errors import InvalidPriority
 
-__all__ = ["RedisTask", "RetryPolicy", "TaskPriority", "TaskState", "coerce_priority"]
+__all__ = [
+    "ClaimBatch",
+    "RedisTask",
+    "RetryPolicy",
+    "Settlement",
+    "TaskPriority",
+    "TaskState",
+    "coerce_priority",
+]
 
 
 class TaskPriority(int, Enum):
@@ -107,7 +115,33 @@ class RedisTask:
     lease_token: int | None = None  # Fencing token of the current lease
     lease_losses: int = 0  # Times a worker lost the lease (died or stalled)
     cancel_requested: bool = False
+    timeout: float | None = None  # Execution timeout for this task (seconds), if set
     meta: dict[str, str] = field(default_factory=dict)  # e.g. trace context
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a claimed task ended, for RedisTaskQueue.settle_many: `error` None means it
+    completed with `result`; otherwise it failed, retried per `retry` / `delay`."""
+
+    task_id: str
+    lease_token: int | None
+    result: Any = None
+    error: str | None = None
+    retry: bool = True
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    """Tasks one claim call handed out, and how long an idle caller may block before a
+    delayed task comes due or a lease expires (None: nothing is scheduled)."""
+
+    tasks: list[RedisTask]
+    wait_hint: float | None
+
+    def wait_limit(self, seconds: float) -> float:
+        return seconds if self.wait_hint is None else min(seconds, self.wait_hint)

@@ -26,8 +26,8 @@ from .errors import (
     raise_for_code,
 )
 from .keys import QueueKeys, validate_queue_name, validate_task_id, validate_task_type
-from .models import RedisTask, RetryPolicy, TaskPriority, TaskState
-from .scripts import Scripts
+from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
+from .scripts import ScriptCall, Scripts
 from .snapshot import QueueSnapshot, ids_in_state, parse_sizes
 from .spec import TaskSpec, build_spec, enqueued_task
 
@@ -159,10 +159,13 @@ class RedisTaskQueue:
         delay: float | None = None,
         max_retries: int | None = None,
         meta: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> RedisTask:
         """Add a task. `task_id` is the idempotency key: if a task with that id exists
-        (in any state, until it is cleared), nothing changes and that task is returned."""
-        spec = self._spec(task_id, task_type, payload, priority, delay, max_retries, meta)
+        (in any state, until it is cleared), nothing changes and that task is returned.
+        `delay` schedules it that many seconds ahead; `timeout` overrides the worker's
+        execution timeout for this task."""
+        spec = self._spec(task_id, task_type, payload, priority, delay, max_retries, meta, timeout)
         reply = await self._call("enqueue", self._enqueue_keys(), [self.keys.base, 1, *spec.args])
         return enqueued_task(spec, reply[1], int(reply[0]))
 
@@ -199,19 +202,17 @@ class RedisTaskQueue:
     ) -> list[RedisTask]:
         """Claim up to `count` ready tasks of the given types (all types if None) in one
         round trip, each under its own lease. Blocks up to `timeout` while none is ready."""
-        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
-        wake_keys = [self.keys.wake(t) for t in types] or [self.keys.wake()]
+        types = list(task_types) if task_types is not None else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            tasks, wait_hint = await self._claim_once(worker_id, count, types)
-            if tasks:
-                return tasks
+            batch = await self.claim_ready(worker_id, count, task_types=types)
+            if batch.tasks:
+                return batch.tasks
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            wait = remaining if wait_hint is None else min(remaining, wait_hint)
-            await self._block_pop(wake_keys, wait)
+            await self.wait_for_work(types, batch.wait_limit(remaining))
 
     async def complete_task(
         self, task_id: str, result: Any = None, *, lease_token: int | None = None
@@ -219,11 +220,9 @@ class RedisTaskQueue:
         """Mark a processing task completed with its (JSON) result. Raises LeaseLost if
         this caller's lease expired and the task was reclaimed."""
         text = codec.dumps(result, "result", self.max_payload_bytes)
-        token = self._token_for(task_id, lease_token)
-        keys = [self.keys.processing, self.keys.completed, self.keys.cancelled, self.keys.stats]
-        args = [self.keys.base, task_id, token, self.task_ttl_seconds * 1000]
+        call = self._complete_call(task_id, self._token_for(task_id, lease_token), text)
         try:
-            await self._call("complete", keys, [*args, *codec.split_chunks(text)], task_id)
+            await self._call(*call, task_id)
         finally:
             self._leases.pop(task_id, None)
 
@@ -240,32 +239,46 @@ class RedisTaskQueue:
         delay (or `delay` seconds) while retries remain; otherwise it is dead-lettered.
         Returns the task's new state."""
         token = self._token_for(task_id, lease_token)
-        keys = [
-            self.keys.processing,
-            self.keys.delayed,
-            self.keys.dlq,
-            self.keys.failed,
-            self.keys.cancelled,
-            self.keys.stats,
-        ]
-        args = [
-            self.keys.base,
-            task_id,
-            token,
-            "1" if retry else "0",
-            "1" if self.enable_dlq else "0",
-            *self.retry_policy.script_args(),
-            "" if delay is None else str(max(0, int(delay * 1000))),
-            *codec.error_chunks(str(error)),
-        ]
         try:
-            reply = await self._call("fail", keys, args, task_id)
+            reply = await self._call(*self._fail_call(task_id, token, error, retry, delay), task_id)
         finally:
             self._leases.pop(task_id, None)
-        outcome = int(reply[0])
-        if outcome == 1:
-            return TaskState.PENDING if int(reply[1]) <= 0 else TaskState.DELAYED
-        return {2: TaskState.DEAD_LETTER, 3: TaskState.FAILED}.get(outcome, TaskState.CANCELLED)
+        return _state_after_fail(reply)
+
+    async def settle_many(self, settlements: Iterable[Settlement]) -> list[TaskState | QueueError]:
+        """Complete or fail many tasks in one round trip (how a Worker acknowledges).
+        Returns, per settlement, the task's new state or the error (e.g. LeaseLost) that
+        refused it; a result that is not JSON dead-letters its task with the reason."""
+        items = list(settlements)
+        calls = []
+        for s in items:
+            token = self._token_for(s.task_id, s.lease_token)
+            if s.error is None:
+                try:
+                    text = codec.dumps(s.result, "result", self.max_payload_bytes)
+                except QueueError as exc:
+                    calls.append(self._fail_call(s.task_id, token, str(exc), False, None))
+                    continue
+                calls.append(self._complete_call(s.task_id, token, text))
+            else:
+                calls.append(self._fail_call(s.task_id, token, s.error, s.retry, s.delay))
+        if self._scripts is None:
+            raise NotConnected("call `await queue.connect()` first")
+        async with redis_errors(self.redis_url):
+            replies = await self._scripts.call_many(self.redis, calls)
+        out: list[TaskState | QueueError] = []
+        for s, (name, _, _), reply in zip(items, calls, replies, strict=True):
+            self._leases.pop(s.task_id, None)
+            if isinstance(reply, Exception):
+                out.append(QueueError(f"settling {s.task_id!r} failed: {reply}"))
+            elif int(reply[0]) < 0:
+                try:
+                    raise_for_code(reply, s.task_id, name)
+                except QueueError as exc:
+                    out.append(exc)
+            else:
+                out.append(TaskState.COMPLETED if name == "complete" else _state_after_fail(reply))
+        return out
 
     async def extend_lease(
         self, task_id: str, lease_token: int | None = None, seconds: float | None = None
@@ -298,7 +311,7 @@ class RedisTaskQueue:
     async def reap(self) -> None:
         """Promote due delayed tasks and reclaim expired leases (a bounded batch). Every
         claim does this too; call it when no worker is running."""
-        await self._claim_once("reaper", 0, [])
+        await self.claim_ready("reaper", 0)
 
     # -- inspecting and administering ------------------------------------------------
 
@@ -466,17 +479,22 @@ class RedisTaskQueue:
             if removed < _BATCH:
                 return total
 
-    async def _block_pop(self, keys: list[str], wait: float) -> None:
+    async def wait_for_work(self, task_types: Iterable[str] | None, seconds: float) -> None:
+        """Block in Redis until work of these types (all types if None) may be ready, or
+        `seconds` pass. Returns early on a wake-up token; the caller then claims."""
+        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
+        wake_keys = [self.keys.wake(t) for t in types] or [self.keys.wake()]
+        wait = max(_MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
         async with redis_errors(self.redis_url):
-            await self._blocking_client.blpop(
-                keys, timeout=max(_MIN_BLOCK, min(wait, BLOCK_SLICE_SECONDS))
-            )
+            await self._blocking_client.blpop(wake_keys, timeout=wait)
 
-    async def _claim_once(
-        self, worker_id: str, count: int, types: list[str]
-    ) -> tuple[list[RedisTask], float | None]:
-        """One claim round trip. Returns the tasks and how long an idle caller may block
-        before the next delayed task is due or lease expires (None: no such event)."""
+    async def claim_ready(
+        self, worker_id: str, count: int, *, task_types: Iterable[str] | None = None
+    ) -> ClaimBatch:
+        """One claim round trip, never blocking: up to `count` ready tasks of the given
+        types (all types if None), each under a new lease, plus how long an idle caller
+        may block before a delayed task comes due or a lease expires."""
+        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
         keys = [
             self.keys.processing,
             self.keys.delayed,
@@ -510,7 +528,30 @@ class RedisTaskQueue:
             self._leases[task_id] = int(token)
             tasks.append(task)
         wait_hint = None if next_event_ms < 0 else max(0.0, (next_event_ms - now_ms) / 1000)
-        return tasks, wait_hint
+        return ClaimBatch(tasks, wait_hint)
+
+    def _complete_call(self, task_id: str, token: str, result_text: str) -> ScriptCall:
+        k = self.keys
+        keys = [k.processing, k.completed, k.cancelled, k.stats]
+        args = [k.base, task_id, token, self.task_ttl_seconds * 1000]
+        return "complete", keys, [*args, *codec.split_chunks(result_text)]
+
+    def _fail_call(
+        self, task_id: str, token: str, error: str, retry: bool, delay: float | None
+    ) -> ScriptCall:
+        k = self.keys
+        keys = [k.processing, k.delayed, k.dlq, k.failed, k.cancelled, k.stats]
+        args = [
+            k.base,
+            task_id,
+            token,
+            "1" if retry else "0",
+            "1" if self.enable_dlq else "0",
+            *self.retry_policy.script_args(),
+            "" if delay is None else str(max(0, int(delay * 1000))),
+            *codec.error_chunks(str(error)),
+        ]
+        return "fail", keys, args
 
     def _token_for(self, task_id: str, lease_token: int | None) -> str:
         validate_task_id(task_id)
@@ -537,3 +578,11 @@ class RedisTaskQueue:
             k.types,
         ]
         return parse_sizes(await self._call("sizes", [*keys, k.types], [k.base]))
+
+
+def _state_after_fail(reply: list[Any]) -> TaskState:
+    """fail.lua's outcome code as the task's new state."""
+    outcome = int(reply[0])
+    if outcome == 1:
+        return TaskState.PENDING if int(reply[1]) <= 0 else TaskState.DELAYED
+    return {2: TaskState.DEAD_LETTER, 3: TaskState.FAILED}.get(outcome, TaskState.CANCELLED)

@@ -24,6 +24,7 @@ class TaskSpec:
     priority: int
     max_retries: int
     delay_ms: int
+    timeout: float | None
     meta: dict[str, str]
     args: list[Any]
 
@@ -38,6 +39,7 @@ def build_spec(
     delay: float | None = None,
     max_retries: int | None = None,
     meta: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> TaskSpec:
     """Check every argument of enqueue(); raises before anything reaches Redis."""
     validate_task_id(task_id)
@@ -55,11 +57,26 @@ def build_spec(
     if delay is not None and (not isinstance(delay, int | float) or delay < 0):
         raise InvalidTaskError(f"delay must be a number of seconds >= 0, not {delay!r}")
     delay_ms = int((delay or 0) * 1000)
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise InvalidTaskError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    timeout_ms = int((timeout or 0) * 1000)
     meta_dict = dict(meta or {})
     meta_text = codec.dumps(meta_dict, "meta") if meta_dict else ""
     chunks = codec.split_chunks(text)
-    args = [task_id, task_type, prio, retries, delay_ms, meta_text, len(chunks), *chunks]
-    return TaskSpec(task_id, task_type, payload_dict, prio, retries, delay_ms, meta_dict, args)
+    args = [
+        task_id,
+        task_type,
+        prio,
+        retries,
+        delay_ms,
+        meta_text,
+        timeout_ms,
+        len(chunks),
+        *chunks,
+    ]
+    return TaskSpec(
+        task_id, task_type, payload_dict, prio, retries, delay_ms, timeout, meta_dict, args
+    )
 
 
 def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int) -> RedisTask:
@@ -77,5 +94,6 @@ def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int) -> RedisTask:
         state=TaskState.DELAYED if spec.delay_ms else TaskState.PENDING,
         max_retries=spec.max_retries,
         created_at=codec.iso_from_ms(str(now_ms)) or "",
+        timeout=spec.timeout,
         meta=spec.meta,
     )

@@ -7,7 +7,8 @@
   ARGV[1] base       key prefix "<prefix>:{<queue>}:"
   ARGV[2] n          number of tasks that follow
   then, per task:
-    id, type, priority (0-3), max_retries, delay_ms (0 = ready now), meta, nchunks,
+    id, type, priority (0-3), max_retries, delay_ms (0 = ready now), meta ('' = none),
+    timeout_ms (0 = the worker's default), nchunks,
     payload chunk 1 .. payload chunk nchunks
 
   Returns {now_ms, r1, r2, ...}: ri = 1 when task i was created, or the existing task's
@@ -24,12 +25,13 @@ local checks = {KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'set'}
 local pos = 3
 local tasks = {}
 for i = 1, n do
-  local nchunks = tonumber(ARGV[pos + 6])
+  local nchunks = tonumber(ARGV[pos + 7])
   local task = {id = ARGV[pos], type = ARGV[pos + 1], priority = tonumber(ARGV[pos + 2]),
                 max_retries = ARGV[pos + 3], delay = tonumber(ARGV[pos + 4]),
-                meta = ARGV[pos + 5], first = pos + 7, nchunks = nchunks}
+                meta = ARGV[pos + 5], timeout = tonumber(ARGV[pos + 6]),
+                first = pos + 8, nchunks = nchunks}
   tasks[i] = task
-  pos = pos + 7 + nchunks
+  pos = pos + 8 + nchunks
   checks[#checks + 1] = pending_key(base, task.type)
   checks[#checks + 1] = 'zset'
   checks[#checks + 1] = task_key(base, task.id)
@@ -51,6 +53,7 @@ for i = 1, n do
     redis.call('HSET', key, 'type', t.type, 'priority', t.priority, 'created', now,
                'retries', 0, 'max_retries', t.max_retries, 'attempts', 0)
     if t.meta ~= '' then redis.call('HSET', key, 'meta', t.meta) end
+    if t.timeout > 0 then redis.call('HSET', key, 'timeout', t.timeout) end
     if t.nchunks > 0 then
       redis.call('HSET', key, 'payload', ARGV[t.first])
       for c = 1, t.nchunks - 1 do
