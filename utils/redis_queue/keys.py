@@ -102,3 +102,11 @@ class QueueKeys:
     @property
     def types(self) -> str:
         return f"{self.base}types"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.base}workers"
+
+    @property
+    def worker_beats(self) -> str:
+        return f"{self.base}worker_beats"

@@ -143,6 +143,11 @@ class RedisTaskQueue:
         return self.keys.dlq
 
     @property
+    def password(self) -> str | None:
+        """The password given to the constructor (for processes this queue starts)."""
+        return self._password
+
+    @property
     def url(self) -> str:
         """The Redis URL with any password masked."""
         return mask_url(self.redis_url)
@@ -166,7 +171,9 @@ class RedisTaskQueue:
         `delay` schedules it that many seconds ahead; `timeout` overrides the worker's
         execution timeout for this task."""
         spec = self._spec(task_id, task_type, payload, priority, delay, max_retries, meta, timeout)
-        reply = await self._call("enqueue", self._enqueue_keys(), [self.keys.base, 1, *spec.args])
+        reply = await self.call_script(
+            "enqueue", self._enqueue_keys(), [self.keys.base, 1, *spec.args]
+        )
         return enqueued_task(spec, reply[1], int(reply[0]))
 
     async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
@@ -179,7 +186,7 @@ class RedisTaskQueue:
             args: list[Any] = [self.keys.base, len(chunk)]
             for spec in chunk:
                 args.extend(spec.args)
-            reply = await self._call("enqueue", self._enqueue_keys(), args)
+            reply = await self.call_script("enqueue", self._enqueue_keys(), args)
             now_ms = int(reply[0])
             out.extend(enqueued_task(s, r, now_ms) for s, r in zip(chunk, reply[1:], strict=True))
         return out
@@ -222,7 +229,7 @@ class RedisTaskQueue:
         text = codec.dumps(result, "result", self.max_payload_bytes)
         call = self._complete_call(task_id, self._token_for(task_id, lease_token), text)
         try:
-            await self._call(*call, task_id)
+            await self.call_script(*call, task_id)
         finally:
             self._leases.pop(task_id, None)
 
@@ -240,7 +247,9 @@ class RedisTaskQueue:
         Returns the task's new state."""
         token = self._token_for(task_id, lease_token)
         try:
-            reply = await self._call(*self._fail_call(task_id, token, error, retry, delay), task_id)
+            reply = await self.call_script(
+                *self._fail_call(task_id, token, error, retry, delay), task_id
+            )
         finally:
             self._leases.pop(task_id, None)
         return _state_after_fail(reply)
@@ -287,7 +296,7 @@ class RedisTaskQueue:
         Returns True when a cancel was requested for the task. Raises LeaseLost."""
         token = self._token_for(task_id, lease_token)
         lease_ms = int((seconds or self.lease_seconds) * 1000)
-        reply = await self._call(
+        reply = await self.call_script(
             "extend", [self.keys.processing], [self.keys.base, task_id, token, lease_ms], task_id
         )
         return int(reply[2]) == 1
@@ -299,7 +308,7 @@ class RedisTaskQueue:
         graceful shutdown). Raises LeaseLost."""
         token = self._token_for(task_id, lease_token)
         try:
-            await self._call(
+            await self.call_script(
                 "release",
                 [self.keys.processing, self.keys.stats],
                 [self.keys.base, task_id, token],
@@ -361,14 +370,14 @@ class RedisTaskQueue:
         Raises TaskNotFound, or TaskStateError if it already finished."""
         validate_task_id(task_id)
         keys = [self.keys.delayed, self.keys.cancelled, self.keys.stats]
-        reply = await self._call("cancel", keys, [self.keys.base, task_id], task_id)
+        reply = await self.call_script("cancel", keys, [self.keys.base, task_id], task_id)
         return TaskState.CANCELLED if int(reply[0]) == 1 else TaskState.PROCESSING
 
     async def retry_dlq_task(self, task_id: str) -> RedisTask:
         """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
         validate_task_id(task_id)
         keys = [self.keys.dlq, self.keys.failed, self.keys.stats]
-        await self._call("retry_dlq", keys, [self.keys.base, task_id], task_id)
+        await self.call_script("retry_dlq", keys, [self.keys.base, task_id], task_id)
         task = await self.get_task(task_id)
         if task is None:  # deleted in between by someone else
             raise TaskNotFound(task_id)
@@ -462,7 +471,10 @@ class RedisTaskQueue:
             raise NotConnected("call `await queue.connect()` first")
         return self._blocking
 
-    async def _call(self, name: str, keys: list[str], args: list[Any], task_id: str = "") -> Any:
+    async def call_script(
+        self, name: str, keys: list[str], args: list[Any], task_id: str = ""
+    ) -> Any:
+        """Run one of lua/*.lua; negative replies raise (for this package's modules)."""
         if self._scripts is None:
             raise NotConnected("call `await queue.connect()` first")
         async with redis_errors(self.redis_url):
@@ -474,7 +486,7 @@ class RedisTaskQueue:
     async def _chunked(self, name: str, keys: list[str], args: list[Any]) -> int:
         total = 0
         while True:
-            removed = int((await self._call(name, keys, args))[0])
+            removed = int((await self.call_script(name, keys, args))[0])
             total += removed
             if removed < _BATCH:
                 return total
@@ -513,7 +525,7 @@ class RedisTaskQueue:
             "1" if self.enable_dlq else "0",
             *types,
         ]
-        reply = await self._call("claim", keys, args)
+        reply = await self.call_script("claim", keys, args)
         now_ms, next_event_ms = int(reply[0]), int(reply[1])
         tasks = []
         for raw_id, token, flat in reply[2:]:
@@ -577,7 +589,7 @@ class RedisTaskQueue:
             k.stats,
             k.types,
         ]
-        return parse_sizes(await self._call("sizes", [*keys, k.types], [k.base]))
+        return parse_sizes(await self.call_script("sizes", [*keys, k.types], [k.base]))
 
 
 def _state_after_fail(reply: list[Any]) -> TaskState:

@@ -30,6 +30,7 @@ SCRIPT_NAMES = (
     "release",
     "retry_dlq",
     "sizes",
+    "worker_beat",
 )
 # (script name, keys, args) of one call in a batch
 ScriptCall = tuple[str, list[str], list[Any]]

@@ -1,0 +1,132 @@
+"""What a Worker runs: handlers keyed by task type, their context and outcome conventions.
+
+A handler takes a TaskContext and returns the task's result (JSON). Raising fails the task
+with retry; raising Retry(delay=...) asks for a specific delay; raising PermanentFailure
+dead-letters it at once. Async handlers run on the event loop; plain functions run in a
+thread so they never block it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .models import RedisTask
+
+__all__ = [
+    "Handler",
+    "HandlerRegistry",
+    "HandlerSpec",
+    "PermanentFailure",
+    "Retry",
+    "TaskContext",
+    "as_registry",
+]
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a handler knows about the task it runs."""
+
+    task: RedisTask
+    worker_id: str
+    queue_name: str
+    lease_token: int  # fencing token: pass it to external systems to reject stale writers
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.task.payload
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first run, 2 for the first retry or recovery, ..."""
+        return self.task.attempts
+
+
+Handler = Callable[[TaskContext], Awaitable[Any]] | Callable[[TaskContext], Any]
+
+
+class Retry(Exception):
+    """Fail this attempt and retry after `delay` seconds (None: the queue's policy)."""
+
+    def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class PermanentFailure(Exception):
+    """Fail the task for good: dead-letter it now, without retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    func: Handler
+    timeout: float | None = None  # seconds; None = the worker's default
+
+    @property
+    def is_async(self) -> bool:
+        func: Any = self.func
+        return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)  # noqa: B004 - async callable objects
+        )
+
+
+class HandlerRegistry(Mapping[str, HandlerSpec]):
+    """Handlers by task type, with optional per-type timeouts.
+
+    registry = HandlerRegistry()
+
+    @registry.handler("dev", timeout=600)
+    async def dev(ctx: TaskContext) -> dict: ...
+    """
+
+    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
+        self._specs: dict[str, HandlerSpec] = {}
+        for task_type, func in (handlers or {}).items():
+            self.register(task_type, func)
+
+    def register(self, task_type: str, func: Handler, *, timeout: float | None = None) -> None:
+        if not callable(func):
+            raise TypeError(f"handler for {task_type!r} is not callable: {func!r}")
+        self._specs[task_type] = HandlerSpec(func, timeout)
+
+    def handler(
+        self, task_type: str, *, timeout: float | None = None
+    ) -> Callable[[Handler], Handler]:
+        def decorate(func: Handler) -> Handler:
+            self.register(task_type, func, timeout=timeout)
+            return func
+
+        return decorate
+
+    def __getitem__(self, task_type: str) -> HandlerSpec:
+        return self._specs[task_type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def as_registry(app: object) -> HandlerRegistry:
+    """A HandlerRegistry from what `--app` names: a registry, an object with a `registry`
+    or `handlers` attribute, or a dict of task type -> handler."""
+    if isinstance(app, HandlerRegistry):
+        return app
+    for attribute in ("registry", "handlers"):
+        inner = getattr(app, attribute, None)
+        if inner is not None and not callable(inner):
+            return as_registry(inner)
+    if isinstance(app, Mapping):
+        return HandlerRegistry(dict(app))
+    raise TypeError(
+        f"expected a dict of task type -> handler or a HandlerRegistry, not {type(app).__name__}"
+    )

@@ -1,0 +1,235 @@
+"""Lease heartbeats from a separate process, so leases stay alive while a handler blocks the
+event loop or holds the GIL in C code, and stop when the worker dies or is stopped.
+
+The worker starts `python -m utils.redis_queue.lease_keeper CONFIG_JSON` and talks to it over
+pipes, one line per message:
+
+    worker -> keeper   "+ <task_id> <token> <hard_limit_seconds>"   start renewing (0 = no limit)
+                       "- <task_id>"                                stop renewing
+    keeper -> worker   "lost <task_id>"     the lease was lost (reclaimed): stop the handler
+                       "cancel <task_id>"   a cancel was requested for the task
+                       "expired <task_id>"  its hard limit passed; renewals stopped
+
+Renewals stop when the worker process exits (stdin closes), when it is stopped (SIGSTOP,
+seen in /proc), and for a task whose hard limit (its timeout plus a grace) has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import selectors
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from .errors import E_LEASE_LOST, E_NOT_FOUND
+from .keys import QueueKeys
+from .scripts import load_source
+
+__all__ = ["LeaseKeeper", "main"]
+
+_PASSWORD_ENV = "AGENTIC_LEASE_KEEPER_PASSWORD"
+
+
+@dataclass(slots=True)
+class _Lease:
+    token: str
+    hard_deadline: float | None  # monotonic
+    cancel_reported: bool = False
+
+
+class LeaseKeeper:
+    """The worker's handle on its keeper process."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        password: str | None,
+        key_prefix: str,
+        queue_name: str,
+        lease_seconds: float,
+        on_event: Callable[[str, str], None],
+    ) -> None:
+        self._config = {
+            "url": redis_url,
+            "prefix": key_prefix,
+            "queue": queue_name,
+            "lease_ms": int(lease_seconds * 1000),
+            "interval": max(0.05, lease_seconds / 3),
+        }
+        self._password = password
+        self._on_event = on_event
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        if self._password:
+            env[_PASSWORD_ENV] = self._password
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "utils.redis_queue.lease_keeper",
+            json.dumps(self._config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        self._reader = asyncio.create_task(self._read_events(), name="lease-keeper-events")
+
+    def add(self, task_id: str, token: int, hard_limit: float | None) -> None:
+        self._send(f"+ {task_id} {token} {hard_limit or 0}\n")
+
+    def remove(self, task_id: str) -> None:
+        self._send(f"- {task_id}\n")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+    def _send(self, line: str) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.write(line.encode())
+
+    async def _read_events(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            event, _, task_id = raw.decode().strip().partition(" ")
+            if task_id:
+                self._on_event(event, task_id)
+
+
+# -- the keeper process -------------------------------------------------------------------
+
+
+def _parent_is_stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The state is the first field after the parenthesised command name.
+            return f.read().rpartition(")")[2].split()[0] in ("T", "t")
+    except OSError:
+        return False
+
+
+class _Keeper:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.redis = Redis.from_url(
+            config["url"],
+            password=os.environ.get(_PASSWORD_ENV),
+            socket_timeout=max(1.0, config["interval"]),
+            socket_connect_timeout=max(1.0, config["interval"]),
+        )
+        self.script = self.redis.register_script(load_source("extend"))
+        self.keys = QueueKeys(config["prefix"], config["queue"])
+        self.lease_ms = int(config["lease_ms"])
+        self.interval = float(config["interval"])
+        self.leases: dict[str, _Lease] = {}
+        self.parent = os.getppid()
+
+    def emit(self, event: str, task_id: str) -> None:
+        sys.stdout.write(f"{event} {task_id}\n")
+        sys.stdout.flush()
+
+    def handle(self, line: str) -> None:
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "+":
+            limit = float(parts[3])
+            deadline = time.monotonic() + limit if limit > 0 else None
+            self.leases[parts[1]] = _Lease(parts[2], deadline)
+        elif len(parts) == 2 and parts[0] == "-":
+            self.leases.pop(parts[1], None)
+
+    def renew(self) -> None:
+        if not self.leases or _parent_is_stopped(self.parent):
+            return
+        now = time.monotonic()
+        for task_id, lease in list(self.leases.items()):
+            if lease.hard_deadline is not None and now > lease.hard_deadline:
+                del self.leases[task_id]
+                self.emit("expired", task_id)
+        ids = list(self.leases)
+        try:
+            replies = self._extend_all(ids)
+        except RedisError as exc:
+            print(f"lease keeper: renewal failed: {exc}", file=sys.stderr, flush=True)
+            return
+        for task_id, reply in zip(ids, replies, strict=True):
+            current = self.leases.get(task_id)
+            if current is None or isinstance(reply, Exception):
+                continue
+            code = int(reply[0])
+            if code in (E_LEASE_LOST, E_NOT_FOUND):
+                del self.leases[task_id]
+                self.emit("lost", task_id)
+            elif code == 0 and int(reply[2]) == 1 and not current.cancel_reported:
+                current.cancel_reported = True
+                self.emit("cancel", task_id)
+
+    def _extend_all(self, ids: list[str]) -> list[Any]:
+        def send() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in ids:
+                token = self.leases[task_id].token
+                pipe.evalsha(
+                    self.script.sha,
+                    1,
+                    self.keys.processing,
+                    self.keys.base,
+                    task_id,
+                    token,
+                    self.lease_ms,
+                )
+            return list(pipe.execute(raise_on_error=False))
+
+        replies = send()
+        if any(isinstance(r, NoScriptError) for r in replies):
+            self.script.sha = self.redis.script_load(self.script.script)
+            replies = send()
+        return replies
+
+    def run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(sys.stdin, selectors.EVENT_READ)
+        next_tick = time.monotonic() + self.interval
+        buffer = ""
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            if selector.select(timeout):
+                chunk = os.read(sys.stdin.fileno(), 65536).decode()
+                if not chunk:  # the worker exited: its leases must now expire
+                    return
+                buffer += chunk
+                *lines, buffer = buffer.split("\n")
+                for line in lines:
+                    self.handle(line)
+            if time.monotonic() >= next_tick:
+                self.renew()
+                next_tick = time.monotonic() + self.interval
+            if os.getppid() != self.parent:
+                return
+
+
+def main() -> None:
+    _Keeper(json.loads(sys.argv[1])).run()
+
+
+if __name__ == "__main__":
+    main()

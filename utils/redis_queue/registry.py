@@ -1,0 +1,75 @@
+"""The worker registry in Redis: who is serving a queue, and who stopped beating."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import codec
+from .connection import redis_errors
+from .queue import RedisTaskQueue
+
+__all__ = ["WorkerInfo", "list_workers", "record_worker", "remove_worker"]
+
+# A worker silent for this many beat intervals is shown as dead; after PRUNE_SECONDS of
+# silence it is dropped from the registry.
+DEAD_AFTER_BEATS = 3
+PRUNE_SECONDS = 3600
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    worker_id: str
+    host: str
+    pid: int
+    task_types: list[str]
+    concurrency: int
+    started_at: str
+    beat_interval: float
+    in_flight: int = 0
+    done: int = 0
+    failed: int = 0
+    last_beat_at: str = ""
+    alive: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _keys(queue: RedisTaskQueue) -> list[str]:
+    return [queue.keys.workers, queue.keys.worker_beats]
+
+
+async def record_worker(queue: RedisTaskQueue, info: WorkerInfo) -> None:
+    data = info.to_dict()
+    del data["last_beat_at"], data["alive"]
+    args = [info.worker_id, json.dumps(data), PRUNE_SECONDS * 1000, "beat"]
+    await queue.call_script("worker_beat", _keys(queue), args)
+
+
+async def remove_worker(queue: RedisTaskQueue, worker_id: str) -> None:
+    args = [worker_id, "", PRUNE_SECONDS * 1000, "leave"]
+    await queue.call_script("worker_beat", _keys(queue), args)
+
+
+async def list_workers(queue: RedisTaskQueue) -> list[WorkerInfo]:
+    """Every registered worker, marked alive or not by its last beat (server time)."""
+    async with redis_errors(queue.redis_url), queue.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(queue.keys.workers)
+        pipe.zrange(queue.keys.worker_beats, 0, -1, withscores=True)
+        pipe.time()
+        raw, beats, (seconds, micros) = await pipe.execute()
+    now_ms = seconds * 1000 + micros // 1000
+    last_beat = {codec.as_text(member): int(score) for member, score in beats}
+    workers = []
+    for key, value in codec.text_fields(raw).items():
+        try:
+            info = WorkerInfo(**json.loads(value))
+        except (TypeError, ValueError):
+            continue
+        beat_ms = last_beat.get(key, 0)
+        info.last_beat_at = codec.iso_from_ms(str(beat_ms)) or ""
+        info.alive = now_ms - beat_ms <= DEAD_AFTER_BEATS * info.beat_interval * 1000
+        workers.append(info)
+    return sorted(workers, key=lambda w: w.worker_id)

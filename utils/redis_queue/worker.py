@@ -1,0 +1,370 @@
+"""Worker: serves handlers for some task types from one queue.
+
+The loop claims as many tasks as it has free slots in one round trip, runs each handler
+under its own timeout, and acknowledges finished tasks in batches (one pipeline). Leases
+are renewed by a keeper process (lease_keeper.py), so a handler that blocks the event loop
+does not lose its task. Cancel requests arrive by pub/sub. On stop (SIGTERM/SIGINT): claim
+nothing more, let running tasks finish within the grace period, hand the rest back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .connection import BLOCK_SLICE_SECONDS
+from .errors import LeaseLost, QueueError, RedisUnavailable
+from .handlers import HandlerRegistry, HandlerSpec, PermanentFailure, Retry, TaskContext
+from .lease_keeper import LeaseKeeper
+from .models import RedisTask, Settlement, TaskState
+from .queue import RedisTaskQueue
+from .registry import WorkerInfo, record_worker, remove_worker
+
+__all__ = ["Worker", "WorkerStats", "install_signal_handlers"]
+
+log = logging.getLogger("agentic.worker")
+
+_SETTLE_BATCH = 200
+_TRACEBACK_CHARS = 4000
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    done: int = 0  # completed
+    failed: int = 0  # failed attempts (retried, dead-lettered or cancelled)
+    lost: int = 0  # leases lost: the result was not recorded
+    released: int = 0  # handed back on shutdown
+
+
+@dataclass(slots=True)
+class _Running:
+    task: RedisTask
+    handle: asyncio.Task[Settlement | None]
+    stop_reason: str | None = None  # "cancel", "lost" or "shutdown"
+
+
+class Worker:
+    """Runs handlers for tasks of `task_types` (default: every type in `handlers`)."""
+
+    def __init__(
+        self,
+        queue: RedisTaskQueue,
+        handlers: HandlerRegistry,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 10,
+        task_types: list[str] | None = None,
+        default_timeout: float | None = None,
+        shutdown_grace: float = 30.0,
+        beat_interval: float = 5.0,
+        burst: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.queue = queue
+        self.handlers = handlers
+        self.task_types = list(task_types or handlers)
+        missing = [t for t in self.task_types if t not in handlers]
+        if missing or not self.task_types:
+            raise ValueError(f"no handler for task types {missing or '(none given)'}")
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.concurrency = concurrency
+        self.default_timeout = default_timeout
+        self.shutdown_grace = shutdown_grace
+        self.beat_interval = beat_interval
+        self.burst = burst
+        self.stats = WorkerStats()
+        self._running: dict[str, _Running] = {}
+        self._slot_free = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._settlements: asyncio.Queue[Settlement] = asyncio.Queue()
+        self._unsettled = 0
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="agentic-handler")
+        self._keeper: LeaseKeeper | None = None
+        self._started_at = ""
+
+    # -- control --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming now; run() then drains within the grace period and returns."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self) -> WorkerStats:
+        """Serve until request_stop() (or, in burst mode, until nothing is left to do)."""
+        await self.queue.connect()
+        self._keeper = LeaseKeeper(
+            redis_url=self.queue.redis_url,
+            password=self.queue.password,
+            key_prefix=self.queue.keys.prefix,
+            queue_name=self.queue.queue_name,
+            lease_seconds=self.queue.lease_seconds,
+            on_event=self._on_keeper_event,
+        )
+        await self._keeper.start()
+        server_seconds = int((await self.queue.redis.time())[0])
+        self._started_at = codec.iso_from_ms(str(server_seconds * 1000)) or ""
+        helpers = [
+            asyncio.create_task(self._settle_loop(), name="settle"),
+            asyncio.create_task(self._listen_for_cancels(), name="cancels"),
+            asyncio.create_task(self._beat_loop(), name="beat"),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._keeper.stop()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            try:
+                await remove_worker(self.queue, self.worker_id)
+            except QueueError:
+                log.warning("could not remove worker %s from the registry", self.worker_id)
+        return self.stats
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.1
+        while not self.stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                await self._wait_for(self._slot_free.wait())
+                self._slot_free.clear()
+                continue
+            try:
+                batch = await self.queue.claim_ready(
+                    self.worker_id, free, task_types=self.task_types
+                )
+            except RedisUnavailable as exc:
+                log.warning("claim failed, retrying in %.1f s: %s", backoff, exc)
+                await self._wait_for(asyncio.sleep(backoff))  # back off while Redis is down
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for task in batch.tasks:
+                self._start(task)
+            if batch.tasks:
+                continue
+            if self.burst and not self._running and await self._nothing_scheduled():
+                return
+            waits: list[Any] = [
+                self.queue.wait_for_work(self.task_types, batch.wait_limit(BLOCK_SLICE_SECONDS))
+            ]
+            if self.burst:
+                waits.append(self._slot_free.wait())
+            await self._wait_for(*waits)
+            self._slot_free.clear()
+
+    async def _nothing_scheduled(self) -> bool:
+        return await self.queue.redis.zcard(self.queue.keys.delayed) == 0
+
+    async def _wait_for(self, *awaitables: Any) -> None:
+        """Wait for the first of `awaitables` or a stop request; cancel the rest."""
+        waiters = [asyncio.ensure_future(a) for a in awaitables]
+        waiters.append(asyncio.ensure_future(self._stop.wait()))
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                if not finished.cancelled() and finished.exception() is not None:
+                    log.warning("wait failed: %s", finished.exception())
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _start(self, task: RedisTask) -> None:
+        handle = asyncio.create_task(self._execute(task), name=f"task:{task.task_id}")
+        self._running[task.task_id] = _Running(task, handle)
+        handle.add_done_callback(lambda finished: self._finished(task, finished))
+
+    def _timeout_for(self, task: RedisTask, spec: HandlerSpec) -> float | None:
+        return task.timeout or spec.timeout or self.default_timeout
+
+    async def _execute(self, task: RedisTask) -> Settlement | None:
+        spec = self.handlers[task.task_type]
+        token = task.lease_token or 0
+        timeout = self._timeout_for(task, spec)
+        assert self._keeper is not None
+        # The keeper stops renewing a little after the timeout even if this loop is stuck.
+        self._keeper.add(
+            task.task_id, token, timeout + self.queue.lease_seconds if timeout else None
+        )
+        ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token)
+        try:
+            if spec.is_async:
+                call = spec.func(ctx)
+            else:
+                call = asyncio.get_running_loop().run_in_executor(self._executor, spec.func, ctx)
+            result = await asyncio.wait_for(call, timeout) if timeout else await call
+            return Settlement(task.task_id, token, result=result)
+        except TimeoutError:
+            return Settlement(task.task_id, token, error=f"timed out after {timeout} s")
+        except Retry as exc:
+            return Settlement(task.task_id, token, error=f"Retry: {exc}", delay=exc.delay)
+        except PermanentFailure as exc:
+            return Settlement(task.task_id, token, error=f"PermanentFailure: {exc}", retry=False)
+        except asyncio.CancelledError:
+            reason = self._running[task.task_id].stop_reason
+            if reason == "cancel":  # fail.lua sees the cancel flag and ends it cancelled
+                return Settlement(task.task_id, token, error="cancelled on request")
+            if reason in ("lost", "shutdown"):
+                return None
+            raise
+        except Exception as exc:
+            detail = traceback.format_exc()[-_TRACEBACK_CHARS:]
+            return Settlement(task.task_id, token, error=f"{type(exc).__name__}: {exc}\n{detail}")
+        finally:
+            self._keeper.remove(task.task_id)
+
+    def _finished(self, task: RedisTask, handle: asyncio.Task[Settlement | None]) -> None:
+        running = self._running.get(task.task_id)
+        settlement = None if handle.cancelled() else handle.result()
+        if settlement is not None:
+            self._unsettled += 1
+            self._settlements.put_nowait(settlement)
+            return  # the slot frees once the settlement is acknowledged
+        if running is not None and running.stop_reason == "lost":
+            self.stats.lost += 1
+            log.warning("lease lost on %s: another worker may run it", task.task_id)
+        self._free_slot(task.task_id)
+
+    def _free_slot(self, task_id: str) -> None:
+        if self._running.pop(task_id, None) is not None:
+            self._slot_free.set()
+
+    def _interrupt(self, task_id: str, reason: str) -> None:
+        running = self._running.get(task_id)
+        if running is not None and running.stop_reason is None and not running.handle.done():
+            running.stop_reason = reason
+            running.handle.cancel()
+
+    def _on_keeper_event(self, event: str, task_id: str) -> None:
+        if event in ("lost", "cancel"):
+            self._interrupt(task_id, event)
+        elif event == "expired":
+            log.warning("task %s passed its hard limit; its lease is no longer renewed", task_id)
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        while True:
+            batch = [await self._settlements.get()]
+            while len(batch) < _SETTLE_BATCH and not self._settlements.empty():
+                batch.append(self._settlements.get_nowait())
+            outcomes = await self._settle_with_retry(batch)
+            for settlement, outcome in zip(batch, outcomes, strict=True):
+                self._count(settlement, outcome)
+                self._unsettled -= 1
+                self._free_slot(settlement.task_id)
+
+    async def _settle_with_retry(self, batch: list[Settlement]) -> list[TaskState | QueueError]:
+        backoff = 0.1
+        while True:
+            try:
+                return await self.queue.settle_many(batch)
+            except RedisUnavailable as exc:
+                # Keep the results: once Redis is back they are recorded, or refused with
+                # LeaseLost if the leases ran out meanwhile (the tasks then run again).
+                log.warning("acknowledging %d tasks failed, retrying: %s", len(batch), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _count(self, settlement: Settlement, outcome: TaskState | QueueError) -> None:
+        if isinstance(outcome, LeaseLost):
+            self.stats.lost += 1
+            log.warning("result of %s rejected: %s", settlement.task_id, outcome)
+        elif isinstance(outcome, QueueError):
+            log.error("acknowledging %s failed: %s", settlement.task_id, outcome)
+        elif outcome == TaskState.COMPLETED:
+            self.stats.done += 1
+        else:
+            self.stats.failed += 1
+
+    # -- cancels, registry, shutdown ----------------------------------------------------------
+
+    async def _listen_for_cancels(self) -> None:
+        while True:
+            pubsub = self.queue.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.queue.keys.cancel_channel)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._interrupt(codec.as_text(message["data"]), "cancel")
+            except Exception as exc:  # redis-py's errors are not all QueueErrors here
+                log.warning("cancel subscription dropped, resubscribing: %s", exc)
+                await asyncio.sleep(1.0)  # back off while Redis is unreachable
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _beat_loop(self) -> None:
+        while True:
+            info = WorkerInfo(
+                worker_id=self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                task_types=self.task_types,
+                concurrency=self.concurrency,
+                started_at=self._started_at or "",
+                beat_interval=self.beat_interval,
+                in_flight=len(self._running),
+                done=self.stats.done,
+                failed=self.stats.failed,
+            )
+            try:
+                await record_worker(self.queue, info)
+            except QueueError as exc:
+                log.warning("worker registry beat failed: %s", exc)
+            await asyncio.sleep(self.beat_interval)  # the registry's heartbeat period
+
+    async def _drain(self) -> None:
+        """Let running tasks finish within the grace period; hand back the rest."""
+        handles = [r.handle for r in self._running.values()]
+        if handles:
+            log.info("draining %d running tasks (grace %.1f s)", len(handles), self.shutdown_grace)
+            await asyncio.wait(handles, timeout=self.shutdown_grace)
+        leftovers = [r for r in self._running.values() if not r.handle.done()]
+        for running in leftovers:
+            running.stop_reason = "shutdown"
+            running.handle.cancel()
+        await asyncio.gather(*(r.handle for r in leftovers), return_exceptions=True)
+        for running in leftovers:
+            try:
+                await self.queue.release_task(running.task.task_id, running.task.lease_token)
+                self.stats.released += 1
+            except QueueError as exc:  # the lease then expires and the task is reclaimed
+                log.warning("could not hand back %s: %s", running.task.task_id, exc)
+        while self._unsettled:
+            await self._wait_for(self._slot_free.wait())
+            self._slot_free.clear()
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """SIGTERM/SIGINT: graceful stop; a second signal exits at once (leases then expire
+    and the tasks are reclaimed by other workers)."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if worker.stopping:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("%s: stopping (grace %.1f s)", signal.Signals(signum).name, worker.shutdown_grace)
+        worker.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
