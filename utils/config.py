@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from utils.redis_queue.models import RetryPolicy
 
-__all__ = ["RetrySettings", "Settings"]
+__all__ = ["RetrySettings", "Settings", "WorkerSettings"]
 
 
 class RetrySettings(BaseModel):
@@ -25,6 +25,17 @@ class RetrySettings(BaseModel):
     factor: float = Field(2.0, ge=1)
     cap_seconds: float = Field(300.0, ge=0)
     jitter: float = Field(0.0, ge=0, lt=1)
+
+
+class WorkerSettings(BaseModel):
+    """Defaults of `agentic worker` (each also a command-line option)."""
+
+    app: str | None = Field(None, description="MODULE:ATTR of the handlers to serve.")
+    types: str | None = Field(None, description="Comma-separated task types (default: all).")
+    concurrency: int = Field(10, ge=1, description="Tasks run at once per process.")
+    processes: int = Field(1, ge=1, description="Worker processes under one supervisor.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Default task timeout.")
+    grace_seconds: float = Field(30.0, ge=0, description="Shutdown grace for running tasks.")
 
 
 class Settings(BaseSettings):
@@ -59,6 +70,7 @@ class Settings(BaseSettings):
     socket_timeout: float = Field(5.0, gt=0, description="Timeout of one Redis command.")
     connect_timeout: float = Field(5.0, gt=0, description="Timeout of connecting to Redis.")
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     def queue_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for RedisTaskQueue(**settings.queue_kwargs())."""

@@ -1,0 +1,77 @@
+"""What every command shares: settings from options and environment, exit codes, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from utils.config import Settings
+from utils.redis_queue import QueueError, RedisTaskQueue, RedisUnavailable
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE (sysexits.h): Redis could not be reached
+
+T = TypeVar("T")
+
+
+class CliState:
+    """Options of the `agentic` group, resolved against the environment lazily."""
+
+    def __init__(self, redis_url: str | None, queue_name: str | None) -> None:
+        self.redis_url = redis_url
+        self.queue_name = queue_name
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            overrides: dict[str, Any] = {}
+            if self.redis_url:
+                overrides["redis_url"] = self.redis_url
+            if self.queue_name:
+                overrides["queue_name"] = self.queue_name
+            try:
+                self._settings = Settings(**overrides)
+            except ValueError as exc:
+                raise click.UsageError(f"invalid configuration: {exc}") from exc
+        return self._settings
+
+    def queue(self, **overrides: Any) -> RedisTaskQueue:
+        return RedisTaskQueue.from_settings(self.settings, **overrides)
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def run(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run one async operation, mapping queue errors to exit codes (69: Redis down)."""
+    try:
+        return asyncio.run(_awaited(factory))
+    except RedisUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except QueueError as exc:
+        fail(str(exc))
+
+
+async def _awaited(factory: Callable[[], Awaitable[T]]) -> T:
+    return await factory()
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def env_help(text: str, env: str) -> str:
+    return f"{text} [env: {env}]"

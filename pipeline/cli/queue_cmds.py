@@ -1,0 +1,314 @@
+"""Commands that read or change a queue: enqueue, info, task, dlq, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from utils.redis_queue import RedisTask, RedisTaskQueue, TaskPriority, TaskState
+from utils.redis_queue.registry import list_workers
+
+from .common import (
+    EXIT_UNAVAILABLE,
+    CliState,
+    emit_json,
+    fail,
+    pass_state,
+    run,
+)
+
+PRIORITIES = [p.name.lower() for p in TaskPriority]
+
+
+def _load_payload(value: str) -> dict[str, Any]:
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from exc
+    if not isinstance(payload, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    return payload
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("task_type")
+@click.option("--payload", default="{}", show_default=True, help="JSON object, or @file.")
+@click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
+@click.option("--id", "task_id", default=None, help="Task id (idempotency key); default: random.")
+@click.option("--delay", type=float, default=None, help="Run no earlier than this many seconds.")
+@click.option("--timeout", type=float, default=None, help="Execution timeout for this task (s).")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--wait-timeout", type=float, default=300.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@pass_state
+def enqueue(
+    state: CliState,
+    task_type: str,
+    payload: str,
+    priority: str,
+    task_id: str | None,
+    delay: float | None,
+    timeout: float | None,
+    wait: bool,
+    wait_timeout: float,
+    as_json: bool,
+) -> None:
+    """Add a task of TASK_TYPE to the queue."""
+    data = _load_payload(payload)
+    chosen_id = task_id or uuid.uuid4().hex
+
+    async def go() -> tuple[RedisTask, Any]:
+        async with state.queue() as queue:
+            task = await queue.enqueue(
+                chosen_id, task_type, data, priority, delay=delay, timeout=timeout
+            )
+            result = await queue.wait_for_result(task.task_id, wait_timeout) if wait else None
+            return task, result
+
+    task, result = run(go)
+    if as_json:
+        emit_json({"task": task.to_dict(), "result": result} if wait else task.to_dict())
+    elif wait:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(task.task_id)
+
+
+# -- info ------------------------------------------------------------------------------------
+
+
+async def gather_info(queue: RedisTaskQueue) -> dict[str, Any]:
+    stats = await queue.get_statistics()
+    workers = [w.to_dict() for w in await list_workers(queue)]
+    return {"queue": queue.queue_name, "statistics": stats, "workers": workers}
+
+
+def render_info(info: dict[str, Any], rate: float | None) -> str:
+    s = info["statistics"]
+    lines = [
+        f"queue {info['queue']}",
+        "  pending {pending}  delayed {delayed}  processing {processing}  completed {completed}"
+        "  failed {failed}  cancelled {cancelled}  dlq {dlq}".format(**s),
+        "  pending by priority: "
+        + "  ".join(f"{k} {v}" for k, v in s["pending_by_priority"].items()),
+        f"  success rate {s['success_rate']}%  enqueued {s['total_enqueued']}"
+        f"  completed {s['total_completed']}  failed {s['total_failed']}"
+        f"  retried {s['total_retried']}",
+    ]
+    if rate is not None:
+        lines.append(f"  throughput {rate:,.1f} tasks/s (completed + failed)")
+    alive = [w for w in info["workers"] if w["alive"]]
+    lines.append(f"workers: {len(alive)} live, {len(info['workers']) - len(alive)} silent")
+    for w in info["workers"]:
+        status = "live" if w["alive"] else "SILENT"
+        lines.append(
+            f"  {w['worker_id']:<28} {status:<6} types {','.join(w['task_types'])}"
+            f"  in flight {w['in_flight']}/{w['concurrency']}  done {w['done']}"
+            f"  failed {w['failed']}  last beat {w['last_beat_at']}"
+        )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("-i", "--interval", type=float, default=None, help="Refresh every N seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def info(state: CliState, interval: float | None, as_json: bool) -> None:
+    """Sizes per state and priority, success rate, throughput and live workers."""
+    if interval is None:
+        data = run(lambda: _once(state))
+        if as_json:
+            emit_json(data)
+        else:
+            click.echo(render_info(data, None))
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        run(lambda: _watch(state, interval, as_json))
+
+
+async def _once(state: CliState) -> dict[str, Any]:
+    async with state.queue() as queue:
+        return await gather_info(queue)
+
+
+async def _watch(state: CliState, interval: float, as_json: bool) -> None:
+    async with state.queue() as queue:
+        previous: tuple[float, int] | None = None
+        while True:
+            data = await gather_info(queue)
+            s = data["statistics"]
+            finished = s["total_completed"] + s["total_failed"] + s["total_retried"]
+            now = time.monotonic()
+            rate = None
+            if previous is not None:
+                rate = (finished - previous[1]) / max(now - previous[0], 1e-9)
+            previous = (now, finished)
+            if as_json:
+                click.echo(json.dumps({**data, "throughput": rate}, default=str))
+            else:
+                click.echo("\x1b[2J\x1b[H" + render_info(data, rate), nl=True)
+            await asyncio.sleep(interval)  # the refresh period the user asked for
+
+
+# -- task ------------------------------------------------------------------------------------
+
+
+@click.group()
+def task() -> None:
+    """Inspect or cancel one task."""
+
+
+@task.command("show")
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def task_show(state: CliState, task_id: str, as_json: bool) -> None:
+    """Print a task's state, payload, result and error."""
+
+    async def go() -> RedisTask | None:
+        async with state.queue() as queue:
+            return await queue.get_task(task_id)
+
+    found = run(go)
+    if found is None:
+        fail(f"no task {task_id!r}")
+    if as_json:
+        emit_json(found.to_dict())
+        return
+    for key, value in found.to_dict().items():
+        click.echo(f"{key:>16}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+
+@task.command("cancel")
+@click.argument("task_id")
+@pass_state
+def task_cancel(state: CliState, task_id: str) -> None:
+    """Cancel a queued task, or ask the worker running it to stop."""
+
+    async def go() -> TaskState:
+        async with state.queue() as queue:
+            return await queue.cancel(task_id)
+
+    outcome = run(go)
+    click.echo("cancelled" if outcome == TaskState.CANCELLED else "cancel requested (running)")
+
+
+# -- dlq -------------------------------------------------------------------------------------
+
+
+@click.group()
+def dlq() -> None:
+    """List, retry or purge dead-lettered tasks."""
+
+
+@dlq.command("list")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def dlq_list(state: CliState, limit: int, as_json: bool) -> None:
+    """Dead-lettered tasks with their last error."""
+
+    async def go() -> list[RedisTask]:
+        async with state.queue() as queue:
+            return await queue.list_tasks(TaskState.DEAD_LETTER, limit=limit)
+
+    tasks = run(go)
+    if as_json:
+        emit_json([t.to_dict() for t in tasks])
+        return
+    for t in tasks:
+        first_line = (t.error or "").splitlines()[0] if t.error else ""
+        click.echo(f"{t.task_id}  {t.task_type}  retries {t.retry_count}  {first_line}")
+    click.echo(f"{len(tasks)} task(s)", err=True)
+
+
+@dlq.command("retry")
+@click.argument("task_id", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead-lettered task.")
+@pass_state
+def dlq_retry(state: CliState, task_id: str | None, retry_all: bool) -> None:
+    """Move TASK_ID (or --all) from the DLQ back to pending."""
+    if bool(task_id) == retry_all:
+        raise click.UsageError("give a TASK_ID or --all (not both)")
+
+    async def go() -> int:
+        async with state.queue() as queue:
+            if task_id:
+                await queue.retry_dlq_task(task_id)
+                return 1
+            return await _retry_everything(queue)
+
+    count = run(go)
+    click.echo(f"retried {count} task(s)")
+
+
+async def _retry_everything(queue: RedisTaskQueue) -> int:
+    total = (await queue.get_queue_size())["dlq"]
+    err = sys.stderr
+    done = 0
+    while batch := await queue.list_tasks(TaskState.DEAD_LETTER, limit=500):
+        for t in batch:
+            await queue.retry_dlq_task(t.task_id)
+            done += 1
+            if err.isatty() or done % 500 == 0 or done == total:
+                err.write(f"\rretrying {done}/{max(total, done)}")
+                err.flush()
+    if done:
+        err.write("\n")
+    return done
+
+
+@dlq.command("purge")
+@click.option("--yes", is_flag=True, help="Confirm: delete every dead-lettered task.")
+@pass_state
+def dlq_purge(state: CliState, yes: bool) -> None:
+    """Delete every dead-lettered task."""
+    if not yes:
+        raise click.UsageError("purging deletes tasks for good: pass --yes")
+
+    async def go() -> int:
+        async with state.queue() as queue:
+            return await queue.purge_dlq()
+
+    click.echo(f"purged {run(go)} task(s)")
+
+
+# -- health ----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def health(state: CliState, as_json: bool) -> None:
+    """Exit 0 when the queue is healthy, 69 when Redis is unreachable."""
+
+    async def go() -> dict[str, Any]:
+        queue = state.queue(connect_timeout=3.0, socket_timeout=3.0)
+        try:
+            await queue.connect()
+        except Exception as exc:
+            return {"status": "unhealthy", "error": str(exc), "redis_url": queue.url}
+        try:
+            return await queue.health_check()
+        finally:
+            await queue.close()
+
+    report = run(go)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo("  ".join(f"{k}={v}" for k, v in report.items()))
+    if report["status"] != "healthy":
+        raise SystemExit(EXIT_UNAVAILABLE)

@@ -1,0 +1,188 @@
+"""`agentic worker`: serve handlers, in one process or N under a restarting supervisor."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from utils.redis_queue.handlers import HandlerRegistry, as_registry
+from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
+
+from .common import EXIT_USAGE, CliState, env_help, pass_state, run
+
+log = logging.getLogger("agentic.supervisor")
+
+# A child that crashes is restarted after 0.5 s, doubling up to 30 s while it keeps crashing
+# quickly; a child that ran for a minute starts again from 0.5 s.
+RESTART_BASE_SECONDS = 0.5
+RESTART_CAP_SECONDS = 30.0
+HEALTHY_RUN_SECONDS = 60.0
+
+
+def load_app(spec: str) -> HandlerRegistry:
+    """Import MODULE:ATTR and turn it into a HandlerRegistry."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter("use MODULE:ATTR, e.g. agents:registry", param_hint="--app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: apps next to the caller import
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {spec}: {exc}", param_hint="--app") from exc
+    try:
+        return as_registry(target)
+    except TypeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--app") from exc
+
+
+@click.command()
+@click.option("--app", default=None, help=env_help("Handlers, MODULE:ATTR", "AGENTIC_WORKER__APP"))
+@click.option(
+    "--types",
+    default=None,
+    help=env_help("Task types to serve, comma-separated", "AGENTIC_WORKER__TYPES"),
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=int,
+    default=None,
+    help=env_help("Tasks at once per process", "AGENTIC_WORKER__CONCURRENCY"),
+)
+@click.option(
+    "-p",
+    "--processes",
+    type=int,
+    default=None,
+    help=env_help("Worker processes", "AGENTIC_WORKER__PROCESSES"),
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help=env_help("Default task timeout (s)", "AGENTIC_WORKER__TIMEOUT_SECONDS"),
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=None,
+    help=env_help("Shutdown grace (s)", "AGENTIC_WORKER__GRACE_SECONDS"),
+)
+@click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
+@click.option("--worker-id", default=None, help="Worker id (default: host:pid).")
+@pass_state
+def worker(
+    state: CliState,
+    app: str | None,
+    types: str | None,
+    concurrency: int | None,
+    processes: int | None,
+    timeout: float | None,
+    grace: float | None,
+    burst: bool,
+    worker_id: str | None,
+) -> None:
+    """Run a worker serving the handlers of --app."""
+    ws = state.settings.worker
+    app = app or ws.app
+    if not app:
+        raise click.UsageError("--app MODULE:ATTR is required (or AGENTIC_WORKER__APP)")
+    registry = load_app(app)
+    processes = processes or ws.processes
+    if processes > 1:
+        sys.exit(supervise(_child_argv(sys.argv[1:]), processes))
+    task_types = [t.strip() for t in (types or ws.types or "").split(",") if t.strip()] or None
+    try:
+        w = Worker(
+            state.queue(),
+            registry,
+            worker_id=worker_id,
+            concurrency=concurrency or ws.concurrency,
+            task_types=task_types,
+            default_timeout=timeout or ws.timeout_seconds,
+            shutdown_grace=ws.grace_seconds if grace is None else grace,
+            burst=burst,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    stats = run(lambda: _serve(w))
+    log.info("worker %s stopped: %s", w.worker_id, stats)
+
+
+async def _serve(w: Worker) -> WorkerStats:
+    install_signal_handlers(w)
+    return await w.run()
+
+
+def _child_argv(argv: list[str]) -> list[str]:
+    """The supervisor's own arguments minus `--processes N` (each child runs one)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("-p", "--processes"):
+            skip = True
+            continue
+        if arg.startswith("--processes="):
+            continue
+        out.append(arg)
+    return [sys.executable, "-m", "pipeline.cli", *out, "--processes", "1"]
+
+
+def supervise(child_argv: list[str], processes: int) -> int:
+    """Run `processes` children, restart any that crash (with backoff), forward SIGTERM and
+    SIGINT, and exit 0 once every child exited cleanly after a stop."""
+    stopping = False
+    children: dict[int, tuple[subprocess.Popen[bytes], float, float]] = {}
+    delays = [RESTART_BASE_SECONDS] * processes
+
+    def spawn(slot: int) -> None:
+        env = dict(os.environ, AGENTIC_WORKER_SLOT=str(slot))
+        proc = subprocess.Popen(child_argv, env=env)
+        children[slot] = (proc, time.monotonic(), 0.0)
+        log.info("started worker process %d (pid %d)", slot, proc.pid)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc, _, _ in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(processes):
+        spawn(slot)
+    exit_code = 0
+    while children:
+        time.sleep(0.2)  # the supervisor only watches child exits; nothing to await here
+        for slot, (proc, started, restart_at) in list(children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            if stopping or code == 0:
+                del children[slot]
+                exit_code = exit_code or (0 if code in (0, -signal.SIGTERM) else code)
+                continue
+            if restart_at == 0.0:
+                ran = time.monotonic() - started
+                if ran >= HEALTHY_RUN_SECONDS:
+                    delays[slot] = RESTART_BASE_SECONDS
+                log.warning(
+                    "worker process %d (pid %d) exited with %s; restarting in %.1f s",
+                    slot, proc.pid, code, delays[slot],
+                )  # fmt: skip
+                children[slot] = (proc, started, time.monotonic() + delays[slot])
+                delays[slot] = min(delays[slot] * 2, RESTART_CAP_SECONDS)
+            elif time.monotonic() >= restart_at:
+                spawn(slot)
+    return exit_code if exit_code >= 0 else EXIT_USAGE
