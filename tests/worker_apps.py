@@ -1,0 +1,100 @@
+"""Handlers that test workers serve (in-process and as `agentic worker --app` subprocesses).
+
+Handlers that must leave evidence outside Redis append a line to the file named by the
+payload's "ledger" field: "<task_id> <attempt> <pid> <lease_token>".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from utils.redis_queue.handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
+
+registry = HandlerRegistry()
+
+
+def _record(ctx: TaskContext, tag: str = "run") -> None:
+    ledger = ctx.payload.get("ledger")
+    if ledger:
+        with Path(ledger).open("a") as f:
+            f.write(f"{tag} {ctx.task_id} {ctx.attempt} {os.getpid()} {ctx.lease_token}\n")
+
+
+@registry.handler("noop")
+async def noop(ctx: TaskContext) -> Any:
+    _record(ctx)
+    return {"echo": ctx.payload.get("value")}
+
+
+@registry.handler("sleep")
+async def sleep(ctx: TaskContext) -> Any:
+    _record(ctx, "start")
+    await asyncio.sleep(float(ctx.payload.get("seconds", 1)))
+    _record(ctx, "done")
+    return "slept"
+
+
+@registry.handler("block")
+async def block(ctx: TaskContext) -> Any:
+    """Blocks the event loop itself (a badly written async handler)."""
+    _record(ctx, "start")
+    time.sleep(float(ctx.payload.get("seconds", 1)))
+    _record(ctx, "done")
+    return "blocked"
+
+
+@registry.handler("sync_sleep")
+def sync_sleep(ctx: TaskContext) -> Any:
+    _record(ctx, "start")
+    time.sleep(float(ctx.payload.get("seconds", 1)))
+    _record(ctx, "done")
+    return "slept in a thread"
+
+
+@registry.handler("flaky")
+async def flaky(ctx: TaskContext) -> Any:
+    _record(ctx)
+    if ctx.attempt <= int(ctx.payload.get("failures", 1)):
+        raise RuntimeError(f"failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+@registry.handler("retry_later")
+async def retry_later(ctx: TaskContext) -> Any:
+    if ctx.attempt == 1:
+        raise Retry("not ready", delay=float(ctx.payload.get("delay", 0.2)))
+    return "ready"
+
+
+@registry.handler("permanent")
+async def permanent(ctx: TaskContext) -> Any:
+    raise PermanentFailure("invalid input")
+
+
+@registry.handler("crash")
+async def crash(ctx: TaskContext) -> Any:
+    _record(ctx)
+    os._exit(3)
+
+
+@registry.handler("unserializable")
+async def unserializable(ctx: TaskContext) -> Any:
+    return {"a set": {1, 2}}
+
+
+# A plain dict also works as an --app target.
+handlers = {"noop": noop, "sleep": sleep}
+
+
+@registry.handler("sleep_first")
+async def sleep_first(ctx: TaskContext) -> Any:
+    """Slow on the first attempt only, so a rescuing worker finishes fast."""
+    _record(ctx, "start")
+    if ctx.attempt == 1:
+        await asyncio.sleep(float(ctx.payload.get("seconds", 30)))
+    _record(ctx, "done")
+    return {"pid": os.getpid(), "attempt": ctx.attempt}
