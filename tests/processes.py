@@ -1,0 +1,93 @@
+"""Starting `agentic worker` as real subprocesses for tests that send signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def agentic_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", *args]
+
+
+class WorkerProcesses:
+    """Spawns workers for one queue and kills whatever is left at the end."""
+
+    def __init__(self, redis_url: str, queue_name: str) -> None:
+        self.redis_url = redis_url
+        self.queue_name = queue_name
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            AGENTIC_REDIS_URL=self.redis_url,
+            AGENTIC_QUEUE_NAME=self.queue_name,
+            AGENTIC_RETRY__BASE_SECONDS="0.05",
+            AGENTIC_RETRY__CAP_SECONDS="0.2",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def start(self, *args: str, lease: float = 30.0, **env: str) -> subprocess.Popen[bytes]:
+        argv = agentic_argv("worker", "--app", "tests.worker_apps:registry", *args)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env(AGENTIC_LEASE_SECONDS=str(lease), **env),
+            start_new_session=True,  # signals in tests reach only this worker
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@contextmanager
+def worker_processes(redis_url: str, queue_name: str) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(redis_url, queue_name)
+    try:
+        yield procs
+    finally:
+        procs.cleanup()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    """Wait for something no Redis key can signal (another process's progress)."""
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {proc.pid} still running after {timeout} s")
+        await asyncio.sleep(0.02)
+    return proc.returncode
+
+
+def ledger_lines(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
