@@ -20,6 +20,20 @@ def agentic_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *args]
 
 
+def agentic_env(redis_url: str, queue_name: str, **extra: str) -> dict[str, str]:
+    """Environment for an `agentic` subprocess on this test's queue (fast retries)."""
+    env = dict(os.environ)
+    env.update(
+        AGENTIC_REDIS_URL=redis_url,
+        AGENTIC_QUEUE_NAME=queue_name,
+        AGENTIC_RETRY__BASE_SECONDS="0.05",
+        AGENTIC_RETRY__CAP_SECONDS="0.2",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
 class WorkerProcesses:
     """Spawns workers for one queue and kills whatever is left at the end."""
 
@@ -29,16 +43,7 @@ class WorkerProcesses:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            AGENTIC_REDIS_URL=self.redis_url,
-            AGENTIC_QUEUE_NAME=self.queue_name,
-            AGENTIC_RETRY__BASE_SECONDS="0.05",
-            AGENTIC_RETRY__CAP_SECONDS="0.2",
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(extra)
-        return env
+        return agentic_env(self.redis_url, self.queue_name, **extra)
 
     def start(self, *args: str, lease: float = 30.0, **env: str) -> subprocess.Popen[bytes]:
         argv = agentic_argv("worker", "--app", "tests.worker_apps:registry", *args)

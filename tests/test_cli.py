@@ -1,0 +1,146 @@
+"""The `agentic` command line end to end: real processes against real Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.processes import ROOT, agentic_argv, agentic_env, worker_processes
+from tests.redis_server import free_port
+from utils.redis_queue import RedisTaskQueue, TaskState
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def agentic(redis_url: str, queue_name: str) -> Iterator[Any]:
+    """Runs `agentic ARGS` against this test's queue; returns the CompletedProcess."""
+
+    def call(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = agentic_env(url or redis_url, queue_name)
+        return subprocess.run(
+            agentic_argv(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+
+    yield call
+
+
+def _json(out: subprocess.CompletedProcess[str]) -> Any:
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+async def test_enqueue_then_task_show_and_info_as_json(agentic: Any, queue: RedisTaskQueue) -> None:
+    out = agentic(
+        "enqueue", "noop", "--payload", '{"value": 3}', "--priority", "high", "--id", "j1"
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "j1"
+    shown = _json(agentic("task", "show", "j1", "--json"))
+    assert shown["task_id"] == "j1" and shown["priority"] == 2 and shown["state"] == "pending"
+    assert shown["payload"] == {"value": 3}
+    info = _json(agentic("info", "--json"))
+    assert info["statistics"]["pending"] == 1
+    assert info["statistics"]["pending_by_priority"]["high"] == 1
+    assert info["workers"] == []
+    assert (await queue.get_queue_size())["pending"] == 1
+
+
+async def test_enqueue_payload_from_file_with_delay(
+    agentic: Any, queue: RedisTaskQueue, tmp_path: Any
+) -> None:
+    payload = tmp_path / "p.json"
+    payload.write_text('{"file": "main.py"}')
+    out = agentic("enqueue", "dev", "--payload", f"@{payload}", "--delay", "60", "--json")
+    task = _json(out)
+    assert task["state"] == "delayed" and task["payload"] == {"file": "main.py"}
+
+
+async def test_enqueue_wait_prints_the_result(
+    agentic: Any, redis_url: str, queue_name: str
+) -> None:
+    with worker_processes(redis_url, queue_name) as procs:
+        procs.start()
+        out = agentic("enqueue", "noop", "--payload", '{"value": "hi"}', "--wait")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"echo": "hi"}
+
+
+async def test_worker_burst_drains_and_exits_zero(agentic: Any, queue: RedisTaskQueue) -> None:
+    await queue.enqueue_many(
+        {"task_id": f"b{i}", "task_type": "noop", "payload": {}} for i in range(25)
+    )
+    out = agentic("worker", "--app", "tests.worker_apps:registry", "--burst", "-c", "5")
+    assert out.returncode == 0, out.stderr
+    assert (await queue.get_queue_size())["completed"] == 25
+
+
+async def test_worker_types_option_routes(agentic: Any, queue: RedisTaskQueue) -> None:
+    await queue.enqueue("n", "noop", {})
+    await queue.enqueue("s", "sleep", {"seconds": 0})
+    out = agentic("worker", "--app", "tests.worker_apps:handlers", "--types", "noop", "--burst")
+    assert out.returncode == 0, out.stderr
+    assert (await queue.get_statistics())["pending_by_type"] == {"noop": 0, "sleep": 1}
+
+
+async def test_task_cancel(agentic: Any, queue: RedisTaskQueue) -> None:
+    await queue.enqueue("c", "noop", {})
+    out = agentic("task", "cancel", "c")
+    assert out.returncode == 0 and "cancelled" in out.stdout
+    task = await queue.get_task("c")
+    assert task is not None and task.state == TaskState.CANCELLED
+
+
+async def test_dlq_list_retry_and_purge(agentic: Any, queue: RedisTaskQueue) -> None:
+    for i in range(3):
+        await queue.enqueue(f"d{i}", "noop", {})
+        await queue.dequeue("w", timeout=1)
+        await queue.fail_task(f"d{i}", f"broke {i}", retry=False)
+    listed = _json(agentic("dlq", "list", "--json"))
+    assert sorted(t["task_id"] for t in listed) == ["d0", "d1", "d2"]
+    assert {t["error"] for t in listed} == {"broke 0", "broke 1", "broke 2"}
+    assert agentic("dlq", "retry", "d0").returncode == 0
+    out = agentic("dlq", "retry", "--all")
+    assert out.returncode == 0 and "retried 2" in out.stdout
+    assert (await queue.get_queue_size())["pending"] == 3
+    for i in range(3):
+        await queue.dequeue("w", timeout=1)
+        await queue.fail_task(f"d{i}", "again", retry=False)
+    assert agentic("dlq", "purge").returncode == 2  # needs --yes
+    out = agentic("dlq", "purge", "--yes")
+    assert out.returncode == 0 and "purged 3" in out.stdout
+    assert (await queue.get_queue_size())["dlq"] == 0
+
+
+def test_health_exit_codes(agentic: Any) -> None:
+    report = _json(agentic("health", "--json"))
+    assert report["status"] == "healthy" and {"pending", "processing", "dlq_size"} <= set(report)
+    down = agentic("health", "--json", url=f"redis://:pw@127.0.0.1:{free_port()}/0")
+    assert down.returncode == 69
+    assert json.loads(down.stdout)["status"] == "unhealthy" and "pw" not in down.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("info",), ("info", "--json"), ("task", "show", "x"), ("dlq", "list"), ("enqueue", "t")],
+)
+def test_commands_exit_69_when_redis_is_down(agentic: Any, args: tuple[str, ...]) -> None:
+    out = agentic(*args, url=f"redis://127.0.0.1:{free_port()}/0")
+    assert out.returncode == 69, (out.stdout, out.stderr)
+    assert "unreachable" in out.stderr
+
+
+def test_usage_errors_exit_2(agentic: Any) -> None:
+    assert agentic("enqueue", "t", "--priority", "urgent").returncode == 2
+    assert agentic("enqueue", "t", "--payload", "[1]").returncode == 2
+    assert agentic("worker").returncode == 2  # no --app
+    assert agentic("worker", "--app", "nowhere:thing").returncode == 2
+    assert agentic("dlq", "retry").returncode == 2
+
+
+def test_unknown_task_exits_1(agentic: Any) -> None:
+    out = agentic("task", "show", "missing")
+    assert out.returncode == 1 and "no task" in out.stderr
