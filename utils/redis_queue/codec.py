@@ -74,9 +74,10 @@ def text_fields(raw: Mapping[Any, Any] | list[Any]) -> dict[str, str]:
     return {as_text(k): as_text(v) for k, v in zip(it, it, strict=True)}
 
 
-def decode_task(task_id: str, fields: dict[str, str]) -> RedisTask:
-    """Build a RedisTask from its hash. Raises ValueError when the record is corrupt
-    (missing fields, wrong types, payload or result that is not JSON)."""
+def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) -> RedisTask:
+    """Build a RedisTask from its hash. Counters absent from the hash are 0 and an absent
+    max_retries is the queue's. Raises ValueError when the record is corrupt (missing
+    fields, wrong types, payload or result that is not JSON)."""
     try:
         payload_text = join_blob(fields, "payload")
         payload = json.loads(payload_text) if payload_text is not None else {}
@@ -91,10 +92,10 @@ def decode_task(task_id: str, fields: dict[str, str]) -> RedisTask:
             task_id=task_id,
             task_type=fields["type"],
             payload=payload,
-            priority=int(fields["priority"]),
+            priority=int(fields["prio"]),
             state=TaskState(fields["state"]),
             retry_count=int(fields.get("retries", 0)),
-            max_retries=int(fields.get("max_retries", 0)),
+            max_retries=int(fields.get("max_retries", default_max_retries)),
             created_at=iso_from_ms(fields.get("created")) or "",
             started_at=iso_from_ms(fields.get("started")),
             completed_at=iso_from_ms(fields.get("completed")),

@@ -174,7 +174,7 @@ class RedisTaskQueue:
         reply = await self.call_script(
             "enqueue", self._enqueue_keys(), [self.keys.base, 1, *spec.args]
         )
-        return enqueued_task(spec, reply[1], int(reply[0]))
+        return enqueued_task(spec, reply[1], int(reply[0]), self.max_retries)
 
     async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
         """Enqueue many tasks, each a dict of enqueue()'s keyword arguments, in chunks of
@@ -188,7 +188,10 @@ class RedisTaskQueue:
                 args.extend(spec.args)
             reply = await self.call_script("enqueue", self._enqueue_keys(), args)
             now_ms = int(reply[0])
-            out.extend(enqueued_task(s, r, now_ms) for s, r in zip(chunk, reply[1:], strict=True))
+            out.extend(
+                enqueued_task(s, r, now_ms, self.max_retries)
+                for s, r in zip(chunk, reply[1:], strict=True)
+            )
         return out
 
     # -- consuming -----------------------------------------------------------------
@@ -332,7 +335,7 @@ class RedisTaskQueue:
         if not flat:
             return None
         try:
-            return codec.decode_task(task_id, codec.text_fields(flat))
+            return codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
         except ValueError as exc:
             raise QueueError(str(exc)) from exc
 
@@ -437,7 +440,9 @@ class RedisTaskQueue:
         for task_id, flat in zip(ids, rows, strict=True):
             if flat:
                 try:
-                    tasks.append(codec.decode_task(task_id, codec.text_fields(flat)))
+                    tasks.append(
+                        codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
+                    )
                 except ValueError:
                     continue
         return tasks
@@ -531,7 +536,7 @@ class RedisTaskQueue:
         for raw_id, token, flat in reply[2:]:
             task_id = raw_id.decode()
             try:
-                task = codec.decode_task(task_id, codec.text_fields(flat))
+                task = codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
             except ValueError as exc:
                 # A record the engine cannot read is dead-lettered with the reason, never
                 # handed to the caller.
@@ -561,6 +566,7 @@ class RedisTaskQueue:
             "1" if self.enable_dlq else "0",
             *self.retry_policy.script_args(),
             "" if delay is None else str(max(0, int(delay * 1000))),
+            self.max_retries,
             *codec.error_chunks(str(error)),
         ]
         return "fail", keys, args

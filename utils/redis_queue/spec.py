@@ -54,6 +54,8 @@ def build_spec(
     retries = default_max_retries if max_retries is None else max_retries
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise InvalidTaskError(f"max_retries must be an int >= 0, not {retries!r}")
+    # Stored only when given: otherwise the queue's max_retries applies when it fails.
+    stored_retries = "" if max_retries is None else retries
     if delay is not None and (not isinstance(delay, int | float) or delay < 0):
         raise InvalidTaskError(f"delay must be a number of seconds >= 0, not {delay!r}")
     delay_ms = int((delay or 0) * 1000)
@@ -67,7 +69,7 @@ def build_spec(
         task_id,
         task_type,
         prio,
-        retries,
+        stored_retries,
         delay_ms,
         meta_text,
         timeout_ms,
@@ -79,11 +81,11 @@ def build_spec(
     )
 
 
-def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int) -> RedisTask:
+def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:
     """The task enqueue.lua created, or the existing one when the id was taken."""
     if isinstance(reply, list):
         try:
-            return codec.decode_task(spec.task_id, codec.text_fields(reply))
+            return codec.decode_task(spec.task_id, codec.text_fields(reply), default_max_retries)
         except ValueError as exc:
             raise QueueError(f"task id {spec.task_id!r} exists but {exc}") from exc
     return RedisTask(

@@ -19,7 +19,8 @@
   ARGV[9] cap_ms      backoff ceiling
   ARGV[10] jitter     multiplier in (0, 1] drawn by the caller
   ARGV[11] delay_ms   explicit delay for this retry ('' = use the policy)
-  ARGV[12..] error chunks
+  ARGV[12] max_retries  the queue's default, for tasks enqueued without their own
+  ARGV[13..] error chunks
 
   Returns {1, delay_ms, retries} retried; {2} dead-lettered; {3} failed (DLQ off);
           {4} cancelled (a cancel was requested while it ran).
@@ -38,13 +39,13 @@ if bad then return bad end
 local now = now_ms()
 redis.call('ZREM', KEYS[1], id)
 if redis.call('HGET', key, 'cancel') == '1' then
-  set_blob(key, 'error', ARGV, 12)
+  set_blob(key, 'error', ARGV, 13)
   mark_cancelled(base, key, id, now, KEYS[5], KEYS[6])
   return {4}
 end
 
 local retries = tonumber(redis.call('HGET', key, 'retries') or '0') or 0
-local max_retries = tonumber(redis.call('HGET', key, 'max_retries') or '0') or 0
+local max_retries = tonumber(redis.call('HGET', key, 'max_retries') or ARGV[12]) or 0
 if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type') == 1 then
   retries = retries + 1
   local delay
@@ -60,7 +61,7 @@ if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type
   end
   redis.call('HDEL', key, 'lease')
   redis.call('HSET', key, 'retries', retries)
-  set_blob(key, 'error', ARGV, 12)
+  set_blob(key, 'error', ARGV, 13)
   redis.call('HINCRBY', KEYS[6], 'retried', 1)
   if delay <= 0 then
     make_pending(base, key, id, KEYS[6])
@@ -71,6 +72,6 @@ if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type
   return {1, delay, retries}
 end
 
-finalize_failure(base, key, id, ARGV, 12, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
+finalize_failure(base, key, id, ARGV, 13, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
 if ARGV[5] == '1' then return {2} end
 return {3}

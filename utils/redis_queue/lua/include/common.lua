@@ -140,7 +140,7 @@ end
 
 -- Puts a task back into its type's pending set at its priority.
 local function make_pending(base, key, id, stats_key, tick_override)
-  local f = redis.call('HMGET', key, 'type', 'priority')
+  local f = redis.call('HMGET', key, 'type', 'prio')
   local tick = tick_override or next_tick(stats_key)
   redis.call('ZADD', pending_key(base, f[1]), pending_score(tick, tonumber(f[2]) or 1), id)
   redis.call('HSET', key, 'state', 'pending')
