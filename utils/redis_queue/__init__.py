@@ -4,6 +4,7 @@ from utils.redis_queue import RedisTaskQueue, TaskPriority, TaskState, RedisTask
 """
 
 from .errors import (
+    BulkEnqueueError,
     CorruptQueue,
     InvalidPriority,
     InvalidQueueName,
@@ -26,6 +27,7 @@ from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority
 from .queue import RedisTaskQueue
 
 __all__ = [
+    "BulkEnqueueError",
     "ClaimBatch",
     "CorruptQueue",
     "InvalidPriority",

@@ -76,24 +76,34 @@ def text_fields(raw: Mapping[Any, Any] | list[Any]) -> dict[str, str]:
 
 def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) -> RedisTask:
     """Build a RedisTask from its hash. Counters absent from the hash are 0 and an absent
-    max_retries is the queue's. Raises ValueError when the record is corrupt (missing
-    fields, wrong types, payload or result that is not JSON)."""
+    max_retries is the queue's. Raises ValueError naming the field when the record is
+    corrupt (missing fields, wrong types, payload or result that is not JSON)."""
+    field = "?"
     try:
+        field = "payload"
         payload_text = join_blob(fields, "payload")
         payload = json.loads(payload_text) if payload_text is not None else {}
         if not isinstance(payload, dict):
-            raise TypeError(f"payload is a {type(payload).__name__}, not an object")
+            raise TypeError(f"a {type(payload).__name__}, not an object")
+        field = "result"
         result_text = join_blob(fields, "result")
         result = json.loads(result_text) if result_text is not None else None
-        meta_text = fields.get("meta")
-        meta = json.loads(meta_text) if meta_text else {}
+        field = "meta"
+        meta = json.loads(fields["meta"]) if fields.get("meta") else {}
+        field = "type"
+        task_type = fields["type"]
+        field = "prio"
+        priority = int(fields["prio"])
+        field = "state"
+        state = TaskState(fields["state"])
+        field = "counters"
         lease = fields.get("lease")
         return RedisTask(
             task_id=task_id,
-            task_type=fields["type"],
+            task_type=task_type,
             payload=payload,
-            priority=int(fields["prio"]),
-            state=TaskState(fields["state"]),
+            priority=priority,
+            state=state,
             retry_count=int(fields.get("retries", 0)),
             max_retries=int(fields.get("max_retries", default_max_retries)),
             created_at=iso_from_ms(fields.get("created")) or "",
@@ -110,4 +120,4 @@ def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) 
             meta=meta,
         )
     except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"corrupt task record {task_id!r}: {exc!r}") from exc
+        raise ValueError(f"corrupt task record {task_id!r}: bad {field} field ({exc})") from exc

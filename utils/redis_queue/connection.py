@@ -52,9 +52,12 @@ def make_client(
         password=password,
         socket_timeout=timeout,
         socket_connect_timeout=connect_timeout,
-        # One quick reconnect covers a pooled connection that died with a Redis restart;
-        # more would only delay the caller's error.
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        # One quick reconnect covers a pooled connection that died with a Redis restart.
+        # Timeouts are not retried: a server that does not answer costs one timeout.
+        retry=Retry(
+            ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(RedisConnectionError,)
+        ),
+        retry_on_timeout=False,
         health_check_interval=30,
         decode_responses=False,
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 __all__ = [
+    "BulkEnqueueError",
     "CorruptQueue",
     "InvalidPriority",
     "InvalidQueueName",
@@ -110,6 +111,15 @@ class TaskCancelled(QueueError):
 
 class ResultTimeout(QueueError, TimeoutError):
     pass
+
+
+class BulkEnqueueError(QueueError):
+    """A chunk of enqueue_many failed after earlier chunks were enqueued."""
+
+    def __init__(self, enqueued: list[Any], cause: QueueError) -> None:
+        super().__init__(f"enqueue_many stopped after {len(enqueued)} tasks: {cause}")
+        self.enqueued = enqueued  # the RedisTasks that are in the queue
+        self.cause = cause
 
 
 class CorruptQueue(QueueError):

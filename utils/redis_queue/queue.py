@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from . import codec
 from .connection import BLOCK_SLICE_SECONDS, make_client, mask_url, redis_errors
 from .errors import (
+    BulkEnqueueError,
     NotConnected,
     QueueError,
     ResultTimeout,
@@ -29,14 +30,15 @@ from .keys import QueueKeys, validate_queue_name, validate_task_id, validate_tas
 from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
 from .scripts import ScriptCall, Scripts
 from .snapshot import QueueSnapshot, ids_in_state, parse_sizes
-from .spec import TaskSpec, build_spec, enqueued_task
+from .spec import TaskSpec, build_spec, check_seconds, enqueued_task
 
 __all__ = ["RedisTaskQueue"]
 
 if TYPE_CHECKING:
     from utils.config import Settings
 
-_BATCH = 500  # items per call of the chunked admin scripts and of enqueue_many
+_BATCH = 500  # items per call of the chunked admin scripts
+_BULK = 1000  # tasks per enqueue script call: each call is all-or-nothing
 _MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
 
 
@@ -177,16 +179,23 @@ class RedisTaskQueue:
         return enqueued_task(spec, reply[1], int(reply[0]), self.max_retries)
 
     async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
-        """Enqueue many tasks, each a dict of enqueue()'s keyword arguments, in chunks of
-        500 per script call. Every task is validated before anything is sent."""
+        """Enqueue many tasks, each a dict of enqueue()'s keyword arguments. Every task is
+        validated before anything is sent; up to 1,000 tasks go in one all-or-nothing
+        script call. Longer lists are sent 1,000 at a time: if a later chunk fails,
+        BulkEnqueueError carries the tasks that were enqueued before it."""
         specs = [self._spec(**dict(t)) for t in tasks]
         out: list[RedisTask] = []
-        for start in range(0, len(specs), _BATCH):
-            chunk = specs[start : start + _BATCH]
+        for start in range(0, len(specs), _BULK):
+            chunk = specs[start : start + _BULK]
             args: list[Any] = [self.keys.base, len(chunk)]
             for spec in chunk:
                 args.extend(spec.args)
-            reply = await self.call_script("enqueue", self._enqueue_keys(), args)
+            try:
+                reply = await self.call_script("enqueue", self._enqueue_keys(), args)
+            except QueueError as exc:
+                if not out:
+                    raise
+                raise BulkEnqueueError(out, exc) from exc
             now_ms = int(reply[0])
             out.extend(
                 enqueued_task(s, r, now_ms, self.max_retries)
@@ -214,7 +223,7 @@ class RedisTaskQueue:
         round trip, each under its own lease. Blocks up to `timeout` while none is ready."""
         types = list(task_types) if task_types is not None else None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + check_seconds("timeout", timeout)
         while True:
             batch = await self.claim_ready(worker_id, count, task_types=types)
             if batch.tasks:
@@ -345,7 +354,7 @@ class RedisTaskQueue:
         TaskNotFound."""
         validate_task_id(task_id)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + check_seconds("timeout", timeout)
         done_key = self.keys.done(task_id)
         while True:
             task = await self.get_task(task_id)
@@ -540,7 +549,8 @@ class RedisTaskQueue:
             except ValueError as exc:
                 # A record the engine cannot read is dead-lettered with the reason, never
                 # handed to the caller.
-                await self.fail_task(task_id, str(exc), retry=False, lease_token=int(token))
+                call = self._fail_call(task_id, str(token), str(exc), False, None, corrupt=True)
+                await self.call_script(*call, task_id)
                 continue
             self._leases[task_id] = int(token)
             tasks.append(task)
@@ -554,7 +564,13 @@ class RedisTaskQueue:
         return "complete", keys, [*args, *codec.split_chunks(result_text)]
 
     def _fail_call(
-        self, task_id: str, token: str, error: str, retry: bool, delay: float | None
+        self,
+        task_id: str,
+        token: str,
+        error: str,
+        retry: bool,
+        delay: float | None,
+        corrupt: bool = False,
     ) -> ScriptCall:
         k = self.keys
         keys = [k.processing, k.delayed, k.dlq, k.failed, k.cancelled, k.stats]
@@ -567,6 +583,7 @@ class RedisTaskQueue:
             *self.retry_policy.script_args(),
             "" if delay is None else str(max(0, int(delay * 1000))),
             self.max_retries,
+            "1" if corrupt else "0",
             *codec.error_chunks(str(error)),
         ]
         return "fail", keys, args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from .errors import InvalidTaskError, QueueError, SerializationError
 from .keys import validate_task_id, validate_task_type
 from .models import RedisTask, TaskPriority, TaskState, coerce_priority
 
-__all__ = ["TaskSpec", "build_spec", "enqueued_task"]
+__all__ = ["TaskSpec", "build_spec", "check_seconds", "enqueued_task"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +57,11 @@ def build_spec(
         raise InvalidTaskError(f"max_retries must be an int >= 0, not {retries!r}")
     # Stored only when given: otherwise the queue's max_retries applies when it fails.
     stored_retries = "" if max_retries is None else retries
-    if delay is not None and (not isinstance(delay, int | float) or delay < 0):
-        raise InvalidTaskError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    if delay is not None:
+        check_seconds("delay", delay)
     delay_ms = int((delay or 0) * 1000)
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-        raise InvalidTaskError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    if timeout is not None and check_seconds("timeout", timeout) == 0:
+        raise InvalidTaskError("timeout must be > 0 seconds")
     timeout_ms = int((timeout or 0) * 1000)
     meta_dict = dict(meta or {})
     meta_text = codec.dumps(meta_dict, "meta") if meta_dict else ""
@@ -79,6 +80,18 @@ def build_spec(
     return TaskSpec(
         task_id, task_type, payload_dict, prio, retries, delay_ms, timeout, meta_dict, args
     )
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A finite, non-negative number of seconds, or InvalidTaskError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidTaskError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:

@@ -115,18 +115,19 @@ class Worker:
         await self._keeper.start()
         server_seconds = int((await self.queue.redis.time())[0])
         self._started_at = codec.iso_from_ms(str(server_seconds * 1000)) or ""
+        subscribed = asyncio.Event()
         helpers = [
             asyncio.create_task(self._settle_loop(), name="settle"),
-            asyncio.create_task(self._listen_for_cancels(), name="cancels"),
+            asyncio.create_task(self._listen_for_cancels(subscribed), name="cancels"),
             asyncio.create_task(self._beat_loop(), name="beat"),
         ]
         try:
+            # Cancels published before the subscription exists would be missed.
+            await asyncio.wait_for(subscribed.wait(), self.queue.lease_seconds)
             await self._claim_loop()
             await self._drain()
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await _cancel_all(helpers)
             await self._keeper.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
             try:
@@ -149,7 +150,7 @@ class Worker:
                 batch = await self.queue.claim_ready(
                     self.worker_id, free, task_types=self.task_types
                 )
-            except RedisUnavailable as exc:
+            except QueueError as exc:  # Redis down, or a queue key overwritten by hand
                 log.warning("claim failed, retrying in %.1f s: %s", backoff, exc)
                 await self._wait_for(asyncio.sleep(backoff))  # back off while Redis is down
                 backoff = min(backoff * 2, 5.0)
@@ -178,12 +179,12 @@ class Worker:
         waiters.append(asyncio.ensure_future(self._stop.wait()))
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for finished in done:
-                if not finished.cancelled() and finished.exception() is not None:
-                    log.warning("wait failed: %s", finished.exception())
         finally:
-            for waiter in waiters:
-                waiter.cancel()
+            await _cancel_all(waiters)
+        for finished in done:
+            if not finished.cancelled() and finished.exception() is not None:
+                log.warning("waiting for work failed: %s", finished.exception())
+                await asyncio.sleep(0.5)  # e.g. Redis down: do not spin on the error
 
     # -- running ---------------------------------------------------------------------------
 
@@ -219,7 +220,8 @@ class Worker:
         except PermanentFailure as exc:
             return Settlement(task.task_id, token, error=f"PermanentFailure: {exc}", retry=False)
         except asyncio.CancelledError:
-            reason = self._running[task.task_id].stop_reason
+            running = self._running.get(task.task_id)
+            reason = running.stop_reason if running is not None else None
             if reason == "cancel":  # fail.lua sees the cancel flag and ends it cancelled
                 return Settlement(task.task_id, token, error="cancelled on request")
             if reason in ("lost", "shutdown"):
@@ -241,10 +243,14 @@ class Worker:
         if running is not None and running.stop_reason == "lost":
             self.stats.lost += 1
             log.warning("lease lost on %s: another worker may run it", task.task_id)
-        self._free_slot(task.task_id)
+        self._free_slot(task.task_id, task.lease_token)
 
-    def _free_slot(self, task_id: str) -> None:
-        if self._running.pop(task_id, None) is not None:
+    def _free_slot(self, task_id: str, token: int | None) -> None:
+        # By token: the same id may already run again under a new lease (an immediate
+        # retry claimed while this attempt's settlement was in flight).
+        running = self._running.get(task_id)
+        if running is not None and running.task.lease_token == token:
+            del self._running[task_id]
             self._slot_free.set()
 
     def _interrupt(self, task_id: str, reason: str) -> None:
@@ -270,7 +276,7 @@ class Worker:
             for settlement, outcome in zip(batch, outcomes, strict=True):
                 self._count(settlement, outcome)
                 self._unsettled -= 1
-                self._free_slot(settlement.task_id)
+                self._free_slot(settlement.task_id, settlement.lease_token)
 
     async def _settle_with_retry(self, batch: list[Settlement]) -> list[TaskState | QueueError]:
         backoff = 0.1
@@ -297,11 +303,13 @@ class Worker:
 
     # -- cancels, registry, shutdown ----------------------------------------------------------
 
-    async def _listen_for_cancels(self) -> None:
+    async def _listen_for_cancels(self, subscribed: asyncio.Event) -> None:
         while True:
             pubsub = self.queue.redis.pubsub()
             try:
                 await pubsub.subscribe(self.queue.keys.cancel_channel)
+                subscribed.set()
+                await self._interrupt_flagged()  # requests made while unsubscribed
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
@@ -311,6 +319,18 @@ class Worker:
                 await asyncio.sleep(1.0)  # back off while Redis is unreachable
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _interrupt_flagged(self) -> None:
+        ids = list(self._running)
+        if not ids:
+            return
+        async with self.queue.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hget(self.queue.keys.task(task_id), "cancel")
+            flags = await pipe.execute()
+        for task_id, flag in zip(ids, flags, strict=True):
+            if flag == b"1":
+                self._interrupt(task_id, "cancel")
 
     async def _beat_loop(self) -> None:
         while True:
@@ -341,8 +361,7 @@ class Worker:
         leftovers = [r for r in self._running.values() if not r.handle.done()]
         for running in leftovers:
             running.stop_reason = "shutdown"
-            running.handle.cancel()
-        await asyncio.gather(*(r.handle for r in leftovers), return_exceptions=True)
+        await _cancel_all([r.handle for r in leftovers])
         for running in leftovers:
             try:
                 await self.queue.release_task(running.task.task_id, running.task.lease_token)
@@ -352,6 +371,17 @@ class Worker:
         while self._unsettled:
             await self._wait_for(self._slot_free.wait())
             self._slot_free.clear()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel and await tasks, cancelling again if one swallowed it: on Python 3.11 a
+    cancel that lands as an inner wait_for completes can be lost (CPython gh-86296)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def install_signal_handlers(worker: Worker) -> None:

@@ -32,6 +32,8 @@ local count = tonumber(ARGV[4])
 local max_losses = tonumber(ARGV[5])
 local use_dlq = ARGV[6] == '1'
 
+local bad = check_types({KEYS[4], 'set'})
+if bad then return bad end
 local types = {}
 if #ARGV >= 7 then
   for i = 7, #ARGV do types[#types + 1] = ARGV[i] end
@@ -44,7 +46,7 @@ for _, t in ipairs(types) do
   checks[#checks + 1] = pending_key(base, t)
   checks[#checks + 1] = 'zset'
 end
-local bad = check_types(checks)
+bad = check_types(checks)
 if bad then return bad end
 
 local now = now_ms()

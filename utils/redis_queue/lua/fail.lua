@@ -20,7 +20,8 @@
   ARGV[10] jitter     multiplier in (0, 1] drawn by the caller
   ARGV[11] delay_ms   explicit delay for this retry ('' = use the policy)
   ARGV[12] max_retries  the queue's default, for tasks enqueued without their own
-  ARGV[13..] error chunks
+  ARGV[13] corrupt    '1' when the caller could not decode the task (counted as corrupt)
+  ARGV[14..] error chunks
 
   Returns {1, delay_ms, retries} retried; {2} dead-lettered; {3} failed (DLQ off);
           {4} cancelled (a cancel was requested while it ran).
@@ -39,7 +40,7 @@ if bad then return bad end
 local now = now_ms()
 redis.call('ZREM', KEYS[1], id)
 if redis.call('HGET', key, 'cancel') == '1' then
-  set_blob(key, 'error', ARGV, 13)
+  set_blob(key, 'error', ARGV, 14)
   mark_cancelled(base, key, id, now, KEYS[5], KEYS[6])
   return {4}
 end
@@ -61,7 +62,7 @@ if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type
   end
   redis.call('HDEL', key, 'lease')
   redis.call('HSET', key, 'retries', retries)
-  set_blob(key, 'error', ARGV, 13)
+  set_blob(key, 'error', ARGV, 14)
   redis.call('HINCRBY', KEYS[6], 'retried', 1)
   if delay <= 0 then
     make_pending(base, key, id, KEYS[6])
@@ -72,6 +73,7 @@ if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type
   return {1, delay, retries}
 end
 
-finalize_failure(base, key, id, ARGV, 13, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
+finalize_failure(base, key, id, ARGV, 14, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
+if ARGV[13] == '1' then redis.call('HINCRBY', KEYS[6], 'corrupt', 1) end
 if ARGV[5] == '1' then return {2} end
 return {3}

@@ -62,11 +62,20 @@ local function pending_score(tick, priority)
 end
 
 -- One token is enough: a woken worker that claims a task and sees more pushes the next one.
+-- Wake keys hold no data, and waking runs after a script's writes: a wake key that
+-- something else overwrote is replaced rather than failing the script halfway.
+local function wake_one(k)
+  local t = redis.call('TYPE', k).ok
+  if t ~= 'none' and t ~= 'list' then
+    redis.call('DEL', k)
+    t = 'none'
+  end
+  if t == 'none' or redis.call('LLEN', k) == 0 then redis.call('LPUSH', k, '1') end
+end
+
 local function wake(base, task_type)
-  local k = base .. 'wake:' .. task_type
-  if redis.call('LLEN', k) == 0 then redis.call('LPUSH', k, '1') end
-  k = base .. 'wake'
-  if redis.call('LLEN', k) == 0 then redis.call('LPUSH', k, '1') end
+  wake_one(base .. 'wake:' .. task_type)
+  wake_one(base .. 'wake')
 end
 
 local function notify_done(base, id)
