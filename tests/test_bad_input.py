@@ -643,7 +643,10 @@ async def test_structure_key_of_the_wrong_type_is_corrupt_queue_and_nothing_is_w
     await raw_redis.delete(_structure_key(queue, structure))
     await raw_redis.set(_structure_key(queue, structure), "clobbered by someone else")
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
-        "enqueue": lambda: queue.enqueue("new", "dev", {"n": 1}),
+        # enqueue touches the delayed set only for a delayed task, and checks it then
+        "enqueue": lambda: queue.enqueue(
+            "new", "dev", {"n": 1}, delay=5 if structure == "delayed" else None
+        ),
         "dequeue": lambda: asyncio.wait_for(queue.dequeue("w", timeout=1), 5),
         "get_queue_size": queue.get_queue_size,
     }
@@ -655,16 +658,23 @@ async def test_structure_key_of_the_wrong_type_is_corrupt_queue_and_nothing_is_w
 async def test_overwritten_wake_key_is_replaced_and_work_still_flows(
     queue: RedisTaskQueue, raw_redis: Redis, structure: str
 ) -> None:
-    # Wake keys carry no data, so the engine repairs them instead of refusing work.
+    # Wake keys carry no data, so the engine repairs them instead of refusing work:
+    # scripts replace one they push to, and a waiter replaces one it blocks on.
     key = _structure_key(queue, structure)
     await raw_redis.set(key, "clobbered by someone else")
-    await queue.enqueue("new", "dev", {"n": 1})
+    await queue.enqueue("new", "dev", {"n": 1})  # the first task of a type wakes both keys
     assert await raw_redis.type(key) == b"list"
-    await raw_redis.set(key, "clobbered again")
-    await queue.enqueue("next", "dev", {"n": 2})
     task = await queue.dequeue("w", timeout=1)
     assert task is not None and task.task_id == "new"
-    assert await raw_redis.type(key) == b"list"
+
+    await raw_redis.set(key, "clobbered again")
+    assert await queue.dequeue("w", timeout=0.2) is None  # blocks on it: no error
+    assert await raw_redis.type(key) in (b"list", b"none")
+    waiting = asyncio.create_task(queue.dequeue("w", timeout=5))
+    await asyncio.sleep(0.05)  # let the dequeue reach its blocking wait
+    await queue.enqueue("next", "dev", {"n": 2})
+    task = await asyncio.wait_for(waiting, 2)
+    assert task is not None and task.task_id == "next"
 
 
 # -- Redis unreachable ------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """JSON in and out of Redis: payloads, results and the task hash.
 
-Blobs (payload, result, error) are stored in the task hash as chunks of at most
-CHUNK_BYTES (`payload`, `payload.1`, ...). Redis keeps a hash whose values are all
-<= 64 bytes (hash-max-listpack-value) as a compact listpack; one longer value turns
+Blobs (payload, result, error) are stored in the task hash as chunks of at most 64 bytes
+(`payload`, `payload.1`, ...; the scripts cut them). Redis keeps a hash whose values are
+all <= 64 bytes (hash-max-listpack-value) as a compact listpack; one longer value turns
 the whole hash into a hashtable, which costs ~300 more bytes per task.
 """
 
@@ -16,9 +16,8 @@ from typing import Any
 from .errors import PayloadTooLarge, SerializationError
 from .models import RedisTask, TaskState
 
-__all__ = ["CHUNK_BYTES", "decode_task", "dumps", "iso_from_ms", "split_chunks"]
+__all__ = ["decode_task", "dumps", "error_text", "iso_from_ms"]
 
-CHUNK_BYTES = 64
 MAX_ERROR_CHARS = 8192
 
 
@@ -33,15 +32,12 @@ def dumps(value: Any, what: str, limit: int | None = None) -> str:
     return text
 
 
-def split_chunks(text: str) -> list[str]:
-    return [text[i : i + CHUNK_BYTES] for i in range(0, len(text), CHUNK_BYTES)]
-
-
-def error_chunks(error: str) -> list[str]:
+def error_text(error: str) -> str:
+    """An error message as stored: at most MAX_ERROR_CHARS, ASCII only (the script cuts
+    it into 64-byte chunks, which must not split a character)."""
     if len(error) > MAX_ERROR_CHARS:
         error = error[:MAX_ERROR_CHARS] + "... [truncated]"
-    # Errors are free text: escape non-ASCII so a chunk never splits a character.
-    return split_chunks(error.encode("ascii", "backslashreplace").decode("ascii"))
+    return error.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def join_blob(fields: dict[str, str], name: str) -> str | None:

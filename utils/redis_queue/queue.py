@@ -174,7 +174,7 @@ class RedisTaskQueue:
         execution timeout for this task."""
         spec = self._spec(task_id, task_type, payload, priority, delay, max_retries, meta, timeout)
         reply = await self.call_script(
-            "enqueue", self._enqueue_keys(), [self.keys.base, 1, *spec.args]
+            "enqueue", self._enqueue_keys(), [self.keys.base, *spec.args]
         )
         return enqueued_task(spec, reply[1], int(reply[0]), self.max_retries)
 
@@ -187,7 +187,7 @@ class RedisTaskQueue:
         out: list[RedisTask] = []
         for start in range(0, len(specs), _BULK):
             chunk = specs[start : start + _BULK]
-            args: list[Any] = [self.keys.base, len(chunk)]
+            args: list[Any] = [self.keys.base]
             for spec in chunk:
                 args.extend(spec.args)
             try:
@@ -231,7 +231,7 @@ class RedisTaskQueue:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            await self.wait_for_work(types, batch.wait_limit(remaining))
+            await self.wait_for_work(types, batch.wait_limit(remaining), batch.task_types)
 
     async def complete_task(
         self, task_id: str, result: Any = None, *, lease_token: int | None = None
@@ -505,14 +505,36 @@ class RedisTaskQueue:
             if removed < _BATCH:
                 return total
 
-    async def wait_for_work(self, task_types: Iterable[str] | None, seconds: float) -> None:
-        """Block in Redis until work of these types (all types if None) may be ready, or
-        `seconds` pass. Returns early on a wake-up token; the caller then claims."""
-        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
-        wake_keys = [self.keys.wake(t) for t in types] or [self.keys.wake()]
+    async def wait_for_work(
+        self,
+        task_types: Iterable[str] | None,
+        seconds: float,
+        known_types: Iterable[str] = (),
+    ) -> None:
+        """Block in Redis until work of these types may be ready, or `seconds` pass.
+        With task_types None (every type), it watches the `known_types` a claim reported
+        plus the key that announces new types. Returns early on a wake-up token; the
+        caller then claims."""
+        if task_types is not None:
+            wake_keys = [self.keys.wake(validate_task_type(t)) for t in task_types]
+        else:
+            wake_keys = [self.keys.wake(), *(self.keys.wake(t) for t in known_types)]
         wait = max(_MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
+        try:
+            async with redis_errors(self.redis_url):
+                await self._blocking_client.blpop(wake_keys, timeout=wait)
+        except QueueError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            await self._repair_wake_keys(wake_keys)
+
+    async def _repair_wake_keys(self, wake_keys: list[str]) -> None:
+        """Wake keys carry no data: one that something overwrote is deleted (the
+        scripts push a fresh token to it when work arrives)."""
         async with redis_errors(self.redis_url):
-            await self._blocking_client.blpop(wake_keys, timeout=wait)
+            for key in wake_keys:
+                if await self.redis.type(key) not in (b"list", b"none"):
+                    await self.redis.delete(key)
 
     async def claim_ready(
         self, worker_id: str, count: int, *, task_types: Iterable[str] | None = None
@@ -541,8 +563,9 @@ class RedisTaskQueue:
         ]
         reply = await self.call_script("claim", keys, args)
         now_ms, next_event_ms = int(reply[0]), int(reply[1])
+        served = [codec.as_text(t) for t in reply[2]]
         tasks = []
-        for raw_id, token, flat in reply[2:]:
+        for raw_id, token, flat in reply[3:]:
             task_id = raw_id.decode()
             try:
                 task = codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
@@ -555,13 +578,13 @@ class RedisTaskQueue:
             self._leases[task_id] = int(token)
             tasks.append(task)
         wait_hint = None if next_event_ms < 0 else max(0.0, (next_event_ms - now_ms) / 1000)
-        return ClaimBatch(tasks, wait_hint)
+        return ClaimBatch(tasks, wait_hint, served)
 
     def _complete_call(self, task_id: str, token: str, result_text: str) -> ScriptCall:
         k = self.keys
         keys = [k.processing, k.completed, k.cancelled, k.stats]
         args = [k.base, task_id, token, self.task_ttl_seconds * 1000]
-        return "complete", keys, [*args, *codec.split_chunks(result_text)]
+        return "complete", keys, [*args, result_text]
 
     def _fail_call(
         self,
@@ -584,7 +607,7 @@ class RedisTaskQueue:
             "" if delay is None else str(max(0, int(delay * 1000))),
             self.max_retries,
             "1" if corrupt else "0",
-            *codec.error_chunks(str(error)),
+            codec.error_text(str(error)),
         ]
         return "fail", keys, args
 

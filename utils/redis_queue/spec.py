@@ -56,7 +56,7 @@ def build_spec(
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise InvalidTaskError(f"max_retries must be an int >= 0, not {retries!r}")
     # Stored only when given: otherwise the queue's max_retries applies when it fails.
-    stored_retries = "" if max_retries is None else retries
+    stored_retries = "-" if max_retries is None else retries
     if delay is not None:
         check_seconds("delay", delay)
     delay_ms = int((delay or 0) * 1000)
@@ -65,18 +65,8 @@ def build_spec(
     timeout_ms = int((timeout or 0) * 1000)
     meta_dict = dict(meta or {})
     meta_text = codec.dumps(meta_dict, "meta") if meta_dict else ""
-    chunks = codec.split_chunks(text)
-    args = [
-        task_id,
-        task_type,
-        prio,
-        stored_retries,
-        delay_ms,
-        meta_text,
-        timeout_ms,
-        len(chunks),
-        *chunks,
-    ]
+    header = f"{task_id} {task_type} {prio} {stored_retries} {delay_ms} {timeout_ms}"
+    args = [header, meta_text, text]
     return TaskSpec(
         task_id, task_type, payload_dict, prio, retries, delay_ms, timeout, meta_dict, args
     )

@@ -18,9 +18,9 @@
   ARGV[6] use_dlq     '1' or '0'
   ARGV[7..] task types served (none = every known type)
 
-  Returns {now_ms, next_event_ms, {id, token, HGETALL...}, ...}; next_event_ms is the
-  earliest delayed due time or lease deadline (-1 when there is none), so an idle worker
-  knows how long it may block.
+  Returns {now_ms, next_event_ms, {types served}, {id, token, HGETALL...}, ...};
+  next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
+  none), so an idle worker knows how long it may block.
   Errors: {-10, key, type} a queue structure key holds the wrong Redis type.
 ]]
 --@include common
@@ -40,8 +40,8 @@ if #ARGV >= 7 then
 else
   types = redis.call('SMEMBERS', KEYS[4])
 end
-local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'set',
-                KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'zset'}
+local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[5], 'set',
+                KEYS[6], 'zset', KEYS[7], 'zset'}
 for _, t in ipairs(types) do
   checks[#checks + 1] = pending_key(base, t)
   checks[#checks + 1] = 'zset'
@@ -74,7 +74,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
       mark_cancelled(base, key, id, now, KEYS[7], KEYS[3])
     elseif losses > max_losses then
       local reason = 'lease lost ' .. losses .. ' times (worker died or stalled)'
-      finalize_failure(base, key, id, {reason}, 1, now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
+      finalize_failure(base, key, id, reason, redis.call('HGET', key, 'error.count'), now,
+                       KEYS[5], KEYS[6], KEYS[3], use_dlq)
     else
       redis.call('HDEL', key, 'lease')
       make_pending(base, key, id, KEYS[3])
@@ -85,33 +86,61 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
   end
 end
 
-local out = {now, -1}
-local claimed_types = {}
-local n = 0
-while n < count do
-  local best_id, best_score, best_type = nil, nil, nil
+-- The best `k` ready ids across the served types (lowest score first), removed from
+-- their pending sets.
+local function pick(k)
+  local picked = {}
+  if #types == 1 then
+    local popped = redis.call('ZPOPMIN', pending_key(base, types[1]), k)
+    for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], types[1]} end
+    return picked
+  end
+  local heads = {}
   for _, t in ipairs(types) do
-    local head = redis.call('ZRANGE', pending_key(base, t), 0, 0, 'WITHSCORES')
-    if head[1] and (best_score == nil or tonumber(head[2]) < best_score) then
-      best_id, best_score, best_type = head[1], tonumber(head[2]), t
+    local rows = redis.call('ZRANGE', pending_key(base, t), 0, k - 1, 'WITHSCORES')
+    for i = 1, #rows, 2 do heads[#heads + 1] = {rows[i], t, tonumber(rows[i + 1])} end
+  end
+  table.sort(heads, function(a, b) return a[3] < b[3] end)
+  for i = 1, math.min(k, #heads) do
+    picked[i] = heads[i]
+    redis.call('ZREM', pending_key(base, heads[i][2]), heads[i][1])
+  end
+  return picked
+end
+
+local out = {now, -1, types}
+local fence = tonumber(redis.call('HGET', KEYS[3], 'fence') or '0')
+local deadlines = {}
+local claimed_types = {}
+local claimed, quarantined = 0, 0
+-- Corrupt records found on the way are quarantined and replaced by the next ids, up to
+-- MAINT_BATCH of them per call.
+while claimed < count and quarantined < MAINT_BATCH do
+  local picked = pick(count - claimed)
+  if #picked == 0 then break end
+  for _, p in ipairs(picked) do
+    local id, task_type = p[1], p[2]
+    local key = task_key(base, id)
+    local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts')
+    if type(f) == 'table' and not f.err and f[1] == 'pending' and f[2] == task_type then
+      fence = fence + 1
+      redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
+                 'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1)
+      deadlines[#deadlines + 1] = now + lease_ms
+      deadlines[#deadlines + 1] = id
+      out[#out + 1] = {id, fence, redis.call('HGETALL', key)}
+      claimed_types[task_type] = true
+      claimed = claimed + 1
+    else
+      quarantine(base, id, 'corrupt task record found in the pending set', now,
+                 KEYS[5], KEYS[6], KEYS[3], use_dlq)
+      quarantined = quarantined + 1
     end
   end
-  if not best_id then break end
-  redis.call('ZREM', pending_key(base, best_type), best_id)
-  local key = task_key(base, best_id)
-  if is_sound(key, 'pending') and redis.call('HGET', key, 'type') == best_type then
-    local token = redis.call('HINCRBY', KEYS[3], 'fence', 1)
-    redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
-               'lease', token)
-    redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('ZADD', KEYS[1], now + lease_ms, best_id)
-    out[#out + 1] = {best_id, token, redis.call('HGETALL', key)}
-    claimed_types[best_type] = true
-    n = n + 1
-  else
-    quarantine(base, best_id, 'corrupt task record found in the pending set', now,
-               KEYS[5], KEYS[6], KEYS[3], use_dlq)
-  end
+end
+if #deadlines > 0 then
+  redis.call('HSET', KEYS[3], 'fence', fence)
+  redis.call('ZADD', KEYS[1], unpack(deadlines))
 end
 
 -- Chain the wake-up: the next idle worker gets a token while ready work remains.

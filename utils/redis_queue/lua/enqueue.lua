@@ -1,15 +1,17 @@
 --[[
-  Enqueue one or more tasks (idempotent by task id).
+  Enqueue one or more tasks (idempotent by task id). All-or-nothing: every key is checked
+  before the first write.
 
   KEYS[1] delayed    zset
   KEYS[2] stats      hash
   KEYS[3] types      set
   ARGV[1] base       key prefix "<prefix>:{<queue>}:"
-  ARGV[2] n          number of tasks that follow
-  then, per task:
-    id, type, priority (0-3), max_retries ('' = the queue's), delay_ms (0 = ready now),
-    meta ('' = none), timeout_ms (0 = the worker's default), nchunks,
-    payload chunk 1 .. payload chunk nchunks
+  then three arguments per task:
+    header   "<id> <type> <priority 0-3> <max_retries or -> <delay_ms> <timeout_ms>"
+             (ids and types cannot contain spaces; '-' = the queue's max_retries,
+             delay 0 = ready now, timeout 0 = the worker's default)
+    meta     JSON object, or '' for none
+    payload  JSON object, split here into chunks of at most 64 bytes
 
   Only fields that differ from their defaults are stored (counters start absent = 0):
   every byte of a pending task's hash counts, a million times over.
@@ -21,47 +23,59 @@
 --@include common
 
 local base = ARGV[1]
-local n = tonumber(ARGV[2])
-
--- Validation pass: no write happens unless every key has the expected type.
-local checks = {KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'set'}
-local seen_types = {}
-local pos = 3
 local tasks = {}
-for i = 1, n do
-  local nchunks = tonumber(ARGV[pos + 7])
-  local task = {id = ARGV[pos], type = ARGV[pos + 1], priority = tonumber(ARGV[pos + 2]),
-                max_retries = ARGV[pos + 3], delay = tonumber(ARGV[pos + 4]),
-                meta = ARGV[pos + 5], timeout = tonumber(ARGV[pos + 6]),
-                first = pos + 8, nchunks = nchunks}
-  tasks[i] = task
-  pos = pos + 8 + nchunks
-  if not seen_types[task.type] then
-    seen_types[task.type] = true
-    checks[#checks + 1] = pending_key(base, task.type)
+local kinds = {}
+local type_names, named = {}, {}
+local any_delayed = false
+local checks = {}
+for i = 2, #ARGV, 3 do
+  local id, task_type, prio, max_retries, delay, timeout =
+    string.match(ARGV[i], '^(%S+) (%S+) (%d) (%S+) (%d+) (%d+)$')
+  local t = {id = id, type = task_type, prio = tonumber(prio), max_retries = max_retries,
+             delay = tonumber(delay), timeout = tonumber(timeout), meta = ARGV[i + 1],
+             payload = ARGV[i + 2], key = task_key(base, id)}
+  tasks[#tasks + 1] = t
+  if not named[task_type] then
+    named[task_type] = true
+    type_names[#type_names + 1] = task_type
+  end
+  t.existing = redis.call('TYPE', t.key).ok
+  if t.existing ~= 'none' and t.existing ~= 'hash' then
+    return {E_WRONGTYPE, t.key, t.existing}
+  end
+  if t.delay > 0 then
+    any_delayed = true
+  elseif not kinds[task_type] then
+    kinds[task_type] = true
+    checks[#checks + 1] = pending_key(base, task_type)
     checks[#checks + 1] = 'zset'
   end
-  checks[#checks + 1] = task_key(base, task.id)
-  checks[#checks + 1] = 'hash'
+end
+if any_delayed then
+  checks[#checks + 1] = KEYS[1]
+  checks[#checks + 1] = 'zset'
 end
 local bad = check_types(checks)
 if bad then return bad end
+local tick, err = last_tick(KEYS[2])
+if err then return err end
+-- The first write; it also checks the types key. Recording a type is harmless even if
+-- every task turns out to exist already.
+local added = redis.pcall('SADD', KEYS[3], unpack(type_names))
+if type(added) == 'table' then return {E_WRONGTYPE, KEYS[3], 'not a set'} end
 
-local now = now_ms()
+local now, now_us = server_now()
+if now_us > tick then tick = now_us - 1 end
 local out = {now}
 local woken = {}
-local tick = nil
 local created = 0
-for i = 1, n do
-  local t = tasks[i]
-  local key = task_key(base, t.id)
-  if redis.call('EXISTS', key) == 1 then
-    out[#out + 1] = redis.call('HGETALL', key)
+for _, t in ipairs(tasks) do
+  if t.existing == 'hash' then
+    out[#out + 1] = redis.call('HGETALL', t.key)
   else
-    local state = 'pending'
-    if t.delay > 0 then state = 'delayed' end
-    local fields = {'state', state, 'type', t.type, 'prio', t.priority, 'created', now}
-    if t.max_retries ~= '' then
+    local fields = {'state', t.delay > 0 and 'delayed' or 'pending', 'type', t.type,
+                    'prio', t.prio, 'created', now}
+    if t.max_retries ~= '-' then
       fields[#fields + 1] = 'max_retries'
       fields[#fields + 1] = t.max_retries
     end
@@ -73,17 +87,14 @@ for i = 1, n do
       fields[#fields + 1] = 'timeout'
       fields[#fields + 1] = t.timeout
     end
-    for c = 0, t.nchunks - 1 do
-      fields[#fields + 1] = c == 0 and 'payload' or ('payload.' .. c)
-      fields[#fields + 1] = ARGV[t.first + c]
-    end
-    redis.call('HSET', key, unpack(fields))
+    add_blob(fields, 'payload', t.payload, false)
+    redis.call('HSET', t.key, unpack(fields))
     redis.call('DEL', done_key(base, t.id))
     if t.delay > 0 then
       redis.call('ZADD', KEYS[1], now + t.delay, t.id)
     else
-      tick = tick and tick + 1 or next_tick(KEYS[2])
-      redis.call('ZADD', pending_key(base, t.type), pending_score(tick, t.priority), t.id)
+      tick = tick + 1
+      redis.call('ZADD', pending_key(base, t.type), pending_score(tick, t.prio), t.id)
       woken[t.type] = true
     end
     created = created + 1
@@ -92,8 +103,10 @@ for i = 1, n do
 end
 if created > 0 then
   redis.call('HINCRBY', KEYS[2], 'enqueued', created)
-  for task_type, _ in pairs(seen_types) do redis.call('SADD', KEYS[3], task_type) end
+  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick))
 end
-if tick then redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick)) end
 for task_type, _ in pairs(woken) do wake(base, task_type) end
+-- Workers that serve every type block on the wake keys of the types they know, plus this
+-- one, which tells them a new type appeared.
+if added > 0 then wake_key(base .. 'wake') end
 return out

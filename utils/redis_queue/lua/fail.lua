@@ -21,7 +21,7 @@
   ARGV[11] delay_ms   explicit delay for this retry ('' = use the policy)
   ARGV[12] max_retries  the queue's default, for tasks enqueued without their own
   ARGV[13] corrupt    '1' when the caller could not decode the task (counted as corrupt)
-  ARGV[14..] error chunks
+  ARGV[14] error      text (stored in chunks of at most 64 bytes)
 
   Returns {1, delay_ms, retries} retried; {2} dead-lettered; {3} failed (DLQ off);
           {4} cancelled (a cancel was requested while it ran).
@@ -34,20 +34,28 @@ local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'set', KEYS[
                          KEYS[5], 'zset', KEYS[6], 'hash'})
 if bad then return bad end
 local key = task_key(base, id)
-bad = check_lease(key, token)
+local f
+bad, f = check_lease(key, token, 'cancel', 'retries', 'max_retries', 'type', 'error.count')
 if bad then return bad end
+local cancel, retries, max_retries, task_type, error_count = f[3], f[4], f[5], f[6], f[7]
 
 local now = now_ms()
 redis.call('ZREM', KEYS[1], id)
-if redis.call('HGET', key, 'cancel') == '1' then
-  set_blob(key, 'error', ARGV, 14)
+local err = ARGV[14]
+if cancel == '1' then
+  local stale = {}
+  add_blob_names(stale, 'error', error_count)
+  redis.call('HDEL', key, unpack(stale))
+  local fields = {}
+  add_blob(fields, 'error', err, true)
+  redis.call('HSET', key, unpack(fields))
   mark_cancelled(base, key, id, now, KEYS[5], KEYS[6])
   return {4}
 end
 
-local retries = tonumber(redis.call('HGET', key, 'retries') or '0') or 0
-local max_retries = tonumber(redis.call('HGET', key, 'max_retries') or ARGV[12]) or 0
-if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type') == 1 then
+retries = tonumber(retries or '0') or 0
+max_retries = tonumber(max_retries or ARGV[12]) or 0
+if ARGV[4] == '1' and retries < max_retries and task_type then
   retries = retries + 1
   local delay
   if ARGV[11] ~= '' then
@@ -60,9 +68,12 @@ if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type
     delay = math.min(tonumber(ARGV[7]) * tonumber(ARGV[8]) ^ exponent, tonumber(ARGV[9]))
     delay = math.floor(delay * tonumber(ARGV[10]))
   end
-  redis.call('HDEL', key, 'lease')
-  redis.call('HSET', key, 'retries', retries)
-  set_blob(key, 'error', ARGV, 14)
+  local stale = {'lease'}
+  add_blob_names(stale, 'error', error_count)
+  redis.call('HDEL', key, unpack(stale))
+  local fields = {'retries', retries}
+  add_blob(fields, 'error', err, true)
+  redis.call('HSET', key, unpack(fields))
   redis.call('HINCRBY', KEYS[6], 'retried', 1)
   if delay <= 0 then
     make_pending(base, key, id, KEYS[6])
@@ -73,7 +84,7 @@ if ARGV[4] == '1' and retries < max_retries and redis.call('HEXISTS', key, 'type
   return {1, delay, retries}
 end
 
-finalize_failure(base, key, id, ARGV, 14, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
+finalize_failure(base, key, id, err, error_count, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
 if ARGV[13] == '1' then redis.call('HINCRBY', KEYS[6], 'corrupt', 1) end
 if ARGV[5] == '1' then return {2} end
 return {3}

@@ -11,6 +11,8 @@
     base .. 'done:' .. id      list: pushed once when the task reaches a final state
 
   Error replies are tables whose first element is a negative code (see errors.py).
+  Every redis.call costs about a microsecond inside a script, so the hot paths read what
+  they need in one call and write each key once.
 ]]
 
 local E_NOT_FOUND = -1
@@ -24,10 +26,17 @@ local E_WRONGTYPE = -10
 local EPOCH_US = 1735689600000000 -- 2025-01-01T00:00:00Z
 local BAND_US = 1000000000000000
 local DONE_TTL_MS = 60000
+local CHUNK = 64 -- hash-max-listpack-value: longer values cost the hash its compact encoding
+
+-- Server time as {ms, microseconds since EPOCH_US}.
+local function server_now()
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return math.floor(us / 1000), us - EPOCH_US
+end
 
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return (server_now())
 end
 
 local function task_key(base, id) return base .. 'task:' .. id end
@@ -46,11 +55,17 @@ local function check_types(pairs_list)
   return nil
 end
 
--- Strictly increasing timeline shared by the whole queue, so tasks enqueued in the same
+-- The last tick handed out, read with a check that the stats key is a hash.
+local function last_tick(stats_key)
+  local v = redis.pcall('HGET', stats_key, 'clock')
+  if type(v) == 'table' and v.err then return nil, {E_WRONGTYPE, stats_key, 'not a hash'} end
+  return tonumber(v or '0')
+end
+
+-- A strictly increasing timeline shared by the whole queue, so tasks enqueued in the same
 -- microsecond still keep their order.
 local function next_tick(stats_key)
-  local t = redis.call('TIME')
-  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) - EPOCH_US
+  local _, now_us = server_now()
   local last = tonumber(redis.call('HGET', stats_key, 'clock') or '0')
   if now_us <= last then now_us = last + 1 end
   redis.call('HSET', stats_key, 'clock', string.format('%.0f', now_us))
@@ -64,54 +79,61 @@ end
 -- One token is enough: a woken worker that claims a task and sees more pushes the next one.
 -- Wake keys hold no data, and waking runs after a script's writes: a wake key that
 -- something else overwrote is replaced rather than failing the script halfway.
-local function wake_one(k)
-  local t = redis.call('TYPE', k).ok
-  if t ~= 'none' and t ~= 'list' then
+local function wake_key(k)
+  local n = redis.pcall('LLEN', k)
+  if type(n) == 'table' then
     redis.call('DEL', k)
-    t = 'none'
+    n = 0
   end
-  if t == 'none' or redis.call('LLEN', k) == 0 then redis.call('LPUSH', k, '1') end
+  if n == 0 then redis.call('LPUSH', k, '1') end
 end
 
 local function wake(base, task_type)
-  wake_one(base .. 'wake:' .. task_type)
-  wake_one(base .. 'wake')
+  wake_key(base .. 'wake:' .. task_type)
 end
 
 local function notify_done(base, id)
   local k = done_key(base, id)
-  redis.call('DEL', k)
   redis.call('RPUSH', k, '1')
   redis.call('PEXPIRE', k, DONE_TTL_MS)
 end
 
--- Blobs (payload, result, error) live in the task hash as chunks of at most 64 bytes
--- (`name`, `name.1`, `name.2`, ...), which keeps the hash a compact listpack.
-local function clear_blob(key, name)
-  redis.call('HDEL', key, name)
-  local i = 1
-  while redis.call('HDEL', key, name .. '.' .. i) == 1 do i = i + 1 end
+-- Blobs (payload, result, error) are stored as chunks of at most CHUNK bytes: `name`,
+-- `name.1`, `name.2`, ...; result and error also record `name.count` when there is more
+-- than one chunk, so they can be replaced without scanning.
+local function add_blob(out, name, text, counted)
+  local n = math.max(1, math.ceil(#text / CHUNK))
+  for c = 0, n - 1 do
+    out[#out + 1] = c == 0 and name or (name .. '.' .. c)
+    out[#out + 1] = string.sub(text, c * CHUNK + 1, (c + 1) * CHUNK)
+  end
+  if counted and n > 1 then
+    out[#out + 1] = name .. '.count'
+    out[#out + 1] = n
+  end
 end
 
-local function set_blob(key, name, chunks, first)
-  clear_blob(key, name)
-  local n = #chunks - first + 1
-  if n <= 0 then return end
-  redis.call('HSET', key, name, chunks[first])
-  for i = 1, n - 1 do redis.call('HSET', key, name .. '.' .. i, chunks[first + i]) end
+-- Field names of a counted blob (`count` as read from `name.count`), for HDEL.
+local function add_blob_names(out, name, count)
+  out[#out + 1] = name
+  for c = 1, (tonumber(count) or 1) - 1 do out[#out + 1] = name .. '.' .. c end
+  out[#out + 1] = name .. '.count'
 end
 
--- Final failure of a task with a readable hash: to the DLQ, or to `failed` when the DLQ is off.
-local function finalize_failure(base, key, id, chunks, first, now, dlq_key, failed_key, stats_key, use_dlq)
-  redis.call('HDEL', key, 'lease', 'cancel')
-  redis.call('HSET', key, 'completed', now)
-  set_blob(key, 'error', chunks, first)
+-- Final failure of a task with a readable hash: to the DLQ, or to `failed` when the DLQ is
+-- off. `error_count` is the task's current error.count field (or nil).
+local function finalize_failure(base, key, id, err, error_count, now, dlq_key, failed_key,
+                                stats_key, use_dlq)
+  local stale = {'lease', 'cancel'}
+  add_blob_names(stale, 'error', error_count)
+  redis.call('HDEL', key, unpack(stale))
+  local fields = {'completed', now, 'state', use_dlq and 'dead_letter' or 'failed'}
+  add_blob(fields, 'error', err, true)
+  redis.call('HSET', key, unpack(fields))
   if use_dlq then
-    redis.call('HSET', key, 'state', 'dead_letter')
     redis.call('SADD', dlq_key, id)
     redis.call('HINCRBY', stats_key, 'dead_lettered', 1)
   else
-    redis.call('HSET', key, 'state', 'failed')
     redis.call('ZADD', failed_key, now, id)
   end
   redis.call('HINCRBY', stats_key, 'failed', 1)
@@ -128,8 +150,13 @@ local function quarantine(base, id, reason, now, dlq_key, failed_key, stats_key,
     redis.call('HINCRBY', stats_key, 'orphans_dropped', 1)
     return
   end
-  if t ~= 'hash' then redis.call('DEL', key) end
-  finalize_failure(base, key, id, {reason}, 1, now, dlq_key, failed_key, stats_key, use_dlq)
+  local count = nil
+  if t ~= 'hash' then
+    redis.call('DEL', key)
+  else
+    count = redis.call('HGET', key, 'error.count')
+  end
+  finalize_failure(base, key, id, reason, count, now, dlq_key, failed_key, stats_key, use_dlq)
   redis.call('HINCRBY', stats_key, 'corrupt', 1)
 end
 
@@ -143,14 +170,14 @@ end
 
 -- A hash that the engine can move around: it exists, has a type and is in `state`.
 local function is_sound(key, state)
-  return redis.call('TYPE', key).ok == 'hash' and redis.call('HGET', key, 'state') == state
-    and redis.call('HEXISTS', key, 'type') == 1
+  local f = redis.pcall('HMGET', key, 'state', 'type')
+  return type(f) == 'table' and not f.err and f[1] == state and f[2] ~= false
 end
 
 -- Puts a task back into its type's pending set at its priority.
-local function make_pending(base, key, id, stats_key, tick_override)
+local function make_pending(base, key, id, stats_key)
   local f = redis.call('HMGET', key, 'type', 'prio')
-  local tick = tick_override or next_tick(stats_key)
+  local tick = next_tick(stats_key)
   redis.call('ZADD', pending_key(base, f[1]), pending_score(tick, tonumber(f[2]) or 1), id)
   redis.call('HSET', key, 'state', 'pending')
   wake(base, f[1])
@@ -158,11 +185,15 @@ end
 
 -- Fencing check shared by complete, fail, extend and release. An empty token means the
 -- caller holds no lease (an operator override): only the state is checked then.
-local function check_lease(key, token)
-  local t = redis.call('TYPE', key).ok
-  if t == 'none' then return {E_NOT_FOUND} end
-  if t ~= 'hash' then return {E_WRONGTYPE, key, t} end
-  local f = redis.call('HMGET', key, 'state', 'lease')
+-- Returns (error table or nil, the values of `extra` fields read in the same call).
+local function check_lease(key, token, ...)
+  local f = redis.pcall('HMGET', key, 'state', 'lease', ...)
+  if type(f) == 'table' and f.err then
+    return {E_WRONGTYPE, key, redis.call('TYPE', key).ok}
+  end
+  if not f[1] then
+    if redis.call('EXISTS', key) == 0 then return {E_NOT_FOUND} end
+  end
   if token ~= '' then
     if f[1] ~= 'processing' or f[2] ~= token then
       return {E_LEASE_LOST, f[1] or '', f[2] or ''}
@@ -170,5 +201,5 @@ local function check_lease(key, token)
   elseif f[1] ~= 'processing' then
     return {E_NOT_PROCESSING, f[1] or ''}
   end
-  return nil
+  return nil, f
 end
