@@ -14,12 +14,18 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import QueueError, RedisUnavailable
 
-__all__ = ["BLOCK_SLICE_SECONDS", "make_client", "mask_url", "redis_errors"]
+__all__ = [
+    "BLOCK_SLICE_SECONDS",
+    "make_client",
+    "mask_url",
+    "redis_errors",
+    "translate_error",
+]
 
 # Longest single blocking call; longer waits are re-armed, so a half-open connection is
 # noticed within this plus the socket timeout.
@@ -63,12 +69,19 @@ def make_client(
     )
 
 
+def translate_error(url: str, exc: BaseException) -> QueueError:
+    """The queue's exception for one of redis-py's."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return RedisUnavailable(mask_url(url), exc)
+    if isinstance(exc, ResponseError):
+        return QueueError(f"Redis at {mask_url(url)} refused the command: {exc}")
+    return QueueError(f"Redis at {mask_url(url)}: {exc}")
+
+
 @asynccontextmanager
 async def redis_errors(url: str) -> AsyncIterator[None]:
-    """Translate redis-py's transport errors into the queue's exceptions."""
+    """Translate redis-py's transport and command errors into the queue's exceptions."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise RedisUnavailable(mask_url(url), exc) from exc
-    except ResponseError as exc:
-        raise QueueError(f"Redis at {mask_url(url)} refused the command: {exc}") from exc
+    except (RedisError, OSError) as exc:
+        raise translate_error(url, exc) from exc

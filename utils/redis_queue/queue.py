@@ -13,9 +13,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import codec
-from .connection import BLOCK_SLICE_SECONDS, make_client, mask_url, redis_errors
+from .connection import (
+    BLOCK_SLICE_SECONDS,
+    make_client,
+    mask_url,
+    redis_errors,
+    translate_error,
+)
 from .errors import (
     BulkEnqueueError,
     NotConnected,
@@ -491,8 +498,10 @@ class RedisTaskQueue:
         """Run one of lua/*.lua; negative replies raise (for this package's modules)."""
         if self._scripts is None:
             raise NotConnected("call `await queue.connect()` first")
-        async with redis_errors(self.redis_url):
+        try:
             reply = await self._scripts.call(name, keys, args)
+        except RedisError as exc:  # the hot path: no context manager
+            raise translate_error(self.redis_url, exc) from exc
         if reply and isinstance(reply[0], int) and reply[0] < 0:
             raise_for_code(reply, task_id, name.replace("_", " "))
         return reply
