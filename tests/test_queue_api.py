@@ -186,3 +186,30 @@ async def test_async_with_connects_and_closes(make_queue: QueueFactory) -> None:
         assert (await q.get_queue_size())["pending"] == 1
     with pytest.raises(Exception):  # noqa: B017 - NotConnected after close
         _ = q.redis
+
+
+async def test_settle_many_applies_each_outcome_with_its_own_fencing(
+    make_queue: QueueFactory, raw_redis: Redis
+) -> None:
+    from utils.redis_queue import LeaseLost, Settlement
+
+    q = make_queue(max_retries=1)
+    await q.connect()
+    for task_id in ("ok", "retry", "dead", "stale"):
+        await q.enqueue(task_id, "dev", {})
+    claimed = {t.task_id: t for t in await q.claim("w", 4)}
+    outcomes = await q.settle_many(
+        [
+            Settlement("ok", claimed["ok"].lease_token, result={"v": 1}),
+            Settlement("retry", claimed["retry"].lease_token, error="flaky", delay=60),
+            Settlement("dead", claimed["dead"].lease_token, error="fatal", retry=False),
+            Settlement("stale", 999_999, result="late"),
+        ]
+    )
+    assert outcomes[:3] == [TaskState.COMPLETED, TaskState.DELAYED, TaskState.DEAD_LETTER]
+    assert isinstance(outcomes[3], LeaseLost)
+    await assert_single_state(raw_redis, q, "ok", "completed")
+    await assert_single_state(raw_redis, q, "retry", "delayed")
+    await assert_single_state(raw_redis, q, "dead", "dead_letter")
+    await assert_single_state(raw_redis, q, "stale", "processing")  # untouched
+    assert await q.wait_for_result("ok", 1) == {"v": 1}

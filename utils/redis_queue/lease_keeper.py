@@ -69,6 +69,7 @@ class LeaseKeeper:
         self._on_event = on_event
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._pending: list[str] = []
 
     async def start(self) -> None:
         env = dict(os.environ)
@@ -86,10 +87,18 @@ class LeaseKeeper:
         self._reader = asyncio.create_task(self._read_events(), name="lease-keeper-events")
 
     def add(self, task_id: str, token: int, hard_limit: float | None) -> None:
-        self._send(f"+ {task_id} {token} {hard_limit or 0}\n")
+        """Start renewing (sent on the next flush())."""
+        self._pending.append(f"+ {task_id} {token} {hard_limit or 0}\n")
 
     def remove(self, task_id: str) -> None:
-        self._send(f"- {task_id}\n")
+        """Stop renewing (sent on the next flush())."""
+        self._pending.append(f"- {task_id}\n")
+
+    def flush(self) -> None:
+        """Send what add() and remove() queued, in one pipe write."""
+        if self._pending and self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.write("".join(self._pending).encode())
+        self._pending.clear()
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -104,10 +113,6 @@ class LeaseKeeper:
             await proc.wait()
         if self._reader is not None:
             await self._reader
-
-    def _send(self, line: str) -> None:
-        if self._proc is not None and self._proc.stdin is not None:
-            self._proc.stdin.write(line.encode())
 
     async def _read_events(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 _BATCH = 500  # items per call of the chunked admin scripts
 _BULK = 1000  # tasks per enqueue script call: each call is all-or-nothing
+_SETTLE_BATCH = 200  # settlements per settle_many script call
 _MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
 
 
@@ -274,38 +275,55 @@ class RedisTaskQueue:
         return _state_after_fail(reply)
 
     async def settle_many(self, settlements: Iterable[Settlement]) -> list[TaskState | QueueError]:
-        """Complete or fail many tasks in one round trip (how a Worker acknowledges).
-        Returns, per settlement, the task's new state or the error (e.g. LeaseLost) that
-        refused it; a result that is not JSON dead-letters its task with the reason."""
+        """Complete or fail many tasks in one round trip and one script call per 200
+        (how a Worker acknowledges). Returns, per settlement, the task's new state or the
+        error (e.g. LeaseLost) that refused it; a result that is not JSON dead-letters its
+        task with the reason."""
         items = list(settlements)
-        calls = []
+        out: list[TaskState | QueueError] = []
+        for start in range(0, len(items), _SETTLE_BATCH):
+            out.extend(await self._settle_chunk(items[start : start + _SETTLE_BATCH]))
+        return out
+
+    async def _settle_chunk(self, items: list[Settlement]) -> list[TaskState | QueueError]:
+        k = self.keys
+        keys = [k.processing, k.completed, k.cancelled, k.delayed, k.dlq, k.failed, k.stats]
+        policy = self.retry_policy.script_args()
+        args: list[Any] = [
+            k.base,
+            self.task_ttl_seconds * 1000,
+            "1" if self.enable_dlq else "0",
+            *policy[:4],
+            self.max_retries,
+        ]
         for s in items:
             token = self._token_for(s.task_id, s.lease_token)
-            if s.error is None:
+            self._leases.pop(s.task_id, None)
+            error, retry = s.error, s.retry
+            if error is None:
                 try:
                     text = codec.dumps(s.result, "result", self.max_payload_bytes)
                 except QueueError as exc:
-                    calls.append(self._fail_call(s.task_id, token, str(exc), False, None))
+                    error, retry = str(exc), False
+                else:
+                    args += ["c", s.task_id, token, text]
                     continue
-                calls.append(self._complete_call(s.task_id, token, text))
-            else:
-                calls.append(self._fail_call(s.task_id, token, s.error, s.retry, s.delay))
-        if self._scripts is None:
-            raise NotConnected("call `await queue.connect()` first")
-        async with redis_errors(self.redis_url):
-            replies = await self._scripts.call_many(self.redis, calls)
+            delay = "-" if s.delay is None else str(max(0, int(s.delay * 1000)))
+            options = f"{int(retry)} 0 {self.retry_policy.script_args()[4]} {delay}"
+            args += ["f", s.task_id, token, options, codec.error_text(error)]
+        replies = await self.call_script("settle_many", keys, args)
         out: list[TaskState | QueueError] = []
-        for s, (name, _, _), reply in zip(items, calls, replies, strict=True):
-            self._leases.pop(s.task_id, None)
-            if isinstance(reply, Exception):
-                out.append(QueueError(f"settling {s.task_id!r} failed: {reply}"))
-            elif int(reply[0]) < 0:
+        for s, reply in zip(items, replies, strict=True):
+            code = int(reply[0])
+            if code < 0:
                 try:
-                    raise_for_code(reply, s.task_id, name)
+                    raise_for_code(reply, s.task_id, "settle")
                 except QueueError as exc:
                     out.append(exc)
+            elif len(reply) == 2 and code == 0:
+                out.append(TaskState.COMPLETED)
             else:
-                out.append(TaskState.COMPLETED if name == "complete" else _state_after_fail(reply))
+                out.append(_state_after_fail(reply))
         return out
 
     async def extend_lease(

@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "purge_dlq",
     "release",
     "retry_dlq",
+    "settle_many",
     "sizes",
     "worker_beat",
 )
@@ -65,27 +66,3 @@ class Scripts:
         except NoScriptError:
             script.sha = await self._redis.script_load(script.script)
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
-
-    async def call_many(self, redis: Redis, calls: list[ScriptCall]) -> list[Any]:
-        """Run several script calls in one round trip (a non-transactional pipeline).
-
-        Replies come back in order; an error reply is returned as the exception object.
-        redis-py's own pipeline preload costs a SCRIPT EXISTS round trip per batch, so
-        NOSCRIPT is handled here instead: only the calls that hit it are re-sent.
-        """
-        replies = await self._send(redis, calls)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            for name in {calls[i][0] for i in missing}:
-                script = self._by_name[name]
-                script.sha = await redis.script_load(script.script)
-            retried = await self._send(redis, [calls[i] for i in missing])
-            for i, reply in zip(missing, retried, strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _send(self, redis: Redis, calls: list[ScriptCall]) -> list[Any]:
-        async with redis.pipeline(transaction=False) as pipe:
-            for name, keys, args in calls:
-                pipe.evalsha(self._by_name[name].sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))

@@ -159,6 +159,8 @@ class Worker:
             for task in batch.tasks:
                 self._start(task)
             if batch.tasks:
+                # Leases are registered with the keeper before any handler can block.
+                self._keeper_flush()
                 continue
             if self.burst and not self._running and await self._nothing_scheduled():
                 return
@@ -189,22 +191,26 @@ class Worker:
     # -- running ---------------------------------------------------------------------------
 
     def _start(self, task: RedisTask) -> None:
-        handle = asyncio.create_task(self._execute(task), name=f"task:{task.task_id}")
+        spec = self.handlers[task.task_type]
+        timeout = self._timeout_for(task, spec)
+        assert self._keeper is not None
+        # The keeper stops renewing a little after the timeout even if this loop is stuck.
+        hard_limit = timeout + self.queue.lease_seconds if timeout else None
+        self._keeper.add(task.task_id, task.lease_token or 0, hard_limit)
+        handle = asyncio.create_task(
+            self._execute(task, spec, timeout), name=f"task:{task.task_id}"
+        )
         self._running[task.task_id] = _Running(task, handle)
         handle.add_done_callback(lambda finished: self._finished(task, finished))
 
     def _timeout_for(self, task: RedisTask, spec: HandlerSpec) -> float | None:
         return task.timeout or spec.timeout or self.default_timeout
 
-    async def _execute(self, task: RedisTask) -> Settlement | None:
-        spec = self.handlers[task.task_type]
+    async def _execute(
+        self, task: RedisTask, spec: HandlerSpec, timeout: float | None
+    ) -> Settlement | None:
         token = task.lease_token or 0
-        timeout = self._timeout_for(task, spec)
         assert self._keeper is not None
-        # The keeper stops renewing a little after the timeout even if this loop is stuck.
-        self._keeper.add(
-            task.task_id, token, timeout + self.queue.lease_seconds if timeout else None
-        )
         ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token)
         try:
             if spec.is_async:
@@ -243,7 +249,12 @@ class Worker:
         if running is not None and running.stop_reason == "lost":
             self.stats.lost += 1
             log.warning("lease lost on %s: another worker may run it", task.task_id)
+        self._keeper_flush()
         self._free_slot(task.task_id, task.lease_token)
+
+    def _keeper_flush(self) -> None:
+        if self._keeper is not None:
+            self._keeper.flush()
 
     def _free_slot(self, task_id: str, token: int | None) -> None:
         # By token: the same id may already run again under a new lease (an immediate
@@ -272,6 +283,7 @@ class Worker:
             batch = [await self._settlements.get()]
             while len(batch) < _SETTLE_BATCH and not self._settlements.empty():
                 batch.append(self._settlements.get_nowait())
+            self._keeper_flush()  # stop renewing these before they are acknowledged
             outcomes = await self._settle_with_retry(batch)
             for settlement, outcome in zip(batch, outcomes, strict=True):
                 self._count(settlement, outcome)

@@ -28,63 +28,15 @@
   Errors: {-1}; {-2, state}; {-3, state, lease}; {-10, key, type} as in complete.lua.
 ]]
 --@include common
+--@include settle
 
-local base, id, token = ARGV[1], ARGV[2], ARGV[3]
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'zset',
                          KEYS[5], 'zset', KEYS[6], 'hash'})
 if bad then return bad end
-local key = task_key(base, id)
-local f
-bad, f = check_lease(key, token, 'cancel', 'retries', 'max_retries', 'type', 'error.count')
-if bad then return bad end
-local cancel, retries, max_retries, task_type, error_count = f[3], f[4], f[5], f[6], f[7]
-
-local now = now_ms()
-redis.call('ZREM', KEYS[1], id)
-local err = ARGV[14]
-if cancel == '1' then
-  local stale = {}
-  add_blob_names(stale, 'error', error_count)
-  redis.call('HDEL', key, unpack(stale))
-  local fields = {}
-  add_blob(fields, 'error', err, true)
-  redis.call('HSET', key, unpack(fields))
-  mark_cancelled(base, key, id, now, KEYS[5], KEYS[6])
-  return {4}
-end
-
-retries = tonumber(retries or '0') or 0
-max_retries = tonumber(max_retries or ARGV[12]) or 0
-if ARGV[4] == '1' and retries < max_retries and task_type then
-  retries = retries + 1
-  local delay
-  if ARGV[11] ~= '' then
-    delay = tonumber(ARGV[11])
-  elseif ARGV[6] == '1' and retries == 1 then
-    delay = 0
-  else
-    local exponent = retries - 1
-    if ARGV[6] == '1' then exponent = retries - 2 end
-    delay = math.min(tonumber(ARGV[7]) * tonumber(ARGV[8]) ^ exponent, tonumber(ARGV[9]))
-    delay = math.floor(delay * tonumber(ARGV[10]))
-  end
-  local stale = {'lease'}
-  add_blob_names(stale, 'error', error_count)
-  redis.call('HDEL', key, unpack(stale))
-  local fields = {'retries', retries}
-  add_blob(fields, 'error', err, true)
-  redis.call('HSET', key, unpack(fields))
-  redis.call('HINCRBY', KEYS[6], 'retried', 1)
-  if delay <= 0 then
-    make_pending(base, key, id, KEYS[6])
-  else
-    redis.call('HSET', key, 'state', 'delayed')
-    redis.call('ZADD', KEYS[2], now + delay, id)
-  end
-  return {1, delay, retries}
-end
-
-finalize_failure(base, key, id, err, error_count, now, KEYS[3], KEYS[4], KEYS[6], ARGV[5] == '1')
-if ARGV[13] == '1' then redis.call('HINCRBY', KEYS[6], 'corrupt', 1) end
-if ARGV[5] == '1' then return {2} end
-return {3}
+local k = {processing = KEYS[1], delayed = KEYS[2], dlq = KEYS[3], failed = KEYS[4],
+           cancelled = KEYS[5], stats = KEYS[6]}
+local policy = {first_immediate = ARGV[6] == '1', base_ms = tonumber(ARGV[7]),
+                factor = tonumber(ARGV[8]), cap_ms = tonumber(ARGV[9]),
+                default_max_retries = ARGV[12], use_dlq = ARGV[5] == '1'}
+return fail_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[11], ARGV[10], ARGV[13],
+                ARGV[14], policy)

@@ -1,0 +1,99 @@
+--[[
+  The two ways a leased task ends an attempt, shared by complete.lua, fail.lua and
+  settle_many.lua (which runs many of them in one script call: a script call has a fixed
+  cost of several times the work of one transition).
+
+  Both take `k` = {processing, completed, cancelled, delayed, dlq, failed, stats} (keys) and
+  return the reply of their single-task script.
+]]
+
+local TRIM_EVERY = 10
+local TRIM_BATCH = 100
+
+-- Complete: state completed with its result; every TRIM_EVERY completions, delete a
+-- batch of finished tasks older than keep_ms.
+local function complete_one(base, k, id, token, keep_ms, result)
+  local key = task_key(base, id)
+  local bad, f = check_lease(key, token, 'error.count')
+  if bad then return bad end
+  local now = now_ms()
+  local stale = {'lease', 'cancel'}
+  add_blob_names(stale, 'error', f[3])
+  redis.call('HDEL', key, unpack(stale))
+  local fields = {'state', 'completed', 'completed', now}
+  add_blob(fields, 'result', result, true)
+  redis.call('HSET', key, unpack(fields))
+  redis.call('ZREM', k.processing, id)
+  redis.call('ZADD', k.completed, now, id)
+  local done = redis.call('HINCRBY', k.stats, 'completed', 1)
+  notify_done(base, id)
+  if done % TRIM_EVERY == 0 then
+    local cutoff = now - tonumber(keep_ms)
+    for _, zkey in ipairs({k.completed, k.cancelled}) do
+      local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', cutoff, 'LIMIT', 0, TRIM_BATCH)
+      for _, old_id in ipairs(old) do
+        redis.call('DEL', task_key(base, old_id), done_key(base, old_id))
+      end
+      if #old > 0 then redis.call('ZREM', zkey, unpack(old)) end
+    end
+  end
+  return {0, now}
+end
+
+-- Fail: retry at once or after a backoff while retries remain (and `retry` is '1');
+-- otherwise dead-letter (or `failed` when use_dlq is false). `policy` is
+-- {first_immediate, base_ms, factor, cap_ms, default_max_retries, use_dlq}; `delay_ms`
+-- '' means use the policy; `jitter` is a multiplier in (0, 1].
+local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, err, policy)
+  local key = task_key(base, id)
+  local bad, f = check_lease(key, token, 'cancel', 'retries', 'max_retries', 'type',
+                             'error.count')
+  if bad then return bad end
+  local cancel, retries, max_retries, task_type, error_count = f[3], f[4], f[5], f[6], f[7]
+  local now = now_ms()
+  redis.call('ZREM', k.processing, id)
+  if cancel == '1' then
+    local stale = {}
+    add_blob_names(stale, 'error', error_count)
+    redis.call('HDEL', key, unpack(stale))
+    local fields = {}
+    add_blob(fields, 'error', err, true)
+    redis.call('HSET', key, unpack(fields))
+    mark_cancelled(base, key, id, now, k.cancelled, k.stats)
+    return {4}
+  end
+  retries = tonumber(retries or '0') or 0
+  max_retries = tonumber(max_retries or policy.default_max_retries) or 0
+  if retry == '1' and retries < max_retries and task_type then
+    retries = retries + 1
+    local delay
+    if delay_ms ~= '' then
+      delay = tonumber(delay_ms)
+    elseif policy.first_immediate and retries == 1 then
+      delay = 0
+    else
+      local exponent = retries - 1
+      if policy.first_immediate then exponent = retries - 2 end
+      delay = math.min(policy.base_ms * policy.factor ^ exponent, policy.cap_ms)
+      delay = math.floor(delay * tonumber(jitter))
+    end
+    local stale = {'lease'}
+    add_blob_names(stale, 'error', error_count)
+    redis.call('HDEL', key, unpack(stale))
+    local fields = {'retries', retries}
+    add_blob(fields, 'error', err, true)
+    redis.call('HSET', key, unpack(fields))
+    redis.call('HINCRBY', k.stats, 'retried', 1)
+    if delay <= 0 then
+      make_pending(base, key, id, k.stats)
+    else
+      redis.call('HSET', key, 'state', 'delayed')
+      redis.call('ZADD', k.delayed, now + delay, id)
+    end
+    return {1, delay, retries}
+  end
+  finalize_failure(base, key, id, err, error_count, now, k.dlq, k.failed, k.stats, policy.use_dlq)
+  if corrupt == '1' then redis.call('HINCRBY', k.stats, 'corrupt', 1) end
+  if policy.use_dlq then return {2} end
+  return {3}
+end
