@@ -26,7 +26,22 @@ def test_quick_benchmark_prints_the_table(redis_url: str, tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| scenario" in proc.stdout and "| target" in proc.stdout
-    for name in ("enqueue(), awaited", "enqueue_many()", "dequeue()", "wait_for_result", "memory"):
+    names = (
+        "enqueue(), awaited",
+        "enqueue_many()",
+        "seed loop: dequeue()",
+        "one `agentic worker` process",
+        "2 worker processes",
+        "seed loop: enqueue -> wait_for_result",
+        "wait_for_result via `agentic worker`",
+        "memory",
+    )
+    for name in names:
         assert name in proc.stdout, proc.stdout
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"a", "b", "A", "B", "C", "E", "F"}
+    assert set(report["results"]) == {"a", "b", "A", "B", "C0", "C", "D", "E0", "E", "F"}
+    results = report["results"]
+    for key in ("C", "D"):  # every pre-enqueued task ran through `agentic worker`
+        assert results[key]["tasks_per_s"] > 0 and results[key]["startup_ms"] > 0
+        assert results[key]["worker_exit"] == 0, proc.stdout + proc.stderr
+    assert results["E"]["p50_ms"] > 0 and results["E"]["worker_exit"] == 0

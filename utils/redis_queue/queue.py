@@ -366,6 +366,9 @@ class RedisTaskQueue:
         validate_task_id(task_id)
         async with redis_errors(self.redis_url):
             flat = await self.redis.hgetall(self.keys.task(task_id))
+        return self._decode(task_id, flat)
+
+    def _decode(self, task_id: str, flat: Any) -> RedisTask | None:
         if not flat:
             return None
         try:
@@ -381,8 +384,8 @@ class RedisTaskQueue:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + check_seconds("timeout", timeout)
         done_key = self.keys.done(task_id)
+        task = await self.get_task(task_id)
         while True:
-            task = await self.get_task(task_id)
             if task is None:
                 raise TaskNotFound(task_id)
             if task.state == TaskState.COMPLETED:
@@ -396,10 +399,15 @@ class RedisTaskQueue:
                 raise ResultTimeout(f"task {task_id!r} is still {task.state} after {timeout} s")
             # The done list is written in the same script as the final state, so a
             # finish between the read above and this wait is not missed. BLMOVE onto
-            # itself leaves the token in place for every other waiter.
-            async with redis_errors(self.redis_url):
-                wait = max(_MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
-                await self._blocking_client.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
+            # itself leaves the token in place for every other waiter; the read that
+            # follows it rides in the same pipeline, saving a round trip.
+            wait = max(_MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
+            pipe = self._blocking_client.pipeline(transaction=False)
+            async with redis_errors(self.redis_url), pipe:
+                pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
+                pipe.hgetall(self.keys.task(task_id))
+                _, flat = await pipe.execute()
+            task = self._decode(task_id, flat)
 
     async def cancel(self, task_id: str) -> TaskState:
         """Cancel a task. A pending or delayed task is cancelled at once (returns

@@ -142,7 +142,9 @@ class Worker:
         backoff = 0.1
         while not self.stopping:
             free = self.concurrency - len(self._running)
-            if free <= 0:
+            # A slot frees when its handler returns, so claiming overlaps acknowledging;
+            # the backlog of unacknowledged results is capped at `concurrency`.
+            if free <= 0 or self._unsettled >= self.concurrency:
                 await self._wait_for(self._slot_free.wait())
                 self._slot_free.clear()
                 continue
@@ -162,7 +164,12 @@ class Worker:
                 # Leases are registered with the keeper before any handler can block.
                 self._keeper_flush()
                 continue
-            if self.burst and not self._running and await self._nothing_scheduled():
+            if (
+                self.burst
+                and not self._running
+                and not self._unsettled
+                and await self._nothing_scheduled()
+            ):
                 return
             waits: list[Any] = [
                 self.queue.wait_for_work(self.task_types, batch.wait_limit(BLOCK_SLICE_SECONDS))
@@ -245,11 +252,11 @@ class Worker:
         if settlement is not None:
             self._unsettled += 1
             self._settlements.put_nowait(settlement)
-            return  # the slot frees once the settlement is acknowledged
-        if running is not None and running.stop_reason == "lost":
-            self.stats.lost += 1
-            log.warning("lease lost on %s: another worker may run it", task.task_id)
-        self._keeper_flush()
+        else:
+            if running is not None and running.stop_reason == "lost":
+                self.stats.lost += 1
+                log.warning("lease lost on %s: another worker may run it", task.task_id)
+            self._keeper_flush()
         self._free_slot(task.task_id, task.lease_token)
 
     def _keeper_flush(self) -> None:
@@ -287,8 +294,8 @@ class Worker:
             outcomes = await self._settle_with_retry(batch)
             for settlement, outcome in zip(batch, outcomes, strict=True):
                 self._count(settlement, outcome)
-                self._unsettled -= 1
-                self._free_slot(settlement.task_id, settlement.lease_token)
+            self._unsettled -= len(batch)
+            self._slot_free.set()
 
     async def _settle_with_retry(self, batch: list[Settlement]) -> list[TaskState | QueueError]:
         backoff = 0.1
