@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from .errors import PayloadTooLarge, SerializationError
@@ -55,7 +56,13 @@ def join_blob(fields: dict[str, str], name: str) -> str | None:
 def iso_from_ms(value: str | None) -> str | None:
     if not value:
         return None
-    return datetime.fromtimestamp(int(value) / 1000).isoformat()
+    return _iso(int(value))
+
+
+@lru_cache(maxsize=1024)
+def _iso(ms: int) -> str:
+    # Tasks enqueued or claimed together share their millisecond: format it once.
+    return datetime.fromtimestamp(ms / 1000).isoformat()
 
 
 def as_text(value: Any) -> str:

@@ -406,8 +406,13 @@ class RedisTaskQueue:
             async with redis_errors(self.redis_url), pipe:
                 pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
                 pipe.hgetall(self.keys.task(task_id))
-                _, flat = await pipe.execute()
+                token, flat = await pipe.execute()
             task = self._decode(task_id, flat)
+            if token is not None and task is not None and not TaskState(task.state).is_final:
+                # A token left by an earlier task of the same id (deleted by hand): drop
+                # it, or every later wait would return at once.
+                async with redis_errors(self.redis_url):
+                    await self.redis.delete(done_key)
 
     async def cancel(self, task_id: str) -> TaskState:
         """Cancel a task. A pending or delayed task is cancelled at once (returns

@@ -89,7 +89,6 @@ for _, t in ipairs(tasks) do
     end
     add_blob(fields, 'payload', t.payload, false)
     redis.call('HSET', t.key, unpack(fields))
-    redis.call('DEL', done_key(base, t.id))
     if t.delay > 0 then
       redis.call('ZADD', KEYS[1], now + t.delay, t.id)
     else
