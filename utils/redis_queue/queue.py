@@ -1,166 +1,35 @@
-"""RedisTaskQueue: the producer, consumer and admin API of one queue.
+"""RedisTaskQueue: the queue's public class; producing and consuming live here, reading and
+administering in admin.py, configuration and connections in core.py.
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
-first write and reads time from the Redis server. This class validates input, encodes
-JSON, calls the scripts and turns their replies into RedisTask objects and exceptions.
+first write and reads time from the Redis server. These classes validate input, encode
+JSON, call the scripts and turn their replies into RedisTask objects and exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import Any
 
 from . import codec
-from .connection import (
-    BLOCK_SLICE_SECONDS,
-    make_client,
-    mask_url,
-    redis_errors,
-    translate_error,
-)
-from .errors import (
-    BulkEnqueueError,
-    NotConnected,
-    QueueError,
-    ResultTimeout,
-    TaskCancelled,
-    TaskFailed,
-    TaskNotFound,
-    raise_for_code,
-)
-from .keys import QueueKeys, validate_queue_name, validate_task_id, validate_task_type
-from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
-from .scripts import ScriptCall, Scripts
-from .snapshot import QueueSnapshot, ids_in_state, parse_sizes
+from .admin import QueueAdmin
+from .connection import BLOCK_SLICE_SECONDS, redis_errors
+from .core import MIN_BLOCK
+from .errors import BulkEnqueueError, QueueError, raise_for_code
+from .keys import validate_task_type
+from .models import ClaimBatch, RedisTask, Settlement, TaskPriority, TaskState
+from .scripts import ScriptCall
 from .spec import TaskSpec, build_spec, check_seconds, enqueued_task
 
 __all__ = ["RedisTaskQueue"]
 
-if TYPE_CHECKING:
-    from utils.config import Settings
-
-_BATCH = 500  # items per call of the chunked admin scripts
 _BULK = 1000  # tasks per enqueue script call: each call is all-or-nothing
-_SETTLE_BATCH = 200  # settlements per settle_many script call
-_MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
+_SETTLE_CHUNK = 200  # settlements per settle_many script call
 
 
-class RedisTaskQueue:
+class RedisTaskQueue(QueueAdmin):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""
-
-    def __init__(
-        self,
-        queue_name: str = "agentic_ai",
-        redis_url: str = "redis://localhost:6379",
-        max_retries: int = 3,
-        task_ttl_seconds: int = 3600,
-        enable_dlq: bool = True,
-        *,
-        lease_seconds: float = 30.0,
-        max_lease_losses: int = 3,
-        retry_policy: RetryPolicy | None = None,
-        key_prefix: str = "agentic",
-        max_payload_bytes: int = 1_048_576,
-        socket_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        password: str | None = None,
-    ) -> None:
-        if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
-            raise ValueError(
-                "max_retries and max_lease_losses must be >= 0; "
-                "task_ttl_seconds and lease_seconds must be > 0"
-            )
-        self.queue_name = validate_queue_name(queue_name)
-        self.redis_url = redis_url
-        self.max_retries = max_retries
-        self.task_ttl_seconds = task_ttl_seconds
-        self.enable_dlq = enable_dlq
-        self.lease_seconds = lease_seconds
-        self.max_lease_losses = max_lease_losses
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.max_payload_bytes = max_payload_bytes
-        self.keys = QueueKeys(validate_queue_name(key_prefix), self.queue_name)
-        self._password = password
-        self._socket_timeout = socket_timeout
-        self._connect_timeout = connect_timeout
-        self._redis: Redis | None = None
-        self._blocking: Redis | None = None
-        self._scripts: Scripts | None = None
-        # Fencing tokens of the leases this instance was granted, so the seed's
-        # complete_task(task_id, result) needs no token argument.
-        self._leases: dict[str, int] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
-        """A queue configured from Settings (environment), with optional overrides."""
-        return cls(**{**settings.queue_kwargs(), **overrides})
-
-    # -- lifecycle -----------------------------------------------------------------
-
-    async def connect(self) -> None:
-        """Open the connections and check that Redis answers (RedisUnavailable if not)."""
-        if self._redis is not None:
-            return
-        options = {
-            "password": self._password,
-            "socket_timeout": self._socket_timeout,
-            "connect_timeout": self._connect_timeout,
-        }
-        redis = make_client(self.redis_url, **options)  # type: ignore[arg-type]
-        blocking = make_client(self.redis_url, blocking=True, **options)  # type: ignore[arg-type]
-        try:
-            async with redis_errors(self.redis_url):
-                await redis.ping()
-        except BaseException:
-            await redis.aclose()
-            await blocking.aclose()
-            raise
-        self._redis, self._blocking, self._scripts = redis, blocking, Scripts(redis)
-
-    async def close(self) -> None:
-        redis, blocking = self._redis, self._blocking
-        self._redis = self._blocking = self._scripts = None
-        for client in (redis, blocking):
-            if client is not None:
-                await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def redis(self) -> Redis:
-        """The underlying redis.asyncio client (responses are bytes)."""
-        if self._redis is None:
-            raise NotConnected("call `await queue.connect()` first")
-        return self._redis
-
-    @property
-    def dlq_key(self) -> str:
-        return self.keys.dlq
-
-    @property
-    def password(self) -> str | None:
-        """The password given to the constructor (for processes this queue starts)."""
-        return self._password
-
-    @property
-    def url(self) -> str:
-        """The Redis URL with any password masked."""
-        return mask_url(self.redis_url)
 
     # -- producing -----------------------------------------------------------------
 
@@ -281,8 +150,8 @@ class RedisTaskQueue:
         task with the reason."""
         items = list(settlements)
         out: list[TaskState | QueueError] = []
-        for start in range(0, len(items), _SETTLE_BATCH):
-            out.extend(await self._settle_chunk(items[start : start + _SETTLE_BATCH]))
+        for start in range(0, len(items), _SETTLE_CHUNK):
+            out.extend(await self._settle_chunk(items[start : start + _SETTLE_CHUNK]))
         return out
 
     async def _settle_chunk(self, items: list[Settlement]) -> list[TaskState | QueueError]:
@@ -359,191 +228,7 @@ class RedisTaskQueue:
         claim does this too; call it when no worker is running."""
         await self.claim_ready("reaper", 0)
 
-    # -- inspecting and administering ------------------------------------------------
-
-    async def get_task(self, task_id: str) -> RedisTask | None:
-        """The task as stored now, or None. A corrupt record raises QueueError."""
-        validate_task_id(task_id)
-        async with redis_errors(self.redis_url):
-            flat = await self.redis.hgetall(self.keys.task(task_id))
-        return self._decode(task_id, flat)
-
-    def _decode(self, task_id: str, flat: Any) -> RedisTask | None:
-        if not flat:
-            return None
-        try:
-            return codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
-        except ValueError as exc:
-            raise QueueError(str(exc)) from exc
-
-    async def wait_for_result(self, task_id: str, timeout: float = 30.0) -> Any:
-        """Block (in Redis, no polling) until the task finishes; return its result.
-        Raises TaskFailed (dead-lettered or failed), TaskCancelled, ResultTimeout or
-        TaskNotFound."""
-        validate_task_id(task_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + check_seconds("timeout", timeout)
-        done_key = self.keys.done(task_id)
-        task = await self.get_task(task_id)
-        while True:
-            if task is None:
-                raise TaskNotFound(task_id)
-            if task.state == TaskState.COMPLETED:
-                return task.result
-            if task.state == TaskState.CANCELLED:
-                raise TaskCancelled(task_id)
-            if task.state in (TaskState.DEAD_LETTER, TaskState.FAILED):
-                raise TaskFailed(task_id, task.state, task.error)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise ResultTimeout(f"task {task_id!r} is still {task.state} after {timeout} s")
-            # The done list is written in the same script as the final state, so a
-            # finish between the read above and this wait is not missed. BLMOVE onto
-            # itself leaves the token in place for every other waiter; the read that
-            # follows it rides in the same pipeline, saving a round trip.
-            wait = max(_MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
-            pipe = self._blocking_client.pipeline(transaction=False)
-            async with redis_errors(self.redis_url), pipe:
-                pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
-                pipe.hgetall(self.keys.task(task_id))
-                token, flat = await pipe.execute()
-            task = self._decode(task_id, flat)
-            if token is not None and task is not None and not TaskState(task.state).is_final:
-                # A token left by an earlier task of the same id (deleted by hand): drop
-                # it, or every later wait would return at once.
-                async with redis_errors(self.redis_url):
-                    await self.redis.delete(done_key)
-
-    async def cancel(self, task_id: str) -> TaskState:
-        """Cancel a task. A pending or delayed task is cancelled at once (returns
-        CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
-        Raises TaskNotFound, or TaskStateError if it already finished."""
-        validate_task_id(task_id)
-        keys = [self.keys.delayed, self.keys.cancelled, self.keys.stats]
-        reply = await self.call_script("cancel", keys, [self.keys.base, task_id], task_id)
-        return TaskState.CANCELLED if int(reply[0]) == 1 else TaskState.PROCESSING
-
-    async def retry_dlq_task(self, task_id: str) -> RedisTask:
-        """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
-        validate_task_id(task_id)
-        keys = [self.keys.dlq, self.keys.failed, self.keys.stats]
-        await self.call_script("retry_dlq", keys, [self.keys.base, task_id], task_id)
-        task = await self.get_task(task_id)
-        if task is None:  # deleted in between by someone else
-            raise TaskNotFound(task_id)
-        return task
-
-    async def purge_dlq(self) -> int:
-        """Delete every dead-lettered task; returns how many."""
-        return await self._chunked("purge_dlq", [self.keys.dlq], [self.keys.base, _BATCH])
-
-    async def clear_completed(self, older_than_seconds: float = 86400) -> int:
-        """Delete completed and cancelled tasks that finished more than
-        `older_than_seconds` ago (server time); returns how many."""
-        age_ms = max(0, int(older_than_seconds * 1000))
-        keys = [self.keys.completed, self.keys.cancelled]
-        return await self._chunked("clear_finished", keys, [self.keys.base, age_ms, _BATCH])
-
-    async def get_queue_size(self) -> dict[str, int]:
-        """Task counts per state: pending, delayed, processing, completed, failed,
-        cancelled and dlq."""
-        return (await self._snapshot()).sizes
-
-    async def get_statistics(self) -> dict[str, Any]:
-        """Sizes, pending counts per priority and type, lifetime counters and the
-        success rate (completed / finished, in percent; 100.0 before anything finished)."""
-        snap = await self._snapshot()
-        counters = snap.counters
-        completed, failed = counters.get("completed", 0), counters.get("failed", 0)
-        finished = completed + failed
-        return {
-            **snap.sizes,
-            "pending_by_priority": snap.pending_by_priority,
-            "pending_by_type": snap.pending_by_type,
-            "total_enqueued": counters.get("enqueued", 0),
-            "total_completed": completed,
-            "total_failed": failed,
-            "total_retried": counters.get("retried", 0),
-            "total_dead_lettered": counters.get("dead_lettered", 0),
-            "total_cancelled": counters.get("cancelled", 0),
-            "total_reclaimed": counters.get("reclaimed", 0),
-            "total_corrupt": counters.get("corrupt", 0),
-            "success_rate": round(100.0 * completed / finished, 2) if finished else 100.0,
-        }
-
-    async def list_tasks(
-        self, state: TaskState | str | None = None, limit: int = 100
-    ) -> list[RedisTask]:
-        """Up to `limit` tasks in `state` (pending ones in dequeue order, finished ones
-        oldest first). Records that cannot be decoded are skipped."""
-        wanted = TaskState(state) if state else TaskState.PENDING
-        async with redis_errors(self.redis_url):
-            ids = await ids_in_state(self.redis, self.keys, wanted, limit)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hgetall(self.keys.task(task_id))
-                rows = await pipe.execute()
-        tasks = []
-        for task_id, flat in zip(ids, rows, strict=True):
-            if flat:
-                try:
-                    tasks.append(
-                        codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
-                    )
-                except ValueError:
-                    continue
-        return tasks
-
-    async def health_check(self) -> dict[str, Any]:
-        """The seed's health check: never raises; 'unhealthy' with the error instead."""
-        try:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            async with redis_errors(self.redis_url):
-                await self.redis.ping()
-            latency_ms = (loop.time() - started) * 1000
-            stats = await self.get_statistics()
-            return {
-                "status": "healthy",
-                "pending": stats["pending"],
-                "processing": stats["processing"],
-                "dlq_size": stats["dlq"],
-                "success_rate": stats["success_rate"],
-                "redis_url": self.url,
-                "ping_ms": round(latency_ms, 3),
-            }
-        except Exception as exc:
-            return {"status": "unhealthy", "error": str(exc), "redis_url": self.url}
-
     # -- internals -------------------------------------------------------------------
-
-    @property
-    def _blocking_client(self) -> Redis:
-        if self._blocking is None:
-            raise NotConnected("call `await queue.connect()` first")
-        return self._blocking
-
-    async def call_script(
-        self, name: str, keys: list[str], args: list[Any], task_id: str = ""
-    ) -> Any:
-        """Run one of lua/*.lua; negative replies raise (for this package's modules)."""
-        if self._scripts is None:
-            raise NotConnected("call `await queue.connect()` first")
-        try:
-            reply = await self._scripts.call(name, keys, args)
-        except RedisError as exc:  # the hot path: no context manager
-            raise translate_error(self.redis_url, exc) from exc
-        if reply and isinstance(reply[0], int) and reply[0] < 0:
-            raise_for_code(reply, task_id, name.replace("_", " "))
-        return reply
-
-    async def _chunked(self, name: str, keys: list[str], args: list[Any]) -> int:
-        total = 0
-        while True:
-            removed = int((await self.call_script(name, keys, args))[0])
-            total += removed
-            if removed < _BATCH:
-                return total
 
     async def wait_for_work(
         self,
@@ -559,7 +244,7 @@ class RedisTaskQueue:
             wake_keys = [self.keys.wake(validate_task_type(t)) for t in task_types]
         else:
             wake_keys = [self.keys.wake(), *(self.keys.wake(t) for t in known_types)]
-        wait = max(_MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
+        wait = max(MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
         try:
             async with redis_errors(self.redis_url):
                 await self._blocking_client.blpop(wake_keys, timeout=wait)
@@ -651,31 +336,11 @@ class RedisTaskQueue:
         ]
         return "fail", keys, args
 
-    def _token_for(self, task_id: str, lease_token: int | None) -> str:
-        validate_task_id(task_id)
-        if lease_token is None:
-            lease_token = self._leases.get(task_id)
-        return "" if lease_token is None else str(lease_token)
-
     def _enqueue_keys(self) -> list[str]:
         return [self.keys.delayed, self.keys.stats, self.keys.types]
 
     def _spec(self, *args: Any, **kwargs: Any) -> TaskSpec:
         return build_spec(self.max_retries, self.max_payload_bytes, *args, **kwargs)
-
-    async def _snapshot(self) -> QueueSnapshot:
-        k = self.keys
-        keys = [
-            k.processing,
-            k.delayed,
-            k.completed,
-            k.failed,
-            k.cancelled,
-            k.dlq,
-            k.stats,
-            k.types,
-        ]
-        return parse_sizes(await self.call_script("sizes", [*keys, k.types], [k.base]))
 
 
 def _state_after_fail(reply: list[Any]) -> TaskState:

@@ -1,0 +1,182 @@
+"""QueueAdmin: reading a queue's tasks and sizes, waiting for results, and the admin
+operations (cancel, DLQ retry and purge, cleanup, health)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import codec
+from .connection import BLOCK_SLICE_SECONDS, redis_errors
+from .core import BATCH, MIN_BLOCK, QueueCore
+from .errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
+from .keys import validate_task_id
+from .models import RedisTask, TaskState
+from .snapshot import QueueSnapshot, ids_in_state, parse_sizes
+from .spec import check_seconds
+
+__all__ = ["QueueAdmin"]
+
+
+class QueueAdmin(QueueCore):
+    """Inspecting and administering a queue."""
+
+    async def get_task(self, task_id: str) -> RedisTask | None:
+        """The task as stored now, or None. A corrupt record raises QueueError."""
+        validate_task_id(task_id)
+        async with redis_errors(self.redis_url):
+            flat = await self.redis.hgetall(self.keys.task(task_id))
+        return self._decode(task_id, flat)
+
+    async def wait_for_result(self, task_id: str, timeout: float = 30.0) -> Any:
+        """Block (in Redis, no polling) until the task finishes; return its result.
+        Raises TaskFailed (dead-lettered or failed), TaskCancelled, ResultTimeout or
+        TaskNotFound."""
+        validate_task_id(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + check_seconds("timeout", timeout)
+        done_key = self.keys.done(task_id)
+        task = await self.get_task(task_id)
+        while True:
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.state == TaskState.COMPLETED:
+                return task.result
+            if task.state == TaskState.CANCELLED:
+                raise TaskCancelled(task_id)
+            if task.state in (TaskState.DEAD_LETTER, TaskState.FAILED):
+                raise TaskFailed(task_id, task.state, task.error)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ResultTimeout(f"task {task_id!r} is still {task.state} after {timeout} s")
+            # The done list is written in the same script as the final state, so a
+            # finish between the read above and this wait is not missed. BLMOVE onto
+            # itself leaves the token in place for every other waiter; the read that
+            # follows it rides in the same pipeline, saving a round trip.
+            wait = max(MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
+            pipe = self._blocking_client.pipeline(transaction=False)
+            async with redis_errors(self.redis_url), pipe:
+                pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
+                pipe.hgetall(self.keys.task(task_id))
+                token, flat = await pipe.execute()
+            task = self._decode(task_id, flat)
+            if token is not None and task is not None and not TaskState(task.state).is_final:
+                # A token left by an earlier task of the same id (deleted by hand): drop
+                # it, or every later wait would return at once.
+                async with redis_errors(self.redis_url):
+                    await self.redis.delete(done_key)
+
+    async def cancel(self, task_id: str) -> TaskState:
+        """Cancel a task. A pending or delayed task is cancelled at once (returns
+        CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
+        Raises TaskNotFound, or TaskStateError if it already finished."""
+        validate_task_id(task_id)
+        keys = [self.keys.delayed, self.keys.cancelled, self.keys.stats]
+        reply = await self.call_script("cancel", keys, [self.keys.base, task_id], task_id)
+        return TaskState.CANCELLED if int(reply[0]) == 1 else TaskState.PROCESSING
+
+    async def retry_dlq_task(self, task_id: str) -> RedisTask:
+        """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
+        validate_task_id(task_id)
+        keys = [self.keys.dlq, self.keys.failed, self.keys.stats]
+        await self.call_script("retry_dlq", keys, [self.keys.base, task_id], task_id)
+        task = await self.get_task(task_id)
+        if task is None:  # deleted in between by someone else
+            raise TaskNotFound(task_id)
+        return task
+
+    async def purge_dlq(self) -> int:
+        """Delete every dead-lettered task; returns how many."""
+        return await self._chunked("purge_dlq", [self.keys.dlq], [self.keys.base, BATCH])
+
+    async def clear_completed(self, older_than_seconds: float = 86400) -> int:
+        """Delete completed and cancelled tasks that finished more than
+        `older_than_seconds` ago (server time); returns how many."""
+        age_ms = max(0, int(older_than_seconds * 1000))
+        keys = [self.keys.completed, self.keys.cancelled]
+        return await self._chunked("clear_finished", keys, [self.keys.base, age_ms, BATCH])
+
+    async def get_queue_size(self) -> dict[str, int]:
+        """Task counts per state: pending, delayed, processing, completed, failed,
+        cancelled and dlq."""
+        return (await self._snapshot()).sizes
+
+    async def get_statistics(self) -> dict[str, Any]:
+        """Sizes, pending counts per priority and type, lifetime counters and the
+        success rate (completed / finished, in percent; 100.0 before anything finished)."""
+        snap = await self._snapshot()
+        counters = snap.counters
+        completed, failed = counters.get("completed", 0), counters.get("failed", 0)
+        finished = completed + failed
+        return {
+            **snap.sizes,
+            "pending_by_priority": snap.pending_by_priority,
+            "pending_by_type": snap.pending_by_type,
+            "total_enqueued": counters.get("enqueued", 0),
+            "total_completed": completed,
+            "total_failed": failed,
+            "total_retried": counters.get("retried", 0),
+            "total_dead_lettered": counters.get("dead_lettered", 0),
+            "total_cancelled": counters.get("cancelled", 0),
+            "total_reclaimed": counters.get("reclaimed", 0),
+            "total_corrupt": counters.get("corrupt", 0),
+            "success_rate": round(100.0 * completed / finished, 2) if finished else 100.0,
+        }
+
+    async def list_tasks(
+        self, state: TaskState | str | None = None, limit: int = 100
+    ) -> list[RedisTask]:
+        """Up to `limit` tasks in `state` (pending ones in dequeue order, finished ones
+        oldest first). Records that cannot be decoded are skipped."""
+        wanted = TaskState(state) if state else TaskState.PENDING
+        async with redis_errors(self.redis_url):
+            ids = await ids_in_state(self.redis, self.keys, wanted, limit)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(self.keys.task(task_id))
+                rows = await pipe.execute()
+        tasks = []
+        for task_id, flat in zip(ids, rows, strict=True):
+            if flat:
+                try:
+                    tasks.append(
+                        codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
+                    )
+                except ValueError:
+                    continue
+        return tasks
+
+    async def health_check(self) -> dict[str, Any]:
+        """The seed's health check: never raises; 'unhealthy' with the error instead."""
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with redis_errors(self.redis_url):
+                await self.redis.ping()
+            latency_ms = (loop.time() - started) * 1000
+            stats = await self.get_statistics()
+            return {
+                "status": "healthy",
+                "pending": stats["pending"],
+                "processing": stats["processing"],
+                "dlq_size": stats["dlq"],
+                "success_rate": stats["success_rate"],
+                "redis_url": self.url,
+                "ping_ms": round(latency_ms, 3),
+            }
+        except Exception as exc:
+            return {"status": "unhealthy", "error": str(exc), "redis_url": self.url}
+
+    async def _snapshot(self) -> QueueSnapshot:
+        k = self.keys
+        keys = [
+            k.processing,
+            k.delayed,
+            k.completed,
+            k.failed,
+            k.cancelled,
+            k.dlq,
+            k.stats,
+            k.types,
+        ]
+        return parse_sizes(await self.call_script("sizes", [*keys, k.types], [k.base]))

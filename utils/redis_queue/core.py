@@ -1,0 +1,185 @@
+"""QueueCore: a queue's configuration, connections and the way its scripts are called.
+
+RedisTaskQueue is built in layers: QueueCore (this), QueueAdmin (inspecting and
+administering, admin.py) and RedisTaskQueue (producing and consuming, queue.py).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from . import codec
+from .connection import make_client, mask_url, redis_errors, translate_error
+from .errors import NotConnected, QueueError, raise_for_code
+from .keys import QueueKeys, validate_queue_name, validate_task_id
+from .models import RedisTask, RetryPolicy
+from .scripts import Scripts
+
+__all__ = ["BATCH", "MIN_BLOCK", "QueueCore"]
+
+if TYPE_CHECKING:
+    from utils.config import Settings
+
+BATCH = 500  # items per call of the chunked admin scripts
+MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
+
+
+class QueueCore:
+    """Configuration, connections and script calls of one queue."""
+
+    def __init__(
+        self,
+        queue_name: str = "agentic_ai",
+        redis_url: str = "redis://localhost:6379",
+        max_retries: int = 3,
+        task_ttl_seconds: int = 3600,
+        enable_dlq: bool = True,
+        *,
+        lease_seconds: float = 30.0,
+        max_lease_losses: int = 3,
+        retry_policy: RetryPolicy | None = None,
+        key_prefix: str = "agentic",
+        max_payload_bytes: int = 1_048_576,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        password: str | None = None,
+    ) -> None:
+        if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
+            raise ValueError(
+                "max_retries and max_lease_losses must be >= 0; "
+                "task_ttl_seconds and lease_seconds must be > 0"
+            )
+        self.queue_name = validate_queue_name(queue_name)
+        self.redis_url = redis_url
+        self.max_retries = max_retries
+        self.task_ttl_seconds = task_ttl_seconds
+        self.enable_dlq = enable_dlq
+        self.lease_seconds = lease_seconds
+        self.max_lease_losses = max_lease_losses
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.max_payload_bytes = max_payload_bytes
+        self.keys = QueueKeys(validate_queue_name(key_prefix), self.queue_name)
+        self._password = password
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._redis: Redis | None = None
+        self._blocking: Redis | None = None
+        self._scripts: Scripts | None = None
+        # Fencing tokens of the leases this instance was granted, so the seed's
+        # complete_task(task_id, result) needs no token argument.
+        self._leases: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """A queue configured from Settings (environment), with optional overrides."""
+        return cls(**{**settings.queue_kwargs(), **overrides})
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connections and check that Redis answers (RedisUnavailable if not)."""
+        if self._redis is not None:
+            return
+        options = {
+            "password": self._password,
+            "socket_timeout": self._socket_timeout,
+            "connect_timeout": self._connect_timeout,
+        }
+        redis = make_client(self.redis_url, **options)  # type: ignore[arg-type]
+        blocking = make_client(self.redis_url, blocking=True, **options)  # type: ignore[arg-type]
+        try:
+            async with redis_errors(self.redis_url):
+                await redis.ping()
+        except BaseException:
+            await redis.aclose()
+            await blocking.aclose()
+            raise
+        self._redis, self._blocking, self._scripts = redis, blocking, Scripts(redis)
+
+    async def close(self) -> None:
+        redis, blocking = self._redis, self._blocking
+        self._redis = self._blocking = self._scripts = None
+        for client in (redis, blocking):
+            if client is not None:
+                await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def redis(self) -> Redis:
+        """The underlying redis.asyncio client (responses are bytes)."""
+        if self._redis is None:
+            raise NotConnected("call `await queue.connect()` first")
+        return self._redis
+
+    @property
+    def dlq_key(self) -> str:
+        return self.keys.dlq
+
+    @property
+    def password(self) -> str | None:
+        """The password given to the constructor (for processes this queue starts)."""
+        return self._password
+
+    @property
+    def url(self) -> str:
+        """The Redis URL with any password masked."""
+        return mask_url(self.redis_url)
+
+    # -- internals shared by the queue's parts ----------------------------------
+
+    @property
+    def _blocking_client(self) -> Redis:
+        if self._blocking is None:
+            raise NotConnected("call `await queue.connect()` first")
+        return self._blocking
+
+    async def call_script(
+        self, name: str, keys: list[str], args: list[Any], task_id: str = ""
+    ) -> Any:
+        """Run one of lua/*.lua; negative replies raise (for this package's modules)."""
+        if self._scripts is None:
+            raise NotConnected("call `await queue.connect()` first")
+        try:
+            reply = await self._scripts.call(name, keys, args)
+        except RedisError as exc:  # the hot path: no context manager
+            raise translate_error(self.redis_url, exc) from exc
+        if reply and isinstance(reply[0], int) and reply[0] < 0:
+            raise_for_code(reply, task_id, name.replace("_", " "))
+        return reply
+
+    async def _chunked(self, name: str, keys: list[str], args: list[Any]) -> int:
+        total = 0
+        while True:
+            removed = int((await self.call_script(name, keys, args))[0])
+            total += removed
+            if removed < BATCH:
+                return total
+
+    def _token_for(self, task_id: str, lease_token: int | None) -> str:
+        validate_task_id(task_id)
+        if lease_token is None:
+            lease_token = self._leases.get(task_id)
+        return "" if lease_token is None else str(lease_token)
+
+    def _decode(self, task_id: str, flat: Any) -> RedisTask | None:
+        if not flat:
+            return None
+        try:
+            return codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
+        except ValueError as exc:
+            raise QueueError(str(exc)) from exc
