@@ -177,3 +177,24 @@ async def test_crashing_handler_is_dead_lettered_after_repeated_lease_losses(
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_a_killed_lease_keeper_is_replaced_and_leases_stay_alive(
+    queue: RedisTaskQueue, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    await queue.enqueue("kept", "sleep", {"seconds": 4, "ledger": str(ledger)})
+    worker = workers.start("--concurrency", "1", lease=2.0)
+    await eventually(lambda: _async(_starts(ledger)["kept"] == 1))
+    keepers = _children(worker.pid)
+    assert len(keepers) == 1
+    os.kill(keepers[0], signal.SIGKILL)
+    assert await queue.wait_for_result("kept", timeout=20) == "slept"
+    task = await queue.get_task("kept")
+    assert task is not None and task.lease_losses == 0 and task.attempts == 1
+    assert len(_children(worker.pid)) == 1  # a new keeper took over
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import selectors
 import sys
@@ -36,6 +37,7 @@ from .scripts import load_source
 __all__ = ["LeaseKeeper", "main"]
 
 _PASSWORD_ENV = "AGENTIC_LEASE_KEEPER_PASSWORD"
+log = logging.getLogger("agentic.lease_keeper")
 
 
 @dataclass(slots=True)
@@ -70,6 +72,9 @@ class LeaseKeeper:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: list[str] = []
+        # What the keeper renews now, to hand to a replacement if it dies.
+        self._renewing: dict[str, str] = {}
+        self._stopping = False
 
     async def start(self) -> None:
         env = dict(os.environ)
@@ -88,10 +93,13 @@ class LeaseKeeper:
 
     def add(self, task_id: str, token: int, hard_limit: float | None) -> None:
         """Start renewing (sent on the next flush())."""
-        self._pending.append(f"+ {task_id} {token} {hard_limit or 0}\n")
+        line = f"+ {task_id} {token} {hard_limit or 0}\n"
+        self._renewing[task_id] = line
+        self._pending.append(line)
 
     def remove(self, task_id: str) -> None:
         """Stop renewing (sent on the next flush())."""
+        self._renewing.pop(task_id, None)
         self._pending.append(f"- {task_id}\n")
 
     def flush(self) -> None:
@@ -101,6 +109,7 @@ class LeaseKeeper:
         self._pending.clear()
 
     async def stop(self) -> None:
+        self._stopping = True
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -120,6 +129,13 @@ class LeaseKeeper:
             event, _, task_id = raw.decode().strip().partition(" ")
             if task_id:
                 self._on_event(event, task_id)
+        if not self._stopping:
+            # The keeper died (killed, or crashed): start another with the same leases,
+            # or they would all lapse while their handlers still run.
+            log.error("lease keeper exited unexpectedly; starting a new one")
+            await self.start()
+            self._pending = list(self._renewing.values())
+            self.flush()
 
 
 # -- the keeper process -------------------------------------------------------------------
