@@ -114,7 +114,7 @@ def worker(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     stats = run(lambda: _serve(w))
-    log.info("worker %s stopped: %s", w.worker_id, stats)
+    logging.getLogger("agentic.worker").info("worker %s stopped: %s", w.worker_id, stats)
 
 
 async def _serve(w: Worker) -> WorkerStats:
