@@ -144,3 +144,17 @@ def test_usage_errors_exit_2(agentic: Any) -> None:
 def test_unknown_task_exits_1(agentic: Any) -> None:
     out = agentic("task", "show", "missing")
     assert out.returncode == 1 and "no task" in out.stderr
+
+
+async def test_every_option_has_an_environment_fallback(
+    redis_url: str, queue_name: str, queue: RedisTaskQueue
+) -> None:
+    env = agentic_env(
+        redis_url, queue_name, AGENTIC_ENQUEUE_PRIORITY="critical", AGENTIC_ENQUEUE_ID="from-env"
+    )
+    out = subprocess.run(
+        agentic_argv("enqueue", "noop"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    task = await queue.get_task("from-env")
+    assert task is not None and task.priority == 3

@@ -9,20 +9,30 @@ import logging
 
 import click
 
-from .common import CliState, env_help
+from .common import CliState
 from .queue_cmds import dlq, enqueue, health, info, task
 from .worker_cmd import worker
 
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--redis-url", default=None, help=env_help("Redis URL", "AGENTIC_REDIS_URL, REDIS_URL")
+# Every option reads AGENTIC_<COMMAND>_<OPTION> when it is not given (AGENTIC_ENQUEUE_PRIORITY,
+# AGENTIC_INFO_INTERVAL, ...); the group's and the worker's options use the Settings names.
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "auto_envvar_prefix": "AGENTIC",
+        "show_default": True,
+    }
 )
 @click.option(
-    "--queue", "queue_name", default=None, help=env_help("Queue name", "AGENTIC_QUEUE_NAME")
+    "--redis-url",
+    default=None,
+    envvar="AGENTIC_REDIS_URL",
+    show_envvar=True,
+    help="Redis URL (REDIS_URL also works)",
 )
+@click.option("--queue", "queue_name", default=None, envvar="AGENTIC_QUEUE_NAME", show_envvar=True)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str | None, queue_name: str | None, verbose: bool) -> None:

@@ -71,7 +71,3 @@ async def _awaited(factory: Callable[[], Awaitable[T]]) -> T:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def env_help(text: str, env: str) -> str:
-    return f"{text} [env: {env}]"

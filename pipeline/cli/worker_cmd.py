@@ -15,7 +15,7 @@ import click
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
 
-from .common import EXIT_USAGE, CliState, env_help, pass_state, run
+from .common import EXIT_USAGE, CliState, pass_state, run
 
 log = logging.getLogger("agentic.supervisor")
 
@@ -44,37 +44,53 @@ def load_app(spec: str) -> HandlerRegistry:
 
 
 @click.command()
-@click.option("--app", default=None, help=env_help("Handlers, MODULE:ATTR", "AGENTIC_WORKER__APP"))
+@click.option(
+    "--app",
+    default=None,
+    help="Handlers, MODULE:ATTR",
+    envvar="AGENTIC_WORKER__APP",
+    show_envvar=True,
+)
 @click.option(
     "--types",
     default=None,
-    help=env_help("Task types to serve, comma-separated", "AGENTIC_WORKER__TYPES"),
+    help="Task types to serve, comma-separated",
+    envvar="AGENTIC_WORKER__TYPES",
+    show_envvar=True,
 )
 @click.option(
     "-c",
     "--concurrency",
     type=int,
     default=None,
-    help=env_help("Tasks at once per process", "AGENTIC_WORKER__CONCURRENCY"),
+    help="Tasks at once per process",
+    envvar="AGENTIC_WORKER__CONCURRENCY",
+    show_envvar=True,
 )
 @click.option(
     "-p",
     "--processes",
     type=int,
     default=None,
-    help=env_help("Worker processes", "AGENTIC_WORKER__PROCESSES"),
+    help="Worker processes",
+    envvar="AGENTIC_WORKER__PROCESSES",
+    show_envvar=True,
 )
 @click.option(
     "--timeout",
     type=float,
     default=None,
-    help=env_help("Default task timeout (s)", "AGENTIC_WORKER__TIMEOUT_SECONDS"),
+    help="Default task timeout (s)",
+    envvar="AGENTIC_WORKER__TIMEOUT_SECONDS",
+    show_envvar=True,
 )
 @click.option(
     "--grace",
     type=float,
     default=None,
-    help=env_help("Shutdown grace (s)", "AGENTIC_WORKER__GRACE_SECONDS"),
+    help="Shutdown grace (s)",
+    envvar="AGENTIC_WORKER__GRACE_SECONDS",
+    show_envvar=True,
 )
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
 @click.option("--worker-id", default=None, help="Worker id (default: host:pid).")
