@@ -150,7 +150,10 @@ async def test_every_option_has_an_environment_fallback(
     redis_url: str, queue_name: str, queue: RedisTaskQueue
 ) -> None:
     env = agentic_env(
-        redis_url, queue_name, AGENTIC_ENQUEUE_PRIORITY="critical", AGENTIC_ENQUEUE_ID="from-env"
+        redis_url,
+        queue_name,
+        AGENTIC_ENQUEUE_PRIORITY="critical",
+        AGENTIC_ENQUEUE_TASK_ID="from-env",
     )
     out = subprocess.run(
         agentic_argv("enqueue", "noop"), cwd=ROOT, env=env, capture_output=True, text=True
