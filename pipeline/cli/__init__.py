@@ -10,6 +10,7 @@ import logging
 import click
 
 from .common import CliState
+from .metrics_cmd import metrics
 from .queue_cmds import dlq, enqueue, health, info, task
 from .worker_cmd import worker
 
@@ -44,7 +45,7 @@ def cli(ctx: click.Context, redis_url: str | None, queue_name: str | None, verbo
     ctx.obj = CliState(redis_url, queue_name)
 
 
-for command in (worker, enqueue, info, task, dlq, health):
+for command in (worker, enqueue, info, task, dlq, health, metrics):
     cli.add_command(command)
 
 

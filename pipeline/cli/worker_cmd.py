@@ -12,6 +12,7 @@ import time
 
 import click
 
+from utils.metrics import QueueMetrics, RedisQueueCollector, serve_metrics
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
 
@@ -24,6 +25,24 @@ log = logging.getLogger("agentic.supervisor")
 RESTART_BASE_SECONDS = 0.5
 RESTART_CAP_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
+
+
+def serve_process_metrics(state: CliState, port: int) -> QueueMetrics:
+    """This process's counters plus the Redis gauges, on http://0.0.0.0:port/metrics."""
+    metrics = QueueMetrics()
+    settings = state.settings
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    metrics.registry.register(
+        RedisQueueCollector(
+            settings.redis_url,
+            [settings.queue_name],
+            key_prefix=settings.key_prefix,
+            password=password,
+        )
+    )
+    serve_metrics(port, metrics.registry)
+    log.info("serving metrics on port %d", port)
+    return metrics
 
 
 def load_app(spec: str) -> HandlerRegistry:
@@ -92,6 +111,7 @@ def load_app(spec: str) -> HandlerRegistry:
     envvar="AGENTIC_WORKER__GRACE_SECONDS",
     show_envvar=True,
 )
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
 @click.option("--worker-id", default=None, help="Worker id (default: host:pid).")
 @pass_state
@@ -103,6 +123,7 @@ def worker(
     processes: int | None,
     timeout: float | None,
     grace: float | None,
+    metrics_port: int | None,
     burst: bool,
     worker_id: str | None,
 ) -> None:
@@ -114,11 +135,16 @@ def worker(
     registry = load_app(app)
     processes = processes or ws.processes
     if processes > 1:
+        if metrics_port is not None:
+            raise click.UsageError(
+                "--metrics-port serves one process: with --processes, run `agentic metrics`"
+            )
         sys.exit(supervise(_child_argv(sys.argv[1:]), processes))
+    metrics = serve_process_metrics(state, metrics_port) if metrics_port is not None else None
     task_types = [t.strip() for t in (types or ws.types or "").split(",") if t.strip()] or None
     try:
         w = Worker(
-            state.queue(),
+            state.queue(metrics=metrics),
             registry,
             worker_id=worker_id,
             concurrency=concurrency or ws.concurrency,

@@ -18,6 +18,7 @@ from .errors import NotConnected, QueueError, raise_for_code
 from .keys import QueueKeys, validate_queue_name, validate_task_id
 from .models import RedisTask, RetryPolicy
 from .scripts import Scripts
+from .telemetry import NULL_METRICS, MetricsSink
 
 __all__ = ["BATCH", "MIN_BLOCK", "QueueCore"]
 
@@ -47,6 +48,7 @@ class QueueCore:
         socket_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         password: str | None = None,
+        metrics: MetricsSink | None = None,
     ) -> None:
         if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
             raise ValueError(
@@ -64,6 +66,7 @@ class QueueCore:
         self.max_payload_bytes = max_payload_bytes
         self.keys = QueueKeys(validate_queue_name(key_prefix), self.queue_name)
         self._password = password
+        self.metrics = metrics or NULL_METRICS
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._redis: Redis | None = None

@@ -9,6 +9,7 @@ JSON, call the scripts and turn their replies into RedisTask objects and excepti
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,6 +54,8 @@ class RedisTaskQueue(QueueAdmin):
         reply = await self.call_script(
             "enqueue", self._enqueue_keys(), [self.keys.base, *spec.args]
         )
+        if reply[1] == 1:
+            self.metrics.task_enqueued(self.queue_name, task_type)
         return enqueued_task(spec, reply[1], int(reply[0]), self.max_retries)
 
     async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
@@ -74,6 +77,9 @@ class RedisTaskQueue(QueueAdmin):
                     raise
                 raise BulkEnqueueError(out, exc) from exc
             now_ms = int(reply[0])
+            created = Counter(s.task_type for s, r in zip(chunk, reply[1:], strict=True) if r == 1)
+            for task_type, count in created.items():
+                self.metrics.task_enqueued(self.queue_name, task_type, count)
             out.extend(
                 enqueued_task(s, r, now_ms, self.max_retries)
                 for s, r in zip(chunk, reply[1:], strict=True)

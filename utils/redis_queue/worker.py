@@ -14,9 +14,11 @@ import logging
 import os
 import signal
 import socket
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import codec
@@ -48,6 +50,7 @@ class WorkerStats:
 class _Running:
     task: RedisTask
     handle: asyncio.Task[Settlement | None]
+    started: float  # monotonic, for the run-time histogram
     stop_reason: str | None = None  # "cancel", "lost" or "shutdown"
 
 
@@ -87,6 +90,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._settlements: asyncio.Queue[Settlement] = asyncio.Queue()
         self._unsettled = 0
+        # (task id, lease token) -> (task, run seconds) until its settlement is counted
+        self._timings: dict[tuple[str, int | None], tuple[RedisTask, float | None]] = {}
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="agentic-handler")
         self._keeper: LeaseKeeper | None = None
         self._started_at = ""
@@ -207,7 +212,7 @@ class Worker:
         handle = asyncio.create_task(
             self._execute(task, spec, timeout), name=f"task:{task.task_id}"
         )
-        self._running[task.task_id] = _Running(task, handle)
+        self._running[task.task_id] = _Running(task, handle, time.monotonic())
         handle.add_done_callback(lambda finished: self._finished(task, finished))
 
     def _timeout_for(self, task: RedisTask, spec: HandlerSpec) -> float | None:
@@ -248,13 +253,16 @@ class Worker:
 
     def _finished(self, task: RedisTask, handle: asyncio.Task[Settlement | None]) -> None:
         running = self._running.get(task.task_id)
+        run_seconds = time.monotonic() - running.started if running is not None else None
         settlement = None if handle.cancelled() else handle.result()
         if settlement is not None:
+            self._timings[(task.task_id, task.lease_token)] = (task, run_seconds)
             self._unsettled += 1
             self._settlements.put_nowait(settlement)
         else:
             if running is not None and running.stop_reason == "lost":
                 self.stats.lost += 1
+                self._report(task, "lease_lost", run_seconds)
                 log.warning("lease lost on %s: another worker may run it", task.task_id)
             self._keeper_flush()
         self._free_slot(task.task_id, task.lease_token)
@@ -310,15 +318,24 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
 
     def _count(self, settlement: Settlement, outcome: TaskState | QueueError) -> None:
+        task, run_seconds = self._timings.pop((settlement.task_id, settlement.lease_token))
         if isinstance(outcome, LeaseLost):
             self.stats.lost += 1
             log.warning("result of %s rejected: %s", settlement.task_id, outcome)
         elif isinstance(outcome, QueueError):
             log.error("acknowledging %s failed: %s", settlement.task_id, outcome)
+            return
         elif outcome == TaskState.COMPLETED:
             self.stats.done += 1
         else:
             self.stats.failed += 1
+        label = "lease_lost" if isinstance(outcome, LeaseLost) else _OUTCOME_LABELS[outcome]
+        self._report(task, label, run_seconds)
+
+    def _report(self, task: RedisTask, outcome: str, run_seconds: float | None) -> None:
+        self.queue.metrics.task_finished(
+            self.queue.queue_name, task.task_type, outcome, run_seconds, _wait_seconds(task)
+        )
 
     # -- cancels, registry, shutdown ----------------------------------------------------------
 
@@ -390,6 +407,24 @@ class Worker:
         while self._unsettled:
             await self._wait_for(self._slot_free.wait())
             self._slot_free.clear()
+
+
+_OUTCOME_LABELS = {
+    TaskState.COMPLETED: "completed",
+    TaskState.PENDING: "retried",
+    TaskState.DELAYED: "retried",
+    TaskState.DEAD_LETTER: "dead_lettered",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+}
+
+
+def _wait_seconds(task: RedisTask) -> float | None:
+    """Enqueue to start of this attempt, from the task's server timestamps."""
+    if not task.started_at or not task.created_at:
+        return None
+    started = datetime.fromisoformat(task.started_at)
+    return max(0.0, (started - datetime.fromisoformat(task.created_at)).total_seconds())
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

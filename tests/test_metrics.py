@@ -1,0 +1,228 @@
+"""Prometheus metrics asserted by value: counters from the engine's choke points, and the
+scrape-time collector against what Redis holds, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.redis_server import free_port
+from tests.worker_apps import registry as handlers
+from utils.metrics import QueueMetrics, RedisQueueCollector, serve_metrics
+from utils.redis_queue import RedisTaskQueue, TaskPriority
+from utils.redis_queue.worker import Worker
+
+QueueFactory = Callable[..., RedisTaskQueue]
+
+
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_counters_and_histograms_follow_a_known_mix_of_outcomes(
+    make_queue: QueueFactory, queue_name: str
+) -> None:
+    metrics = QueueMetrics()
+    queue = make_queue(metrics=metrics, max_retries=1)
+    await queue.connect()
+    await queue.enqueue("ok1", "noop", {})
+    await queue.enqueue("ok1", "noop", {})  # a duplicate is not counted
+    await queue.enqueue_many(
+        [
+            {"task_id": "ok2", "task_type": "noop", "payload": {}},
+            {"task_id": "flaky", "task_type": "flaky", "payload": {"failures": 1}},
+            {"task_id": "perm", "task_type": "permanent", "payload": {}},
+            {"task_id": "never", "task_type": "flaky", "payload": {"failures": 9}},
+        ]
+    )
+    await Worker(queue, handlers, burst=True).run()
+    r, q = metrics.registry, queue_name
+
+    assert _value(r, "agentic_tasks_enqueued_total", queue=q, task_type="noop") == 2
+    assert _value(r, "agentic_tasks_enqueued_total", queue=q, task_type="flaky") == 2
+    finished = {
+        outcome: sum(
+            _value(r, "agentic_tasks_finished_total", queue=q, task_type=t, outcome=outcome)
+            for t in ("noop", "flaky", "permanent")
+        )
+        for outcome in ("completed", "retried", "dead_lettered")
+    }
+    assert finished == {"completed": 3, "retried": 2, "dead_lettered": 2}
+    stats = await queue.get_statistics()
+    assert finished["completed"] == stats["total_completed"]
+    assert finished["retried"] == stats["total_retried"]
+    assert finished["dead_lettered"] == stats["total_dead_lettered"]
+    attempts = sum(
+        _value(r, "agentic_task_run_seconds_count", queue=q, task_type=t)
+        for t in ("noop", "flaky", "permanent")
+    )
+    assert attempts == 7 == sum(finished.values())
+    assert _value(r, "agentic_task_wait_seconds_count", queue=q, task_type="noop") == 2
+    assert r.get_sample_value("agentic_build_info", {"version": "0.1.0"}) == 1
+
+
+async def test_collector_gauges_equal_what_redis_holds(
+    make_queue: QueueFactory, redis_url: str, queue_name: str
+) -> None:
+    queue = make_queue()
+    await queue.connect()
+    await queue.enqueue("low", "noop", {}, TaskPriority.LOW)
+    await queue.enqueue("high1", "sleep", {"seconds": 0}, TaskPriority.HIGH)
+    await queue.enqueue("high2", "noop", {}, TaskPriority.HIGH)
+    await queue.enqueue("later", "noop", {}, delay=60)
+    await queue.enqueue("dead", "noop", {}, TaskPriority.CRITICAL)
+    await queue.dequeue("w", timeout=1)  # "dead": critical comes first
+    await queue.fail_task("dead", "boom", retry=False)
+    await queue.dequeue("w", timeout=1)  # "high1" stays processing
+    registry = CollectorRegistry()
+    registry.register(RedisQueueCollector(redis_url, [queue_name]))
+
+    sizes = await queue.get_queue_size()
+    for state, count in sizes.items():
+        assert _value(registry, "agentic_queue_tasks", queue=queue_name, state=state) == count
+    assert sizes["pending"] == 2 and sizes["processing"] == 1 and sizes["dlq"] == 1
+    pending = {
+        p.name.lower(): _value(
+            registry, "agentic_queue_pending_tasks", queue=queue_name, priority=p.name.lower()
+        )
+        for p in TaskPriority
+    }
+    assert pending == {"low": 1, "normal": 0, "high": 1, "critical": 0}
+    assert _value(registry, "agentic_queue_dlq_tasks", queue=queue_name) == 1
+    age = _value(registry, "agentic_queue_oldest_pending_age_seconds", queue=queue_name)
+    assert 0 <= age < 5
+    assert _value(registry, "agentic_collector_errors_total") == 0
+
+
+async def test_workers_and_tasks_in_flight_come_from_the_registry(
+    make_queue: QueueFactory, redis_url: str, queue_name: str
+) -> None:
+    queue = make_queue()
+    await queue.connect()
+    await queue.enqueue("busy", "sleep", {"seconds": 30})
+    worker = Worker(queue, handlers, beat_interval=0.1)
+    serving = asyncio.create_task(worker.run())
+    registry = CollectorRegistry()
+    registry.register(RedisQueueCollector(redis_url, [queue_name]))
+    deadline = time.monotonic() + 5
+    while _value(registry, "agentic_tasks_in_flight", queue=queue_name) != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)  # the worker's next registry beat
+    assert _value(registry, "agentic_workers_live", queue=queue_name) == 1
+    worker.shutdown_grace = 0
+    worker.request_stop()
+    await serving
+
+
+def test_metrics_endpoint_serves_the_registry_over_http(redis_url: str, queue_name: str) -> None:
+    metrics = QueueMetrics()
+    metrics.task_enqueued(queue_name, "noop", 3)
+    metrics.registry.register(RedisQueueCollector(redis_url, [queue_name]))
+    server, thread = serve_metrics(0, metrics.registry, addr="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    key = (
+        "agentic_tasks_enqueued_total",
+        (("queue", queue_name), ("task_type", "noop")),
+    )
+    assert samples[key] == 3
+    assert samples[("agentic_queue_tasks", (("queue", queue_name), ("state", "pending")))] == 0
+
+
+def test_collector_keeps_answering_when_redis_is_down(queue_name: str) -> None:
+    registry = CollectorRegistry()
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    registry.register(RedisQueueCollector(url, [queue_name], timeout=0.5))
+    started = time.monotonic()
+    for scrape in (1, 2):  # no exception escapes, and every failed scrape is counted
+        names = {s.name: s.value for family in registry.collect() for s in family.samples}
+        assert names["agentic_collector_errors_total"] == scrape
+        assert "agentic_queue_tasks" not in names
+    assert time.monotonic() - started < 3
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _scrape(port: int) -> Samples:
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def _scrape_when(port: int, ready: Callable[[Samples], bool]) -> Samples:
+    deadline = time.monotonic() + 15
+    while True:  # the process is starting or still working: nothing in Redis says when
+        try:
+            samples = _scrape(port)
+            if ready(samples):
+                return samples
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "no scrape matched in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_worker_process_serves_its_counters_and_the_redis_gauges(
+    queue: RedisTaskQueue, redis_url: str, queue_name: str
+) -> None:
+    from tests.processes import worker_processes
+
+    await queue.enqueue_many(
+        {"task_id": f"m{i}", "task_type": "noop", "payload": {}} for i in range(5)
+    )
+    port = free_port()
+    key = (
+        "agentic_tasks_finished_total",
+        (("outcome", "completed"), ("queue", queue_name), ("task_type", "noop")),
+    )
+    with worker_processes(redis_url, queue_name) as procs:
+        procs.start("--metrics-port", str(port))
+        samples = await _scrape_when(port, lambda s: s.get(key) == 5)
+    completed = ("agentic_queue_tasks", (("queue", queue_name), ("state", "completed")))
+    assert samples[completed] == 5
+
+
+async def test_standalone_exporter_serves_the_redis_gauges(
+    queue: RedisTaskQueue, redis_url: str, queue_name: str
+) -> None:
+    import subprocess
+
+    from tests.processes import ROOT, agentic_argv, agentic_env
+
+    await queue.enqueue("waiting", "noop", {}, TaskPriority.HIGH)
+    port = free_port()
+    proc = subprocess.Popen(
+        agentic_argv("metrics", "--port", str(port), "--addr", "127.0.0.1"),
+        cwd=ROOT,
+        env=agentic_env(redis_url, queue_name),
+    )
+    try:
+        key = ("agentic_queue_pending_tasks", (("priority", "high"), ("queue", queue_name)))
+        samples = await _scrape_when(port, lambda s: key in s)
+        assert samples[key] == 1
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

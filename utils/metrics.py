@@ -1,0 +1,273 @@
+"""Every Prometheus metric of agentic-pipeline, in one place.
+
+- `QueueMetrics`: counters and histograms that the engine updates at two choke points
+  (enqueue, and a worker acknowledging a task), through the MetricsSink hook of
+  utils/redis_queue/telemetry.py; until a process installs one, the hook does nothing.
+- `RedisQueueCollector`: gauges read from Redis at scrape time (depth per state and
+  priority, DLQ depth, age of the oldest pending task, live workers, tasks in flight), so
+  they never drift; a scrape never raises, and counts its own errors.
+- `serve_metrics(port)`: the /metrics HTTP endpoint.
+
+Names follow Prometheus conventions: the `agentic_` prefix, base units (seconds), `_total`
+for counters, and labels only from queue / task_type / priority / outcome / state.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+
+from utils.redis_queue.keys import QueueKeys
+from utils.redis_queue.models import TaskPriority
+from utils.redis_queue.scripts import load_source
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "OUTCOMES",
+    "QueueMetrics",
+    "RedisQueueCollector",
+    "serve_metrics",
+]
+
+# Agent subtasks run for seconds to many minutes: buckets reach an hour.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+OUTCOMES = ("completed", "failed", "retried", "dead_lettered", "cancelled", "lease_lost")
+STATES = ("pending", "delayed", "processing", "completed", "failed", "cancelled", "dlq")
+
+
+class QueueMetrics:
+    """Counters and histograms of enqueued and finished tasks, in `registry` (a
+    MetricsSink: pass it as RedisTaskQueue(metrics=...))."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.enqueued = Counter(
+            "agentic_tasks_enqueued",
+            "Tasks accepted by enqueue (duplicates of an existing id are not counted).",
+            ["queue", "task_type"],
+            registry=self.registry,
+        )
+        self.finished = Counter(
+            "agentic_tasks_finished",
+            "Task attempts that ended, by outcome: completed, failed (final, DLQ off), "
+            "retried, dead_lettered, cancelled, lease_lost (the result was refused).",
+            ["queue", "task_type", "outcome"],
+            registry=self.registry,
+        )
+        self.run_seconds = Histogram(
+            "agentic_task_run_seconds",
+            "Time a handler ran, per attempt.",
+            ["queue", "task_type"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.wait_seconds = Histogram(
+            "agentic_task_wait_seconds",
+            "Time from enqueue to the start of an attempt (server clock).",
+            ["queue", "task_type"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        Info("agentic_build", "agentic-pipeline build.", registry=self.registry).info(
+            {"version": _version()}
+        )
+
+    def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None:
+        self.enqueued.labels(queue, task_type).inc(count)
+
+    def task_finished(
+        self,
+        queue: str,
+        task_type: str,
+        outcome: str,
+        run_seconds: float | None,
+        wait_seconds: float | None,
+    ) -> None:
+        self.finished.labels(queue, task_type, outcome).inc()
+        if run_seconds is not None:
+            self.run_seconds.labels(queue, task_type).observe(run_seconds)
+        if wait_seconds is not None:
+            self.wait_seconds.labels(queue, task_type).observe(wait_seconds)
+
+
+def _version() -> str:
+    try:
+        return version("agentic-pipeline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class RedisQueueCollector(Collector):
+    """Gauges read from Redis on every scrape. Uses its own short-timeout sync client
+    (collect() runs on the HTTP server's thread), and never raises: a failed scrape is
+    counted in agentic_collector_errors_total and the queue gauges are left out."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        queue_names: Iterable[str],
+        *,
+        key_prefix: str = "agentic",
+        password: str | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        self._redis = Redis.from_url(
+            redis_url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._sizes = self._redis.register_script(load_source("sizes"))
+        self._queues = [QueueKeys(key_prefix, name) for name in queue_names]
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not touch Redis
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        families = _queue_families()
+        try:
+            for keys in self._queues:
+                self._collect_queue(keys, families)
+        except (RedisError, OSError):
+            with self._lock:
+                self._errors += 1
+        else:
+            yield from families.values()
+        errors = CounterMetricFamily(
+            "agentic_collector_errors", "Scrapes whose Redis reads failed."
+        )
+        errors.add_metric([], self._errors)
+        yield errors
+        took = GaugeMetricFamily(
+            "agentic_collector_scrape_duration_seconds", "Time the last Redis read took."
+        )
+        took.add_metric([], time.perf_counter() - started)
+        yield took
+
+    def _collect_queue(self, keys: QueueKeys, families: dict[str, GaugeMetricFamily]) -> None:
+        reply = self._sizes(
+            keys=[
+                keys.processing,
+                keys.delayed,
+                keys.completed,
+                keys.failed,
+                keys.cancelled,
+                keys.dlq,
+                keys.stats,
+                keys.types,
+            ],
+            args=[keys.base],
+        )
+        q = keys.queue
+        counts = dict(zip(STATES[1:], (int(v) for v in reply[:6]), strict=True))
+        by_priority = [0, 0, 0, 0]
+        per_type = reply[6]
+        for i in range(0, len(per_type), 6):
+            for p in range(4):
+                by_priority[p] += int(per_type[i + 2 + p])
+        counts["pending"] = sum(by_priority)
+        for state in STATES:
+            families["depth"].add_metric([q, state], counts[state])
+        for p in TaskPriority:
+            families["pending"].add_metric([q, p.name.lower()], by_priority[p.value])
+        families["dlq"].add_metric([q], counts["dlq"])
+        families["oldest"].add_metric([q], self._oldest_pending_age(keys, per_type))
+        workers_live, in_flight = self._workers(keys)
+        families["workers"].add_metric([q], workers_live)
+        families["in_flight"].add_metric([q], in_flight)
+
+    def _oldest_pending_age(self, keys: QueueKeys, per_type: list[Any]) -> float:
+        """Age of the oldest pending task: the first task of each priority band of each
+        type is the oldest there (FIFO), so only those few are read."""
+        pipe = self._redis.pipeline(transaction=False)
+        band = 10**15
+        for i in range(0, len(per_type), 6):
+            task_type = per_type[i].decode()
+            for p in range(4):
+                low = -p * band
+                pipe.zrangebyscore(keys.pending(task_type), low, f"({low + band}", 0, 1)
+        heads = [ids[0].decode() for ids in pipe.execute() if ids]
+        if not heads:
+            return 0.0
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in heads:
+            pipe.hget(keys.task(task_id), "created")
+        pipe.time()
+        *created, (seconds, micros) = pipe.execute()
+        now_ms = seconds * 1000 + micros / 1000
+        oldest = min((int(c) for c in created if c), default=None)
+        return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
+
+    def _workers(self, keys: QueueKeys) -> tuple[int, int]:
+        import json
+
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.workers)
+        pipe.zrange(keys.worker_beats, 0, -1, withscores=True)
+        pipe.time()
+        raw, beats, (seconds, micros) = pipe.execute()
+        now_ms = seconds * 1000 + micros / 1000
+        last = {member.decode(): score for member, score in beats}
+        live = in_flight = 0
+        for worker_id, blob in raw.items():
+            try:
+                info = json.loads(blob)
+            except ValueError:
+                continue
+            if now_ms - last.get(worker_id.decode(), 0) <= 3 * 1000 * info["beat_interval"]:
+                live += 1
+                in_flight += int(info.get("in_flight", 0))
+        return live, in_flight
+
+
+def _queue_families() -> dict[str, GaugeMetricFamily]:
+    return {
+        "depth": GaugeMetricFamily(
+            "agentic_queue_tasks", "Tasks in the queue by state.", labels=["queue", "state"]
+        ),
+        "pending": GaugeMetricFamily(
+            "agentic_queue_pending_tasks",
+            "Pending tasks by priority.",
+            labels=["queue", "priority"],
+        ),
+        "dlq": GaugeMetricFamily(
+            "agentic_queue_dlq_tasks", "Dead-lettered tasks.", labels=["queue"]
+        ),
+        "oldest": GaugeMetricFamily(
+            "agentic_queue_oldest_pending_age_seconds",
+            "How long the oldest pending task has waited (0 when none).",
+            labels=["queue"],
+        ),
+        "workers": GaugeMetricFamily(
+            "agentic_workers_live", "Workers that beat recently.", labels=["queue"]
+        ),
+        "in_flight": GaugeMetricFamily(
+            "agentic_tasks_in_flight", "Tasks running on live workers.", labels=["queue"]
+        ),
+    }
+
+
+def serve_metrics(
+    port: int, registry: CollectorRegistry, addr: str = "0.0.0.0"
+) -> tuple[Any, threading.Thread]:
+    """Serve `registry` on http://addr:port/metrics from a daemon thread; returns the
+    server (read .server_port when port is 0) and its thread."""
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+    return server, thread
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
