@@ -226,3 +226,24 @@ async def test_standalone_exporter_serves_the_redis_gauges(
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+async def test_supervisor_serves_the_sum_of_its_worker_processes(
+    queue: RedisTaskQueue, redis_url: str, queue_name: str
+) -> None:
+    from tests.processes import worker_processes
+
+    await queue.enqueue_many(
+        {"task_id": f"s{i}", "task_type": "noop", "payload": {}} for i in range(40)
+    )
+    port = free_port()
+    key = (
+        "agentic_tasks_finished_total",
+        (("outcome", "completed"), ("queue", queue_name), ("task_type", "noop")),
+    )
+    with worker_processes(redis_url, queue_name) as procs:
+        procs.start("--processes", "2", "--concurrency", "2", "--metrics-port", str(port))
+        samples = await _scrape_when(port, lambda s: s.get(key) == 40)
+    assert samples[("agentic_build_info", (("version", "0.1.0"),))] == 1
+    completed = ("agentic_queue_tasks", (("queue", queue_name), ("state", "completed")))
+    assert samples[completed] == 40

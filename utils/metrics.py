@@ -21,8 +21,9 @@ from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
@@ -36,6 +37,8 @@ __all__ = [
     "OUTCOMES",
     "QueueMetrics",
     "RedisQueueCollector",
+    "aggregating_registry",
+    "multiprocess_dir",
     "serve_metrics",
 ]
 
@@ -81,9 +84,14 @@ class QueueMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        Info("agentic_build", "agentic-pipeline build.", registry=self.registry).info(
-            {"version": _version()}
-        )
+        # A gauge rather than an Info metric, which multiprocess mode cannot aggregate.
+        Gauge(
+            "agentic_build_info",
+            "agentic-pipeline build; the value is always 1.",
+            ["version"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        ).labels(_version()).set(1)
 
     def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None:
         self.enqueued.labels(queue, task_type).inc(count)
@@ -270,4 +278,13 @@ def serve_metrics(
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    """Set (by the supervisor, for its children) when several processes share metrics."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def aggregating_registry(path: str) -> CollectorRegistry:
+    """A registry that reads the per-process files that workers write into `path`
+    (prometheus_client multiprocess mode), for the one process that serves /metrics."""
+    registry = CollectorRegistry(support_collectors_without_names=True)
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry

@@ -5,14 +5,24 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 
 import click
+from prometheus_client.multiprocess import mark_process_dead
 
-from utils.metrics import QueueMetrics, RedisQueueCollector, serve_metrics
+from utils.metrics import (
+    QueueMetrics,
+    RedisQueueCollector,
+    aggregating_registry,
+    multiprocess_dir,
+    serve_metrics,
+)
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
 
@@ -27,22 +37,42 @@ RESTART_CAP_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
 
 
+def redis_collector(state: CliState) -> RedisQueueCollector:
+    settings = state.settings
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return RedisQueueCollector(
+        settings.redis_url, [settings.queue_name], key_prefix=settings.key_prefix, password=password
+    )
+
+
 def serve_process_metrics(state: CliState, port: int) -> QueueMetrics:
     """This process's counters plus the Redis gauges, on http://0.0.0.0:port/metrics."""
     metrics = QueueMetrics()
-    settings = state.settings
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    metrics.registry.register(
-        RedisQueueCollector(
-            settings.redis_url,
-            [settings.queue_name],
-            key_prefix=settings.key_prefix,
-            password=password,
-        )
-    )
+    metrics.registry.register(redis_collector(state))
     serve_metrics(port, metrics.registry)
     log.info("serving metrics on port %d", port)
     return metrics
+
+
+def _supervise_with_metrics(state: CliState, processes: int, port: int | None) -> int:
+    """Supervise; with a metrics port, the children write their counters to a shared
+    directory (prometheus_client multiprocess mode) and this process serves the sum."""
+    if port is None:
+        return supervise(_child_argv(sys.argv[1:]), processes)
+    path = tempfile.mkdtemp(prefix="agentic-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the children
+    registry = aggregating_registry(path)
+    registry.register(redis_collector(state))
+    serve_metrics(port, registry)
+    log.info("serving the metrics of %d processes on port %d", processes, port)
+    try:
+        return supervise(
+            _child_argv(sys.argv[1:]),
+            processes,
+            on_exit=lambda pid: mark_process_dead(pid, path),  # type: ignore[no-untyped-call]
+        )
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def load_app(spec: str) -> HandlerRegistry:
@@ -135,12 +165,12 @@ def worker(
     registry = load_app(app)
     processes = processes or ws.processes
     if processes > 1:
-        if metrics_port is not None:
-            raise click.UsageError(
-                "--metrics-port serves one process: with --processes, run `agentic metrics`"
-            )
-        sys.exit(supervise(_child_argv(sys.argv[1:]), processes))
-    metrics = serve_process_metrics(state, metrics_port) if metrics_port is not None else None
+        sys.exit(_supervise_with_metrics(state, processes, metrics_port))
+    metrics: QueueMetrics | None = None
+    if multiprocess_dir():  # a supervisor's child: it aggregates and serves
+        metrics = QueueMetrics()
+    elif metrics_port is not None:
+        metrics = serve_process_metrics(state, metrics_port)
     task_types = [t.strip() for t in (types or ws.types or "").split(",") if t.strip()] or None
     try:
         w = Worker(
@@ -164,25 +194,32 @@ async def _serve(w: Worker) -> WorkerStats:
     return await w.run()
 
 
+_SUPERVISOR_ONLY = ("-p", "--processes", "--metrics-port")
+
+
 def _child_argv(argv: list[str]) -> list[str]:
-    """The supervisor's own arguments minus `--processes N` (each child runs one)."""
+    """The supervisor's own arguments minus what only it handles: `--processes N` (each
+    child runs one) and `--metrics-port N` (it serves the children's metrics)."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg in ("-p", "--processes"):
+        if arg in _SUPERVISOR_ONLY:
             skip = True
             continue
-        if arg.startswith("--processes="):
+        if arg.startswith(tuple(f"{name}=" for name in _SUPERVISOR_ONLY)):
             continue
         out.append(arg)
     return [sys.executable, "-m", "pipeline.cli", *out, "--processes", "1"]
 
 
-def supervise(child_argv: list[str], processes: int) -> int:
+def supervise(
+    child_argv: list[str], processes: int, on_exit: Callable[[int], None] | None = None
+) -> int:
     """Run `processes` children, restart any that crash (with backoff), forward SIGTERM and
-    SIGINT, and exit 0 once every child exited cleanly after a stop."""
+    SIGINT, and exit 0 once every child exited cleanly after a stop. `on_exit(pid)` runs
+    for every child that exits."""
     stopping = False
     children: dict[int, tuple[subprocess.Popen[bytes], float, float]] = {}
     delays = [RESTART_BASE_SECONDS] * processes
@@ -211,6 +248,8 @@ def supervise(child_argv: list[str], processes: int) -> int:
             code = proc.poll()
             if code is None:
                 continue
+            if on_exit is not None and restart_at == 0.0:
+                on_exit(proc.pid)
             if stopping or code == 0:
                 del children[slot]
                 exit_code = exit_code or (0 if code in (0, -signal.SIGTERM) else code)
