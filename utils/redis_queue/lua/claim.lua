@@ -55,7 +55,12 @@ local now = now_ms()
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MAINT_BATCH)) do
   redis.call('ZREM', KEYS[2], id)
   local key = task_key(base, id)
-  if is_sound(key, 'delayed') then
+  local broken_pending = is_sound(key, 'delayed')
+    and check_pending_key(base, redis.call('HGET', key, 'type'))
+  if broken_pending then
+    quarantine(base, id, 'pending set ' .. broken_pending[2] .. ' is a ' .. broken_pending[3],
+               now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
+  elseif is_sound(key, 'delayed') then
     make_pending(base, key, id, KEYS[3])
   else
     quarantine(base, id, 'corrupt task record found in the delayed set', now,
@@ -67,7 +72,12 @@ end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, MAINT_BATCH)) do
   redis.call('ZREM', KEYS[1], id)
   local key = task_key(base, id)
-  if is_sound(key, 'processing') then
+  local broken_pending = is_sound(key, 'processing')
+    and check_pending_key(base, redis.call('HGET', key, 'type'))
+  if broken_pending then
+    quarantine(base, id, 'pending set ' .. broken_pending[2] .. ' is a ' .. broken_pending[3],
+               now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
+  elseif is_sound(key, 'processing') then
     local losses = redis.call('HINCRBY', key, 'lease_losses', 1)
     redis.call('HINCRBY', KEYS[3], 'reclaimed', 1)
     if redis.call('HGET', key, 'cancel') == '1' then
@@ -111,7 +121,6 @@ end
 local out = {now, -1, types}
 local fence = tonumber(redis.call('HGET', KEYS[3], 'fence') or '0')
 local deadlines = {}
-local claimed_types = {}
 local claimed, quarantined = 0, 0
 -- Corrupt records found on the way are quarantined and replaced by the next ids, up to
 -- MAINT_BATCH of them per call.
@@ -129,7 +138,6 @@ while claimed < count and quarantined < MAINT_BATCH do
       deadlines[#deadlines + 1] = now + lease_ms
       deadlines[#deadlines + 1] = id
       out[#out + 1] = {id, fence, redis.call('HGETALL', key)}
-      claimed_types[task_type] = true
       claimed = claimed + 1
     else
       quarantine(base, id, 'corrupt task record found in the pending set', now,
@@ -143,9 +151,13 @@ if #deadlines > 0 then
   redis.call('ZADD', KEYS[1], unpack(deadlines))
 end
 
--- Chain the wake-up: the next idle worker gets a token while ready work remains.
-for t, _ in pairs(claimed_types) do
-  if redis.call('ZCARD', pending_key(base, t)) > 0 then wake(base, t) end
+-- Chain the wake-up: while ready work of a served type remains, the next idle worker gets
+-- a token for it (for every served type: the claim may have taken another type's task
+-- with the token that announced this one).
+if claimed > 0 then
+  for _, t in ipairs(types) do
+    if redis.call('ZCARD', pending_key(base, t)) > 0 then wake(base, t) end
+  end
 end
 
 local next_event = -1

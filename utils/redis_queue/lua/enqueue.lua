@@ -26,6 +26,7 @@ local base = ARGV[1]
 local tasks = {}
 local kinds = {}
 local type_names, named = {}, {}
+local seen_ids = {}
 local any_delayed = false
 local checks = {}
 for i = 2, #ARGV, 3 do
@@ -39,9 +40,14 @@ for i = 2, #ARGV, 3 do
     named[task_type] = true
     type_names[#type_names + 1] = task_type
   end
-  t.existing = redis.call('TYPE', t.key).ok
-  if t.existing ~= 'none' and t.existing ~= 'hash' then
-    return {E_WRONGTYPE, t.key, t.existing}
+  if seen_ids[id] then
+    t.existing = 'hash' -- the same id earlier in this batch: it wins, as an earlier call would
+  else
+    seen_ids[id] = true
+    t.existing = redis.call('TYPE', t.key).ok
+    if t.existing ~= 'none' and t.existing ~= 'hash' then
+      return {E_WRONGTYPE, t.key, t.existing}
+    end
   end
   if t.delay > 0 then
     any_delayed = true
@@ -90,7 +96,7 @@ for _, t in ipairs(tasks) do
     add_blob(fields, 'payload', t.payload, false)
     redis.call('HSET', t.key, unpack(fields))
     if t.delay > 0 then
-      redis.call('ZADD', KEYS[1], now + t.delay, t.id)
+      schedule(base, KEYS[1], now + t.delay, t.id, t.type)
     else
       tick = tick + 1
       redis.call('ZADD', pending_key(base, t.type), pending_score(tick, t.prio), t.id)

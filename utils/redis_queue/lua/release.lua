@@ -16,7 +16,10 @@ local base, id, token = ARGV[1], ARGV[2], ARGV[3]
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'hash'})
 if bad then return bad end
 local key = task_key(base, id)
-bad = check_lease(key, token)
+local f
+bad, f = check_lease(key, token, 'type')
+if bad then return bad end
+bad = check_pending_key(base, f[3] or '')
 if bad then return bad end
 redis.call('ZREM', KEYS[1], id)
 redis.call('HDEL', key, 'lease')

@@ -20,9 +20,12 @@ local t = redis.call('TYPE', key).ok
 if t == 'none' then return {E_NOT_FOUND} end
 if t ~= 'hash' then return {E_WRONGTYPE, key, t} end
 local state = redis.call('HGET', key, 'state')
-if (state ~= 'dead_letter' and state ~= 'failed') or redis.call('HEXISTS', key, 'type') == 0 then
+local task_type = redis.call('HGET', key, 'type')
+if (state ~= 'dead_letter' and state ~= 'failed') or not task_type then
   return {E_BAD_STATE, state or ''}
 end
+bad = check_pending_key(base, task_type)
+if bad then return bad end
 redis.call('SREM', KEYS[1], id)
 redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', key, 'retries', 0, 'lease_losses', 0)

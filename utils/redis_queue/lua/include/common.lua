@@ -92,6 +92,22 @@ local function wake(base, task_type)
   wake_key(base .. 'wake:' .. task_type)
 end
 
+-- Adds a task to the delayed set; when it becomes the earliest due, blocked workers are
+-- woken so they claim again and learn the new (shorter) time to wait.
+local function schedule(base, delayed_key, due, id, task_type)
+  local head = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', delayed_key, due, id)
+  if not head[2] or due < tonumber(head[2]) then wake(base, task_type) end
+end
+
+-- nil when the pending set of `task_type` can take writes, else an error table.
+local function check_pending_key(base, task_type)
+  local k = pending_key(base, task_type)
+  local t = redis.call('TYPE', k).ok
+  if t ~= 'none' and t ~= 'zset' then return {E_WRONGTYPE, k, t} end
+  return nil
+end
+
 local function notify_done(base, id)
   local k = done_key(base, id)
   redis.call('RPUSH', k, '1')

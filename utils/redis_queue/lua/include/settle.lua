@@ -50,6 +50,10 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
                              'error.count')
   if bad then return bad end
   local cancel, retries, max_retries, task_type, error_count = f[3], f[4], f[5], f[6], f[7]
+  if task_type then
+    bad = check_pending_key(base, task_type)
+    if bad then return bad end
+  end
   local now = now_ms()
   redis.call('ZREM', k.processing, id)
   if cancel == '1' then
@@ -88,7 +92,7 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
       make_pending(base, key, id, k.stats)
     else
       redis.call('HSET', key, 'state', 'delayed')
-      redis.call('ZADD', k.delayed, now + delay, id)
+      schedule(base, k.delayed, now + delay, id, task_type)
     end
     return {1, delay, retries}
   end
