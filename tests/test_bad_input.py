@@ -805,3 +805,17 @@ async def test_blocked_dequeue_and_result_wait_fail_promptly_when_redis_dies(
     finally:
         await raw.aclose()
         await queue.close()
+
+
+async def test_corrupt_pending_set_refuses_a_retry_before_any_write(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue("t1", "dev", {})
+    await queue.dequeue("w", timeout=1)
+    await raw_redis.set(queue.keys.pending("dev"), "clobbered")
+    await assert_refused_without_writes(
+        raw_redis, queue, CorruptQueue, lambda: queue.fail_task("t1", "boom", retry=True)
+    )
+    await assert_refused_without_writes(
+        raw_redis, queue, CorruptQueue, lambda: queue.release_task("t1")
+    )

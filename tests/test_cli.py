@@ -139,6 +139,8 @@ def test_usage_errors_exit_2(agentic: Any) -> None:
     assert agentic("worker").returncode == 2  # no --app
     assert agentic("worker", "--app", "nowhere:thing").returncode == 2
     assert agentic("dlq", "retry").returncode == 2
+    assert agentic("enqueue", "t", "--id", "bad id{}").returncode == 2
+    assert agentic("task", "show", "*").returncode == 2
 
 
 def test_unknown_task_exits_1(agentic: Any) -> None:

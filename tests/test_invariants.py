@@ -407,3 +407,38 @@ async def test_explicit_retry_delay_overrides_the_policy(
     due = await raw_redis.zscore(queue.keys.delayed, "later")
     now_s = (await raw_redis.time())[0]
     assert due is not None and 28 <= due / 1000 - now_s <= 31
+
+
+async def test_seed_loop_fail_after_a_refused_complete_is_refused_too(
+    make_queue: QueueFactory, raw_redis: Redis
+) -> None:
+    # The seed's loop calls fail_task(task_id, ...) without a token when complete_task
+    # raised: that call must not override the lease the rescuing worker now holds.
+    stale = await _connected(make_queue, lease_seconds=0.2)
+    rescuer = await _connected(make_queue)
+    await stale.enqueue("contested", "dev", {})
+    await stale.dequeue("a", timeout=1)
+    assert await rescuer.dequeue("b", timeout=3) is not None
+    with pytest.raises(LeaseLost):
+        await stale.complete_task("contested", {"late": True})
+    with pytest.raises(LeaseLost):
+        await stale.fail_task("contested", "complete failed", retry=True)
+    await assert_single_state(raw_redis, rescuer, "contested", "processing")
+    await rescuer.complete_task("contested", "fresh")
+    task = await rescuer.get_task("contested")
+    assert task is not None and task.retry_count == 0 and task.result == "fresh"
+
+
+async def test_a_repeated_id_inside_one_enqueue_many_is_a_duplicate(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    first, second = await queue.enqueue_many(
+        [
+            {"task_id": "twice", "task_type": "dev", "payload": {"v": "x" * 200}, "delay": 60},
+            {"task_id": "twice", "task_type": "dev", "payload": {"v": 2}},
+        ]
+    )
+    assert first.state == TaskState.DELAYED and second.state == TaskState.DELAYED
+    assert second.payload == first.payload
+    await assert_single_state(raw_redis, queue, "twice", "delayed")
+    assert (await queue.get_statistics())["total_enqueued"] == 1

@@ -213,3 +213,41 @@ async def test_settle_many_applies_each_outcome_with_its_own_fencing(
     await assert_single_state(raw_redis, q, "dead", "dead_letter")
     await assert_single_state(raw_redis, q, "stale", "processing")  # untouched
     assert await q.wait_for_result("ok", 1) == {"v": 1}
+
+
+async def test_a_new_earliest_delayed_task_wakes_a_blocked_worker(
+    make_queue: QueueFactory,
+) -> None:
+    worker, producer = make_queue(), make_queue()
+    await worker.connect()
+    await producer.connect()
+    waiting = asyncio.create_task(worker.dequeue("w", timeout=8))
+    await asyncio.sleep(0.1)  # let the worker block with nothing scheduled
+    started = time.perf_counter()
+    await producer.enqueue("soon", "dev", {}, delay=0.3)
+    task = await asyncio.wait_for(waiting, 5)
+    assert task is not None and task.task_id == "soon"
+    assert time.perf_counter() - started < 1.5  # due in 0.3 s, not at the 8 s timeout
+
+
+async def test_a_claim_passes_the_wake_up_on_to_workers_of_other_types(
+    make_queue: QueueFactory,
+) -> None:
+    both, dev_only, producer = make_queue(), make_queue(), make_queue()
+    for q in (both, dev_only, producer):
+        await q.connect()
+    serves_both = asyncio.create_task(both.claim("a", 1, task_types=["dev", "fix"], timeout=8))
+    serves_dev = asyncio.create_task(dev_only.claim("b", 1, task_types=["dev"], timeout=8))
+    await asyncio.sleep(0.1)  # both block
+    started = time.perf_counter()
+    await producer.enqueue_many(
+        [
+            {"task_id": "urgent-fix", "task_type": "fix", "payload": {}, "priority": 3},
+            {"task_id": "dev-work", "task_type": "dev", "payload": {}, "priority": 0},
+        ]
+    )
+    got_dev = await asyncio.wait_for(serves_dev, 5)
+    got_both = await asyncio.wait_for(serves_both, 5)
+    assert [t.task_id for t in got_dev] == ["dev-work"]
+    assert [t.task_id for t in got_both] == ["urgent-fix"]
+    assert time.perf_counter() - started < 1.5

@@ -184,3 +184,64 @@ def test_as_registry_accepts_dicts_registries_and_objects() -> None:
 def test_worker_rejects_types_without_handlers(queue: RedisTaskQueue) -> None:
     with pytest.raises(ValueError, match="no handler"):
         Worker(queue, registry, task_types=["nope"])
+
+
+async def test_settle_loop_outlives_a_batch_redis_refuses(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue("refused", "sleep", {"seconds": 0.2})
+    worker = Worker(queue, registry, shutdown_grace=5)
+    serving = asyncio.create_task(worker.run())
+
+    async def processing() -> bool:
+        return (await queue.get_queue_size())["processing"] == 1
+
+    await eventually(processing)
+    await raw_redis.set(queue.keys.completed, "clobbered")  # every settle is refused now
+    await queue.enqueue("after", "noop", {})
+
+    async def both_attempted() -> bool:
+        return not worker._unsettled and not worker._running and worker.stats.done == 0
+
+    await eventually(both_attempted, timeout=15)  # refused 5 times each, then given up
+    await raw_redis.delete(queue.keys.completed)
+    await queue.enqueue("healthy", "noop", {})
+    assert await queue.wait_for_result("healthy", timeout=5) == {"echo": None}
+    worker.request_stop()
+    await asyncio.wait_for(serving, 10)
+
+
+async def test_stop_with_redis_down_ends_within_the_grace_period(private_redis: Any) -> None:
+    queue = RedisTaskQueue(
+        queue_name="down", redis_url=private_redis.url, socket_timeout=1, connect_timeout=1
+    )
+    await queue.connect()
+    await queue.enqueue("stranded", "sleep", {"seconds": 0.2})
+    worker = Worker(queue, registry, shutdown_grace=1.5)
+    serving = asyncio.create_task(worker.run())
+
+    async def processing() -> bool:
+        return bool(worker._running)
+
+    await eventually(processing)
+    private_redis.kill()
+    worker.request_stop()
+    started = time.perf_counter()
+    await asyncio.wait_for(serving, 15)
+    assert time.perf_counter() - started < 6  # grace, then no endless retrying
+    await queue.close()
+
+
+async def test_timed_out_sync_handlers_keep_their_slot_until_their_thread_ends(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(max_retries=0)
+    await queue.connect()
+    for i in range(2):
+        await queue.enqueue(f"hang{i}", "sync_sleep", {"seconds": 1.5}, timeout=0.2)
+    for i in range(3):
+        await queue.enqueue(f"quick{i}", "sync_sleep", {"seconds": 0}, timeout=0.5)
+    stats = await Worker(queue, registry, concurrency=2, burst=True).run()
+    for i in range(3):  # they waited for a free thread instead of timing out in the queue
+        assert await queue.wait_for_result(f"quick{i}", 1) == "slept in a thread"
+    assert stats.done == 3 and stats.failed == 2

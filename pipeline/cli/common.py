@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from utils.config import Settings
-from utils.redis_queue import QueueError, RedisTaskQueue, RedisUnavailable
+from utils.redis_queue import InvalidTaskError, QueueError, RedisTaskQueue, RedisUnavailable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -61,6 +61,8 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_awaited(factory))
     except RedisUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
+    except InvalidTaskError as exc:  # a bad id, type, priority or payload: a usage error
+        fail(str(exc), EXIT_USAGE)
     except QueueError as exc:
         fail(str(exc))
 

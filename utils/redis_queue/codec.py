@@ -92,7 +92,8 @@ def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) 
         result_text = join_blob(fields, "result")
         result = json.loads(result_text) if result_text is not None else None
         field = "meta"
-        meta = json.loads(fields["meta"]) if fields.get("meta") else {}
+        meta_text = join_blob(fields, "meta")
+        meta = json.loads(meta_text) if meta_text else {}
         field = "type"
         task_type = fields["type"]
         field = "prio"

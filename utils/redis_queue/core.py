@@ -6,15 +6,16 @@ administering, admin.py) and RedisTaskQueue (producing and consuming, queue.py).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import codec
+from . import codec, telemetry
 from .connection import make_client, mask_url, redis_errors, translate_error
-from .errors import NotConnected, QueueError, raise_for_code
+from .errors import LeaseLost, NotConnected, QueueError, raise_for_code
 from .keys import QueueKeys, validate_queue_name, validate_task_id
 from .models import RedisTask, RetryPolicy
 from .scripts import Scripts
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 BATCH = 500  # items per call of the chunked admin scripts
 MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
+_MAX_REMEMBERED_LEASES = 100_000
+T = TypeVar("T")
 
 
 class QueueCore:
@@ -84,9 +87,11 @@ class QueueCore:
     # -- lifecycle -----------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connections and check that Redis answers (RedisUnavailable if not)."""
+        """Open the connections and check that Redis answers (RedisUnavailable if not).
+        The first connect of a process turns tracing on when OTEL_TRACES_EXPORTER asks."""
         if self._redis is not None:
             return
+        telemetry.tracing_from_environment()
         options = {
             "password": self._password,
             "socket_timeout": self._socket_timeout,
@@ -172,6 +177,26 @@ class QueueCore:
             total += removed
             if removed < BATCH:
                 return total
+
+    async def _settling(self, task_id: str, call: Awaitable[T]) -> T:
+        """Run a call that ends this object's lease on a task, then forget the lease -
+        unless the call was refused with LeaseLost: the stale token then stays, so a later
+        call without a token from this object (the seed's fail_task after a complete that
+        was refused) is refused too instead of overriding the new holder's lease."""
+        try:
+            result = await call
+        except LeaseLost:
+            raise
+        except BaseException:
+            self._leases.pop(task_id, None)
+            raise
+        self._leases.pop(task_id, None)
+        return result
+
+    def _remember_lease(self, task_id: str, token: int) -> None:
+        if len(self._leases) >= _MAX_REMEMBERED_LEASES:  # stale entries of lost leases
+            del self._leases[next(iter(self._leases))]
+        self._leases[task_id] = token
 
     def _token_for(self, task_id: str, lease_token: int | None) -> str:
         validate_task_id(task_id)

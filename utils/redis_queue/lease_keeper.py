@@ -6,9 +6,9 @@ pipes, one line per message:
 
     worker -> keeper   "+ <task_id> <token> <hard_limit_seconds>"   start renewing (0 = no limit)
                        "- <task_id>"                                stop renewing
-    keeper -> worker   "lost <task_id>"     the lease was lost (reclaimed): stop the handler
-                       "cancel <task_id>"   a cancel was requested for the task
-                       "expired <task_id>"  its hard limit passed; renewals stopped
+    keeper -> worker   "lost <task_id> <token>"     the lease was lost (reclaimed): stop it
+                       "cancel <task_id> <token>"   a cancel was requested for the task
+                       "expired <task_id> <token>"  its hard limit passed; renewals stopped
 
 Renewals stop when the worker process exits (stdin closes), when it is stopped (SIGSTOP,
 seen in /proc), and for a task whose hard limit (its timeout plus a grace) has passed.
@@ -58,7 +58,7 @@ class LeaseKeeper:
         key_prefix: str,
         queue_name: str,
         lease_seconds: float,
-        on_event: Callable[[str, str], None],
+        on_event: Callable[[str, str, int | None], None],
     ) -> None:
         self._config = {
             "url": redis_url,
@@ -126,9 +126,9 @@ class LeaseKeeper:
     async def _read_events(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         async for raw in self._proc.stdout:
-            event, _, task_id = raw.decode().strip().partition(" ")
+            event, task_id, token = ([*raw.decode().split(), "", ""])[:3]
             if task_id:
-                self._on_event(event, task_id)
+                self._on_event(event, task_id, int(token) if token.isdigit() else None)
         if not self._stopping:
             # The keeper died (killed, or crashed): start another with the same leases,
             # or they would all lapse while their handlers still run.
@@ -165,8 +165,8 @@ class _Keeper:
         self.leases: dict[str, _Lease] = {}
         self.parent = os.getppid()
 
-    def emit(self, event: str, task_id: str) -> None:
-        sys.stdout.write(f"{event} {task_id}\n")
+    def emit(self, event: str, task_id: str, token: str) -> None:
+        sys.stdout.write(f"{event} {task_id} {token}\n")
         sys.stdout.flush()
 
     def handle(self, line: str) -> None:
@@ -185,7 +185,7 @@ class _Keeper:
         for task_id, lease in list(self.leases.items()):
             if lease.hard_deadline is not None and now > lease.hard_deadline:
                 del self.leases[task_id]
-                self.emit("expired", task_id)
+                self.emit("expired", task_id, lease.token)
         ids = list(self.leases)
         try:
             replies = self._extend_all(ids)
@@ -199,10 +199,10 @@ class _Keeper:
             code = int(reply[0])
             if code in (E_LEASE_LOST, E_NOT_FOUND):
                 del self.leases[task_id]
-                self.emit("lost", task_id)
+                self.emit("lost", task_id, current.token)
             elif code == 0 and int(reply[2]) == 1 and not current.cancel_reported:
                 current.cancel_reported = True
-                self.emit("cancel", task_id)
+                self.emit("cancel", task_id, current.token)
 
     def _extend_all(self, ids: list[str]) -> list[Any]:
         def send() -> list[Any]:

@@ -13,11 +13,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import codec
+from . import codec, telemetry
 from .admin import QueueAdmin
 from .connection import BLOCK_SLICE_SECONDS, redis_errors
 from .core import MIN_BLOCK
-from .errors import BulkEnqueueError, QueueError, raise_for_code
+from .errors import BulkEnqueueError, LeaseLost, QueueError, raise_for_code
 from .keys import validate_task_type
 from .models import ClaimBatch, RedisTask, Settlement, TaskPriority, TaskState
 from .scripts import ScriptCall
@@ -51,12 +51,10 @@ class RedisTaskQueue(QueueAdmin):
         `delay` schedules it that many seconds ahead; `timeout` overrides the worker's
         execution timeout for this task."""
         spec = self._spec(task_id, task_type, payload, priority, delay, max_retries, meta, timeout)
-        reply = await self.call_script(
-            "enqueue", self._enqueue_keys(), [self.keys.base, *spec.args]
-        )
-        if reply[1] == 1:
-            self.metrics.task_enqueued(self.queue_name, task_type)
-        return enqueued_task(spec, reply[1], int(reply[0]), self.max_retries)
+        tracer = telemetry.tracer
+        if tracer is None:
+            return await self._enqueue_one(spec)
+        return await tracer.send(self, [spec], False, lambda traced: self._enqueue_one(traced[0]))
 
     async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
         """Enqueue many tasks, each a dict of enqueue()'s keyword arguments. Every task is
@@ -64,6 +62,20 @@ class RedisTaskQueue(QueueAdmin):
         script call. Longer lists are sent 1,000 at a time: if a later chunk fails,
         BulkEnqueueError carries the tasks that were enqueued before it."""
         specs = [self._spec(**dict(t)) for t in tasks]
+        tracer = telemetry.tracer
+        if tracer is None or not specs:
+            return await self._enqueue_specs(specs)
+        return await tracer.send(self, specs, True, self._enqueue_specs)
+
+    async def _enqueue_one(self, spec: TaskSpec) -> RedisTask:
+        reply = await self.call_script(
+            "enqueue", self._enqueue_keys(), [self.keys.base, *spec.args]
+        )
+        if reply[1] == 1:
+            self.metrics.task_enqueued(self.queue_name, spec.task_type)
+        return enqueued_task(spec, reply[1], int(reply[0]), self.max_retries)
+
+    async def _enqueue_specs(self, specs: list[TaskSpec]) -> list[RedisTask]:
         out: list[RedisTask] = []
         for start in range(0, len(specs), _BULK):
             chunk = specs[start : start + _BULK]
@@ -123,10 +135,7 @@ class RedisTaskQueue(QueueAdmin):
         this caller's lease expired and the task was reclaimed."""
         text = codec.dumps(result, "result", self.max_payload_bytes)
         call = self._complete_call(task_id, self._token_for(task_id, lease_token), text)
-        try:
-            await self.call_script(*call, task_id)
-        finally:
-            self._leases.pop(task_id, None)
+        await self._settling(task_id, self.call_script(*call, task_id))
 
     async def fail_task(
         self,
@@ -141,12 +150,8 @@ class RedisTaskQueue(QueueAdmin):
         delay (or `delay` seconds) while retries remain; otherwise it is dead-lettered.
         Returns the task's new state."""
         token = self._token_for(task_id, lease_token)
-        try:
-            reply = await self.call_script(
-                *self._fail_call(task_id, token, error, retry, delay), task_id
-            )
-        finally:
-            self._leases.pop(task_id, None)
+        call = self._fail_call(task_id, token, error, retry, delay)
+        reply = await self._settling(task_id, self.call_script(*call, task_id))
         return _state_after_fail(reply)
 
     async def settle_many(self, settlements: Iterable[Settlement]) -> list[TaskState | QueueError]:
@@ -155,6 +160,12 @@ class RedisTaskQueue(QueueAdmin):
         error (e.g. LeaseLost) that refused it; a result that is not JSON dead-letters its
         task with the reason."""
         items = list(settlements)
+        tracer = telemetry.tracer
+        if tracer is None:
+            return await self._settle_items(items)
+        return await tracer.settle(self, items, lambda: self._settle_items(items))
+
+    async def _settle_items(self, items: list[Settlement]) -> list[TaskState | QueueError]:
         out: list[TaskState | QueueError] = []
         for start in range(0, len(items), _SETTLE_CHUNK):
             out.extend(await self._settle_chunk(items[start : start + _SETTLE_CHUNK]))
@@ -173,7 +184,6 @@ class RedisTaskQueue(QueueAdmin):
         ]
         for s in items:
             token = self._token_for(s.task_id, s.lease_token)
-            self._leases.pop(s.task_id, None)
             error, retry = s.error, s.retry
             if error is None:
                 try:
@@ -199,6 +209,8 @@ class RedisTaskQueue(QueueAdmin):
                 out.append(TaskState.COMPLETED)
             else:
                 out.append(_state_after_fail(reply))
+            if not isinstance(out[-1], LeaseLost):
+                self._leases.pop(s.task_id, None)
         return out
 
     async def extend_lease(
@@ -219,15 +231,9 @@ class RedisTaskQueue(QueueAdmin):
         """Hand a claimed task back to pending without counting the attempt (used on
         graceful shutdown). Raises LeaseLost."""
         token = self._token_for(task_id, lease_token)
-        try:
-            await self.call_script(
-                "release",
-                [self.keys.processing, self.keys.stats],
-                [self.keys.base, task_id, token],
-                task_id,
-            )
-        finally:
-            self._leases.pop(task_id, None)
+        keys = [self.keys.processing, self.keys.stats]
+        call = self.call_script("release", keys, [self.keys.base, task_id, token], task_id)
+        await self._settling(task_id, call)
 
     async def reap(self) -> None:
         """Promote due delayed tasks and reclaim expired leases (a bounded batch). Every
@@ -306,7 +312,7 @@ class RedisTaskQueue(QueueAdmin):
                 call = self._fail_call(task_id, str(token), str(exc), False, None, corrupt=True)
                 await self.call_script(*call, task_id)
                 continue
-            self._leases[task_id] = int(token)
+            self._remember_lease(task_id, int(token))
             tasks.append(task)
         wait_hint = None if next_event_ms < 0 else max(0.0, (next_event_ms - now_ms) / 1000)
         return ClaimBatch(tasks, wait_hint, served)

@@ -1,11 +1,40 @@
-"""The engine's telemetry hook: what the queue and the worker report, and the default
-sink that does nothing (so nothing is paid until a process installs utils.metrics)."""
+"""The engine's telemetry hooks: what the queue and the worker report, and the defaults
+that do nothing (so nothing is paid until a process installs utils.metrics or
+utils.tracing).
+
+Metrics: a MetricsSink per queue (`RedisTaskQueue(metrics=...)`).
+Tracing: one QueueTracer per process in `tracer`, None while tracing is off; the engine
+checks it at its three choke points (enqueue, a handler run, settle) before doing any
+work. utils.tracing.setup_tracing() installs one; so does the first connect() when
+OTEL_TRACES_EXPORTER asks for an exporter.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import dataclasses
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-__all__ = ["NULL_METRICS", "MetricsSink"]
+from . import codec
+
+if TYPE_CHECKING:
+    from .core import QueueCore
+    from .errors import QueueError
+    from .models import RedisTask, Settlement, TaskState
+    from .spec import TaskSpec
+
+__all__ = [
+    "NULL_METRICS",
+    "MetricsSink",
+    "QueueTracer",
+    "install_tracer",
+    "tracing_from_environment",
+    "with_meta",
+]
+
+T = TypeVar("T")
 
 
 class MetricsSink(Protocol):
@@ -39,3 +68,67 @@ class _NullMetrics:
 
 
 NULL_METRICS: MetricsSink = _NullMetrics()
+
+
+class QueueTracer(Protocol):
+    """Wraps the engine's choke points in spans (utils.tracing.QueueTracing)."""
+
+    async def send(
+        self,
+        queue: QueueCore,
+        specs: list[TaskSpec],
+        batch: bool,
+        enqueue: Callable[[list[TaskSpec]], Awaitable[T]],
+    ) -> T:
+        """enqueue(specs), each spec given its creation context in meta."""
+        ...
+
+    async def process(
+        self, queue: QueueCore, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
+    ) -> T:
+        """run() (one handler run) with its span current."""
+        ...
+
+    async def settle(
+        self,
+        queue: QueueCore,
+        settlements: list[Settlement],
+        run: Callable[[], Awaitable[list[TaskState | QueueError]]],
+    ) -> list[TaskState | QueueError]:
+        """run() (a settle_many call), recording each task's outcome."""
+        ...
+
+
+tracer: QueueTracer | None = None  # None: tracing is off, and costs one check per hook
+_environment_checked = False
+
+
+def install_tracer(new: QueueTracer | None) -> None:
+    """Turn tracing on with `new`, or off with None (for utils.tracing)."""
+    global tracer, _environment_checked
+    tracer = new
+    _environment_checked = True  # a choice made in code wins over the environment
+
+
+def tracing_from_environment() -> None:
+    """Once per process: set tracing up from the OTEL_* environment when
+    OTEL_TRACES_EXPORTER names an exporter and nothing installed a tracer before."""
+    global _environment_checked
+    if _environment_checked:
+        return
+    _environment_checked = True
+    if os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() in ("", "none"):
+        return
+    try:
+        from utils.tracing import setup_tracing  # loaded only when asked for
+
+        setup_tracing()
+    except Exception as exc:  # e.g. an unwritable AGENTIC_TRACES_FILE: run, untraced
+        logging.getLogger("agentic.tracing").warning("tracing is off: %s", exc)
+
+
+def with_meta(spec: TaskSpec, extra: Mapping[str, str]) -> TaskSpec:
+    """`spec` with `extra` added to its meta; keys the caller set are kept."""
+    meta = {**extra, **spec.meta}
+    args = [spec.args[0], codec.dumps(meta, "meta"), *spec.args[2:]]
+    return dataclasses.replace(spec, meta=meta, args=args)

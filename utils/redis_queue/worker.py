@@ -10,6 +10,8 @@ nothing more, let running tasks finish within the grace period, hand the rest ba
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
 import signal
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import codec
+from . import codec, telemetry
 from .connection import BLOCK_SLICE_SECONDS
 from .errors import LeaseLost, QueueError, RedisUnavailable
 from .handlers import HandlerRegistry, HandlerSpec, PermanentFailure, Retry, TaskContext
@@ -35,6 +37,7 @@ __all__ = ["Worker", "WorkerStats", "install_signal_handlers"]
 log = logging.getLogger("agentic.worker")
 
 _SETTLE_BATCH = 200
+_SETTLE_REFUSALS = 5  # retries of an acknowledgement Redis refused (not unreachable)
 _TRACEBACK_CHARS = 4000
 
 
@@ -90,6 +93,9 @@ class Worker:
         self._stop = asyncio.Event()
         self._settlements: asyncio.Queue[Settlement] = asyncio.Queue()
         self._unsettled = 0
+        self._abandon_settling = asyncio.Event()
+        self._settled_batches = 0
+        self._stuck_threads = 0  # sync handlers that timed out but still hold a thread
         # (task id, lease token) -> (task, run seconds) until its settlement is counted
         self._timings: dict[tuple[str, int | None], tuple[RedisTask, float | None]] = {}
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="agentic-handler")
@@ -146,13 +152,14 @@ class Worker:
     async def _claim_loop(self) -> None:
         backoff = 0.1
         while not self.stopping:
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._stuck_threads
             # A slot frees when its handler returns, so claiming overlaps acknowledging;
             # the backlog of unacknowledged results is capped at `concurrency`.
             if free <= 0 or self._unsettled >= self.concurrency:
                 await self._wait_for(self._slot_free.wait())
                 self._slot_free.clear()
                 continue
+            settled_before = self._settled_batches
             try:
                 batch = await self.queue.claim_ready(
                     self.worker_id, free, task_types=self.task_types
@@ -173,6 +180,8 @@ class Worker:
                 self.burst
                 and not self._running
                 and not self._unsettled
+                # an acknowledgement during the claim may have made a retry pending
+                and self._settled_batches == settled_before
                 and await self._nothing_scheduled()
             ):
                 return
@@ -225,11 +234,12 @@ class Worker:
         assert self._keeper is not None
         ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token)
         try:
-            if spec.is_async:
-                call = spec.func(ctx)
+            tracer = telemetry.tracer
+            if tracer is None:
+                result = await self._run_handler(spec, ctx, timeout)
             else:
-                call = asyncio.get_running_loop().run_in_executor(self._executor, spec.func, ctx)
-            result = await asyncio.wait_for(call, timeout) if timeout else await call
+                run = functools.partial(self._run_handler, spec, ctx, timeout)
+                result = await tracer.process(self.queue, task, self.worker_id, run)
             return Settlement(task.task_id, token, result=result)
         except TimeoutError:
             return Settlement(task.task_id, token, error=f"timed out after {timeout} s")
@@ -250,6 +260,27 @@ class Worker:
             return Settlement(task.task_id, token, error=f"{type(exc).__name__}: {exc}\n{detail}")
         finally:
             self._keeper.remove(task.task_id)
+
+    async def _run_handler(self, spec: HandlerSpec, ctx: TaskContext, timeout: float | None) -> Any:
+        if spec.is_async:
+            call = spec.func(ctx)
+            return await asyncio.wait_for(call, timeout) if timeout else await call
+        # A sync handler sees this task's context variables (e.g. the current span).
+        func = contextvars.copy_context().run
+        future = asyncio.get_running_loop().run_in_executor(self._executor, func, spec.func, ctx)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except BaseException:
+            if not future.done():
+                # A thread cannot be stopped: it keeps its pool thread, so it keeps its
+                # slot too, or the next sync tasks would time out waiting for a thread.
+                self._stuck_threads += 1
+                future.add_done_callback(self._thread_released)
+            raise
+
+    def _thread_released(self, _future: Any) -> None:
+        self._stuck_threads -= 1
+        self._slot_free.set()
 
     def _finished(self, task: RedisTask, handle: asyncio.Task[Settlement | None]) -> None:
         running = self._running.get(task.task_id)
@@ -279,15 +310,19 @@ class Worker:
             del self._running[task_id]
             self._slot_free.set()
 
-    def _interrupt(self, task_id: str, reason: str) -> None:
+    def _interrupt(self, task_id: str, reason: str, token: int | None = None) -> None:
+        """Stop a running attempt; with `token`, only the attempt under that lease (the
+        same id may already run again under a newer one)."""
         running = self._running.get(task_id)
-        if running is not None and running.stop_reason is None and not running.handle.done():
+        if running is None or (token is not None and running.task.lease_token != token):
+            return
+        if running.stop_reason is None and not running.handle.done():
             running.stop_reason = reason
             running.handle.cancel()
 
-    def _on_keeper_event(self, event: str, task_id: str) -> None:
+    def _on_keeper_event(self, event: str, task_id: str, token: int | None) -> None:
         if event in ("lost", "cancel"):
-            self._interrupt(task_id, event)
+            self._interrupt(task_id, event, token)
         elif event == "expired":
             log.warning("task %s passed its hard limit; its lease is no longer renewed", task_id)
 
@@ -299,22 +334,41 @@ class Worker:
             while len(batch) < _SETTLE_BATCH and not self._settlements.empty():
                 batch.append(self._settlements.get_nowait())
             self._keeper_flush()  # stop renewing these before they are acknowledged
-            outcomes = await self._settle_with_retry(batch)
-            for settlement, outcome in zip(batch, outcomes, strict=True):
-                self._count(settlement, outcome)
-            self._unsettled -= len(batch)
-            self._slot_free.set()
+            try:
+                outcomes = await self._settle_with_retry(batch)
+                for settlement, outcome in zip(batch, outcomes, strict=True):
+                    self._count(settlement, outcome)
+            except Exception as exc:  # this loop must outlive any one batch
+                log.error(
+                    "could not acknowledge %d tasks (their leases expire and they run again): %s",
+                    len(batch),
+                    exc,
+                )
+                for settlement in batch:
+                    self._timings.pop((settlement.task_id, settlement.lease_token), None)
+            finally:
+                self._unsettled -= len(batch)
+                self._settled_batches += 1
+                self._slot_free.set()
 
     async def _settle_with_retry(self, batch: list[Settlement]) -> list[TaskState | QueueError]:
-        backoff = 0.1
+        """Keep the results while Redis is unreachable or refuses for a moment (a failover
+        in progress, a busy script): once it answers they are recorded, or refused with
+        LeaseLost if the leases ran out meanwhile (the tasks then run again). Gives up
+        when the worker stops claiming and its grace period is over."""
+        backoff, refusals = 0.1, 0
         while True:
             try:
                 return await self.queue.settle_many(batch)
-            except RedisUnavailable as exc:
-                # Keep the results: once Redis is back they are recorded, or refused with
-                # LeaseLost if the leases ran out meanwhile (the tasks then run again).
+            except QueueError as exc:
+                if not isinstance(exc, RedisUnavailable):
+                    refusals += 1
+                    if refusals > _SETTLE_REFUSALS:
+                        raise
+                if self._abandon_settling.is_set():
+                    raise
                 log.warning("acknowledging %d tasks failed, retrying: %s", len(batch), exc)
-                await asyncio.sleep(backoff)
+                await self._wait_for(asyncio.sleep(backoff), self._abandon_settling.wait())
                 backoff = min(backoff * 2, 5.0)
 
     def _count(self, settlement: Settlement, outcome: TaskState | QueueError) -> None:
@@ -389,7 +443,11 @@ class Worker:
             await asyncio.sleep(self.beat_interval)  # the registry's heartbeat period
 
     async def _drain(self) -> None:
-        """Let running tasks finish within the grace period; hand back the rest."""
+        """Let running tasks finish and be acknowledged within the grace period; hand
+        back the rest. What cannot be acknowledged in time (Redis down) is abandoned:
+        those leases expire and the tasks run again elsewhere."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace
         handles = [r.handle for r in self._running.values()]
         if handles:
             log.info("draining %d running tasks (grace %.1f s)", len(handles), self.shutdown_grace)
@@ -404,9 +462,16 @@ class Worker:
                 self.stats.released += 1
             except QueueError as exc:  # the lease then expires and the task is reclaimed
                 log.warning("could not hand back %s: %s", running.task.task_id, exc)
-        while self._unsettled:
-            await self._wait_for(self._slot_free.wait())
+        while self._unsettled and (remaining := deadline - loop.time()) > 0:
+            await self._wait_for(self._slot_free.wait(), asyncio.sleep(remaining))
             self._slot_free.clear()
+        if self._unsettled:
+            log.warning("abandoning %d unacknowledged results at the end of the grace period",
+                        self._unsettled)  # fmt: skip
+            self._abandon_settling.set()
+            while self._unsettled:  # the settle loop gives up promptly now
+                await self._wait_for(self._slot_free.wait())
+                self._slot_free.clear()
 
 
 _OUTCOME_LABELS = {

@@ -85,10 +85,7 @@ for _, t in ipairs(tasks) do
       fields[#fields + 1] = 'max_retries'
       fields[#fields + 1] = t.max_retries
     end
-    if t.meta ~= '' then
-      fields[#fields + 1] = 'meta'
-      fields[#fields + 1] = t.meta
-    end
+    if t.meta ~= '' then add_blob(fields, 'meta', t.meta, false) end
     if t.timeout > 0 then
       fields[#fields + 1] = 'timeout'
       fields[#fields + 1] = t.timeout

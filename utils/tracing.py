@@ -1,0 +1,405 @@
+"""Every OpenTelemetry span of agentic-pipeline, in one place.
+
+- `setup_tracing()`: tracing is off unless OTEL_TRACES_EXPORTER names an exporter
+  (`console`, `otlp`; `none` is off) or the caller passes a TracerProvider. It installs
+  `QueueTracing` as the engine's tracing hook (utils/redis_queue/telemetry.py); while none
+  is installed the engine pays one `is None` check per hook and this module is not even
+  imported. The first `connect()` of a process calls it when OTEL_TRACES_EXPORTER is set.
+- `QueueTracing`: the spans of the engine's three choke points, after the OpenTelemetry
+  messaging conventions (messaging.system "agentic"):
+
+      send <queue>     PRODUCER  enqueue(); its context is the task's creation context
+      create <queue>   PRODUCER  enqueue_many(): one per task, its creation context
+      send <queue>     CLIENT    enqueue_many(): the script calls, linked to the creates
+      process <queue>  CONSUMER  one handler run: child of the creation context, and
+                                 linked to it; a retry is another process span
+      settle <queue>   CLIENT    settle_many(): an event per task with its new state
+
+  With setup_tracing(create_spans=False) enqueue_many makes no create spans; its send span
+  is then a PRODUCER span whose context every task of the call gets. The creation context
+  travels in the task's meta as W3C `traceparent` / `tracestate` (`inject()` /
+  `extract()`); a traceparent the caller put in meta is kept (and the send span links to it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import IO, TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from utils.redis_queue import telemetry
+from utils.redis_queue.models import TaskState
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from utils.redis_queue.core import QueueCore
+    from utils.redis_queue.errors import QueueError
+    from utils.redis_queue.models import RedisTask, Settlement
+    from utils.redis_queue.spec import TaskSpec
+
+__all__ = [
+    "ATTEMPT",
+    "BATCH_MESSAGE_COUNT",
+    "CLIENT_ID",
+    "CREATE",
+    "DEFAULT_SERVICE_NAME",
+    "DESTINATION_NAME",
+    "ERROR_TYPE",
+    "INSTRUMENTATION",
+    "MESSAGE_ID",
+    "OPERATION_NAME",
+    "OPERATION_TYPE",
+    "PRIORITY",
+    "PROCESS",
+    "SEND",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
+    "SETTLE",
+    "SETTLED_EVENT",
+    "SYSTEM",
+    "SYSTEM_NAME",
+    "TASK_STATE",
+    "TASK_TYPE",
+    "TRACES_FILE_ENV",
+    "QueueTracing",
+    "extract",
+    "inject",
+    "setup_tracing",
+    "shutdown_tracing",
+    "span_name",
+]
+
+log = logging.getLogger("agentic.tracing")
+T = TypeVar("T")
+
+INSTRUMENTATION = "agentic-pipeline"
+SYSTEM_NAME = "agentic"  # no well-known messaging.system fits: a custom value
+DEFAULT_SERVICE_NAME = "agentic-pipeline"
+# With OTEL_TRACES_EXPORTER=console, write spans to this file (a JSON object a line)
+# instead of stdout.
+TRACES_FILE_ENV = "AGENTIC_TRACES_FILE"
+
+# Operations: each is both messaging.operation.type and .name; spans are "<op> <queue>".
+SEND = "send"
+CREATE = "create"
+PROCESS = "process"
+SETTLE = "settle"
+
+# Attribute keys (semantic conventions, then this system's own under messaging.agentic).
+SYSTEM = "messaging.system"
+DESTINATION_NAME = "messaging.destination.name"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+MESSAGE_ID = "messaging.message.id"
+BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
+CLIENT_ID = "messaging.client.id"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+TASK_TYPE = "messaging.agentic.task_type"
+PRIORITY = "messaging.agentic.priority"  # 0 (LOW) to 3 (CRITICAL)
+ATTEMPT = "messaging.agentic.attempt"  # 1 for the first run
+TASK_STATE = "messaging.agentic.task_state"  # on settle events: the task's new state
+
+SETTLED_EVENT = "settled"  # one per task on a settle span
+
+_owned: TracerProvider | None = None  # the provider setup_tracing built (it shuts it down)
+_traces_file: IO[str] | None = None
+
+
+def span_name(operation: str, queue: str) -> str:
+    return f"{operation} {queue}"
+
+
+def inject(context: Context | None = None) -> dict[str, str]:
+    """The W3C trace context (traceparent, tracestate; baggage if any) of `context`
+    (default: the current one), as a task's meta carries it."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
+def extract(meta: Mapping[str, str]) -> Context:
+    """The context carried in a task's meta (an empty Context when there is none)."""
+    return propagate.extract(meta)
+
+
+def setup_tracing(
+    service_name: str | None = None,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    create_spans: bool = True,
+) -> bool:
+    """Trace the queue engine of this process; returns whether tracing is on.
+
+    With `tracer_provider`, spans go there (nothing global changes). Otherwise the
+    standard environment decides: OTEL_TRACES_EXPORTER (`console`, `otlp` over
+    HTTP/protobuf, comma-separated; unset or `none`: off), OTEL_SDK_DISABLED, and what
+    the SDK reads itself (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER,
+    OTEL_EXPORTER_OTLP_*). A provider the application already made global is used as it
+    is; else one is built (service.name: `service_name`, OTEL_SERVICE_NAME or
+    "agentic-pipeline") and made global, so handlers' own spans join the traces.
+
+    `create_spans=False` drops enqueue_many's create span per task (about 25 us each): its
+    send span then is every task's creation context."""
+    provider = tracer_provider
+    if provider is None:
+        provider = _provider_from_environment(service_name)
+    if provider is None:
+        telemetry.install_tracer(None)
+        return False
+    tracer = provider.get_tracer(INSTRUMENTATION, _version())
+    telemetry.install_tracer(QueueTracing(tracer, create_spans=create_spans))
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Turn tracing off; flush and shut down the provider setup_tracing() built."""
+    global _owned, _traces_file
+    telemetry.install_tracer(None)
+    provider, _owned = _owned, None
+    if provider is not None:
+        provider.shutdown()
+    if _traces_file is not None:
+        _traces_file.close()
+        _traces_file = None
+
+
+class QueueTracing:
+    """The engine's spans (a telemetry.QueueTracer). Exceptions are recorded on the span
+    with status ERROR and `error.type` (the exception's class), then re-raised."""
+
+    def __init__(self, tracer: trace.Tracer, *, create_spans: bool = True) -> None:
+        self._tracer = tracer
+        self._create_spans = create_spans
+
+    async def send(
+        self,
+        queue: QueueCore,
+        specs: list[TaskSpec],
+        batch: bool,
+        enqueue: Callable[[list[TaskSpec]], Awaitable[T]],
+    ) -> T:
+        common = _queue_attributes(queue.queue_name, queue.redis_url)
+        creates = batch and self._create_spans
+        links: list[Link] = []
+        traced: list[TaskSpec | None] = []  # None: gets the send span's context
+        for spec in specs:
+            given = _creation_context(spec.meta)
+            if given is not None:  # the caller's creation context is kept, and linked
+                links.append(Link(given))
+                traced.append(spec)
+            elif creates:
+                # The conventions' batch pattern: a create span per task gives it its own
+                # creation context; the send span links to them all.
+                create = self._tracer.start_span(
+                    span_name(CREATE, queue.queue_name),
+                    kind=SpanKind.PRODUCER,
+                    attributes={**common, **_operation(CREATE), **_message(spec)},
+                )
+                create.end()
+                links.append(Link(create.get_span_context()))
+                traced.append(telemetry.with_meta(spec, inject(trace.set_span_in_context(create))))
+            else:
+                traced.append(None)
+        attributes = {**common, **_operation(SEND)}
+        attributes.update({BATCH_MESSAGE_COUNT: len(specs)} if batch else _message(specs[0]))
+        # PRODUCER when its context is a creation context, else CLIENT (the conventions)
+        own = any(t is None for t in traced)
+        with self._tracer.start_as_current_span(
+            span_name(SEND, queue.queue_name),
+            kind=SpanKind.PRODUCER if own else SpanKind.CLIENT,
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            carrier = inject() if own else {}
+            sent = [
+                telemetry.with_meta(s, carrier) if t is None else t
+                for s, t in zip(specs, traced, strict=True)
+            ]
+            try:
+                return await enqueue(sent)
+            except BaseException as exc:
+                _failed(span, exc)
+                raise
+
+    async def process(
+        self, queue: QueueCore, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
+    ) -> T:
+        parent = extract(task.meta) if task.meta else Context()
+        creation = trace.get_current_span(parent).get_span_context()
+        attributes = {
+            **_queue_attributes(queue.queue_name, queue.redis_url),
+            **_operation(PROCESS),
+            MESSAGE_ID: task.task_id,
+            TASK_TYPE: task.task_type,
+            PRIORITY: task.priority,
+            ATTEMPT: task.attempts,
+            CLIENT_ID: worker_id,
+        }
+        with self._tracer.start_as_current_span(
+            span_name(PROCESS, queue.queue_name),
+            context=parent,  # a task run alone: its creation context is the parent ...
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=[Link(creation)] if creation.is_valid else None,  # ... and a link
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await run()
+            except BaseException as exc:
+                _failed(span, exc)
+                raise
+
+    async def settle(
+        self,
+        queue: QueueCore,
+        settlements: list[Settlement],
+        run: Callable[[], Awaitable[list[TaskState | QueueError]]],
+    ) -> list[TaskState | QueueError]:
+        with self._tracer.start_as_current_span(
+            span_name(SETTLE, queue.queue_name),
+            kind=SpanKind.CLIENT,
+            attributes={
+                **_queue_attributes(queue.queue_name, queue.redis_url),
+                **_operation(SETTLE),
+                BATCH_MESSAGE_COUNT: len(settlements),
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                outcomes = await run()
+            except BaseException as exc:
+                _failed(span, exc)
+                raise
+            if span.is_recording():
+                for settlement, outcome in zip(settlements, outcomes, strict=True):
+                    span.add_event(
+                        SETTLED_EVENT,
+                        {MESSAGE_ID: settlement.task_id, TASK_STATE: outcome.value}
+                        if isinstance(outcome, TaskState)
+                        else {MESSAGE_ID: settlement.task_id, ERROR_TYPE: type(outcome).__name__},
+                    )
+            return outcomes
+
+
+def _operation(operation: str) -> dict[str, str]:
+    return {OPERATION_TYPE: operation, OPERATION_NAME: operation}
+
+
+def _message(spec: TaskSpec) -> dict[str, str | int]:
+    return {MESSAGE_ID: spec.task_id, TASK_TYPE: spec.task_type, PRIORITY: spec.priority}
+
+
+@lru_cache(maxsize=64)
+def _queue_attributes(queue_name: str, redis_url: str) -> dict[str, str | int]:
+    """Attributes every span of a queue carries (set at start, so samplers see them)."""
+    attributes: dict[str, str | int] = {SYSTEM: SYSTEM_NAME, DESTINATION_NAME: queue_name}
+    url = urlsplit(redis_url)
+    if url.scheme == "unix":
+        attributes[SERVER_ADDRESS] = url.path
+    elif url.hostname:
+        attributes[SERVER_ADDRESS] = url.hostname
+        attributes[SERVER_PORT] = url.port or 6379
+    return attributes
+
+
+def _creation_context(meta: Mapping[str, str]) -> SpanContext | None:
+    """A creation context the caller put in a task's meta (then it is not replaced)."""
+    if "traceparent" not in meta:
+        return None
+    context = trace.get_current_span(extract(meta)).get_span_context()
+    return context if context.is_valid else None
+
+
+def _failed(span: trace.Span, exc: BaseException) -> None:
+    if span.is_recording():
+        name = type(exc).__qualname__
+        span.record_exception(exc)
+        span.set_attribute(ERROR_TYPE, name)
+        span.set_status(Status(StatusCode.ERROR, f"{name}: {exc}"))
+
+
+def _provider_from_environment(service_name: str | None) -> trace.TracerProvider | None:
+    global _owned
+    if _owned is not None:
+        return _owned
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    names = [n for n in names if n and n != "none"]
+    if not names:
+        return None
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current  # the application set OpenTelemetry up: its exporters apply
+    exporters = [(name, _exporter(name)) for name in names]
+    if not any(exporter for _, exporter in exporters):
+        return None
+    name = service_name or os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    for kind, exporter in exporters:
+        if exporter is not None:
+            # console is for looking at: written at once; otlp is batched off the loop
+            processor = SimpleSpanProcessor if kind == "console" else BatchSpanProcessor
+            provider.add_span_processor(processor(exporter))
+    if isinstance(current, trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)
+    _owned = provider
+    return provider
+
+
+def _exporter(name: str) -> SpanExporter | None:
+    global _traces_file
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        path = os.environ.get(TRACES_FILE_ENV)
+        if not path:
+            return ConsoleSpanExporter()
+        _traces_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the exporter
+        return ConsoleSpanExporter(out=_traces_file, formatter=_json_line)
+    if name == "otlp":
+        protocol = os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        )
+        if protocol not in (None, "", "http/protobuf"):
+            log.warning("OTLP protocol %r is not supported; use http/protobuf", protocol)
+            return None
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning("OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http")
+            return None
+        return OTLPSpanExporter()  # endpoint, headers, timeout: OTEL_EXPORTER_OTLP_*
+    log.warning("OTEL_TRACES_EXPORTER=%s is not supported (console, otlp or none)", name)
+    return None
+
+
+def _json_line(span: ReadableSpan) -> str:
+    return f"{span.to_json(indent=None)}\n"  # to_json is untyped
+
+
+def _version() -> str:
+    try:
+        return version("agentic-pipeline")
+    except PackageNotFoundError:
+        return "unknown"
