@@ -247,3 +247,32 @@ async def test_supervisor_serves_the_sum_of_its_worker_processes(
     assert samples[("agentic_build_info", (("version", "0.1.0"),))] == 1
     completed = ("agentic_queue_tasks", (("queue", queue_name), ("state", "completed")))
     assert samples[completed] == 40
+
+
+async def test_utilisation_and_cancelled_outcome_are_counted(
+    make_queue: QueueFactory, queue_name: str
+) -> None:
+    metrics = QueueMetrics()
+    queue = make_queue(metrics=metrics)
+    await queue.connect()
+    await queue.enqueue("busy", "sleep", {"seconds": 0.4})
+    await queue.enqueue("doomed", "sleep", {"seconds": 30})
+    worker = Worker(queue, handlers, concurrency=2, beat_interval=0.1)
+    serving = asyncio.create_task(worker.run())
+    r = metrics.registry
+    deadline = time.monotonic() + 5
+    while (await queue.get_queue_size())["processing"] < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)  # both handlers started
+    await queue.cancel("doomed")
+    assert await queue.wait_for_result("busy", 5) == "slept"
+    await asyncio.sleep(0.3)  # a few registry beats report the worker's time
+    worker.request_stop()
+    await serving
+    cancelled = _value(
+        r, "agentic_tasks_finished_total", queue=queue_name, task_type="sleep", outcome="cancelled"
+    )
+    assert cancelled == 1
+    busy = _value(r, "agentic_worker_busy_seconds_total", queue=queue_name)
+    slots = _value(r, "agentic_worker_slot_seconds_total", queue=queue_name)
+    assert 0.3 < busy < slots  # about 0.4 s busy out of 2 slots x ~0.7 s

@@ -37,6 +37,7 @@ def _exposed_sample_names(redis_url: str, queue_name: str) -> set[str]:
     metrics = QueueMetrics()
     metrics.task_enqueued(queue_name, "t")
     metrics.task_finished(queue_name, "t", "completed", 0.1, 0.1)
+    metrics.worker_time(queue_name, 1.0, 10.0)
     metrics.registry.register(RedisQueueCollector(redis_url, [queue_name]))
     return {s.name for family in metrics.registry.collect() for s in family.samples}
 

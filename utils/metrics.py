@@ -84,6 +84,18 @@ class QueueMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.busy_seconds = Counter(
+            "agentic_worker_busy_seconds",
+            "Slot-seconds workers spent running handlers.",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.slot_seconds = Counter(
+            "agentic_worker_slot_seconds",
+            "Slot-seconds workers had (concurrency x wall time); busy / slot = utilisation.",
+            ["queue"],
+            registry=self.registry,
+        )
         # A gauge rather than an Info metric, which multiprocess mode cannot aggregate.
         Gauge(
             "agentic_build_info",
@@ -95,6 +107,10 @@ class QueueMetrics:
 
     def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None:
         self.enqueued.labels(queue, task_type).inc(count)
+
+    def worker_time(self, queue: str, busy_seconds: float, slot_seconds: float) -> None:
+        self.busy_seconds.labels(queue).inc(busy_seconds)
+        self.slot_seconds.labels(queue).inc(slot_seconds)
 
     def task_finished(
         self,

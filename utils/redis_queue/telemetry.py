@@ -42,6 +42,10 @@ class MetricsSink(Protocol):
 
     def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None: ...
 
+    def worker_time(self, queue: str, busy_seconds: float, slot_seconds: float) -> None:
+        """Since the last call: slot-seconds spent running handlers, and slot-seconds
+        available (concurrency x wall time); their ratio is the worker's utilisation."""
+
     def task_finished(
         self,
         queue: str,
@@ -54,6 +58,9 @@ class MetricsSink(Protocol):
 
 class _NullMetrics:
     def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None:
+        return None
+
+    def worker_time(self, queue: str, busy_seconds: float, slot_seconds: float) -> None:
         return None
 
     def task_finished(

@@ -95,6 +95,9 @@ class Worker:
         self._unsettled = 0
         self._abandon_settling = asyncio.Event()
         self._settled_batches = 0
+        # utilisation: slot-seconds busy, integrated at every start and end of a handler
+        self._busy_seconds = 0.0
+        self._busy_since = time.monotonic()
         self._stuck_threads = 0  # sync handlers that timed out but still hold a thread
         # (task id, lease token) -> (task, run seconds) until its settlement is counted
         self._timings: dict[tuple[str, int | None], tuple[RedisTask, float | None]] = {}
@@ -218,6 +221,7 @@ class Worker:
         # The keeper stops renewing a little after the timeout even if this loop is stuck.
         hard_limit = timeout + self.queue.lease_seconds if timeout else None
         self._keeper.add(task.task_id, task.lease_token or 0, hard_limit)
+        self._mark_busy()
         handle = asyncio.create_task(
             self._execute(task, spec, timeout), name=f"task:{task.task_id}"
         )
@@ -307,8 +311,14 @@ class Worker:
         # retry claimed while this attempt's settlement was in flight).
         running = self._running.get(task_id)
         if running is not None and running.task.lease_token == token:
+            self._mark_busy()
             del self._running[task_id]
             self._slot_free.set()
+
+    def _mark_busy(self) -> None:
+        now = time.monotonic()
+        self._busy_seconds += len(self._running) * (now - self._busy_since)
+        self._busy_since = now
 
     def _interrupt(self, task_id: str, reason: str, token: int | None = None) -> None:
         """Stop a running attempt; with `token`, only the attempt under that lease (the
@@ -423,7 +433,14 @@ class Worker:
                 self._interrupt(task_id, "cancel")
 
     async def _beat_loop(self) -> None:
+        reported_at, reported_busy = time.monotonic(), 0.0
         while True:
+            self._mark_busy()
+            now = time.monotonic()
+            slot_seconds = self.concurrency * (now - reported_at)
+            busy = self._busy_seconds - reported_busy
+            self.queue.metrics.worker_time(self.queue.queue_name, busy, slot_seconds)
+            reported_at, reported_busy = now, self._busy_seconds
             info = WorkerInfo(
                 worker_id=self.worker_id,
                 host=socket.gethostname(),
