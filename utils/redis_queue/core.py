@@ -6,12 +6,13 @@ administering, admin.py) and RedisTaskQueue (producing and consuming, queue.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import codec, telemetry
 from .connection import make_client, mask_url, redis_errors, translate_error
@@ -30,6 +31,7 @@ BATCH = 500  # items per call of the chunked admin scripts
 MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
 _MAX_REMEMBERED_LEASES = 100_000
 T = TypeVar("T")
+log = logging.getLogger("agentic.queue")
 
 
 class QueueCore:
@@ -102,6 +104,7 @@ class QueueCore:
         try:
             async with redis_errors(self.redis_url):
                 await redis.ping()
+                await _warn_about_server_settings(redis, self.url)
         except BaseException:
             await redis.aclose()
             await blocking.aclose()
@@ -211,3 +214,38 @@ class QueueCore:
             return codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
         except ValueError as exc:
             raise QueueError(str(exc)) from exc
+
+
+_warned_urls: set[str] = set()
+
+
+async def _warn_about_server_settings(redis: Redis, url: str) -> None:
+    """Warn once per server when its settings can lose tasks: an eviction policy other
+    than noeviction drops task records under memory pressure, and without AOF a restart
+    loses what was acknowledged. A server that refuses CONFIG (managed Redis, ACLs) is
+    not checked."""
+    if url in _warned_urls:
+        return
+    _warned_urls.add(url)
+    try:
+        config: dict[Any, Any] = {
+            **await redis.config_get("maxmemory-policy"),
+            **await redis.config_get("appendonly"),
+        }
+    except ResponseError:
+        return
+    settings = {codec.as_text(k): codec.as_text(v) for k, v in config.items()}
+    policy, aof = settings.get("maxmemory-policy", ""), settings.get("appendonly", "")
+    if policy != "noeviction":
+        log.warning(
+            "Redis at %s has maxmemory-policy %s: under memory pressure it can evict task "
+            "records; use noeviction",
+            url,
+            policy,
+        )
+    if aof != "yes":
+        log.warning(
+            "Redis at %s has appendonly off: a restart loses every task it acknowledged since "
+            "the last snapshot (see README, Guarantees)",
+            url,
+        )
