@@ -106,9 +106,10 @@ async def test_dlq_list_retry_and_purge(agentic: Any, queue: RedisTaskQueue) -> 
     out = agentic("dlq", "retry", "--all")
     assert out.returncode == 0 and "retried 2" in out.stdout
     assert (await queue.get_queue_size())["pending"] == 3
-    for i in range(3):
-        await queue.dequeue("w", timeout=1)
-        await queue.fail_task(f"d{i}", "again", retry=False)
+    for _ in range(3):
+        task = await queue.dequeue("w", timeout=1)
+        assert task is not None
+        await queue.fail_task(task.task_id, "again", retry=False)
     assert agentic("dlq", "purge").returncode == 2  # needs --yes
     out = agentic("dlq", "purge", "--yes")
     assert out.returncode == 0 and "purged 3" in out.stdout

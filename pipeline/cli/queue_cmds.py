@@ -13,7 +13,16 @@ from typing import Any
 
 import click
 
-from utils.redis_queue import RedisTask, RedisTaskQueue, TaskPriority, TaskState
+from utils.redis_queue import (
+    QueueError,
+    RedisTask,
+    RedisTaskQueue,
+    RedisUnavailable,
+    TaskPriority,
+    TaskState,
+    TaskStateError,
+    codec,
+)
 from utils.redis_queue.registry import list_workers
 
 from .common import (
@@ -255,16 +264,24 @@ def dlq_retry(state: CliState, task_id: str | None, retry_all: bool) -> None:
 
 
 async def _retry_everything(queue: RedisTaskQueue) -> int:
-    total = (await queue.get_queue_size())["dlq"]
+    """Retry every id in the DLQ (read with SSCAN, so records that cannot be decoded are
+    retried too rather than ending the loop), with a progress line on stderr."""
+    ids = [codec.as_text(m) async for m in queue.redis.sscan_iter(queue.dlq_key, count=500)]
     err = sys.stderr
     done = 0
-    while batch := await queue.list_tasks(TaskState.DEAD_LETTER, limit=500):
-        for t in batch:
-            await queue.retry_dlq_task(t.task_id)
-            done += 1
-            if err.isatty() or done % 500 == 0 or done == total:
-                err.write(f"\rretrying {done}/{max(total, done)}")
-                err.flush()
+    for task_id in ids:
+        try:
+            await queue.retry_dlq_task(task_id)
+        except RedisUnavailable:
+            raise
+        except TaskStateError:  # retried or purged by someone else meanwhile
+            continue
+        except QueueError as exc:  # e.g. moved, but its record cannot be read back
+            err.write(f"\n{task_id}: {exc}\n")
+        done += 1
+        if err.isatty() or done % 500 == 0 or done == len(ids):
+            err.write(f"\rretrying {done}/{len(ids)}")
+            err.flush()
     if done:
         err.write("\n")
     return done
