@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from utils.config import Settings
+from utils.metrics import RedisQueueCollector
 from utils.redis_queue import InvalidTaskError, QueueError, RedisTaskQueue, RedisUnavailable
 
 EXIT_OK = 0
@@ -73,3 +74,11 @@ async def _awaited(factory: Callable[[], Awaitable[T]]) -> T:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def redis_collector(state: CliState) -> RedisQueueCollector:
+    settings = state.settings
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return RedisQueueCollector(
+        settings.redis_url, [settings.queue_name], key_prefix=settings.key_prefix, password=password
+    )

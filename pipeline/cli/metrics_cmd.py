@@ -7,9 +7,9 @@ import threading
 
 import click
 
-from utils.metrics import QueueMetrics, RedisQueueCollector, serve_metrics
+from utils.metrics import QueueMetrics, serve_metrics
 
-from .common import CliState, pass_state
+from .common import CliState, pass_state, redis_collector
 
 
 @click.command()
@@ -19,17 +19,8 @@ from .common import CliState, pass_state
 def metrics(state: CliState, port: int, addr: str) -> None:
     """Serve the queue's depth, DLQ, oldest-task age and worker gauges on /metrics, read
     from Redis at every scrape (for deployments that scrape one place)."""
-    settings = state.settings
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
     exporter = QueueMetrics()  # its counters stay 0 here; build info is what it adds
-    exporter.registry.register(
-        RedisQueueCollector(
-            settings.redis_url,
-            [settings.queue_name],
-            key_prefix=settings.key_prefix,
-            password=password,
-        )
-    )
+    exporter.registry.register(redis_collector(state))
     server, _ = serve_metrics(port, exporter.registry, addr=addr)
     click.echo(f"serving http://{addr}:{server.server_port}/metrics", err=True)
     stop = threading.Event()

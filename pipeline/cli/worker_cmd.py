@@ -18,7 +18,6 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from utils.metrics import (
     QueueMetrics,
-    RedisQueueCollector,
     aggregating_registry,
     multiprocess_dir,
     serve_metrics,
@@ -26,7 +25,7 @@ from utils.metrics import (
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
 
-from .common import EXIT_USAGE, CliState, pass_state, run
+from .common import EXIT_USAGE, CliState, pass_state, redis_collector, run
 
 log = logging.getLogger("agentic.supervisor")
 
@@ -35,14 +34,6 @@ log = logging.getLogger("agentic.supervisor")
 RESTART_BASE_SECONDS = 0.5
 RESTART_CAP_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
-
-
-def redis_collector(state: CliState) -> RedisQueueCollector:
-    settings = state.settings
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return RedisQueueCollector(
-        settings.redis_url, [settings.queue_name], key_prefix=settings.key_prefix, password=password
-    )
 
 
 def serve_process_metrics(state: CliState, port: int) -> QueueMetrics:

@@ -194,7 +194,8 @@ class RedisTaskQueue(QueueAdmin):
                     args += ["c", s.task_id, token, text]
                     continue
             delay = "-" if s.delay is None else str(max(0, int(s.delay * 1000)))
-            options = f"{int(retry)} 0 {self.retry_policy.script_args()[4]} {delay}"
+            jitter = self.retry_policy.jitter_multiplier()
+            options = f"{int(retry)} 0 {jitter!r} {delay}"
             args += ["f", s.task_id, token, options, codec.error_text(error)]
         replies = await self.call_script("settle_many", keys, args)
         out: list[TaskState | QueueError] = []
