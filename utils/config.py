@@ -7,14 +7,15 @@ AGENTIC_REDIS_URL is not set.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from utils.redis_queue.models import RetryPolicy
 
-__all__ = ["RetrySettings", "Settings", "WorkerSettings"]
+__all__ = ["ModelSettings", "PipelineSettings", "RetrySettings", "Settings", "WorkerSettings"]
 
 
 class RetrySettings(BaseModel):
@@ -36,6 +37,41 @@ class WorkerSettings(BaseModel):
     processes: int = Field(1, ge=1, description="Worker processes under one supervisor.")
     timeout_seconds: float | None = Field(None, gt=0, description="Default task timeout.")
     grace_seconds: float = Field(30.0, ge=0, description="Shutdown grace for running tasks.")
+
+
+class ModelSettings(BaseModel):
+    """The model backend agents call: recorded replies (offline) or an OpenAI-compatible API."""
+
+    backend: Literal["replay", "openai"] = Field(
+        "replay", description="replay: answer from a recorded file; openai: chat completions."
+    )
+    base_url: str = Field("https://api.openai.com/v1", description="Chat-completions base URL.")
+    name: str = Field("gpt-4o-mini", description="Model name sent to the endpoint.")
+    api_key: SecretStr | None = Field(None, description="Bearer key (kept out of logs).")
+    timeout_seconds: float = Field(120.0, gt=0, description="Timeout of one model request.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts.")
+    temperature: float = Field(0.0, ge=0, le=2)
+    replay_file: Path | None = Field(None, description="Recorded replies for the replay backend.")
+    prompt_price_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 prompt tokens.")
+    completion_price_per_1k: float = Field(
+        0.0, ge=0, description="USD per 1,000 completion tokens."
+    )
+
+
+class PipelineSettings(BaseModel):
+    """Defaults of pipeline runs (a spec may override the per-run ones)."""
+
+    workspace_root: Path = Field(
+        Path(".agentic/workspaces"), description="Each run works in <root>/<run_id>."
+    )
+    deploy_dir: Path = Field(Path(".agentic/deploy"), description="Where artifacts go.")
+    max_fix_rounds: int = Field(3, ge=0, description="QA -> fix -> QA rounds before failing.")
+    qa_timeout_seconds: float = Field(120.0, gt=0, description="Limit of one QA test run.")
+    subtask_timeout_seconds: float = Field(
+        900.0, gt=0, description="How long a manager waits for one subtask's result."
+    )
+    local_workers: int = Field(4, ge=1, description="Worker coroutines of the in-process manager.")
+    run_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long finished runs are kept.")
 
 
 class Settings(BaseSettings):
@@ -71,6 +107,8 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Timeout of connecting to Redis.")
     retry: RetrySettings = Field(default_factory=RetrySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
     def queue_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for RedisTaskQueue(**settings.queue_kwargs())."""
