@@ -71,6 +71,9 @@ class PipelineSettings(BaseModel):
         900.0, gt=0, description="How long a manager waits for one subtask's result."
     )
     local_workers: int = Field(4, ge=1, description="Worker coroutines of the in-process manager.")
+    run_lock_seconds: float = Field(
+        30.0, gt=0, description="A dead manager's runs can be resumed after this long."
+    )
     run_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long finished runs are kept.")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -35,6 +36,7 @@ from utils.redis_queue.scripts import load_source
 __all__ = [
     "DURATION_BUCKETS",
     "OUTCOMES",
+    "PipelineMetrics",
     "QueueMetrics",
     "RedisQueueCollector",
     "aggregating_registry",
@@ -125,6 +127,42 @@ class QueueMetrics:
             self.run_seconds.labels(queue, task_type).observe(run_seconds)
         if wait_seconds is not None:
             self.wait_seconds.labels(queue, task_type).observe(wait_seconds)
+
+
+class PipelineMetrics:
+    """Pipeline runs by outcome and stage durations, in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.runs = Counter(
+            "agentic_pipeline_runs",
+            "Pipeline runs that ended, by outcome: succeeded, failed, cancelled.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.active = Gauge(
+            "agentic_pipeline_runs_active",
+            "Pipeline runs this manager is driving now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.stage_seconds = Histogram(
+            "agentic_pipeline_stage_seconds",
+            "Time one pipeline stage took (a QA round, the parallel dev subtasks, ...).",
+            ["task_type"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+
+    def run_started(self) -> None:
+        self.active.inc()
+
+    def run_ended(self, outcome: str) -> None:
+        self.active.dec()
+        self.runs.labels(outcome).inc()
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)
 
 
 def _version() -> str:
@@ -304,3 +342,73 @@ def aggregating_registry(path: str) -> CollectorRegistry:
     registry = CollectorRegistry(support_collectors_without_names=True)
     MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     return registry
+
+
+# --- Model usage of the agents ------------------------------------------------------------
+# Tokens and dollars the agents' model calls cost, by task type. Agents call
+# record_model_usage() after each call; it does nothing until a process installs the
+# counters on its registry with install_model_metrics(registry) (the worker: on the
+# registry of its QueueMetrics, so one /metrics shows both).
+
+__all__ += ["ModelMetrics", "install_model_metrics", "record_model_usage"]
+
+
+class ModelMetrics:
+    """Prompt and completion tokens and cost in USD of model calls, in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.prompt_tokens = Counter(
+            "agentic_model_prompt_tokens",
+            "Prompt tokens sent to the model by agents.",
+            ["task_type"],
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "agentic_model_completion_tokens",
+            "Completion tokens the model returned to agents.",
+            ["task_type"],
+            registry=self.registry,
+        )
+        self.cost_dollars = Counter(
+            "agentic_model_cost_dollars",
+            "What the agents' model calls cost, in USD, at the configured prices.",
+            ["task_type"],
+            registry=self.registry,
+        )
+
+    def model_used(
+        self, task_type: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    ) -> None:
+        self.prompt_tokens.labels(task_type).inc(prompt_tokens)
+        self.completion_tokens.labels(task_type).inc(completion_tokens)
+        self.cost_dollars.labels(task_type).inc(cost_usd)
+
+
+_model_metrics: ModelMetrics | None = None
+_model_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, ModelMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def install_model_metrics(registry: CollectorRegistry | None) -> ModelMetrics | None:
+    """Count model usage in `registry` from now on, or stop counting with None. Installing
+    on a registry again reuses its counters (a registry refuses duplicate names)."""
+    global _model_metrics
+    if registry is None:
+        _model_metrics = None
+        return None
+    metrics = _model_metrics_by_registry.get(registry)
+    if metrics is None:
+        metrics = _model_metrics_by_registry[registry] = ModelMetrics(registry)
+    _model_metrics = metrics
+    return metrics
+
+
+def record_model_usage(
+    task_type: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+) -> None:
+    """Count one model call of a `task_type` agent (one check while metrics are off)."""
+    metrics = _model_metrics
+    if metrics is not None:
+        metrics.model_used(task_type, prompt_tokens, completion_tokens, cost_usd)

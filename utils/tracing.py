@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import IO, TYPE_CHECKING, TypeVar
@@ -59,13 +60,17 @@ __all__ = [
     "MESSAGE_ID",
     "OPERATION_NAME",
     "OPERATION_TYPE",
+    "PIPELINE_RUN",
+    "PIPELINE_STAGE",
     "PRIORITY",
     "PROCESS",
+    "RUN_ID",
     "SEND",
     "SERVER_ADDRESS",
     "SERVER_PORT",
     "SETTLE",
     "SETTLED_EVENT",
+    "STAGE",
     "SYSTEM",
     "SYSTEM_NAME",
     "TASK_STATE",
@@ -74,6 +79,7 @@ __all__ = [
     "QueueTracing",
     "extract",
     "inject",
+    "pipeline_span",
     "setup_tracing",
     "shutdown_tracing",
     "span_name",
@@ -113,6 +119,13 @@ TASK_STATE = "messaging.agentic.task_state"  # on settle events: the task's new 
 
 SETTLED_EVENT = "settled"  # one per task on a settle span
 
+# Pipeline spans (pipeline/): "pipeline.run <name>" is a run's root, "pipeline.stage <stage>"
+# its children; the subtasks' send spans are children of the stage span.
+PIPELINE_RUN = "pipeline.run"
+PIPELINE_STAGE = "pipeline.stage"
+RUN_ID = "agentic.pipeline.run_id"
+STAGE = "agentic.pipeline.stage"
+
 _owned: TracerProvider | None = None  # the provider setup_tracing built (it shuts it down)
 _traces_file: IO[str] | None = None
 
@@ -132,6 +145,27 @@ def inject(context: Context | None = None) -> dict[str, str]:
 def extract(meta: Mapping[str, str]) -> Context:
     """The context carried in a task's meta (an empty Context when there is none)."""
     return propagate.extract(meta)
+
+
+@contextmanager
+def pipeline_span(
+    operation: str,
+    target: str,
+    *,
+    parent: Mapping[str, str] | None = None,
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[trace.Span]:
+    """A span of the pipeline (PIPELINE_RUN or PIPELINE_STAGE), current inside the block.
+    `parent`: a stored W3C context to continue (a resumed run keeps its trace). It goes
+    where the engine's spans go; with tracing off it is a no-op span."""
+    hook = telemetry.tracer
+    tracer = hook.tracer if isinstance(hook, QueueTracing) else trace.get_tracer(INSTRUMENTATION)
+    with tracer.start_as_current_span(
+        f"{operation} {target}",
+        context=extract(parent) if parent else None,
+        attributes=dict(attributes or {}),
+    ) as span:
+        yield span
 
 
 def setup_tracing(
@@ -182,6 +216,10 @@ class QueueTracing:
     def __init__(self, tracer: trace.Tracer, *, create_spans: bool = True) -> None:
         self._tracer = tracer
         self._create_spans = create_spans
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self._tracer
 
     async def send(
         self,

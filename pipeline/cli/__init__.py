@@ -11,6 +11,7 @@ import click
 
 from .common import CliState
 from .metrics_cmd import metrics
+from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
 from .worker_cmd import worker
 
@@ -35,17 +36,26 @@ __all__ = ["cli", "main"]
 )
 @click.option("--queue", "queue_name", default=None, envvar="AGENTIC_QUEUE_NAME", show_envvar=True)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    envvar="AGENTIC_LOG_LEVEL",
+    show_envvar=True,
+)
 @click.pass_context
-def cli(ctx: click.Context, redis_url: str | None, queue_name: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context, redis_url: str | None, queue_name: str | None, verbose: bool, log_level: str
+) -> None:
     """agentic: a Redis task queue and the agentic dev/QA/fix/deploy pipeline."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = CliState(redis_url, queue_name)
 
 
-for command in (worker, enqueue, info, task, dlq, health, metrics):
+for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics):
     cli.add_command(command)
 
 

@@ -115,3 +115,22 @@ class QueueKeys:
     @property
     def worker_beats(self) -> str:
         return f"{self.base}worker_beats"
+
+    # Pipeline runs that send their subtasks through this queue (owned by pipeline/).
+    def run(self, run_id: str) -> str:
+        """Hash: one run's state (a JSON document) and its owner's lease."""
+        return f"{self.base}run:{run_id}"
+
+    def run_lock(self, run_id: str) -> str:
+        """String with a TTL: the manager driving the run; absent = free to resume."""
+        return f"{self.base}run_lock:{run_id}"
+
+    @property
+    def runs(self) -> str:
+        """Sorted set: every run id by creation time (ms)."""
+        return f"{self.base}runs"
+
+    @property
+    def active_runs(self) -> str:
+        """Set: ids of runs that have not ended (what a restarted manager resumes)."""
+        return f"{self.base}active_runs"

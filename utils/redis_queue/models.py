@@ -81,6 +81,15 @@ class RetryPolicy:
         if not 0 <= self.jitter < 1:
             raise ValueError("retry policy jitter must be in [0, 1)")
 
+    def delay(self, retry: int) -> float:
+        """Seconds before retry number `retry` (1-based), computed in Python for
+        in-process queues; fail.lua computes the same in Redis."""
+        if retry <= 1 and self.first_immediate:
+            return 0.0
+        steps = retry - 2 if self.first_immediate else retry - 1
+        raw = min(self.cap_seconds, self.base_seconds * self.factor ** max(0, steps))
+        return raw * self.jitter_multiplier()
+
     def jitter_multiplier(self) -> float:
         """A fresh multiplier in (1 - jitter, 1] for one retry's delay."""
         return 1.0 - self.jitter * random.random() if self.jitter else 1.0

@@ -1,0 +1,306 @@
+"""`agentic pipeline run|resume|status|list|cancel`: pipeline runs from the command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import click
+from prometheus_client import CollectorRegistry
+
+from utils.config import Settings
+from utils.embedded_redis import EmbeddedRedisError, redis_for
+from utils.metrics import PipelineMetrics, RedisQueueCollector, serve_metrics
+from utils.redis_queue import RedisTaskQueue
+from utils.redis_queue.registry import list_workers
+from utils.tracing import TRACES_FILE_ENV
+
+from ..distributed import DistributedPipelineManager
+from ..enhanced import EnhancedPipelineManager
+from ..launcher import WorkerProcesses
+from ..runs import PipelineResult, RunStatus, Stage
+from ..spec import PipelineSpec, SpecError, load_spec
+from .common import EXIT_FAILURE, EXIT_USAGE, CliState, emit_json, fail, pass_state, run
+from .progress import ProgressPrinter, render_summary, run_row
+
+__all__ = ["pipeline"]
+
+
+@click.group()
+def pipeline() -> None:
+    """Run and inspect agentic pipelines (dev -> QA -> fix -> deploy)."""
+
+
+_redis_option = click.option(
+    "--redis",
+    "redis_mode",
+    type=click.Choice(["auto", "external", "embedded"]),
+    default="auto",
+    help="auto: the configured Redis if it answers, else start an embedded one.",
+)
+_workers_option = click.option(
+    "--workers",
+    type=click.Choice(["auto", "yes", "no"]),
+    default="auto",
+    help="Start a worker process per task type (auto: when no live worker serves them).",
+)
+_metrics_option = click.option(
+    "--metrics-port", type=int, default=None, help="Serve /metrics while it runs (0: any port)."
+)
+
+
+@pipeline.command("run")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--local", is_flag=True, help="Run in this process, without Redis.")
+@_redis_option
+@_workers_option
+@_metrics_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def run_cmd(
+    state: CliState,
+    spec_path: str,
+    local: bool,
+    redis_mode: str,
+    workers: str,
+    metrics_port: int | None,
+    as_json: bool,
+) -> None:
+    """Run the pipeline SPEC (a JSON file) to its end, showing progress per stage."""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        fail(str(exc), EXIT_USAGE)
+    session = _Session(state.settings, redis_mode, workers, metrics_port, as_json)
+    if local:
+        result = run(lambda: session.run_local(spec))
+    else:
+        result = run(lambda: session.run_distributed(spec))
+    _finish([result], session, as_json)
+
+
+@pipeline.command("resume")
+@_redis_option
+@_workers_option
+@_metrics_option
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@pass_state
+def resume_cmd(
+    state: CliState, redis_mode: str, workers: str, metrics_port: int | None, as_json: bool
+) -> None:
+    """Drive every unfinished run whose manager is gone to its end."""
+    session = _Session(state.settings, redis_mode, workers, metrics_port, as_json)
+    results = run(session.resume)
+    if not results and not as_json:
+        click.echo("no run to resume")
+    _finish(results, session, as_json)
+
+
+@pipeline.command("status")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's whole state as JSON.")
+@pass_state
+def status_cmd(state: CliState, run_id: str, as_json: bool) -> None:
+    """Show one run: its stage, subtasks, attempts and results."""
+
+    async def status() -> Any:
+        async with _manager(state.settings) as manager:
+            return await manager.get_run(run_id)
+
+    found = run(status)
+    if as_json:
+        emit_json(found.model_dump(mode="json"))
+        return
+    row = run_row(found)
+    for name in ("run_id", "name", "status", "stage", "fix_rounds", "tokens", "artifact"):
+        click.echo(f"{name:<11} {row[name]}")
+    for reason in found.reasons:
+        click.echo(f"{'reason':<11} {reason}")
+    for record in found.subtasks.values():
+        took = f"{record.duration_seconds:.1f}s" if record.duration_seconds is not None else ""
+        click.echo(
+            f"  {record.stage:<7} {record.subtask_id:<10} {record.state:<10} "
+            f"attempts {record.attempts}  {took}"
+        )
+
+
+@pipeline.command("list")
+@click.option("--limit", type=int, default=20, help="How many of the newest runs.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def list_cmd(state: CliState, limit: int, as_json: bool) -> None:
+    """List the newest runs."""
+
+    async def recent() -> list[dict[str, Any]]:
+        async with _manager(state.settings) as manager:
+            return [run_row(r) for r in await manager.list_runs(limit)]
+
+    rows = run(recent)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(
+            f"{row['run_id']:<40} {row['status']:<10} {row['stage']:<7} "
+            f"fix rounds {row['fix_rounds']}  {row['created_at']}"
+        )
+
+
+@pipeline.command("cancel")
+@click.argument("run_id")
+@pass_state
+def cancel_cmd(state: CliState, run_id: str) -> None:
+    """Cancel a run: its queued subtasks are dropped and running ones stopped."""
+
+    async def cancel() -> RunStatus:
+        async with _manager(state.settings) as manager:
+            return await manager.cancel_run(run_id)
+
+    status = run(cancel)
+    if status is RunStatus.RUNNING:
+        click.echo(f"{run_id}: cancel requested; the manager driving it ends it")
+    else:
+        click.echo(f"{run_id}: {status}")
+
+
+@asynccontextmanager
+async def _manager(settings: Settings) -> AsyncIterator[DistributedPipelineManager]:
+    """A manager that only reads and cancels: it drives nothing and resumes nothing."""
+    manager = DistributedPipelineManager(settings=settings, resume=False)
+    await manager.start()
+    try:
+        yield manager
+    finally:
+        await manager.stop()
+
+
+class _Session:
+    """One `run` or `resume`: the Redis, the worker processes and /metrics it needs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_mode: str,
+        workers: str,
+        metrics_port: int | None,
+        quiet: bool,
+    ) -> None:
+        self.settings = settings
+        self.redis_mode = redis_mode
+        self.workers = workers
+        self.metrics_port = metrics_port
+        self.quiet = quiet
+        self.registry = CollectorRegistry()
+        self.metrics = PipelineMetrics(self.registry)
+        self.metrics_url: str | None = None
+
+    async def run_local(self, spec: PipelineSpec) -> PipelineResult:
+        self._serve_metrics()
+        self._say(f"{spec.name} {spec.version}: in this process (no Redis)")
+        manager = EnhancedPipelineManager(
+            settings=self.settings, metrics=self.metrics, on_event=self._printer()
+        )
+        async with manager:
+            return await manager.run(spec)
+
+    async def run_distributed(self, spec: PipelineSpec) -> PipelineResult:
+        async with self._distributed() as manager:
+            self._say(f"{spec.name} {spec.version}: {len(spec.subtasks)} dev subtask(s)")
+            return await manager.run(spec)
+
+    async def resume(self) -> list[PipelineResult]:
+        async with self._distributed() as manager:
+            run_ids = await manager.resume_runs()
+            return [await manager.wait_run(run_id) for run_id in run_ids]
+
+    @asynccontextmanager
+    async def _distributed(self) -> AsyncIterator[DistributedPipelineManager]:
+        password = self.settings.redis_password
+        secret = password.get_secret_value() if password else None
+        try:
+            context = redis_for(self.settings.redis_url, self.redis_mode, secret)  # type: ignore[arg-type]
+            async with context as url:
+                settings = self.settings
+                where = "configured"
+                if url != settings.redis_url:
+                    settings = settings.model_copy(
+                        update={"redis_url": url, "redis_password": None}
+                    )
+                    where = "embedded, stopped at the end"
+                queue = RedisTaskQueue.from_settings(settings)
+                manager = DistributedPipelineManager(
+                    queue=queue,
+                    settings=settings,
+                    metrics=self.metrics,
+                    on_event=self._printer(),
+                    resume=False,
+                )
+                async with manager:
+                    self._say(f"redis: {queue.url} ({where}), queue {queue.queue_name}")
+                    workers = await self._start_workers(manager.redis_queue)
+                    self._serve_metrics(settings)
+                    try:
+                        yield manager
+                    finally:
+                        if workers is not None:
+                            workers.stop()
+        except EmbeddedRedisError as exc:
+            fail(str(exc))
+
+    async def _start_workers(self, queue: RedisTaskQueue) -> WorkerProcesses | None:
+        if self.workers == "no":
+            return None
+        if self.workers == "auto":
+            served = {t for w in await list_workers(queue) if w.alive for t in w.task_types}
+            if {str(s) for s in Stage} <= served:
+                self._say("workers: the live workers already serving this queue")
+                return None
+        workers = WorkerProcesses(queue.redis_url, queue.queue_name)
+        workers.start()
+        types = ", ".join(workers.processes)
+        self._say(f"workers: started one `agentic worker` process per task type ({types})")
+        return workers
+
+    def _serve_metrics(self, settings: Settings | None = None) -> None:
+        if self.metrics_port is None:
+            return
+        if settings is not None:
+            secret = settings.redis_password.get_secret_value() if settings.redis_password else None
+            self.registry.register(
+                RedisQueueCollector(
+                    settings.redis_url,
+                    [settings.queue_name],
+                    key_prefix=settings.key_prefix,
+                    password=secret,
+                )
+            )
+        server, _ = serve_metrics(self.metrics_port, self.registry, addr="127.0.0.1")
+        self.metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
+        self._say(f"metrics: {self.metrics_url}")
+
+    def _printer(self) -> ProgressPrinter | None:
+        if self.quiet:
+            return None
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("agentic.agents").setLevel(logging.WARNING)  # the lines say it
+        return ProgressPrinter()
+
+    def _say(self, line: str) -> None:
+        if not self.quiet:
+            click.echo(line)
+
+
+def _finish(results: list[PipelineResult], session: _Session, as_json: bool) -> None:
+    if as_json:
+        emit_json([r.model_dump(mode="json") for r in results])
+    else:
+        traces = os.environ.get(TRACES_FILE_ENV)
+        for result in results:
+            click.echo("")
+            click.echo(render_summary(result, metrics_url=session.metrics_url, traces_file=traces))
+    if any(not r.succeeded for r in results):
+        sys.exit(EXIT_FAILURE)

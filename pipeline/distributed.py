@@ -1,0 +1,150 @@
+"""DistributedPipelineManager: the same stage flow, with every subtask sent through
+RedisTaskQueue and every run's state kept in Redis.
+
+Workers anywhere (`agentic worker --app agents.app:registry`) run the subtasks; the
+manager awaits each result in Redis (no polling). Runs hold a lock the manager keeps
+renewing; a manager that starts resumes the runs whose manager is gone, replaying their
+recorded results, so finished subtasks are not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from utils.redis_queue import RedisTaskQueue, TaskNotFound, TaskStateError
+from utils.redis_queue.handlers import HandlerRegistry
+from utils.redis_queue.worker import Worker
+
+from .enhanced import EnhancedPipelineManager
+from .runs import Stage
+from .store import RedisRunStore
+
+__all__ = ["DistributedPipelineManager"]
+
+log = logging.getLogger("agentic.pipeline")
+
+
+class DistributedPipelineManager(EnhancedPipelineManager):
+    """Pipeline with Redis-backed distributed queue.
+
+    `handlers`, when given, are also served by a Worker in this process (handy for one
+    machine); without them the subtasks wait for `agentic worker` processes.
+    `resume`: drive, on start(), the runs whose manager is gone."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        queue: RedisTaskQueue | None = None,
+        handlers: HandlerRegistry | Mapping[str, Any] | None = None,
+        resume: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handlers, **kwargs)
+        if queue is None:
+            overrides = {"redis_url": redis_url} if redis_url else {}
+            queue = RedisTaskQueue.from_settings(self.settings, **overrides)
+        self.redis_queue = queue
+        if kwargs.get("store") is None:
+            self.store = RedisRunStore(queue, ttl_seconds=self.settings.pipeline.run_ttl_seconds)
+        self.resume = resume
+        self._worker: Worker | None = None
+        self._worker_task: asyncio.Task[Any] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start pipeline with Redis queue."""
+        await self.redis_queue.connect()
+        await super().start()
+        self._renewer = asyncio.create_task(self._renew_locks(), name="pipeline-run-locks")
+        if self.resume:
+            await self.resume_runs()
+
+    async def stop(self) -> None:
+        """Stop driving runs and hand them back (their locks are released, so another
+        manager may resume them at once), then close the queue."""
+        driven = list(self._drivers)
+        await super().stop()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        with contextlib.suppress(Exception):  # best effort: the locks expire anyway
+            for run_id in driven:
+                await self.store.release(run_id, self.manager_id)
+        await self.redis_queue.close()
+
+    async def resume_runs(self) -> list[str]:
+        """Start driving every unfinished run nobody drives; returns their ids."""
+        resumed = []
+        for run_id in await self.store.active_ids():
+            if run_id in self._drivers:
+                continue
+            if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
+                continue  # its manager is alive
+            run = await self.store.load(run_id)
+            if run is None or run.status.is_final:
+                await self.store.release(run_id, self.manager_id)
+                continue
+            log.info("resuming pipeline run %s at stage %s", run_id, run.stage)
+            self._drive_in_background(run, resumed=True)
+            resumed.append(run_id)
+        return resumed
+
+    # -- subtasks through Redis ----------------------------------------------------------
+
+    async def submit_task(
+        self, stage: Stage | str, task_id: str, subtask: Any, **kwargs: Any
+    ) -> str:
+        """Submit via Redis instead of local queue."""
+        await self.redis_queue.enqueue(
+            task_id=task_id,
+            task_type=str(stage),
+            payload={"subtask": subtask, **kwargs},
+            priority=self.priority_for(stage, subtask),
+        )
+        return task_id
+
+    async def _outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
+        result = await self.redis_queue.wait_for_result(task_id, timeout)
+        task = await self.redis_queue.get_task(task_id)
+        return result, task.attempts if task is not None else 0
+
+    async def _cancel_subtask(self, task_id: str) -> None:
+        with contextlib.suppress(TaskNotFound, TaskStateError):  # not sent yet, or ended
+            await self.redis_queue.cancel(task_id)
+
+    async def _start_executor(self) -> None:
+        if self._handlers is None or self._worker is not None:
+            return
+        self._worker = Worker(
+            self.redis_queue,
+            self._handlers,
+            worker_id=f"{self.manager_id}:worker",
+            concurrency=self._workers,
+            shutdown_grace=self.settings.worker.grace_seconds,
+        )
+        self._worker_task = asyncio.create_task(self._worker.run(), name="pipeline-worker")
+
+    async def _stop_executor(self) -> None:
+        if self._worker is not None and self._worker_task is not None:
+            self._worker.request_stop()
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+            self._worker = self._worker_task = None
+
+    async def _renew_locks(self) -> None:
+        interval = self._lock_ms / 3000
+        while True:
+            await asyncio.sleep(interval)  # a lease heartbeat, not a poll for work
+            for run_id, driver in list(self._drivers.items()):
+                try:
+                    held = await self.store.renew(run_id, self.manager_id, self._lock_ms)
+                except Exception as exc:  # Redis down: keep going, the next beat retries
+                    log.warning("cannot renew the lock of run %s: %s", run_id, exc)
+                    continue
+                if not held:
+                    log.warning("run %s was taken over by another manager; stopping", run_id)
+                    driver.cancel()
