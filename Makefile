@@ -5,7 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench clean
+
+# The demo's model replays recorded replies; costs are priced like gpt-4o-mini (USD/1k tokens).
+DEMO_ENV := OTEL_TRACES_EXPORTER=$${OTEL_TRACES_EXPORTER:-console} \
+	AGENTIC_TRACES_FILE=$${AGENTIC_TRACES_FILE:-.agentic/traces.jsonl} \
+	AGENTIC_MODEL__PROMPT_PRICE_PER_1K=$${AGENTIC_MODEL__PROMPT_PRICE_PER_1K:-0.00015} \
+	AGENTIC_MODEL__COMPLETION_PRICE_PER_1K=$${AGENTIC_MODEL__COMPLETION_PRICE_PER_1K:-0.0006}
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +20,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Runs the example pipeline: the Redis at AGENTIC_REDIS_URL / REDIS_URL if it answers, else an
+# embedded one; a worker process per task type; progress per stage, then a summary.
+demo: $(STAMP)
+	@mkdir -p .agentic
+	$(DEMO_ENV) $(BIN)/agentic pipeline run examples/calculator/spec.json --metrics-port 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

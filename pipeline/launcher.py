@@ -40,9 +40,9 @@ class WorkerProcesses:
             args = [sys.executable, "-m", "pipeline.cli", "--queue", self.queue_name, "worker"]
             args += ["--app", self.app, "--types", task_type, "--concurrency", str(concurrency)]
             args += ["--grace", str(self.grace_seconds)]
-            # their logs would interleave with the run's progress: only warnings and up
+            # their logs would interleave with the run's progress (the manager warns itself)
             self.processes[task_type] = subprocess.Popen(
-                args, env={**env, "AGENTIC_LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL
+                args, env={**env, "AGENTIC_LOG_LEVEL": "ERROR"}, stdout=subprocess.DEVNULL
             )
 
     def stop(self) -> None:

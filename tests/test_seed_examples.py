@@ -3,8 +3,9 @@
 Each test copies one snippet of the seed as literally as the test harness allows:
 `queue` is a connected RedisTaskQueue from the fixture (or constructed exactly as the
 seed does, on this test's Redis and queue name), and every test then asserts what the
-snippet left in Redis. The seed's DistributedPipelineManager snippet belongs to a later
-issue and is not exercised here.
+snippet left in Redis. The DistributedPipelineManager snippet imports
+EnhancedPipelineManager from `pipeline`, as ARCHITECTURE.md says (utils never imports
+the pipeline layer); the rest of it is the seed's text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -643,3 +645,57 @@ async def test_seed_connect_with_retry_survives_a_redis_that_starts_late(
         with contextlib.suppress(asyncio.CancelledError):
             await connecting
         await queue.close()
+
+
+# The seed's "EnhancedPipelineManager + Redis" snippet, as written but for the import.
+from pipeline import EnhancedPipelineManager  # noqa: E402 - next to the snippet it serves
+
+
+class SeedDistributedPipelineManager(EnhancedPipelineManager):
+    """Pipeline with Redis-backed distributed queue."""
+
+    def __init__(self, redis_url="redis://localhost:6379", **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.redis_queue = RedisTaskQueue(redis_url=redis_url)
+
+    async def start(self):  # type: ignore[no-untyped-def]
+        """Start pipeline with Redis queue."""
+        await self.redis_queue.connect()
+        await super().start()
+
+    async def submit_dev_task(self, task_id, subtask, **kwargs):  # type: ignore[no-untyped-def]
+        """Submit via Redis instead of local queue."""
+        await self.redis_queue.enqueue(
+            task_id=task_id,
+            task_type="dev",
+            payload={"subtask": subtask, **kwargs},
+            priority=self.priority_assigner.assign_priority(subtask),
+        )
+
+
+@pytest.mark.parametrize("which", ["seed's subclass", "shipped class"])
+async def test_seed_distributed_pipeline_manager_sends_dev_subtasks_with_their_priority(
+    redis_url: str, raw_redis: Redis, which: str
+) -> None:
+    from pipeline import DistributedPipelineManager
+
+    manager_class: Any = (
+        SeedDistributedPipelineManager if which == "seed's subclass" else DistributedPipelineManager
+    )
+    manager = manager_class(redis_url=redis_url)
+    task_id = f"seed-pipeline-{uuid.uuid4().hex[:8]}"
+    subtask = {"id": "calc", "stage": "dev", "description": "calculator", "critical_path": True}
+    await manager.start()
+    try:
+        await manager.submit_dev_task(task_id, subtask, run_id="r-1")
+        task = await manager.redis_queue.get_task(task_id)
+    finally:
+        await manager.stop()
+        await manager.redis_queue.close()
+        # the seed's default queue "agentic_ai": remove only the task this test made
+        keys = manager.redis_queue.keys
+        await raw_redis.zrem(keys.pending("dev"), task_id)
+        await raw_redis.delete(keys.task(task_id))
+    assert task is not None and task.state == TaskState.PENDING and task.task_type == "dev"
+    assert task.priority == TaskPriority.HIGH  # dev, on the critical path
+    assert task.payload == {"subtask": subtask, "run_id": "r-1"}

@@ -19,6 +19,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from utils.metrics import (
     QueueMetrics,
     aggregating_registry,
+    install_model_metrics,
     multiprocess_dir,
     serve_metrics,
 )
@@ -162,6 +163,8 @@ def worker(
         metrics = QueueMetrics()
     elif metrics_port is not None:
         metrics = serve_process_metrics(state, metrics_port)
+    if metrics is not None:  # the agents' model usage goes to the same /metrics
+        install_model_metrics(metrics.registry)
     task_types = [t.strip() for t in (types or ws.types or "").split(",") if t.strip()] or None
     try:
         w = Worker(

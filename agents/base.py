@@ -1,0 +1,119 @@
+"""The Agent base class: one task type, one queue handler, one JSON result.
+
+An Agent instance is itself a queue handler: the worker calls `agent(ctx)`, which parses
+ctx.payload into an AgentRequest (a malformed payload dead-letters the task with the
+reason), runs `run(request)`, and maps model errors to the queue's outcomes (an auth error
+or a missing recording dead-letters, a rate limit retries after its Retry-After).
+
+Writing your own agent:
+
+    from agents import Agent, AgentRequest
+
+    class ReviewAgent(Agent):
+        name = "review"  # the task type it serves
+
+        async def run(self, request: AgentRequest) -> dict[str, Any]:
+            messages = [{"role": "user", "content": request.subtask["description"]}]
+            reply, usage = await self.ask(request, messages)  # key "review:<subtask id>"
+            return self.result(ok=True, summary=reply.content[:200], usage=usage)
+
+    registry = build_registry(settings)
+    registry.register("review", ReviewAgent(settings.model, settings.pipeline), timeout=300)
+
+`ask()` picks the backend (the worker's settings, or the payload's "model" override),
+prices the reply and counts its tokens in the agentic_model_* metrics. `result()` builds
+the common fields every agent returns: agent, ok, summary and usage.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from utils.config import ModelSettings, PipelineSettings
+from utils.metrics import record_model_usage
+from utils.redis_queue.handlers import PermanentFailure, Retry, TaskContext
+
+from .models import Message, ModelBackend, ModelError, ModelReply, Usage, build_backend
+from .request import AgentRequest, InvalidRequest
+
+__all__ = ["Agent", "BackendFactory"]
+
+log = logging.getLogger("agentic.agents")
+
+BackendFactory = Callable[[Mapping[str, Any] | None], ModelBackend]
+"""overrides (the payload's "model" object, or None) -> the backend to call."""
+
+
+class Agent:
+    """Base of the dev, QA, fix and deploy agents; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    workspace_must_exist: ClassVar[bool] = True  # False for agents that create it
+
+    def __init__(
+        self,
+        model: ModelSettings | None = None,
+        pipeline: PipelineSettings | None = None,
+        *,
+        backend_factory: BackendFactory | None = None,
+    ) -> None:
+        self.model_settings = model or ModelSettings()
+        self.pipeline_settings = pipeline or PipelineSettings()
+        self.backend_factory: BackendFactory = backend_factory or functools.partial(
+            build_backend, self.model_settings
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    async def run(self, request: AgentRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def __call__(self, ctx: TaskContext) -> dict[str, Any]:
+        request = AgentRequest.from_payload(
+            ctx.payload,
+            task_type=self.name,
+            task_id=ctx.task_id,
+            attempt=ctx.attempt,
+            workspace_must_exist=self.workspace_must_exist,
+        )
+        try:
+            return await self.run(request)
+        except ModelError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if not exc.retryable:
+                raise PermanentFailure(reason) from exc
+            if exc.retry_after is not None:
+                raise Retry(reason, delay=exc.retry_after) from exc
+            raise
+
+    async def ask(self, request: AgentRequest, messages: list[Message]) -> tuple[ModelReply, Usage]:
+        """Call the model with key "<name>:<subtask id>"; returns the reply and its usage."""
+        try:
+            backend = self.backend_factory(request.model)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        key = f"{self.name}:{request.subtask_id}"
+        reply = await backend.complete(messages, key=key)
+        usage = Usage.of(reply, self.model_settings)
+        record_model_usage(self.name, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd)
+        log.info(
+            "%s: %d prompt + %d completion tokens (%s)",
+            key, usage.prompt_tokens, usage.completion_tokens, usage.model,
+        )  # fmt: skip
+        return reply, usage
+
+    def result(
+        self, *, ok: bool, summary: str, usage: Usage | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """The fields every agent's result has, plus `fields`."""
+        return {
+            "agent": self.name,
+            "ok": ok,
+            "summary": summary,
+            "usage": (usage or Usage()).as_dict(),
+            **fields,
+        }

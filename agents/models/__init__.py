@@ -1,0 +1,46 @@
+"""Model backends behind one interface: ModelBackend.complete(messages, key=...).
+
+- ReplayBackend: recorded replies from a JSON file (offline, deterministic).
+- OpenAIChatBackend: any OpenAI-compatible chat-completions endpoint.
+- build_backend(settings, overrides): the one a worker's settings (and a run's overrides)
+  ask for, cached per configuration.
+"""
+
+from __future__ import annotations
+
+from .base import Message, ModelBackend, ModelReply, Usage
+from .errors import (
+    ModelAuthError,
+    ModelError,
+    ModelRateLimited,
+    ModelRejected,
+    ModelResponseError,
+    ModelTimeout,
+    ModelUnavailable,
+    ReplayError,
+    ReplayMissing,
+)
+from .factory import OVERRIDABLE, build_backend, resolve_settings
+from .openai import OpenAIChatBackend
+from .replay import ReplayBackend
+
+__all__ = [
+    "OVERRIDABLE",
+    "Message",
+    "ModelAuthError",
+    "ModelBackend",
+    "ModelError",
+    "ModelRateLimited",
+    "ModelRejected",
+    "ModelReply",
+    "ModelResponseError",
+    "ModelTimeout",
+    "ModelUnavailable",
+    "OpenAIChatBackend",
+    "ReplayBackend",
+    "ReplayError",
+    "ReplayMissing",
+    "Usage",
+    "build_backend",
+    "resolve_settings",
+]

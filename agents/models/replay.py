@@ -1,0 +1,65 @@
+"""A backend that answers from recorded replies: deterministic, offline, free.
+
+The file is JSON:
+
+    {"model": "gpt-4o-mini",
+     "replies": {"dev:calc": {"content": "...", "usage": {"prompt_tokens": 412,
+                                                          "completion_tokens": 230}}}}
+
+Keys are "<task_type>:<subtask_id>" (the `key` the agents pass to complete()).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .base import Message, ModelReply
+from .errors import ReplayError, ReplayMissing
+
+__all__ = ["ReplayBackend"]
+
+
+class ReplayBackend:
+    """Reads `path` once, on the first call, and answers every key from it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._model = "replay"
+        self._replies: dict[str, ModelReply] | None = None
+
+    def __repr__(self) -> str:
+        return f"ReplayBackend({str(self.path)!r})"
+
+    async def complete(self, messages: list[Message], *, key: str) -> ModelReply:
+        replies = self._replies if self._replies is not None else self._load()
+        try:
+            return replies[key]
+        except KeyError:
+            raise ReplayMissing(key, str(self.path)) from None
+
+    def _load(self) -> dict[str, ModelReply]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReplayError(f"cannot read replay file {self.path}: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("replies"), dict):
+            raise ReplayError(f"replay file {self.path} has no 'replies' object")
+        model = str(data.get("model") or "replay")
+        self._replies = {
+            str(key): _reply(key, entry, model, self.path) for key, entry in data["replies"].items()
+        }
+        return self._replies
+
+
+def _reply(key: str, entry: Any, model: str, path: Path) -> ModelReply:
+    if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+        raise ReplayError(f"reply {key!r} in {path} needs a 'content' string")
+    usage = entry.get("usage") or {}
+    try:
+        prompt = int(usage.get("prompt_tokens", 0))
+        completion = int(usage.get("completion_tokens", 0))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ReplayError(f"reply {key!r} in {path} has a malformed 'usage'") from exc
+    return ModelReply(entry["content"], prompt, completion, str(entry.get("model") or model))

@@ -1,0 +1,111 @@
+"""The QA agent: checks a workspace for real, with nothing but the standard library.
+
+1. `python -m compileall -q .`: every file must compile (bytecode goes to a temporary
+   PYTHONPYCACHEPREFIX, so the workspace stays clean);
+2. `python -m unittest discover -s <ws> -t <ws> -v`: the tests must run and pass.
+
+Both run as subprocesses of sys.executable in the workspace, with a minimal environment
+(no AGENTIC_* settings or API keys reach the code under test) and one deadline for both;
+on timeout the whole process group is killed. A failed QA is a normal result
+(`ok: False`), not an exception: the pipeline decides what comes next.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .base import Agent
+from .process import ProcessResult, run_process
+from .request import AgentRequest
+
+__all__ = ["QAAgent"]
+
+OUTPUT_CHARS = 8_000
+_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+_RAN = re.compile(r"^Ran (\d+) tests? in ", re.MULTILINE)
+_FAILED = re.compile(r"^FAILED \((.*)\)\s*$", re.MULTILINE)
+_COUNT = re.compile(r"(failures|errors|unexpected successes)=(\d+)")
+
+
+class QAAgent(Agent):
+    """Payload adds "timeout" (seconds, default PipelineSettings.qa_timeout_seconds).
+    Result adds passed, tests_run, failures (failures + errors), returncode,
+    duration_seconds, timed_out, stage ("compile" or "tests") and output (its tail)."""
+
+    name = "qa"
+
+    async def run(self, request: AgentRequest) -> dict[str, Any]:
+        timeout = request.number("timeout", self.pipeline_settings.qa_timeout_seconds)
+        started = time.monotonic()
+        ws = request.workspace
+        with tempfile.TemporaryDirectory(prefix="agentic-qa-") as pycache:
+            env = _environment(pycache)
+            compiled = await run_process(
+                [sys.executable, "-m", "compileall", "-q", "."], cwd=ws, env=env, timeout=timeout
+            )
+            if compiled.timed_out or compiled.returncode != 0:
+                return self._report(compiled, "compile", timeout, started)
+            tests = await run_process(
+                [sys.executable, "-B", "-m", "unittest", "discover", "-s", str(ws), "-t", str(ws),
+                 "-v"],
+                cwd=ws,
+                env=env,
+                timeout=timeout - (time.monotonic() - started),
+            )  # fmt: skip
+        return self._report(tests, "tests", timeout, started)
+
+    def _report(
+        self, run: ProcessResult, stage: str, timeout: float, started: float
+    ) -> dict[str, Any]:
+        ran = _RAN.findall(run.output)
+        tests_run = int(ran[-1]) if ran else 0
+        failed = _FAILED.findall(run.output)
+        failures = sum(int(n) for _, n in _COUNT.findall(failed[-1])) if failed else 0
+        passed = False
+        if run.timed_out:
+            summary = f"timed out after {timeout:g} s during {stage}; the process group was killed"
+        elif stage == "compile":
+            summary = "the code does not compile (python -m compileall failed)"
+        elif failures:
+            summary = f"{failures} of {tests_run} tests failed"
+        elif run.returncode != 0:
+            summary = f"unittest exited with status {run.returncode}"
+        elif tests_run == 0:
+            summary = "no tests found"
+        else:
+            passed = True
+            summary = f"{tests_run} tests passed"
+        return self.result(
+            ok=passed,
+            summary=summary,
+            passed=passed,
+            tests_run=tests_run,
+            failures=failures,
+            returncode=run.returncode,
+            duration_seconds=round(time.monotonic() - started, 3),
+            timed_out=run.timed_out,
+            stage=stage,
+            output=_tail(run.output),
+        )
+
+
+def _environment(pycache: str) -> dict[str, str]:
+    env = {key: os.environ[key] for key in _ENV_KEPT if key in os.environ}
+    env.update(
+        PYTHONPYCACHEPREFIX=pycache,
+        PYTHONUNBUFFERED="1",
+        PYTHONIOENCODING="utf-8",
+        PYTHONHASHSEED="0",  # the same run twice, the same order of sets and dicts
+    )
+    return env
+
+
+def _tail(output: str) -> str:
+    if len(output) <= OUTPUT_CHARS:
+        return output
+    return f"[... {len(output) - OUTPUT_CHARS} characters cut]\n" + output[-OUTPUT_CHARS:]

@@ -1,0 +1,260 @@
+"""DistributedPipelineManager: priorities through Redis, run state in Redis, cancel,
+resume after the manager is killed, and one trace per run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from redis.asyncio import Redis
+
+from agents import build_registry
+from pipeline import DistributedPipelineManager, RunEvent, RunStatus, Stage
+from tests.pipeline_support import ROOT, settings, spec
+from tests.processes import agentic_argv, agentic_env, eventually
+from utils import tracing
+from utils.config import Settings
+from utils.redis_queue import RedisTaskQueue, TaskState, telemetry
+from utils.redis_queue.handlers import HandlerRegistry, TaskContext
+from utils.redis_queue.worker import Worker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_url: str, queue_name: str) -> Settings:
+    return settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
+
+
+@pytest.fixture(autouse=True)
+async def _clean_queue(raw_redis: Redis, queue_name: str) -> AsyncIterator[None]:
+    yield
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)
+
+
+async def test_subtasks_are_dequeued_by_assigned_priority_then_in_submission_order(
+    config: Settings,
+) -> None:
+    kinds = [
+        ("dev", {"description": "new feature"}),  # NORMAL
+        ("dev", {"description": "docs", "background": True}),  # LOW
+        ("fix", {"description": "unblock the deploy", "blocking": True}),  # CRITICAL
+        ("qa", {"description": "check"}),  # HIGH
+    ]
+    submitted: list[tuple[int, int, str]] = []
+    async with DistributedPipelineManager(settings=config, resume=False) as manager:
+        for n in range(200):  # interleaved, as a busy pipeline would send them
+            stage, subtask = kinds[n * 7 % 4]
+            task_id = f"load-{n}"
+            await manager.submit_task(stage, task_id, {"id": f"s{n}", **subtask})
+            submitted.append((-manager.priority_for(stage, subtask), n, task_id))
+
+        order: list[str] = []
+
+        async def record(ctx: TaskContext) -> None:
+            order.append(ctx.task_id)
+
+        registry = HandlerRegistry({"dev": record, "qa": record, "fix": record})
+        queue = RedisTaskQueue.from_settings(config)
+        async with queue:
+            await Worker(queue, registry, concurrency=1, burst=True).run()
+
+    assert order == [task_id for _, _, task_id in sorted(submitted)]
+    assert {p for p, _, _ in submitted} == {-0, -1, -2, -3}
+
+
+async def test_run_state_lives_in_redis_and_another_manager_reads_it(
+    config: Settings, raw_redis: Redis, queue_name: str
+) -> None:
+    manager = DistributedPipelineManager(settings=config, handlers=build_registry(config))
+    async with manager:
+        result = await manager.run(spec("replay.json"))
+    assert result.status is RunStatus.SUCCEEDED
+
+    async with DistributedPipelineManager(settings=config, resume=False) as reader:
+        stored = await reader.get_run(result.run_id)
+        listed = await reader.list_runs()
+    assert stored.status is RunStatus.SUCCEEDED and stored.artifact == result.artifact
+    assert [r.task_id for r in stored.subtasks.values()] == [r.task_id for r in result.subtasks]
+    assert [r.run_id for r in listed] == [result.run_id]
+    base = f"agentic:{{{queue_name}}}:"
+    assert await raw_redis.scard(base + "active_runs") == 0
+    assert 0 < await raw_redis.ttl(base + f"run:{result.run_id}") <= config.pipeline.run_ttl_seconds
+    assert not await raw_redis.exists(base + f"run_lock:{result.run_id}")
+
+
+async def test_cancel_drops_queued_subtasks_and_ends_the_run_cancelled(config: Settings) -> None:
+    submitted = asyncio.Event()
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind == "submitted" and event.subtask_id == "textstats":
+            submitted.set()
+
+    async with DistributedPipelineManager(settings=config, on_event=on_event) as manager:
+        run_id = await manager.start_run(spec("replay.json"))  # no worker: they wait
+        await submitted.wait()
+        assert await manager.cancel_run(run_id) is RunStatus.CANCELLED
+        result = await manager.wait_run(run_id)
+        tasks = [await manager.redis_queue.get_task(r.task_id) for r in result.subtasks]
+
+    assert result.status is RunStatus.CANCELLED and result.reasons == ["cancelled"]
+    assert [t.state for t in tasks if t] == [TaskState.CANCELLED, TaskState.CANCELLED]
+
+
+async def test_cancel_stops_a_running_subtask(config: Settings) -> None:
+    started = asyncio.Event()
+
+    async def endless_dev(ctx: TaskContext) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    handlers = HandlerRegistry({"dev": endless_dev})
+    async with DistributedPipelineManager(settings=config, handlers=handlers) as manager:
+        one = spec("replay.json")
+        one["subtasks"] = one["subtasks"][:1]
+        run_id = await manager.start_run(one)
+        await started.wait()
+        assert await manager.cancel_run(run_id) is RunStatus.CANCELLED
+        (record,) = (await manager.get_run(run_id)).subtasks.values()
+        task = await manager.redis_queue.get_task(record.task_id)
+
+    assert record.state == "cancelled"
+    assert task is not None and task.state == TaskState.CANCELLED
+
+
+async def test_cancel_from_another_process_is_seen_by_the_driving_manager(
+    config: Settings,
+) -> None:
+    submitted = asyncio.Event()
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind == "submitted":
+            submitted.set()
+
+    async with DistributedPipelineManager(settings=config, on_event=on_event) as driver:
+        run_id = await driver.start_run(spec("replay.json"))
+        await submitted.wait()
+        async with DistributedPipelineManager(settings=config, resume=False) as other:
+            assert await other.cancel_run(run_id) is RunStatus.RUNNING  # the driver ends it
+        result = await driver.wait_run(run_id)
+    assert result.status is RunStatus.CANCELLED
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        _kill_group(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_a_killed_manager_is_resumed_without_rerunning_finished_subtasks(
+    config: Settings,
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    env = agentic_env(
+        redis_url,
+        queue_name,
+        AGENTIC_PIPELINE__RUN_LOCK_SECONDS="1",
+        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+        AGENTIC_PIPELINE__DEPLOY_DIR=str(tmp_path / "deploy"),
+    )
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec("replay.json")))
+    # Only dev is served: the manager gets through dev and then waits on QA.
+    dev_worker = agentic_argv("worker", "--app", "agents.app:registry", "--types", "dev")
+    manager_argv = agentic_argv("pipeline", "run", str(spec_file), "--workers", "no")
+    processes.append(subprocess.Popen(dev_worker, cwd=ROOT, env=env, start_new_session=True))
+    manager_process = subprocess.Popen(
+        manager_argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    processes.append(manager_process)
+    assert manager_process.stdout is not None
+    for line in iter(manager_process.stdout.readline, b""):  # its progress lines
+        if b"qa-0" in line and b"queued" in line:
+            break
+    else:
+        raise AssertionError("the manager ended before QA")
+    _kill_group(manager_process)
+
+    async with DistributedPipelineManager(settings=config, resume=False) as reader:
+        (before,) = await reader.list_runs()
+    dev_before = {k: r for k, r in before.subtasks.items() if r.stage is Stage.DEV}
+    assert before.status is RunStatus.RUNNING and len(dev_before) == 2
+
+    manager = DistributedPipelineManager(settings=config, handlers=build_registry(config))
+    async with manager:
+        # The dead manager's lock expires after 1 s; then the run can be taken over.
+        assert await eventually(manager.resume_runs, timeout=10) == [before.run_id]
+        result = await manager.wait_run(before.run_id)
+        tasks = {k: await manager.redis_queue.get_task(k) for k in dev_before}
+
+    assert result.status is RunStatus.SUCCEEDED, result.reasons
+    assert [r.stage for r in result.subtasks][2:] == ["qa", "fix", "qa", "deploy"]
+    for task_id, record in dev_before.items():
+        after = next(r for r in result.subtasks if r.task_id == task_id)
+        assert after.finished_at == record.finished_at  # recorded once, not re-run
+        task = tasks[task_id]
+        assert task is not None and task.attempts == 1
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert tracing.setup_tracing(tracer_provider=provider)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown_tracing()
+        provider.shutdown()
+        assert telemetry.tracer is None
+
+
+async def test_one_trace_covers_a_run_its_stages_and_its_subtasks(
+    config: Settings, spans: InMemorySpanExporter
+) -> None:
+    async with DistributedPipelineManager(settings=config, handlers=build_registry(config)) as m:
+        result = await m.run(spec("replay.json"))
+
+    # settle spans cover a batch of any runs' tasks: each is its own trace, by design
+    finished = [s for s in spans.get_finished_spans() if not s.name.startswith("settle ")]
+    by_id: dict[int, Any] = {s.context.span_id: s for s in finished}
+    (root,) = [s for s in finished if s.name == "pipeline.run calculator"]
+    assert result.trace_id == format(root.context.trace_id, "032x")
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+    stages = [s for s in finished if s.name.startswith("pipeline.stage ")]
+    assert [s.name.split()[1] for s in sorted(stages, key=lambda s: s.start_time or 0)] == [
+        "dev", "qa", "fix", "qa", "deploy",
+    ]  # fmt: skip
+    assert all(s.parent is not None and s.parent.span_id == root.context.span_id for s in stages)
+    sends = [s for s in finished if s.name.startswith("send ")]
+    processes = [s for s in finished if s.name.startswith("process ")]
+    assert len(sends) == len(processes) == len(result.subtasks) == 6
+    for send in sends:
+        assert send.parent is not None and by_id[send.parent.span_id] in stages
+    for process in processes:
+        assert process.parent is not None and by_id[process.parent.span_id] in sends
