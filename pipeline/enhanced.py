@@ -28,7 +28,13 @@ from typing import Any
 from utils import tracing
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
-from utils.redis_queue import QueueError, ResultTimeout, TaskCancelled, TaskFailed
+from utils.redis_queue import (
+    QueueError,
+    RedisUnavailable,
+    ResultTimeout,
+    TaskCancelled,
+    TaskFailed,
+)
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.telemetry import tracing_from_environment
 
@@ -49,6 +55,8 @@ from .store import MemoryRunStore, RunStore
 __all__ = ["DEFAULT_APP", "EnhancedPipelineManager", "RunNotFound"]
 
 DEFAULT_APP = "agents.app:registry"  # the agents, named (pipeline never imports agents)
+OUTAGE_FIRST_PAUSE = 0.5  # seconds before a run retries after Redis went away; doubles
+OUTAGE_MAX_PAUSE = 10.0
 log = logging.getLogger("agentic.pipeline")
 
 
@@ -249,7 +257,7 @@ class EnhancedPipelineManager:
                 run.trace_id = format(context.trace_id, "032x")
             self._emit(run, "started", message="resumed" if resumed else "")
             try:
-                await self._flow(run)
+                await self._flow_through_outages(run)
             except asyncio.CancelledError:
                 if self.metrics:
                     self.metrics.active.dec()
@@ -265,13 +273,32 @@ class EnhancedPipelineManager:
                 await self._end(run, RunStatus.SUCCEEDED, None)
         return run.to_result()
 
+    async def _flow_through_outages(self, run: RunState) -> None:
+        """Run the flow; when Redis goes away, wait and run it again from the run's
+        state (the flow replays what is recorded, and enqueue is idempotent), so an
+        outage delays a run instead of failing it. Cancel or stop() end the wait."""
+        pause = OUTAGE_FIRST_PAUSE
+        while True:
+            try:
+                await self._flow(run)
+                return
+            except RedisUnavailable as exc:
+                log.warning(
+                    "run %s waits for Redis (%s); retrying in %.1f s", run.run_id, exc, pause
+                )
+                self._emit(run, "waiting", run.stage, message=f"Redis unavailable: {exc}")
+            await asyncio.sleep(pause)  # a backoff while Redis is down, not a poll for work
+            pause = min(pause * 2, OUTAGE_MAX_PAUSE)
+            if run.run_id in self._cancelling:
+                raise _RunCancelled
+
     async def _flow(self, run: RunState) -> None:
         async with self._stage(run, Stage.DEV):
             dev = [s.model_dump(mode="json", exclude_none=True) for s in run.spec.subtasks]
             steps = [self._step(run, Stage.DEV, {**s, "stage": "dev"}) for s in dev]
             outcomes = await asyncio.gather(*steps, return_exceptions=True)
         for outcome in outcomes:
-            if isinstance(outcome, _RunCancelled | asyncio.CancelledError):
+            if isinstance(outcome, _RunCancelled | asyncio.CancelledError | RedisUnavailable):
                 raise outcome
         failed = [str(o) for o in outcomes if isinstance(o, BaseException)]
         if failed:
@@ -373,8 +400,16 @@ class EnhancedPipelineManager:
         if reason:
             run.reasons.append(reason)
         run.finished_at = time.time()
-        await self._save(run)
-        await self.store.release(run.run_id, self.manager_id)
+        pause = OUTAGE_FIRST_PAUSE
+        while True:  # the end of a run is not dropped for an outage
+            try:
+                await self._save(run)
+                await self.store.release(run.run_id, self.manager_id)
+                break
+            except RedisUnavailable as exc:
+                log.warning("run %s ended %s; saving waits for Redis (%s)", run.run_id, status, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, OUTAGE_MAX_PAUSE)
         self._cancelling.discard(run.run_id)
         if self.metrics:
             self.metrics.run_ended(str(status))

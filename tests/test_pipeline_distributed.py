@@ -22,6 +22,7 @@ from agents import build_registry
 from pipeline import DistributedPipelineManager, RunEvent, RunStatus, Stage
 from tests.pipeline_support import ROOT, settings, spec
 from tests.processes import agentic_argv, agentic_env, eventually
+from tests.redis_server import RedisServer
 from utils import tracing
 from utils.config import Settings
 from utils.redis_queue import RedisTaskQueue, TaskState, telemetry
@@ -258,3 +259,35 @@ async def test_one_trace_covers_a_run_its_stages_and_its_subtasks(
         assert send.parent is not None and by_id[send.parent.span_id] in stages
     for process in processes:
         assert process.parent is not None and by_id[process.parent.span_id] in sends
+
+
+async def test_a_run_waits_out_a_redis_outage_and_finishes(tmp_path: Path) -> None:
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    try:
+        config = settings(tmp_path, redis_url=server.url, queue_name="outage")
+        submitted, waiting = asyncio.Event(), asyncio.Event()
+
+        def on_event(event: RunEvent) -> None:
+            if event.kind == "submitted" and event.subtask_id == "textstats":
+                submitted.set()
+            if event.kind == "waiting":
+                waiting.set()
+
+        async with DistributedPipelineManager(settings=config, on_event=on_event) as manager:
+            run_id = await manager.start_run(spec("replay.json"))
+            await submitted.wait()  # the dev subtasks are queued; no worker yet
+            server.kill()
+            await waiting.wait()  # the run noticed, and waits instead of failing
+            server.start()
+            queue = RedisTaskQueue.from_settings(config)
+            async with queue:
+                worker = Worker(queue, build_registry(config), concurrency=4)
+                serving = asyncio.create_task(worker.run())
+                result = await manager.wait_run(run_id)
+                worker.request_stop()
+                await serving
+    finally:
+        server.cleanup()
+    assert result.status is RunStatus.SUCCEEDED, result.reasons
+    assert all(r.attempts == 1 for r in result.subtasks)

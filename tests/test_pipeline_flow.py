@@ -4,6 +4,7 @@ managers: in-process (EnhancedPipelineManager) and through Redis
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tarfile
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,8 @@ from pipeline import (
 )
 from tests.pipeline_support import FIXED_DIV, passing_replay, settings, spec
 from utils.metrics import PipelineMetrics
+from utils.redis_queue import TaskFailed, TaskNotFound
+from utils.redis_queue.handlers import PermanentFailure, TaskContext
 
 pytestmark = pytest.mark.timeout(60)
 ManagerFactory = Callable[..., EnhancedPipelineManager]
@@ -167,3 +170,58 @@ async def test_many_runs_at_once_each_get_their_own_workspace_and_artifact(
     assert [r.status for r in results] == [RunStatus.SUCCEEDED] * 3
     assert len({r.artifact for r in results}) == 3
     assert sorted(listed[:3]) == sorted(run_ids)
+
+
+async def test_the_in_process_queue_runs_subtasks_by_priority_then_fifo(tmp_path: Path) -> None:
+    started, gate = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def record(ctx: TaskContext) -> str:
+        if ctx.task_id == "first":
+            started.set()
+            await gate.wait()  # holds the only worker while the rest queue up
+        order.append(ctx.task_id)
+        return ctx.task_id
+
+    kinds = [("dev", {}), ("dev", {"background": True}), ("fix", {"blocking": True}), ("qa", {})]
+    handlers = {"dev": record, "qa": record, "fix": record}
+    manager = EnhancedPipelineManager(handlers, settings=settings(tmp_path), workers=1)
+    async with manager:
+        await manager.submit_dev_task("first", {"id": "first"})
+        await started.wait()
+        expected = []
+        for n in range(100):
+            stage, flags = kinds[n * 7 % 4]
+            await manager.submit_task(stage, f"t{n}", {"id": f"s{n}", **flags})
+            expected.append((-manager.priority_for(stage, flags), n, f"t{n}"))
+        gate.set()
+        results = [await manager.collect_result(f"t{n}") for n in range(100)]
+
+    assert results == [f"t{n}" for n in range(100)]
+    assert order == ["first"] + [task_id for _, _, task_id in sorted(expected)]
+
+
+async def test_the_in_process_queue_retries_like_the_redis_queue(tmp_path: Path) -> None:
+    calls: dict[str, int] = {}
+
+    async def flaky(ctx: TaskContext) -> int:
+        calls[ctx.task_id] = calls.get(ctx.task_id, 0) + 1
+        if ctx.task_id == "poison":
+            raise PermanentFailure("cannot be done")
+        if calls[ctx.task_id] < 3:
+            raise RuntimeError("transient")
+        return ctx.attempt
+
+    config = settings(tmp_path, retry={"base_seconds": 0.01, "cap_seconds": 0.02})
+    async with EnhancedPipelineManager({"dev": flaky}, settings=config) as manager:
+        await manager.submit_dev_task("flaky", {"id": "flaky"})
+        await manager.submit_dev_task("poison", {"id": "poison"})
+        await manager.submit_qa_task("no-handler", {"id": "x"})
+        assert await manager.collect_result("flaky") == 3
+        with pytest.raises(TaskFailed, match="dead_letter: PermanentFailure: cannot be done"):
+            await manager.collect_result("poison")
+        with pytest.raises(TaskFailed, match="no handler for task type 'qa'"):
+            await manager.collect_result("no-handler")
+        with pytest.raises(TaskNotFound):
+            await manager.collect_result("never-submitted")
+    assert calls == {"flaky": 3, "poison": 1}
