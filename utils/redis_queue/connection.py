@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import QueueError, RedisUnavailable
@@ -73,6 +73,13 @@ def translate_error(url: str, exc: BaseException) -> QueueError:
     """The queue's exception for one of redis-py's."""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return RedisUnavailable(mask_url(url), exc)
+    if isinstance(exc, OutOfMemoryError):
+        return QueueError(
+            f"Redis at {mask_url(url)} is out of memory and refused the command (OOM: {exc}); "
+            "new work is refused while workers can still finish and clean up"
+        )
+    if isinstance(exc, NoPermissionError):
+        return QueueError(f"Redis at {mask_url(url)} denied the command (NOPERM: {exc})")
     if isinstance(exc, ResponseError):
         return QueueError(f"Redis at {mask_url(url)} refused the command: {exc}")
     return QueueError(f"Redis at {mask_url(url)}: {exc}")

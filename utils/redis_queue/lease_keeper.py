@@ -32,7 +32,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from .errors import E_LEASE_LOST, E_NOT_FOUND
 from .keys import QueueKeys
-from .scripts import load_source
+from .scripts import script_source
 
 __all__ = ["LeaseKeeper", "main"]
 
@@ -158,7 +158,7 @@ class _Keeper:
             socket_timeout=max(1.0, config["interval"]),
             socket_connect_timeout=max(1.0, config["interval"]),
         )
-        self.script = self.redis.register_script(load_source("extend"))
+        self.script = self.redis.register_script(script_source("extend"))
         self.keys = QueueKeys(config["prefix"], config["queue"])
         self.lease_ms = int(config["lease_ms"])
         self.interval = float(config["interval"])

@@ -275,11 +275,18 @@ class RedisTaskQueue(QueueAdmin):
                     await self.redis.delete(key)
 
     async def claim_ready(
-        self, worker_id: str, count: int, *, task_types: Iterable[str] | None = None
+        self,
+        worker_id: str,
+        count: int,
+        *,
+        task_types: Iterable[str] | None = None,
+        suspects: bool = True,
     ) -> ClaimBatch:
         """One claim round trip, never blocking: up to `count` ready tasks of the given
         types (all types if None), each under a new lease, plus how long an idle caller
-        may block before a delayed task comes due or a lease expires."""
+        may block before a delayed task comes due or a lease expires. A task that lost a
+        lease before (it may be what killed its worker) comes alone in its batch; with
+        `suspects` False (the caller runs one already) such tasks are left for others."""
         types = [validate_task_type(t) for t in task_types] if task_types is not None else []
         keys = [
             self.keys.processing,
@@ -297,6 +304,7 @@ class RedisTaskQueue(QueueAdmin):
             count,
             self.max_lease_losses,
             "1" if self.enable_dlq else "0",
+            "1" if suspects else "0",
             *types,
         ]
         reply = await self.call_script("claim", keys, args)

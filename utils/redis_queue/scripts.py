@@ -3,6 +3,13 @@
 Each script is registered with redis-py (`register_script`), which runs EVALSHA and
 reloads the source on NOSCRIPT, also inside pipelines. `--@include name` lines are
 replaced by lua/include/<name>.lua when the file is read.
+
+What is sent to Redis (`script_source`) is a shebang line with the script's flags, then
+the file: its header comment first, as on disk. Scripts that only drain or shrink the
+queue run with `allow-oom`, so under `maxmemory` with `noeviction` workers can still
+claim, settle, extend and clean up; the scripts that add work (enqueue, retry_dlq) carry
+no flags, so Redis refuses them whole with an OOM error before their first command
+instead of failing halfway. `sizes` is `no-writes`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-__all__ = ["SCRIPT_NAMES", "Scripts", "load_source"]
+__all__ = ["SCRIPT_FLAGS", "SCRIPT_NAMES", "Scripts", "load_source", "script_source"]
 
 SCRIPT_NAMES = (
     "cancel",
@@ -33,6 +40,22 @@ SCRIPT_NAMES = (
     "sizes",
     "worker_beat",
 )
+# Redis 7 script flags (the `#!lua flags=...` line); "" = a shebang without flags.
+SCRIPT_FLAGS = {
+    "cancel": "allow-oom",
+    "claim": "allow-oom",
+    "clear_finished": "allow-oom",
+    "complete": "allow-oom",
+    "enqueue": "",
+    "extend": "allow-oom",
+    "fail": "allow-oom",
+    "purge_dlq": "allow-oom",
+    "release": "allow-oom",
+    "retry_dlq": "",
+    "settle_many": "allow-oom",
+    "sizes": "no-writes",
+    "worker_beat": "allow-oom",  # replaces this worker's entry: bounded by the workers
+}
 # (script name, keys, args) of one call in a batch
 ScriptCall = tuple[str, list[str], list[Any]]
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
@@ -48,13 +71,21 @@ def load_source(name: str) -> str:
     return _INCLUDE.sub(include, lua.joinpath(f"{name}.lua").read_text())
 
 
+@cache
+def script_source(name: str) -> str:
+    """The script as Redis runs it: the shebang with its flags (it must be the very first
+    line), then load_source(name)."""
+    flags = SCRIPT_FLAGS[name]
+    return (f"#!lua flags={flags}" if flags else "#!lua") + "\n" + load_source(name)
+
+
 class Scripts:
     """The registered scripts of one client."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._by_name: dict[str, AsyncScript] = {
-            name: redis.register_script(load_source(name)) for name in SCRIPT_NAMES
+            name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:

@@ -5,6 +5,12 @@ under its own timeout, and acknowledges finished tasks in batches (one pipeline)
 are renewed by a keeper process (lease_keeper.py), so a handler that blocks the event loop
 does not lose its task. Cancel requests arrive by pub/sub. On stop (SIGTERM/SIGINT): claim
 nothing more, let running tasks finish within the grace period, hand the rest back.
+
+Fault injection (the fault suite, tests/faults/): AGENTIC_DEBUG_CRASH_AT=<step>[:<n>] makes
+the worker exit at once (os._exit(CRASH_EXIT_CODE)) the n-th time (default: the first) it
+reaches <step>, one of CRASH_STEPS: just before or just after the claim round trip (after:
+only when tasks were claimed), the settle round trip, or the hand-back on shutdown. It is
+read once when the Worker is built; unset, each step costs one attribute test.
 """
 
 from __future__ import annotations
@@ -32,13 +38,40 @@ from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
 from .registry import WorkerInfo, record_worker, remove_worker
 
-__all__ = ["Worker", "WorkerStats", "install_signal_handlers"]
+__all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats", "install_signal_handlers"]
 
 log = logging.getLogger("agentic.worker")
 
 _SETTLE_BATCH = 200
 _SETTLE_REFUSALS = 5  # retries of an acknowledgement Redis refused (not unreachable)
 _TRACEBACK_CHARS = 4000
+CRASH_ENV = "AGENTIC_DEBUG_CRASH_AT"
+CRASH_EXIT_CODE = 86
+CRASH_STEPS = (
+    "claim.before",
+    "claim.after",
+    "settle.before",
+    "settle.after",
+    "release.before",
+    "release.after",
+)
+
+
+class _CrashHook:
+    """AGENTIC_DEBUG_CRASH_AT: exit the process at the n-th arrival at one step."""
+
+    def __init__(self, spec: str) -> None:
+        step, _, nth = spec.partition(":")
+        if step not in CRASH_STEPS or not (nth or "1").isdigit():
+            raise ValueError(f"{CRASH_ENV}={spec!r}: use <step>[:<n>], step one of {CRASH_STEPS}")
+        self.step, self.left = step, int(nth or "1")
+
+    def reached(self, step: str) -> None:
+        if step == self.step:
+            self.left -= 1
+            if self.left <= 0:
+                os.write(2, f"{CRASH_ENV}: exiting at {step}\n".encode())
+                os._exit(CRASH_EXIT_CODE)
 
 
 @dataclass(slots=True)
@@ -104,6 +137,12 @@ class Worker:
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="agentic-handler")
         self._keeper: LeaseKeeper | None = None
         self._started_at = ""
+        # A running task that lost a lease before (see claim.lua): while it runs, this
+        # worker takes no other such task, so a poison task cannot keep taking good
+        # tasks down with it.
+        self._suspect: tuple[str, int | None] | None = None
+        spec = os.environ.get(CRASH_ENV)
+        self._crash = _CrashHook(spec) if spec else None
 
     # -- control --------------------------------------------------------------------------
 
@@ -163,9 +202,14 @@ class Worker:
                 self._slot_free.clear()
                 continue
             settled_before = self._settled_batches
+            if self._crash:
+                self._crash.reached("claim.before")
             try:
                 batch = await self.queue.claim_ready(
-                    self.worker_id, free, task_types=self.task_types
+                    self.worker_id,
+                    free,
+                    task_types=self.task_types,
+                    suspects=self._suspect is None,
                 )
             except QueueError as exc:  # Redis down, or a queue key overwritten by hand
                 log.warning("claim failed, retrying in %.1f s: %s", backoff, exc)
@@ -173,6 +217,8 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            if self._crash and batch.tasks:
+                self._crash.reached("claim.after")
             for task in batch.tasks:
                 self._start(task)
             if batch.tasks:
@@ -191,7 +237,7 @@ class Worker:
             waits: list[Any] = [
                 self.queue.wait_for_work(self.task_types, batch.wait_limit(BLOCK_SLICE_SECONDS))
             ]
-            if self.burst:
+            if self.burst or self._suspect is not None:  # claim again when it ends
                 waits.append(self._slot_free.wait())
             await self._wait_for(*waits)
             self._slot_free.clear()
@@ -221,6 +267,8 @@ class Worker:
         # The keeper stops renewing a little after the timeout even if this loop is stuck.
         hard_limit = timeout + self.queue.lease_seconds if timeout else None
         self._keeper.add(task.task_id, task.lease_token or 0, hard_limit)
+        if task.lease_losses:
+            self._suspect = (task.task_id, task.lease_token)
         self._mark_busy()
         handle = asyncio.create_task(
             self._execute(task, spec, timeout), name=f"task:{task.task_id}"
@@ -313,6 +361,8 @@ class Worker:
         if running is not None and running.task.lease_token == token:
             self._mark_busy()
             del self._running[task_id]
+            if self._suspect == (task_id, token):
+                self._suspect = None
             self._slot_free.set()
 
     def _mark_busy(self) -> None:
@@ -345,7 +395,11 @@ class Worker:
                 batch.append(self._settlements.get_nowait())
             self._keeper_flush()  # stop renewing these before they are acknowledged
             try:
+                if self._crash:
+                    self._crash.reached("settle.before")
                 outcomes = await self._settle_with_retry(batch)
+                if self._crash:
+                    self._crash.reached("settle.after")
                 for settlement, outcome in zip(batch, outcomes, strict=True):
                     self._count(settlement, outcome)
             except Exception as exc:  # this loop must outlive any one batch
@@ -475,7 +529,11 @@ class Worker:
         await _cancel_all([r.handle for r in leftovers])
         for running in leftovers:
             try:
+                if self._crash:
+                    self._crash.reached("release.before")
                 await self.queue.release_task(running.task.task_id, running.task.lease_token)
+                if self._crash:
+                    self._crash.reached("release.after")
                 self.stats.released += 1
             except QueueError as exc:  # the lease then expires and the task is reclaimed
                 log.warning("could not hand back %s: %s", running.task.task_id, exc)

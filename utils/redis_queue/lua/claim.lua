@@ -16,7 +16,15 @@
   ARGV[4] count       max tasks to claim (0 = housekeeping only)
   ARGV[5] max_lease_losses  a task reclaimed more often than this is dead-lettered
   ARGV[6] use_dlq     '1' or '0'
-  ARGV[7..] task types served (none = every known type)
+  ARGV[7] suspects    '1': the caller may take a task that lost a lease before (a suspect),
+                      which then comes alone; '0': it already runs one, skip them
+  ARGV[8..] task types served (none = every known type)
+
+  Suspects run alone: a task that lost its lease may be what killed its worker (a poison
+  task), and the tasks that ran beside it were reclaimed with it, next to it in the queue.
+  Handing each worker at most one suspect, never in a batch with other tasks, keeps them
+  apart, so a poison task takes a good task down with it at most once and only the poison
+  reaches max_lease_losses.
 
   Returns {now_ms, next_event_ms, {types served}, {id, token, HGETALL...}, ...};
   next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
@@ -31,12 +39,13 @@ local lease_ms = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
 local max_losses = tonumber(ARGV[5])
 local use_dlq = ARGV[6] == '1'
+local take_suspects = ARGV[7] == '1'
 
 local bad = check_types({KEYS[4], 'set'})
 if bad then return bad end
 local types = {}
-if #ARGV >= 7 then
-  for i = 7, #ARGV do types[#types + 1] = ARGV[i] end
+if #ARGV >= 8 then
+  for i = 8, #ARGV do types[#types + 1] = ARGV[i] end
 else
   types = redis.call('SMEMBERS', KEYS[4])
 end
@@ -97,20 +106,22 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
 end
 
 -- The best `k` ready ids across the served types (lowest score first), removed from
--- their pending sets.
+-- their pending sets, as {id, type, score as text}.
 local function pick(k)
   local picked = {}
   if #types == 1 then
     local popped = redis.call('ZPOPMIN', pending_key(base, types[1]), k)
-    for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], types[1]} end
+    for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], types[1], popped[i + 1]} end
     return picked
   end
   local heads = {}
   for _, t in ipairs(types) do
     local rows = redis.call('ZRANGE', pending_key(base, t), 0, k - 1, 'WITHSCORES')
-    for i = 1, #rows, 2 do heads[#heads + 1] = {rows[i], t, tonumber(rows[i + 1])} end
+    for i = 1, #rows, 2 do
+      heads[#heads + 1] = {rows[i], t, rows[i + 1], tonumber(rows[i + 1])}
+    end
   end
-  table.sort(heads, function(a, b) return a[3] < b[3] end)
+  table.sort(heads, function(a, b) return a[4] < b[4] end)
   for i = 1, math.min(k, #heads) do
     picked[i] = heads[i]
     redis.call('ZREM', pending_key(base, heads[i][2]), heads[i][1])
@@ -122,16 +133,24 @@ local out = {now, -1, types}
 local fence = tonumber(redis.call('HGET', KEYS[3], 'fence') or '0')
 local deadlines = {}
 local claimed, quarantined = 0, 0
--- Corrupt records found on the way are quarantined and replaced by the next ids, up to
--- MAINT_BATCH of them per call.
-while claimed < count and quarantined < MAINT_BATCH do
+local put_back, solo = {}, false
+-- Corrupt records found on the way are quarantined and replaced by the next ids, and
+-- suspects the caller cannot take are set aside, up to MAINT_BATCH of each per call.
+while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH and not solo do
   local picked = pick(count - claimed)
   if #picked == 0 then break end
   for _, p in ipairs(picked) do
     local id, task_type = p[1], p[2]
     local key = task_key(base, id)
-    local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts')
-    if type(f) == 'table' and not f.err and f[1] == 'pending' and f[2] == task_type then
+    local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts', 'lease_losses')
+    local sound = type(f) == 'table' and not f.err and f[1] == 'pending' and f[2] == task_type
+    local suspect = sound and (tonumber(f[4]) or 0) > 0
+    if solo or (suspect and (not take_suspects or claimed > 0)) then
+      -- back where it was: skipped, or a suspect left to head the caller's next claim
+      put_back[#put_back + 1] = p
+      if take_suspects and suspect then solo = true end
+    elseif sound then
+      if suspect then solo = true end
       fence = fence + 1
       redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
                  'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1)
@@ -149,6 +168,9 @@ end
 if #deadlines > 0 then
   redis.call('HSET', KEYS[3], 'fence', fence)
   redis.call('ZADD', KEYS[1], unpack(deadlines))
+end
+for _, p in ipairs(put_back) do
+  redis.call('ZADD', pending_key(base, p[2]), p[3], p[1])
 end
 
 -- Chain the wake-up: while ready work of a served type remains, the next idle worker gets

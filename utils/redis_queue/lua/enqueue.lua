@@ -68,7 +68,12 @@ if err then return err end
 -- The first write; it also checks the types key. Recording a type is harmless even if
 -- every task turns out to exist already.
 local added = redis.pcall('SADD', KEYS[3], unpack(type_names))
-if type(added) == 'table' then return {E_WRONGTYPE, KEYS[3], 'not a set'} end
+if type(added) == 'table' then
+  if string.find(added.err or '', 'WRONGTYPE', 1, true) then
+    return {E_WRONGTYPE, KEYS[3], 'not a set'}
+  end
+  return added -- any other refusal (e.g. ACL) is the caller's error, unchanged
+end
 
 local now, now_us = server_now()
 if now_us > tick then tick = now_us - 1 end

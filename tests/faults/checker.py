@@ -1,0 +1,170 @@
+"""Reconciling the ledger with what Redis holds, once the system is quiet.
+
+    lost        acknowledged ids that are neither completed nor dead-lettered (nor failed,
+                with the DLQ off): missing records, or tasks stuck in a non-final state
+    duplicated  ids with more than one successful handler run (ledger "done" lines);
+                `unexplained` are those whose record shows no lost lease (lease_losses 0)
+    structural  an id in two state structures or in none, a record whose state disagrees
+                with its structure, a lease outside `processing` (or the reverse), a lease
+                token above the fencing counter, counters that disagree with the sets
+
+A "standard pass" is lost = 0, structural = 0 and every duplicate explained by a lost lease.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from tests.faults.ledger import Ledger
+from utils.redis_queue import RedisTaskQueue
+from utils.redis_queue.keys import QueueKeys
+
+FINAL = {"completed", "dead_letter", "failed", "cancelled"}
+_ZSETS = ("delayed", "processing", "completed", "failed", "cancelled")
+
+
+@dataclass
+class Report:
+    acknowledged: int = 0
+    records: int = 0
+    runs: int = 0  # successful handler runs in the ledger
+    final: Counter[str] = field(default_factory=Counter)  # acknowledged ids by final state
+    lost: dict[str, str] = field(default_factory=dict)  # id -> what Redis says
+    duplicated: dict[str, int] = field(default_factory=dict)  # id -> successful runs
+    unexplained: list[str] = field(default_factory=list)  # duplicates with no lost lease
+    structural: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"acknowledged={self.acknowledged} records={self.records} runs={self.runs} "
+            f"final={dict(self.final)} lost={len(self.lost)} duplicated={len(self.duplicated)} "
+            f"unexplained={len(self.unexplained)} structural={len(self.structural)}"
+        )
+
+    def details(self, limit: int = 10) -> str:
+        lost = list(self.lost.items())[:limit]
+        return (
+            f"{self.summary()}\n lost: {lost}\n duplicated: {list(self.duplicated.items())[:limit]}"
+            f"\n unexplained: {self.unexplained[:limit]}\n structural: {self.structural[:limit]}"
+            f"\n counters: {self.counters}"
+        )
+
+    def assert_standard_pass(self, context: str = "") -> None:
+        assert not self.lost and not self.structural and not self.unexplained, (
+            f"{self.details()}\n{context}"
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _members(redis: Redis, key: str) -> list[str]:
+    kind = _text(await redis.type(key))
+    if kind == "zset":
+        return [_text(m) for m in await redis.zrange(key, 0, -1)]
+    if kind == "set":
+        return [_text(m) for m in await redis.smembers(key)]
+    return []
+
+
+async def check(
+    redis: Redis, keys: QueueKeys, ledger: Ledger, *, records_not_enqueued: int = 0
+) -> Report:
+    """Reconcile; `records_not_enqueued` counts task records written by hand (bad data)."""
+    report = Report()
+    structures: dict[str, list[str]] = {}
+    for raw_type in await redis.smembers(keys.types):
+        task_type = _text(raw_type)
+        for task_id in await _members(redis, keys.pending(task_type)):
+            structures.setdefault(task_id, []).append(f"pending:{task_type}")
+    for name in _ZSETS:
+        for task_id in await _members(redis, f"{keys.base}{name}"):
+            structures.setdefault(task_id, []).append(name)
+    for task_id in await _members(redis, keys.dlq):
+        structures.setdefault(task_id, []).append("dead_letter")
+
+    prefix = keys.task("")
+    record_ids = [
+        _text(k)[len(prefix) :] async for k in redis.scan_iter(match=f"{prefix}*", count=1000)
+    ]
+    records: dict[str, dict[str, str]] = {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for task_id in record_ids:
+            pipe.type(keys.task(task_id))
+            pipe.hgetall(keys.task(task_id))
+        replies = await pipe.execute(raise_on_error=False)
+    for i, task_id in enumerate(record_ids):
+        kind, flat = _text(replies[2 * i]), replies[2 * i + 1]
+        if kind != "hash":
+            report.structural.append(f"{task_id}: record is a {kind}")
+            continue
+        records[task_id] = {_text(k): _text(v) for k, v in flat.items()}
+    report.records = len(records)
+
+    stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.stats)).items()}
+    fence = int(stats.get("fence", "0"))
+    for task_id in set(structures) | set(records):
+        where = structures.get(task_id, [])
+        record = records.get(task_id)
+        if len(where) > 1:
+            report.structural.append(f"{task_id}: in {len(where)} structures {where}")
+        if record is None:
+            if where:
+                report.structural.append(f"{task_id}: in {where} without a task record")
+            continue
+        state = record.get("state", "")
+        expected = f"pending:{record.get('type', '')}" if state == "pending" else state
+        if not where:
+            report.structural.append(f"{task_id}: record in state {state!r} is in no structure")
+        elif where[0] != expected:
+            report.structural.append(f"{task_id}: in {where[0]} but its record says {state!r}")
+        if ("lease" in record) != (state == "processing"):
+            report.structural.append(f"{task_id}: state {state!r} with lease {record.get('lease')}")
+        elif "lease" in record and int(record["lease"]) > fence:
+            report.structural.append(f"{task_id}: lease {record['lease']} above fence {fence}")
+
+    sizes = {name: len([i for i, w in structures.items() if name in w]) for name in _ZSETS}
+    dlq = len([i for i, w in structures.items() if "dead_letter" in w])
+    counters = {k: int(v) for k, v in stats.items() if k not in ("clock", "fence")}
+    report.counters = counters
+    expect = {
+        "completed": sizes["completed"],
+        "cancelled": sizes["cancelled"],
+        "dead_lettered": dlq + counters.get("dlq_retried", 0),
+    }
+    if not counters.get("dlq_retried"):
+        expect["failed"] = counters.get("dead_lettered", 0) + sizes["failed"]
+    expect["enqueued"] = len(records) - records_not_enqueued
+    for name, value in expect.items():
+        if counters.get(name, 0) != value:
+            report.structural.append(f"counter {name}={counters.get(name, 0)} but expected {value}")
+
+    acks = ledger.acks()
+    report.acknowledged = len(acks)
+    for task_id in acks:
+        record = records.get(task_id)
+        state = record.get("state", "?") if record is not None else "missing"
+        if state in FINAL:
+            report.final[state] += 1
+        else:
+            report.lost[task_id] = state
+    successes = ledger.successes()
+    report.runs = sum(len(r) for r in successes.values())
+    for task_id, runs in successes.items():
+        if len(runs) > 1:
+            report.duplicated[task_id] = len(runs)
+            record = records.get(task_id) or {}
+            if int(record.get("lease_losses", "0")) == 0:
+                report.unexplained.append(task_id)
+    return report
+
+
+async def reconcile(queue: RedisTaskQueue, ledger: Ledger, **kw: Any) -> Report:
+    """check() on a connected queue's Redis and keys."""
+    return await check(queue.redis, queue.keys, ledger, **kw)

@@ -1,0 +1,114 @@
+"""Worker processes for the fault suite (tests.faults.worker_main), each in its own process
+group (the worker and its lease keeper), with its output in the ledger directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+from tests.faults.ledger import LEDGER_ENV
+from tests.processes import ROOT
+
+
+class FaultWorkers:
+    def __init__(
+        self,
+        redis_url: str,
+        queue_name: str,
+        ledger_dir: Path,
+        *,
+        lease: float = 1.0,
+        max_lease_losses: int = 3,
+        concurrency: int = 10,
+        grace: float = 5.0,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        self.ledger_dir = ledger_dir
+        self.env = dict(os.environ)
+        for name in [k for k in self.env if k.startswith(("AGENTIC_", "FAULT_"))]:
+            del self.env[name]
+        self.env.update(
+            FAULT_REDIS_URL=redis_url,
+            FAULT_QUEUE=queue_name,
+            FAULT_LEASE=str(lease),
+            FAULT_MAX_LEASE_LOSSES=str(max_lease_losses),
+            FAULT_CONCURRENCY=str(concurrency),
+            FAULT_GRACE=str(grace),
+            FAULT_SOCKET_TIMEOUT=str(socket_timeout),
+            PYTHONUNBUFFERED="1",
+        )
+        self.env[LEDGER_ENV] = str(ledger_dir)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.faults = 0  # kills and stops injected
+        self.started = 0
+
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        self.started += 1
+        log = (self.ledger_dir / f"worker-{self.started}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.worker_main"],
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its lease keeper (its process group)."""
+        self.faults += 1
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def freeze(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGSTOP the worker only: its lease keeper sees it stopped and stops renewing."""
+        self.faults += 1
+        os.kill(proc.pid, signal.SIGSTOP)
+
+    def thaw(self, proc: subprocess.Popen[bytes]) -> None:
+        os.kill(proc.pid, signal.SIGCONT)
+
+    def terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    async def wait_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {proc.pid} still running after {timeout} s")
+            await asyncio.sleep(0.05)  # another process's exit: nothing to await
+        return proc.returncode
+
+    async def stop_all(self, timeout: float = 20.0) -> list[int]:
+        """SIGTERM every live worker and wait for each exit code."""
+        live = self.alive()
+        for proc in live:
+            self.terminate(proc)
+        return [await self.wait_exit(proc, timeout) for proc in live]
+
+    def logs(self) -> str:
+        return "".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.ledger_dir.glob("worker-*.log"))
+        )
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
