@@ -12,10 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
 from tests.redis_server import RedisServer
-from utils.redis_queue import RedisTaskQueue, RetryPolicy
+from utils import tracing
+from utils.redis_queue import RedisTaskQueue, RetryPolicy, telemetry
 
 # Tests shrink the seed's 2 s / 4 s backoff instead of sleeping through it.
 FAST_RETRY = RetryPolicy(first_immediate=True, base_seconds=0.05, factor=2.0, cap_seconds=0.2)
@@ -95,3 +99,23 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def provider() -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture
+def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
+    """Tracing on for this test only, into memory (synchronously: no flush races)."""
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert tracing.setup_tracing(tracer_provider=provider)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown_tracing()
+        assert telemetry.tracer is None  # the next test runs untraced

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
@@ -23,9 +21,8 @@ from pipeline import DistributedPipelineManager, RunEvent, RunStatus, Stage
 from tests.pipeline_support import ROOT, settings, spec
 from tests.processes import agentic_argv, agentic_env, eventually
 from tests.redis_server import RedisServer
-from utils import tracing
 from utils.config import Settings
-from utils.redis_queue import RedisTaskQueue, TaskState, telemetry
+from utils.redis_queue import RedisTaskQueue, TaskState
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext
 from utils.redis_queue.worker import Worker
 
@@ -219,20 +216,6 @@ async def test_a_killed_manager_is_resumed_without_rerunning_finished_subtasks(
         assert after.finished_at == record.finished_at  # recorded once, not re-run
         task = tasks[task_id]
         assert task is not None and task.attempts == 1
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    assert tracing.setup_tracing(tracer_provider=provider)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown_tracing()
-        provider.shutdown()
-        assert telemetry.tracer is None
 
 
 async def test_one_trace_covers_a_run_its_stages_and_its_subtasks(

@@ -8,7 +8,7 @@ import asyncio
 import json
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,26 +30,6 @@ from utils.redis_queue.handlers import HandlerRegistry, TaskContext
 from utils.redis_queue.worker import Worker
 
 QueueFactory = Callable[..., RedisTaskQueue]
-
-
-@pytest.fixture
-def provider() -> Iterator[TracerProvider]:
-    provider = TracerProvider()
-    yield provider
-    provider.shutdown()
-
-
-@pytest.fixture
-def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
-    """Tracing on for this test only, into memory (synchronously: no flush races)."""
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    assert tracing.setup_tracing(tracer_provider=provider)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown_tracing()
-        assert telemetry.tracer is None  # the next test runs untraced
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
