@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -166,3 +167,87 @@ async def test_a_worker_serves_the_agents_model_usage_on_its_metrics_port(
     assert samples[key] == 412  # the recorded reply's usage
     assert samples[("agentic_model_completion_tokens_total", (("task_type", "dev"),))] == 389
     assert (tmp_path / "calc.py").is_file()
+
+
+class RecordedModel:
+    """An OpenAI-compatible chat-completions server answering from the example's
+    recording, as a real endpoint would: it reads the subtask from the prompt. Its first
+    answer is a 429, so the agents' retry path runs too."""
+
+    def __init__(self) -> None:
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        replies = json.loads((EXAMPLE / "replay.json").read_text())["replies"]
+        self.authorizations: list[str] = []
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                model.authorizations.append(self.headers.get("Authorization", ""))
+                if len(model.authorizations) == 1:
+                    self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+                    return
+                prompt = body["messages"][-1]["content"]
+                subtask = re.match(r"Subtask (\S+):", prompt)
+                stage = "fix" if "The tests fail with this output" in prompt else "dev"
+                reply = replies[f"{stage}:{subtask.group(1) if subtask else '?'}"]
+                choice = {"index": 0, "message": {"role": "assistant", "content": reply["content"]}}
+                self._send(200, {"choices": [choice], "usage": reply["usage"]}, {})
+
+            def _send(self, status: int, data: Any, headers: dict[str, str]) -> None:
+                raw = json.dumps(data).encode()
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json"}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def test_the_pipeline_runs_on_an_openai_compatible_endpoint_set_on_the_workers(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    model = RecordedModel()
+    try:
+        without_model = {k: v for k, v in spec().items() if k != "model"}
+        (tmp_path / "spec.json").write_text(json.dumps(without_model))
+        env = agentic_env(
+            redis_url,
+            queue_name,
+            AGENTIC_MODEL__BACKEND="openai",
+            AGENTIC_MODEL__BASE_URL=model.url,
+            AGENTIC_MODEL__API_KEY="sk-test-secret",
+            AGENTIC_MODEL__PROMPT_PRICE_PER_1K="0.001",
+        )
+        done = agentic(
+            "pipeline", "run", "spec.json", "--workers", "yes", "--json", env=env, cwd=tmp_path
+        )
+        status = agentic("pipeline", "status", json.loads(done.stdout)[0]["run_id"], "--json",
+                         env=env, cwd=tmp_path)  # fmt: skip
+    finally:
+        model.close()
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert result["status"] == "succeeded" and result["fix_rounds"] == 1
+    assert result["usage"]["prompt_tokens"] == 2364
+    assert result["usage"]["cost_usd"] == pytest.approx(2364 / 1000 * 0.001)
+    assert len(model.authorizations) == 4  # the 429, dev x2, fix
+    assert set(model.authorizations) == {"Bearer sk-test-secret"}
+    for text in (done.stdout, done.stderr, status.stdout):
+        assert "sk-test-secret" not in text
