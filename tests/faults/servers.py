@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -37,10 +36,9 @@ class FaultRedis(RedisServer):
         self.faults += 1
         self.kill()
 
-    def crash_and_restart(self, down_seconds: float = 0.0) -> None:
+    async def crash_and_restart(self, down_seconds: float = 0.0) -> None:
         self.crash()
-        if down_seconds:
-            time.sleep(down_seconds)  # the outage itself: nothing to wait for
+        await asyncio.sleep(down_seconds)  # the outage itself
         self.start()
 
     def freeze(self) -> None:
