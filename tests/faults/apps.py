@@ -6,6 +6,7 @@
     fail        raise on attempts <= fail (retried by the policy)
     first_outcome  on attempt 1: "ok", "fail" (retry) or "dead" (PermanentFailure)
     crash       os._exit(3) on every attempt (a poison task)
+    result_bytes  return a result of about this many bytes
 
 Every run is written to the ledger (ledger.py): start, then done or fail. The result names
 the process, attempt and lease that produced it.
@@ -54,4 +55,7 @@ async def work(ctx: TaskContext) -> Any:
         _log("fail", ctx)
         raise PermanentFailure("planned permanent failure")
     _log("done", ctx)
-    return {"pid": os.getpid(), "attempt": ctx.attempt, "token": ctx.lease_token}
+    result: dict[str, Any] = {"pid": os.getpid(), "attempt": ctx.attempt, "token": ctx.lease_token}
+    if p.get("result_bytes"):
+        result["pad"] = "x" * int(p["result_bytes"])
+    return result

@@ -86,11 +86,17 @@ class Ledger:
         return {p[1]: float(p[2]) for p in self._lines("acks-*.log") if p[0] == "ack"}
 
     def runs(self) -> list[Run]:
-        return [
+        """Every handler event of every worker, in time order."""
+        runs = [
             Run(p[0], p[1], int(p[2]), int(p[3]), int(p[4]), float(p[5]))
             for p in self._lines("runs-*.log")
             if len(p) == 6
         ]
+        return sorted(runs, key=lambda r: r.at)
+
+    def by_pid(self, pid: int, kind: str = "start") -> set[str]:
+        """Ids for which process `pid` wrote a `kind` line."""
+        return {r.task_id for r in self.runs() if r.pid == pid and r.kind == kind}
 
     def successes(self) -> dict[str, list[Run]]:
         """Successful handler runs by task id."""

@@ -96,6 +96,11 @@ async def poll(check: Callable[[], Any], timeout: float, interval: float = 0.1) 
         await asyncio.sleep(interval)
 
 
+async def value(v: object) -> object:
+    """An awaitable of a plain value, for poll() on conditions that need no Redis."""
+    return v
+
+
 async def drained(queue: RedisTaskQueue, expected_final: int, timeout: float) -> bool:
     """True once nothing is pending, delayed or processing and at least `expected_final`
     tasks are final; False at the deadline (the checker then shows what is left)."""

@@ -17,7 +17,7 @@ import pytest
 
 from tests.faults.checker import reconcile
 from tests.faults.ledger import Ledger
-from tests.faults.load import drained, enqueue_all, payloads, poll
+from tests.faults.load import drained, enqueue_all, payloads, poll, value
 from tests.faults.servers import FaultRedis
 from utils.redis_queue.worker import CRASH_EXIT_CODE, CRASH_STEPS
 
@@ -123,7 +123,7 @@ async def test_a_crash_at_each_step_of_claim_and_settle_loses_nothing(
     crasher = workers.start(AGENTIC_DEBUG_CRASH_AT=f"{step}:{2 if releasing else 3}")
     workers.faults += 1
     if releasing:
-        assert await poll(lambda: _started_by(ledger, crasher.pid, 10), timeout=20)
+        assert await poll(lambda: value(len(ledger.by_pid(crasher.pid)) >= 10), timeout=20)
         workers.terminate(crasher)
     assert await workers.wait_exit(crasher, 20) == CRASH_EXIT_CODE, workers.logs()
     workers.start()
@@ -136,10 +136,6 @@ async def test_a_crash_at_each_step_of_claim_and_settle_loses_nothing(
         # the crash orphaned leased tasks: they were reclaimed, not lost
         assert report.counters.get("reclaimed", 0) > 0
     fault_totals(report, workers.faults)
-
-
-async def _started_by(ledger: Ledger, pid: int, count: int) -> bool:
-    return len({r.task_id for r in ledger.runs() if r.pid == pid and r.kind == "start"}) >= count
 
 
 @pytest.mark.timeout(90)
@@ -209,7 +205,7 @@ async def test_a_stale_worker_resumed_after_its_lease_has_every_write_rejected(
     writer = ledger.producer()
     await enqueue_all(q, writer, stale)
     a = workers.start()
-    assert await poll(lambda: _started_by(ledger, a.pid, 6), timeout=20)
+    assert await poll(lambda: value(len(ledger.by_pid(a.pid)) >= 6), timeout=20)
     workers.freeze(a)
     frozen_at = time.monotonic()
     try:
@@ -222,7 +218,7 @@ async def test_a_stale_worker_resumed_after_its_lease_has_every_write_rejected(
     finally:
         workers.thaw(a)
     log_path = ledger.root / "worker-1.log"
-    assert await poll(lambda: _async(log_path.read_text().count("rejected") >= 6), timeout=10)
+    assert await poll(lambda: value(log_path.read_text().count("rejected") >= 6), timeout=10)
     assert await workers.stop_all() == [0, 0]
     for task_id, _ in stale:
         task = await q.get_task(task_id)
@@ -239,7 +235,3 @@ async def test_a_stale_worker_resumed_after_its_lease_has_every_write_rejected(
     report.assert_standard_pass(workers.logs())
     assert set(report.duplicated) == {"stale-0", "stale-3"}  # A's and B's successful runs
     fault_totals(report, workers.faults)
-
-
-async def _async(value: object) -> object:
-    return value

@@ -8,6 +8,7 @@ the suite does not depend on the CLI's own options:
     FAULT_LEASE (s), FAULT_MAX_LEASE_LOSSES       the queue's lease settings
     FAULT_CONCURRENCY, FAULT_GRACE (s)            the worker's
     FAULT_SOCKET_TIMEOUT (s)                      Redis command timeout (default 2)
+    FAULT_MAX_PAYLOAD_BYTES                       the queue's payload and result limit
     FAULT_BURST=1                                 drain, then exit
     AGENTIC_FAULT_LEDGER                          the ledger directory (ledger.py)
     AGENTIC_DEBUG_CRASH_AT                        the engine's crash hook (worker.py)
@@ -40,6 +41,7 @@ async def main() -> None:
         retry_policy=FAST_RETRY,
         socket_timeout=timeout,
         connect_timeout=timeout,
+        max_payload_bytes=int(_env("FAULT_MAX_PAYLOAD_BYTES", "1048576")),
     )
     worker = Worker(
         queue,

@@ -6,7 +6,8 @@ pipes, one line per message:
 
     worker -> keeper   "+ <task_id> <token> <hard_limit_seconds>"   start renewing (0 = no limit)
                        "- <task_id>"                                stop renewing
-    keeper -> worker   "lost <task_id> <token>"     the lease was lost (reclaimed): stop it
+    keeper -> worker   "ready"                      first line, once it can take leases
+                       "lost <task_id> <token>"     the lease was lost (reclaimed): stop it
                        "cancel <task_id> <token>"   a cancel was requested for the task
                        "expired <task_id> <token>"  its hard limit passed; renewals stopped
 
@@ -37,6 +38,7 @@ from .scripts import script_source
 __all__ = ["LeaseKeeper", "main"]
 
 _PASSWORD_ENV = "AGENTIC_LEASE_KEEPER_PASSWORD"
+_READY_TIMEOUT = 30.0  # seconds for a keeper process to start (Python start-up, imports)
 log = logging.getLogger("agentic.lease_keeper")
 
 
@@ -89,6 +91,18 @@ class LeaseKeeper:
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
+        # Leases handed to a keeper that is still starting would not be renewed: with a
+        # short lease on a busy host they lapsed before its first renewal. So the worker
+        # claims nothing until its keeper says it is ready.
+        assert self._proc.stdout is not None
+        try:
+            first = await asyncio.wait_for(self._proc.stdout.readline(), _READY_TIMEOUT)
+        except TimeoutError:
+            first = b""
+        if first.strip() != b"ready":
+            self._proc.kill()
+            await self._proc.wait()
+            raise RuntimeError(f"lease keeper did not start (said {first!r})")
         self._reader = asyncio.create_task(self._read_events(), name="lease-keeper-events")
 
     def add(self, task_id: str, token: int, hard_limit: float | None) -> None:
@@ -227,6 +241,7 @@ class _Keeper:
         return replies
 
     def run(self) -> None:
+        self.emit("ready", "", "")
         selector = selectors.DefaultSelector()
         selector.register(sys.stdin, selectors.EVENT_READ)
         next_tick = time.monotonic() + self.interval
