@@ -5,13 +5,18 @@
 2. `python -m unittest discover -s <ws> -t <ws> -v`: the tests must run and pass.
 
 Both run as subprocesses of sys.executable in the workspace, with a minimal environment
-(no AGENTIC_* settings or API keys reach the code under test) and one deadline for both;
-on timeout the whole process group is killed. A failed QA is a normal result
+(no AGENTIC_* settings or API keys reach the code under test), an empty private HOME, and
+one deadline for both; on timeout the whole process group is killed. Before the first
+run the worker makes itself non-dumpable, so code under test running as the same user
+cannot read the worker's environment from /proc (root still can). This is not a sandbox:
+the code runs with the worker's rights; see README, "The agents". A failed QA is a normal result
 (`ok: False`), not an exception: the pipeline decides what comes next.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import re
 import sys
@@ -26,7 +31,10 @@ from .request import AgentRequest
 __all__ = ["QAAgent"]
 
 OUTPUT_CHARS = 8_000
-_ENV_KEPT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+log = logging.getLogger("agentic.agents")
+_ENV_KEPT = ("PATH", "LANG", "LC_ALL", "TMPDIR")
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+_protected = False
 _RAN = re.compile(r"^Ran (\d+) tests? in ", re.MULTILINE)
 _FAILED = re.compile(r"^FAILED \((.*)\)\s*$", re.MULTILINE)
 _COUNT = re.compile(r"(failures|errors|unexpected successes)=(\d+)")
@@ -43,8 +51,9 @@ class QAAgent(Agent):
         timeout = request.number("timeout", self.pipeline_settings.qa_timeout_seconds)
         started = time.monotonic()
         ws = request.workspace
-        with tempfile.TemporaryDirectory(prefix="agentic-qa-") as pycache:
-            env = _environment(pycache)
+        protect_worker()
+        with tempfile.TemporaryDirectory(prefix="agentic-qa-") as scratch:
+            env = _environment(scratch)
             compiled = await run_process(
                 [sys.executable, "-m", "compileall", "-q", "."], cwd=ws, env=env, timeout=timeout
             )
@@ -94,10 +103,28 @@ class QAAgent(Agent):
         )
 
 
-def _environment(pycache: str) -> dict[str, str]:
+def protect_worker() -> None:
+    """Make this process non-dumpable (once): its /proc/<pid>/environ and memory are then
+    unreadable to other processes of the same user, such as the code QA runs. Linux only."""
+    global _protected
+    if _protected or sys.platform != "linux":
+        return
+    _protected = True
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_DUMPABLE) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot make the worker non-dumpable: %s", exc)
+
+
+def _environment(scratch: str) -> dict[str, str]:
+    home = os.path.join(scratch, "home")
+    os.mkdir(home)
     env = {key: os.environ[key] for key in _ENV_KEPT if key in os.environ}
     env.update(
-        PYTHONPYCACHEPREFIX=pycache,
+        HOME=home,  # the worker's dotfiles (credentials, tokens) stay out of reach
+        PYTHONPYCACHEPREFIX=os.path.join(scratch, "pycache"),
         PYTHONUNBUFFERED="1",
         PYTHONIOENCODING="utf-8",
         PYTHONHASHSEED="0",  # the same run twice, the same order of sets and dicts

@@ -10,11 +10,12 @@ EnhancedPipelineManager runs the same flow in one process, without Redis.
 """
 
 from .distributed import DistributedPipelineManager
-from .enhanced import DEFAULT_APP, EnhancedPipelineManager, RunNotFound
+from .enhanced import DEFAULT_APP, EnhancedPipelineManager
+from .errors import RunInterrupted, RunNotFound, RunOwnershipLost, RunStoreError
 from .priority import PriorityAssigner, PriorityRules
 from .runs import PipelineResult, RunEvent, RunState, RunStatus, Stage, SubtaskRecord, Usage
 from .spec import PipelineSpec, SpecError, SubtaskSpec, load_spec
-from .store import MemoryRunStore, RedisRunStore, RunStore, RunStoreError
+from .store import MemoryRunStore, RedisRunStore, RunStore
 
 __all__ = [
     "DEFAULT_APP",
@@ -27,7 +28,9 @@ __all__ = [
     "PriorityRules",
     "RedisRunStore",
     "RunEvent",
+    "RunInterrupted",
     "RunNotFound",
+    "RunOwnershipLost",
     "RunState",
     "RunStatus",
     "RunStore",

@@ -15,11 +15,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from utils.aio import cancellable
 from utils.redis_queue import RedisTaskQueue, TaskNotFound, TaskStateError
 from utils.redis_queue.handlers import HandlerRegistry
 from utils.redis_queue.worker import Worker
 
 from .enhanced import EnhancedPipelineManager
+from .errors import RunStoreError
 from .runs import Stage
 from .store import RedisRunStore
 
@@ -58,11 +60,15 @@ class DistributedPipelineManager(EnhancedPipelineManager):
 
     async def start(self) -> None:
         """Start pipeline with Redis queue."""
-        await self.redis_queue.connect()
-        await super().start()
-        self._renewer = asyncio.create_task(self._renew_locks(), name="pipeline-run-locks")
-        if self.resume:
-            await self.resume_runs()
+        try:
+            await self.redis_queue.connect()
+            await super().start()
+            self._renewer = asyncio.create_task(self._renew_locks(), name="pipeline-run-locks")
+            if self.resume:
+                await self.resume_runs()
+        except BaseException:
+            await self.stop()  # nothing started stays behind (worker, renewer, connections)
+            raise
 
     async def stop(self) -> None:
         """Stop driving runs and hand them back (their locks are released, so another
@@ -85,7 +91,12 @@ class DistributedPipelineManager(EnhancedPipelineManager):
                 continue
             if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
                 continue  # its manager is alive
-            run = await self.store.load(run_id)
+            try:
+                run = await self.store.load(run_id)
+            except RunStoreError as exc:  # one unreadable run must not stop the others
+                log.error("cannot resume: %s", exc)
+                await self.store.release(run_id, self.manager_id)
+                continue
             if run is None or run.status.is_final:
                 await self.store.release(run_id, self.manager_id)
                 continue
@@ -109,6 +120,10 @@ class DistributedPipelineManager(EnhancedPipelineManager):
         return task_id
 
     async def _outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
+        # cancellable: stop() and cancel_run() must not wait out a swallowed cancel
+        return await cancellable(self._wait_for(task_id, timeout))
+
+    async def _wait_for(self, task_id: str, timeout: float) -> tuple[Any, int]:
         result = await self.redis_queue.wait_for_result(task_id, timeout)
         task = await self.redis_queue.get_task(task_id)
         return result, task.attempts if task is not None else 0
@@ -147,4 +162,5 @@ class DistributedPipelineManager(EnhancedPipelineManager):
                     continue
                 if not held:
                     log.warning("run %s was taken over by another manager; stopping", run_id)
+                    self._taken_over.add(run_id)
                     driver.cancel()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -38,6 +39,7 @@ from utils.redis_queue import (
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.telemetry import tracing_from_environment
 
+from .errors import RunInterrupted, RunNotFound, RunOwnershipLost
 from .local import LocalExecutor
 from .priority import PriorityAssigner
 from .runs import (
@@ -48,22 +50,18 @@ from .runs import (
     RunStatus,
     Stage,
     SubtaskRecord,
+    Usage,
 )
 from .spec import PipelineSpec, load_spec
 from .store import MemoryRunStore, RunStore
 
-__all__ = ["DEFAULT_APP", "EnhancedPipelineManager", "RunNotFound"]
+__all__ = ["DEFAULT_APP", "EnhancedPipelineManager"]
 
 DEFAULT_APP = "agents.app:registry"  # the agents, named (pipeline never imports agents)
 OUTAGE_FIRST_PAUSE = 0.5  # seconds before a run retries after Redis went away; doubles
 OUTAGE_MAX_PAUSE = 10.0
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 log = logging.getLogger("agentic.pipeline")
-
-
-class RunNotFound(QueueError):
-    def __init__(self, run_id: str) -> None:
-        super().__init__(f"no pipeline run {run_id!r}")
-        self.run_id = run_id
 
 
 class _StageFailed(Exception):
@@ -102,6 +100,7 @@ class EnhancedPipelineManager:
         self._executor: LocalExecutor | None = None
         self._drivers: dict[str, asyncio.Task[PipelineResult]] = {}
         self._cancelling: set[str] = set()
+        self._taken_over: set[str] = set()  # runs whose lock another manager holds now
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -180,6 +179,8 @@ class EnhancedPipelineManager:
         """Create a run and start driving it in the background; returns its id."""
         spec = _as_spec(spec)
         run_id = run_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        if not _RUN_ID.fullmatch(run_id):
+            raise ValueError(f"invalid run id {run_id!r}: use 1-100 of A-Z a-z 0-9 _ . -")
         settings = self.settings.pipeline
         max_rounds = spec.max_fix_rounds
         workspace = (settings.workspace_root / run_id).resolve()
@@ -193,7 +194,7 @@ class EnhancedPipelineManager:
         )
         if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
             raise QueueError(f"run {run_id!r} is already driven by another manager")
-        await self.store.save(run)
+        await self._save(run)
         self._drive_in_background(run, resumed=False)
         return run_id
 
@@ -231,11 +232,19 @@ class EnhancedPipelineManager:
         driver = self._drivers.get(run_id)
         if driver is not None:
             return (await asyncio.shield(driver)).status
-        if await self.store.acquire(run_id, self.manager_id, self._lock_ms):
-            # nobody drives it (its manager is gone): end it here
-            await self._end(run, RunStatus.CANCELLED, "cancelled while no manager drove it")
-            return RunStatus.CANCELLED
-        return RunStatus.RUNNING  # its manager sees the flag and ends it
+        if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
+            return RunStatus.RUNNING  # its manager sees the flag and ends it
+        # Nobody drives it (its manager is gone, or it just ended): read it again under
+        # the lock, so a run that ended meanwhile is not overwritten.
+        run = await self.get_run(run_id)
+        if run.status.is_final:
+            await self.store.release(run_id, self.manager_id)
+            return run.status
+        for record in run.subtasks.values():
+            if record.state == "queued":
+                record.state, record.finished_at = "cancelled", time.time()
+        await self._end(run, RunStatus.CANCELLED, "cancelled while no manager drove it")
+        return RunStatus.CANCELLED
 
     # -- the flow --------------------------------------------------------------------
 
@@ -258,10 +267,8 @@ class EnhancedPipelineManager:
             self._emit(run, "started", message="resumed" if resumed else "")
             try:
                 await self._flow_through_outages(run)
-            except asyncio.CancelledError:
-                if self.metrics:
-                    self.metrics.active.dec()
-                raise  # the manager stops: the run stays as saved, to be resumed
+            except (asyncio.CancelledError, RunOwnershipLost) as exc:
+                return await self._interrupted(run, exc)
             except _RunCancelled:
                 await self._end(run, RunStatus.CANCELLED, "cancelled")
             except _StageFailed as exc:
@@ -272,6 +279,22 @@ class EnhancedPipelineManager:
             else:
                 await self._end(run, RunStatus.SUCCEEDED, None)
         return run.to_result()
+
+    async def _interrupted(self, run: RunState, exc: BaseException) -> PipelineResult:
+        """The driver was stopped (stop(), or the lock renewer saw a takeover) or a save
+        found another owner. A run in memory cannot be resumed: it ends cancelled. One in
+        Redis stays as saved, for a manager that starts to resume."""
+        if self.metrics:
+            self.metrics.active.dec()
+        if isinstance(exc, RunOwnershipLost) or run.run_id in self._taken_over:
+            self._taken_over.discard(run.run_id)
+            raise RunInterrupted(run.run_id, "another manager drives it now") from None
+        if not self.store.durable:
+            if self.metrics:
+                self.metrics.active.inc()  # _end counts the run as ended
+            await self._end(run, RunStatus.CANCELLED, "the manager stopped")
+            return run.to_result()
+        raise RunInterrupted(run.run_id, "its manager stopped; it resumes when one starts")
 
     async def _flow_through_outages(self, run: RunState) -> None:
         """Run the flow; when Redis goes away, wait and run it again from the run's
@@ -297,10 +320,10 @@ class EnhancedPipelineManager:
             dev = [s.model_dump(mode="json", exclude_none=True) for s in run.spec.subtasks]
             steps = [self._step(run, Stage.DEV, {**s, "stage": "dev"}) for s in dev]
             outcomes = await asyncio.gather(*steps, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, _RunCancelled | asyncio.CancelledError | RedisUnavailable):
+        for outcome in outcomes:  # cancel, takeover, outage or a bug: not a dev failure
+            if isinstance(outcome, BaseException) and not isinstance(outcome, _StageFailed):
                 raise outcome
-        failed = [str(o) for o in outcomes if isinstance(o, BaseException)]
+        failed = [str(o) for o in outcomes if isinstance(o, _StageFailed)]
         if failed:
             raise _StageFailed("; ".join(failed))
         fix_round = 0
@@ -365,6 +388,8 @@ class EnhancedPipelineManager:
             await self._raise_if_cancelled(run)
             raise _StageFailed(f"{stage} subtask {subtask['id']} was cancelled") from None
         except (TaskFailed, ResultTimeout) as exc:
+            if isinstance(exc, ResultTimeout):  # nobody will want its result any more
+                await self._cancel_subtask(task_id)
             record.state, record.finished_at = "failed", time.time()
             record.error = getattr(exc, "error", None) or str(exc)
             await self._save(run)
@@ -375,6 +400,10 @@ class EnhancedPipelineManager:
         record.state, record.result = "completed", result
         record.attempts, record.finished_at = attempts, time.time()
         await self._save(run)
+        if self.metrics:
+            used = Usage()
+            used.add(result.get("usage"))
+            self.metrics.subtask_used(str(stage), used.total_tokens, used.cost_usd)
         self._emit(run, "finished", stage, subtask["id"], str(result.get("summary", "")), result)
         if stage is not Stage.QA and result.get("ok") is False:
             raise _StageFailed(f"{stage} subtask {subtask['id']}: {result.get('summary')}")
@@ -411,13 +440,14 @@ class EnhancedPipelineManager:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, OUTAGE_MAX_PAUSE)
         self._cancelling.discard(run.run_id)
+        self._forget_subtasks(list(run.subtasks))
         if self.metrics:
             self.metrics.run_ended(str(status))
         self._emit(run, "ended", message=str(status), data={"reasons": run.reasons})
 
     async def _save(self, run: RunState) -> None:
         run.updated_at = time.time()
-        await self.store.save(run)
+        await self.store.save(run, self.manager_id)
 
     def _emit(
         self,
@@ -450,6 +480,10 @@ class EnhancedPipelineManager:
     async def _stop_executor(self) -> None:
         if self._executor is not None:
             await self._executor.stop()
+
+    def _forget_subtasks(self, task_ids: list[str]) -> None:
+        if self._executor is not None:  # the run's results are in its state now
+            self._executor.forget(task_ids)
 
     async def _outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
         return await self._local().outcome(task_id, timeout)

@@ -35,15 +35,24 @@ class WorkerProcesses:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        env = {**os.environ, "AGENTIC_REDIS_URL": self.redis_url}
-        for task_type, concurrency in self.concurrency.items():
-            args = [sys.executable, "-m", "pipeline.cli", "--queue", self.queue_name, "worker"]
-            args += ["--app", self.app, "--types", task_type, "--concurrency", str(concurrency)]
-            args += ["--grace", str(self.grace_seconds)]
-            # their logs would interleave with the run's progress (the manager warns itself)
-            self.processes[task_type] = subprocess.Popen(
-                args, env={**env, "AGENTIC_LOG_LEVEL": "ERROR"}, stdout=subprocess.DEVNULL
-            )
+        for task_type in self.concurrency:
+            self._spawn(task_type)
+
+    def respawn_dead(self) -> list[str]:
+        """Start again the workers that exited; returns their task types."""
+        dead = self.dead()
+        for task_type in dead:
+            self._spawn(task_type)
+        return dead
+
+    def _spawn(self, task_type: str) -> None:
+        args = [sys.executable, "-m", "pipeline.cli", "--queue", self.queue_name, "worker"]
+        args += ["--app", self.app, "--types", task_type]
+        args += ["--concurrency", str(self.concurrency[task_type])]
+        args += ["--grace", str(self.grace_seconds)]
+        # their logs would interleave with the run's progress (the manager warns itself)
+        env = {**os.environ, "AGENTIC_REDIS_URL": self.redis_url, "AGENTIC_LOG_LEVEL": "ERROR"}
+        self.processes[task_type] = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -49,7 +49,6 @@ class LocalExecutor:
         self._done: dict[str, asyncio.Future[Any]] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._loops: list[asyncio.Task[None]] = []
-        self.dequeued: list[str] = []  # task ids in the order workers took them
 
     async def start(self) -> None:
         if not self._loops:
@@ -104,6 +103,14 @@ class LocalExecutor:
         else:
             self._finish(task, TaskState.CANCELLED, error=TaskCancelled(task_id))
 
+    def forget(self, task_ids: list[str]) -> None:
+        """Drop finished tasks (a long-lived manager would otherwise keep every one)."""
+        for task_id in task_ids:
+            task = self._tasks.get(task_id)
+            if task is not None and TaskState(task.state).is_final:
+                del self._tasks[task_id]
+                del self._done[task_id]
+
     def _push(self, task_id: str) -> None:
         priority = self._tasks[task_id].priority
         self._ready.put_nowait((-priority, next(self._order), task_id))
@@ -111,10 +118,9 @@ class LocalExecutor:
     async def _work(self, worker_id: str) -> None:
         while True:
             _, _, task_id = await self._ready.get()
-            task = self._tasks[task_id]
-            if task.state != TaskState.PENDING:
-                continue  # cancelled while it waited
-            self.dequeued.append(task_id)
+            task = self._tasks.get(task_id)
+            if task is None or task.state != TaskState.PENDING:
+                continue  # cancelled (or forgotten) while it waited
             run = asyncio.create_task(self._run(task, worker_id))
             self._running[task_id] = run
             try:

@@ -11,25 +11,30 @@ In Redis, next to the queue's keys (utils/redis_queue/keys.py):
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import ClassVar, Protocol
 
 from pydantic import ValidationError
 from redis.exceptions import WatchError
 
-from utils.redis_queue import QueueError, RedisTaskQueue
+from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.connection import redis_errors
 
-from .runs import RunState
+from .errors import RunOwnershipLost, RunStoreError
+from .runs import RunState, RunStatus
 
-__all__ = ["MemoryRunStore", "RedisRunStore", "RunStore", "RunStoreError"]
+__all__ = ["MemoryRunStore", "RedisRunStore", "RunStore"]
 
-
-class RunStoreError(QueueError):
-    """A stored run that cannot be read back (corrupt or from an incompatible version)."""
+log = logging.getLogger("agentic.pipeline")
+KEEP_FINISHED_IN_MEMORY = 1000  # runs a MemoryRunStore keeps after they ended
 
 
 class RunStore(Protocol):
-    async def save(self, run: RunState) -> None: ...
+    durable: ClassVar[bool]  # whether a run outlives the process (can be resumed)
+
+    async def save(self, run: RunState, owner: str) -> None:
+        """Save while `owner` holds the run's lock, else raise RunOwnershipLost."""
+
     async def load(self, run_id: str) -> RunState | None: ...
     async def recent(self, limit: int) -> list[RunState]: ...
     async def active_ids(self) -> list[str]: ...
@@ -43,21 +48,35 @@ class RunStore(Protocol):
 class MemoryRunStore:
     """Run state of one process: gone when it exits."""
 
+    durable: ClassVar[bool] = False
+
     def __init__(self) -> None:
         self._runs: dict[str, str] = {}
         self._cancel: set[str] = set()
         self._owners: dict[str, str] = {}
 
-    async def save(self, run: RunState) -> None:
+    async def save(self, run: RunState, owner: str) -> None:
+        if self._owners.get(run.run_id, owner) != owner:
+            raise RunOwnershipLost(run.run_id)
         self._runs[run.run_id] = run.model_dump_json()
+        if run.status.is_final and len(self._runs) > KEEP_FINISHED_IN_MEMORY:
+            self._forget_oldest_finished()
+
+    def _forget_oldest_finished(self) -> None:
+        finished = [r for r in self._states() if r.status is not RunStatus.RUNNING]
+        for run in sorted(finished, key=lambda r: r.created_at)[:-KEEP_FINISHED_IN_MEMORY]:
+            del self._runs[run.run_id]
+            self._cancel.discard(run.run_id)
+
+    def _states(self) -> list[RunState]:
+        return [RunState.model_validate_json(raw) for raw in self._runs.values()]
 
     async def load(self, run_id: str) -> RunState | None:
         raw = self._runs.get(run_id)
         return None if raw is None else RunState.model_validate_json(raw)
 
     async def recent(self, limit: int) -> list[RunState]:
-        runs = [RunState.model_validate_json(raw) for raw in self._runs.values()]
-        return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
+        return sorted(self._states(), key=lambda r: r.created_at, reverse=True)[:limit]
 
     async def active_ids(self) -> list[str]:
         return [r.run_id for r in await self.recent(len(self._runs)) if not r.status.is_final]
@@ -82,24 +101,35 @@ class MemoryRunStore:
 class RedisRunStore:
     """Run state in the Redis of `queue` (connected), under the queue's keys."""
 
+    durable: ClassVar[bool] = True
+
     def __init__(self, queue: RedisTaskQueue, *, ttl_seconds: int = 7 * 86400) -> None:
         self._queue = queue
         self._keys = queue.keys
         self._ttl = ttl_seconds
         self._url = queue.redis_url
 
-    async def save(self, run: RunState) -> None:
-        key = self._keys.run(run.run_id)
-        async with redis_errors(self._url):
-            pipe = self._queue.redis.pipeline(transaction=True)
-            pipe.hset(key, "state", run.model_dump_json())
-            pipe.zadd(self._keys.runs, {run.run_id: int(run.created_at * 1000)})
-            if run.status.is_final:
-                pipe.srem(self._keys.active_runs, run.run_id)
-                pipe.expire(key, self._ttl)
-            else:
-                pipe.sadd(self._keys.active_runs, run.run_id)
-            await pipe.execute()
+    async def save(self, run: RunState, owner: str) -> None:
+        key, lock = self._keys.run(run.run_id), self._keys.run_lock(run.run_id)
+        state = run.model_dump_json()
+        async with redis_errors(self._url), self._queue.redis.pipeline() as pipe:
+            while True:
+                try:
+                    await pipe.watch(lock)  # fencing: no write once another manager took over
+                    if await pipe.get(lock) != owner.encode():
+                        raise RunOwnershipLost(run.run_id)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(key, "state", state)
+                    pipe.zadd(self._keys.runs, {run.run_id: int(run.created_at * 1000)})
+                    if run.status.is_final:
+                        pipe.srem(self._keys.active_runs, run.run_id)
+                        pipe.expire(key, self._ttl)
+                    else:
+                        pipe.sadd(self._keys.active_runs, run.run_id)
+                    await pipe.execute()
+                    return
+                except WatchError:  # the lock changed meanwhile: look again
+                    continue
 
     async def load(self, run_id: str) -> RunState | None:
         async with redis_errors(self._url):
@@ -118,7 +148,15 @@ class RedisRunStore:
             expired = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
             if expired:  # finished runs whose state outlived its TTL
                 await self._queue.redis.zrem(self._keys.runs, *expired)
-        return [_decode(i, raw) for i, raw in zip(ids, raws, strict=True) if raw is not None]
+        runs = []
+        for run_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                runs.append(_decode(run_id, raw))
+            except RunStoreError as exc:  # one bad record must not hide the others
+                log.error("%s", exc)
+        return runs
 
     async def active_ids(self) -> list[str]:
         async with redis_errors(self._url):
@@ -141,18 +179,22 @@ class RedisRunStore:
             return await self._queue.redis.get(key) == owner.encode()
 
     async def renew(self, run_id: str, owner: str, ttl_ms: int) -> bool:
+        """Extend the lock; a lock that expired (an outage longer than its TTL) is taken
+        again. False only when another manager holds it."""
         return await self._if_owner(run_id, owner, ttl_ms)
 
     async def release(self, run_id: str, owner: str) -> None:
         await self._if_owner(run_id, owner, None)
 
     async def _if_owner(self, run_id: str, owner: str, ttl_ms: int | None) -> bool:
-        """Renew (ttl_ms) or delete (None) the lock only while `owner` holds it."""
+        """Renew (ttl_ms; also when the key is gone) or delete (None) the lock, unless
+        another manager holds it."""
         key = self._keys.run_lock(run_id)
         async with redis_errors(self._url), self._queue.redis.pipeline() as pipe:
             try:
                 await pipe.watch(key)
-                if await pipe.get(key) != owner.encode():
+                holder = await pipe.get(key)
+                if holder != owner.encode() and (holder is not None or ttl_ms is None):
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
                 if ttl_ms is None:

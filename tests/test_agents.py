@@ -7,6 +7,8 @@ import asyncio
 import hashlib
 import importlib
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -472,3 +474,29 @@ def test_the_public_api_is_pinned() -> None:
     assert {"build_backend", "build_registry", "ModelError", "ReplayMissing"} <= set(agents.__all__)
     public = {name for name in dir(agents) if not name.startswith("_") and name[0].isupper()}
     assert public == {name for name in agents.__all__ if name[0].isupper()}
+
+
+async def test_qa_code_gets_a_private_home_and_the_worker_is_not_dumpable(
+    tmp_path: Path,
+) -> None:
+    probe = (
+        "import os, unittest\n\nclass T(unittest.TestCase):\n"
+        "    def test_home(self):\n"
+        f"        self.assertNotEqual(os.environ['HOME'], {str(Path.home())!r})\n"
+        "        self.assertEqual(os.listdir(os.environ['HOME']), [])\n"
+    )
+    # in a process of its own: the flag is for the life of the process that runs QA
+    script = (
+        "import asyncio, ctypes, sys\n"
+        "from pathlib import Path\n"
+        "from tests.test_agents import qa\n"
+        "result = asyncio.run(qa(Path(sys.argv[1])))\n"
+        "dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE\n"
+        "print(result['output'][-300:], result['passed'], dumpable)\n"
+    )
+    ws = write(tmp_path / "ws", {"test_home.py": probe})
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ws)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.stdout.split()[-2:] == ["True", "0"], done.stdout + done.stderr

@@ -204,6 +204,26 @@ async def test_auth_errors_are_not_retried_and_hide_the_key(
     assert "sk-test-secret" not in str(caught.value) + repr(backend)
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_refused_and_the_key_never_follows_it(
+    server: ChatServer, status: int
+) -> None:
+    other = ChatServer()  # where the redirect points: must see no request at all
+    other.script = [Answer()]
+    other.thread.start()
+    try:
+        location = other.base_url + "/chat/completions"
+        server.script = [Answer(status, b"", {"Location": location})]
+        with pytest.raises(ModelRejected, match=f"answered {status}") as caught:
+            await server.backend().complete(MESSAGES, key="k")
+    finally:
+        other.httpd.shutdown()
+        other.httpd.server_close()
+        other.thread.join(5)
+    assert not caught.value.retryable and len(server.requests) == 1
+    assert other.requests == []
+
+
 async def test_other_4xx_is_rejected_without_retry(server: ChatServer) -> None:
     server.script = [Answer(400, {"error": "context too long"})]
     with pytest.raises(ModelRejected, match="context too long"):

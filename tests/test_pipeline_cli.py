@@ -251,3 +251,37 @@ def test_the_pipeline_runs_on_an_openai_compatible_endpoint_set_on_the_workers(
     assert set(model.authorizations) == {"Bearer sk-test-secret"}
     for text in (done.stdout, done.stderr, status.stdout):
         assert "sk-test-secret" not in text
+
+
+def test_a_busy_metrics_port_is_a_usage_error_that_starts_no_workers(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = agentic(
+            "pipeline", "run", str(EXAMPLE / "spec.json"), "--metrics-port", port,
+            "--workers", "yes", env=agentic_env(redis_url, queue_name), cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 2 and f"cannot serve metrics on port {port}" in done.stderr
+    assert "workers: started" not in done.stdout
+
+
+async def test_worker_processes_that_die_are_started_again(redis_url: str, queue_name: str) -> None:
+    from pipeline.launcher import WorkerProcesses
+
+    workers = WorkerProcesses(redis_url, queue_name, concurrency={"dev": 1, "qa": 1})
+    workers.start()
+    try:
+        first = workers.processes["dev"]
+        first.kill()
+        first.wait(10)
+        assert workers.respawn_dead() == ["dev"]
+        second = workers.processes["dev"]
+        assert second.pid != first.pid and workers.dead() == []
+    finally:
+        workers.stop()
+    assert second.poll() is not None  # stop() ends them all

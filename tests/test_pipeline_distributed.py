@@ -17,12 +17,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from redis.asyncio import Redis
 
 from agents import build_registry
-from pipeline import DistributedPipelineManager, RunEvent, RunStatus, Stage
+from pipeline import (
+    DistributedPipelineManager,
+    RunEvent,
+    RunInterrupted,
+    RunStatus,
+    RunStoreError,
+    Stage,
+)
 from tests.pipeline_support import ROOT, settings, spec
 from tests.processes import agentic_argv, agentic_env, eventually
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 from utils.config import Settings
-from utils.redis_queue import RedisTaskQueue, TaskState
+from utils.redis_queue import RedisTaskQueue, RedisUnavailable, TaskState
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext
 from utils.redis_queue.worker import Worker
 
@@ -244,11 +251,15 @@ async def test_one_trace_covers_a_run_its_stages_and_its_subtasks(
         assert process.parent is not None and by_id[process.parent.span_id] in sends
 
 
-async def test_a_run_waits_out_a_redis_outage_and_finishes(tmp_path: Path) -> None:
+async def test_a_run_waits_out_a_redis_outage_longer_than_its_lock_and_finishes(
+    tmp_path: Path,
+) -> None:
     server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
     server.start()
     try:
-        config = settings(tmp_path, redis_url=server.url, queue_name="outage")
+        config = settings(
+            tmp_path, redis_url=server.url, queue_name="outage", pipeline={"run_lock_seconds": 1}
+        )
         submitted, waiting = asyncio.Event(), asyncio.Event()
 
         def on_event(event: RunEvent) -> None:
@@ -262,6 +273,7 @@ async def test_a_run_waits_out_a_redis_outage_and_finishes(tmp_path: Path) -> No
             await submitted.wait()  # the dev subtasks are queued; no worker yet
             server.kill()
             await waiting.wait()  # the run noticed, and waits instead of failing
+            await asyncio.sleep(1.2)  # outlast the 1 s run lock: its key expires meanwhile
             server.start()
             queue = RedisTaskQueue.from_settings(config)
             async with queue:
@@ -274,3 +286,123 @@ async def test_a_run_waits_out_a_redis_outage_and_finishes(tmp_path: Path) -> No
         server.cleanup()
     assert result.status is RunStatus.SUCCEEDED, result.reasons
     assert all(r.attempts == 1 for r in result.subtasks)
+
+
+async def test_a_manager_that_lost_its_lock_stops_driving_and_writes_nothing(
+    config: Settings, raw_redis: Redis, queue_name: str
+) -> None:
+    submitted = asyncio.Event()
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind == "submitted" and event.subtask_id == "textstats":
+            submitted.set()
+
+    first = DistributedPipelineManager(settings=config, on_event=on_event, resume=False)
+    second = DistributedPipelineManager(settings=config, resume=False)
+    async with first, second:
+        run_id = await first.start_run(spec("replay.json"))
+        await submitted.wait()
+        # The first manager stalls past its lock (simulated: the lock goes) and a second
+        # one takes the run over.
+        await raw_redis.delete(f"agentic:{{{queue_name}}}:run_lock:{run_id}")
+        assert await second.resume_runs() == [run_id]
+        queue = RedisTaskQueue.from_settings(config)
+        async with queue:
+            worker = Worker(queue, build_registry(config), concurrency=4)
+            serving = asyncio.create_task(worker.run())
+            with pytest.raises(RunInterrupted, match="another manager drives it now"):
+                await first.wait_run(run_id)
+            result = await second.wait_run(run_id)
+            worker.request_stop()
+            await serving
+            tasks = [await queue.get_task(r.task_id) for r in result.subtasks]
+
+    assert result.status is RunStatus.SUCCEEDED, result.reasons
+    assert [t.attempts for t in tasks if t] == [1] * 6  # no subtask ran twice
+
+
+async def test_cancelling_a_run_that_already_ended_leaves_it_as_it_ended(
+    config: Settings,
+) -> None:
+    async with DistributedPipelineManager(settings=config, handlers=build_registry(config)) as m:
+        result = await m.run(spec("replay.json"))
+    async with DistributedPipelineManager(settings=config, resume=False) as other:
+        assert await other.cancel_run(result.run_id) is RunStatus.SUCCEEDED
+        stored = await other.get_run(result.run_id)
+    assert stored.status is RunStatus.SUCCEEDED and stored.artifact == result.artifact
+
+
+async def test_cancelling_a_run_nobody_drives_ends_it_and_its_subtasks(
+    config: Settings, raw_redis: Redis, queue_name: str
+) -> None:
+    submitted = asyncio.Event()
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind == "submitted" and event.subtask_id == "textstats":
+            submitted.set()
+
+    driver = DistributedPipelineManager(settings=config, on_event=on_event, resume=False)
+    await driver.start()
+    run_id = await driver.start_run(spec("replay.json"))
+    await submitted.wait()
+    waiting = asyncio.create_task(driver.wait_run(run_id))
+    await driver.stop()  # the driver goes (its lock with it); the run stays saved
+    with pytest.raises(RunInterrupted, match="its manager stopped"):
+        await waiting
+    async with DistributedPipelineManager(settings=config, resume=False) as other:
+        assert (await other.get_run(run_id)).status is RunStatus.RUNNING
+        assert await other.cancel_run(run_id) is RunStatus.CANCELLED
+        stored = await other.get_run(run_id)
+        tasks = [await other.redis_queue.get_task(k) for k in stored.subtasks]
+    assert stored.reasons == ["cancelled while no manager drove it"]
+    assert [r.state for r in stored.subtasks.values()] == ["cancelled", "cancelled"]
+    assert [t.state for t in tasks if t] == [TaskState.CANCELLED] * 2
+    assert not await raw_redis.sismember(f"agentic:{{{queue_name}}}:active_runs", run_id)
+
+
+async def test_a_subtask_that_gives_no_result_in_time_fails_the_run_and_is_cancelled(
+    tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    config = settings(
+        tmp_path, redis_url=redis_url, queue_name=queue_name,
+        pipeline={"subtask_timeout_seconds": 0.3},
+    )  # fmt: skip
+    async with DistributedPipelineManager(settings=config, resume=False) as manager:
+        result = await manager.run(spec("replay.json"))  # no worker serves it
+        tasks = [await manager.redis_queue.get_task(r.task_id) for r in result.subtasks]
+    assert result.status is RunStatus.FAILED
+    assert "still pending after 0.3 s" in result.reasons[0]
+    assert [t.state for t in tasks if t] == [TaskState.CANCELLED] * 2  # not run later
+
+
+async def test_an_unreadable_run_is_reported_and_skipped_not_fatal(
+    config: Settings, raw_redis: Redis, queue_name: str
+) -> None:
+    base = f"agentic:{{{queue_name}}}:"
+    await raw_redis.hset(base + "run:broken", "state", "{not json")
+    await raw_redis.sadd(base + "active_runs", "broken")
+    await raw_redis.zadd(base + "runs", {"broken": 1})
+    manager = DistributedPipelineManager(settings=config, handlers=build_registry(config))
+    async with manager:  # resume=True: the broken run does not stop the start
+        result = await manager.run(spec("replay.json"))
+        listed = [r.run_id for r in await manager.list_runs()]
+        with pytest.raises(RunStoreError, match="cannot read"):
+            await manager.get_run("broken")
+    assert result.status is RunStatus.SUCCEEDED and listed == [result.run_id]
+
+
+async def test_a_start_that_fails_leaves_nothing_running(tmp_path: Path) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    config = settings(tmp_path, redis_url=nowhere, connect_timeout=0.5)
+    manager = DistributedPipelineManager(settings=config, handlers=build_registry(config))
+    before = asyncio.all_tasks()
+    with pytest.raises(RedisUnavailable):
+        await manager.start()
+    assert asyncio.all_tasks() == before
+
+
+async def test_a_run_id_must_be_safe_for_paths_and_keys(config: Settings) -> None:
+    async with DistributedPipelineManager(settings=config, resume=False) as manager:
+        for bad in ("../escape", "a/b", "-x", "x" * 101):
+            with pytest.raises(ValueError, match="invalid run id"):
+                await manager.start_run(spec("replay.json"), run_id=bad)

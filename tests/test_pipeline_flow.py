@@ -157,6 +157,9 @@ async def test_runs_are_counted_by_outcome_and_stages_timed(make_manager: Manage
     assert value("agentic_pipeline_runs_active") == 0
     assert value("agentic_pipeline_stage_seconds_count", task_type="qa") == 3
     assert value("agentic_pipeline_stage_seconds_count", task_type="deploy") == 1
+    # the recorded usage: dev 801 + 870 tokens in both runs, fix 1,765 in the first only
+    assert value("agentic_pipeline_tokens_total", task_type="dev") == 2 * (801 + 870)
+    assert value("agentic_pipeline_tokens_total", task_type="fix") == 1765
 
 
 async def test_many_runs_at_once_each_get_their_own_workspace_and_artifact(
@@ -225,3 +228,23 @@ async def test_the_in_process_queue_retries_like_the_redis_queue(tmp_path: Path)
         with pytest.raises(TaskNotFound):
             await manager.collect_result("never-submitted")
     assert calls == {"flaky": 3, "poison": 1}
+
+
+async def test_stopping_the_in_process_manager_mid_run_ends_the_run_cancelled(
+    tmp_path: Path,
+) -> None:
+    started = asyncio.Event()
+
+    async def endless(ctx: TaskContext) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    manager = EnhancedPipelineManager({"dev": endless}, settings=settings(tmp_path))
+    await manager.start()
+    run_id = await manager.start_run(spec("replay.json"))
+    waiting = asyncio.create_task(manager.wait_run(run_id))
+    await started.wait()
+    await manager.stop()  # nothing could resume a run kept in memory
+    result = await waiting
+    assert result.status is RunStatus.CANCELLED and result.reasons == ["the manager stopped"]
+    assert (await manager.get_run(run_id)).status is RunStatus.CANCELLED

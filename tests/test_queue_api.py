@@ -251,3 +251,19 @@ async def test_a_claim_passes_the_wake_up_on_to_workers_of_other_types(
     assert [t.task_id for t in got_dev] == ["dev-work"]
     assert [t.task_id for t in got_both] == ["urgent-fix"]
     assert time.perf_counter() - started < 1.5
+
+
+async def test_cancelling_a_result_wait_takes_effect_whenever_it_arrives(
+    queue: RedisTaskQueue,
+) -> None:
+    """redis-py (with a socket timeout, on Python 3.11) can swallow a cancellation that
+    arrives inside a command; the wait must end cancelled anyway, within one block slice,
+    not run on to its timeout."""
+    await queue.enqueue("never-done", "noop", {})
+    for delay in range(16):  # cancel after 0, 1, 2, ... loop iterations: every await point
+        waiter = asyncio.create_task(queue.wait_for_result("never-done", timeout=0.5))
+        for _ in range(delay):
+            await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter

@@ -67,12 +67,13 @@ class EmbeddedRedis:
         args += ["--dir", self._dir, "--appendonly", "yes", "--save", ""]
         log_path = os.path.join(self._dir, "server.log")
         args += ["--logfile", log_path]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its own errors go to the log file; stdout/stderr only before it opens it
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # a process we started: nothing to await on
             if self._process.poll() is not None:
-                err = (self._process.stderr.read() if self._process.stderr else b"").decode()
-                raise EmbeddedRedisError(f"{args[0]} exited: {err or _tail(log_path)}")
+                code = self._process.returncode
+                raise EmbeddedRedisError(f"{args[0]} exited with {code}: {_tail(log_path)}")
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self.url

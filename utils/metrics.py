@@ -154,8 +154,28 @@ class PipelineMetrics:
             registry=self.registry,
         )
 
+        # Per run they are in the run's result; here, summed by the stage that used them.
+        self.tokens = Counter(
+            "agentic_pipeline_tokens",
+            "Model tokens (prompt + completion) of the subtask results a manager collected.",
+            ["task_type"],
+            registry=self.registry,
+        )
+        self.cost_dollars = Counter(
+            "agentic_pipeline_cost_dollars",
+            "Model cost in USD of the subtask results a manager collected.",
+            ["task_type"],
+            registry=self.registry,
+        )
+
     def run_started(self) -> None:
         self.active.inc()
+
+    def subtask_used(self, stage: str, tokens: int, cost_dollars: float) -> None:
+        if tokens:
+            self.tokens.labels(stage).inc(tokens)
+        if cost_dollars:
+            self.cost_dollars.labels(stage).inc(cost_dollars)
 
     def run_ended(self, outcome: str) -> None:
         self.active.dec()

@@ -19,6 +19,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message as HeaderMap
 from typing import Any
 
@@ -69,9 +70,9 @@ class OpenAIChatBackend:
             "Accept": "application/json",
             "User-Agent": "agentic-pipeline",
         }
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._opener = urllib.request.build_opener()  # honours the *_proxy environment
+        self._authorization = f"Bearer {api_key}" if api_key else None
+        # Honours the *_proxy environment; refuses redirects, so the key never follows one.
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> OpenAIChatBackend:
@@ -115,13 +116,16 @@ class OpenAIChatBackend:
 
     async def _send(self, body: bytes) -> bytes:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._post, body), self.timeout)
+            call = asyncio.get_running_loop().run_in_executor(_CALLS, self._post, body)
+            return await asyncio.wait_for(call, self.timeout)
         except TimeoutError:
             raise ModelTimeout(f"no answer from {self.url} within {self.timeout} s") from None
 
     def _post(self, body: bytes) -> bytes:
         """One blocking request (in a worker thread); errors come out typed."""
         request = urllib.request.Request(self.url, data=body, headers=self._headers)
+        if self._authorization:
+            request.add_unredirected_header("Authorization", self._authorization)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 data: bytes = response.read()
@@ -138,6 +142,24 @@ class OpenAIChatBackend:
             raise ModelUnavailable(f"cannot reach {self.url}: {exc.reason}") from None
         except (http.client.HTTPException, OSError) as exc:
             raise ModelUnavailable(f"connection to {self.url} failed: {exc!r}") from None
+
+
+# Model calls block a thread each. Their own pool keeps a server that drips bytes from
+# starving the default executor (file I/O of the agents, the worker's sync handlers);
+# a call given up on by its deadline still holds its thread until its socket times out.
+_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="model-call")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A chat-completions endpoint does not redirect a POST; following one would send
+    the request (and, with a plain header, the key) to a host nobody configured."""
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> None:
+        raise urllib.error.HTTPError(
+            req.full_url, code, f"redirect to {newurl} refused", headers, fp
+        )
 
 
 def _http_error(status: int, headers: HeaderMap, detail: str, url: str) -> ModelError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -14,7 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from utils.config import Settings
 from utils.embedded_redis import EmbeddedRedisError, redis_for
-from utils.metrics import PipelineMetrics, RedisQueueCollector, serve_metrics
+from utils.metrics import (
+    PipelineMetrics,
+    RedisQueueCollector,
+    install_model_metrics,
+    serve_metrics,
+)
 from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.registry import list_workers
 from utils.tracing import TRACES_FILE_ENV
@@ -28,6 +34,10 @@ from .common import EXIT_FAILURE, EXIT_USAGE, CliState, emit_json, fail, pass_st
 from .progress import ProgressPrinter, render_summary, run_row
 
 __all__ = ["pipeline"]
+
+WATCHDOG_SECONDS = 1.0
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
+log = logging.getLogger("agentic.pipeline")
 
 
 @click.group()
@@ -76,10 +86,14 @@ def run_cmd(
     except SpecError as exc:
         fail(str(exc), EXIT_USAGE)
     session = _Session(state.settings, redis_mode, workers, metrics_port, as_json)
-    if local:
-        result = run(lambda: session.run_local(spec))
-    else:
-        result = run(lambda: session.run_distributed(spec))
+    try:
+        if local:
+            result = run(lambda: session.run_local(spec))
+        else:
+            result = run(lambda: session.run_distributed(spec))
+    except KeyboardInterrupt:
+        resumable = "" if local else "; `agentic pipeline resume` drives it on"
+        fail(f"interrupted: the run stopped{resumable}", EXIT_INTERRUPTED)
     _finish([result], session, as_json)
 
 
@@ -241,13 +255,19 @@ class _Session:
                 )
                 async with manager:
                     self._say(f"redis: {queue.url} ({where}), queue {queue.queue_name}")
-                    workers = await self._start_workers(manager.redis_queue)
                     self._serve_metrics(settings)
+                    workers: WorkerProcesses | None = None
+                    watchdog: asyncio.Task[None] | None = None
                     try:
+                        workers = await self._start_workers(manager.redis_queue)
+                        if workers is not None:
+                            watchdog = asyncio.create_task(_keep_alive(workers))
                         yield manager
                     finally:
+                        if watchdog is not None:
+                            watchdog.cancel()
                         if workers is not None:
-                            workers.stop()
+                            await asyncio.to_thread(workers.stop)
         except EmbeddedRedisError as exc:
             fail(str(exc))
 
@@ -278,7 +298,11 @@ class _Session:
                     password=secret,
                 )
             )
-        server, _ = serve_metrics(self.metrics_port, self.registry, addr="127.0.0.1")
+        install_model_metrics(self.registry)  # --local runs the agents in this process
+        try:
+            server, _ = serve_metrics(self.metrics_port, self.registry, addr="127.0.0.1")
+        except OSError as exc:
+            fail(f"cannot serve metrics on port {self.metrics_port}: {exc.strerror}", EXIT_USAGE)
         self.metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
         self._say(f"metrics: {self.metrics_url}")
 
@@ -292,6 +316,15 @@ class _Session:
     def _say(self, line: str) -> None:
         if not self.quiet:
             click.echo(line)
+
+
+async def _keep_alive(workers: WorkerProcesses) -> None:
+    """Restart a worker process that died (a crash, or an agent that killed it), so
+    its task type is not left unserved until the subtask timeout."""
+    while True:
+        await asyncio.sleep(WATCHDOG_SECONDS)  # watching child processes: no event to await
+        for task_type in workers.respawn_dead():
+            log.warning("the %s worker process died; started a new one", task_type)
 
 
 def _finish(results: list[PipelineResult], session: _Session, as_json: bool) -> None:

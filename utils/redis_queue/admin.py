@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..aio import raise_if_cancelled
 from . import codec
 from .connection import BLOCK_SLICE_SECONDS, redis_errors
 from .core import BATCH, MIN_BLOCK, QueueCore
@@ -59,6 +60,7 @@ class QueueAdmin(QueueCore):
                 pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
                 pipe.hgetall(self.keys.task(task_id))
                 token, flat = await pipe.execute()
+            raise_if_cancelled()  # a cancel redis-py swallowed ends the wait after one slice
             task = self._decode(task_id, flat)
             if token is not None and task is not None and not TaskState(task.state).is_final:
                 # A token left by an earlier task of the same id (deleted by hand): drop
