@@ -36,6 +36,23 @@ from utils.redis_queue.worker import Worker
 pytestmark = pytest.mark.timeout(60)
 
 
+class EventWaiter:
+    """A run's on_event listener with an asyncio.Event per awaited kind of event."""
+
+    def __init__(self) -> None:
+        self._wanted: list[tuple[str, str | None, asyncio.Event]] = []
+
+    def event(self, kind: str, subtask_id: str | None = None) -> asyncio.Event:
+        happened = asyncio.Event()
+        self._wanted.append((kind, subtask_id, happened))
+        return happened
+
+    def __call__(self, event: RunEvent) -> None:
+        for kind, subtask_id, happened in self._wanted:
+            if event.kind == kind and subtask_id in (None, event.subtask_id):
+                happened.set()
+
+
 @pytest.fixture
 def config(tmp_path: Path, redis_url: str, queue_name: str) -> Settings:
     return settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
@@ -100,11 +117,8 @@ async def test_run_state_lives_in_redis_and_another_manager_reads_it(
 
 
 async def test_cancel_drops_queued_subtasks_and_ends_the_run_cancelled(config: Settings) -> None:
-    submitted = asyncio.Event()
-
-    def on_event(event: RunEvent) -> None:
-        if event.kind == "submitted" and event.subtask_id == "textstats":
-            submitted.set()
+    on_event = EventWaiter()
+    submitted = on_event.event("submitted", "textstats")  # both dev subtasks are queued
 
     async with DistributedPipelineManager(settings=config, on_event=on_event) as manager:
         run_id = await manager.start_run(spec("replay.json"))  # no worker: they wait
@@ -141,11 +155,8 @@ async def test_cancel_stops_a_running_subtask(config: Settings) -> None:
 async def test_cancel_from_another_process_is_seen_by_the_driving_manager(
     config: Settings,
 ) -> None:
-    submitted = asyncio.Event()
-
-    def on_event(event: RunEvent) -> None:
-        if event.kind == "submitted":
-            submitted.set()
+    on_event = EventWaiter()
+    submitted = on_event.event("submitted")
 
     async with DistributedPipelineManager(settings=config, on_event=on_event) as driver:
         run_id = await driver.start_run(spec("replay.json"))
@@ -260,13 +271,9 @@ async def test_a_run_waits_out_a_redis_outage_longer_than_its_lock_and_finishes(
         config = settings(
             tmp_path, redis_url=server.url, queue_name="outage", pipeline={"run_lock_seconds": 1}
         )
-        submitted, waiting = asyncio.Event(), asyncio.Event()
-
-        def on_event(event: RunEvent) -> None:
-            if event.kind == "submitted" and event.subtask_id == "textstats":
-                submitted.set()
-            if event.kind == "waiting":
-                waiting.set()
+        on_event = EventWaiter()
+        submitted = on_event.event("submitted", "textstats")
+        waiting = on_event.event("waiting")
 
         async with DistributedPipelineManager(settings=config, on_event=on_event) as manager:
             run_id = await manager.start_run(spec("replay.json"))
@@ -291,11 +298,8 @@ async def test_a_run_waits_out_a_redis_outage_longer_than_its_lock_and_finishes(
 async def test_a_manager_that_lost_its_lock_stops_driving_and_writes_nothing(
     config: Settings, raw_redis: Redis, queue_name: str
 ) -> None:
-    submitted = asyncio.Event()
-
-    def on_event(event: RunEvent) -> None:
-        if event.kind == "submitted" and event.subtask_id == "textstats":
-            submitted.set()
+    on_event = EventWaiter()
+    submitted = on_event.event("submitted", "textstats")  # both dev subtasks are queued
 
     first = DistributedPipelineManager(settings=config, on_event=on_event, resume=False)
     second = DistributedPipelineManager(settings=config, resume=False)
@@ -335,11 +339,8 @@ async def test_cancelling_a_run_that_already_ended_leaves_it_as_it_ended(
 async def test_cancelling_a_run_nobody_drives_ends_it_and_its_subtasks(
     config: Settings, raw_redis: Redis, queue_name: str
 ) -> None:
-    submitted = asyncio.Event()
-
-    def on_event(event: RunEvent) -> None:
-        if event.kind == "submitted" and event.subtask_id == "textstats":
-            submitted.set()
+    on_event = EventWaiter()
+    submitted = on_event.event("submitted", "textstats")  # both dev subtasks are queued
 
     driver = DistributedPipelineManager(settings=config, on_event=on_event, resume=False)
     await driver.start()
