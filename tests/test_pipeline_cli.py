@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -285,3 +286,26 @@ async def test_worker_processes_that_die_are_started_again(redis_url: str, queue
     finally:
         workers.stop()
     assert second.poll() is not None  # stop() ends them all
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_runs_the_example_to_a_deployed_artifact(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AGENTIC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # none: embedded
+        "AGENTIC_PIPELINE__WORKSPACE_ROOT": str(tmp_path / "workspaces"),
+        "AGENTIC_PIPELINE__DEPLOY_DIR": str(tmp_path / "deploy"),
+        "AGENTIC_TRACES_FILE": str(tmp_path / "traces.jsonl"),
+    }
+    done = subprocess.run(
+        ["make", "--no-print-directory", "demo"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = done.stdout[done.stdout.index("\nRun ") :]
+    assert " succeeded in " in summary and "fix rounds  1" in summary
+    assert "cost $0.0010" in summary  # priced like gpt-4o-mini by the Makefile
+    artifact = Path(summary.split("artifact", 1)[1].split()[0])
+    assert artifact.is_file() and artifact.parent == tmp_path / "deploy"
+    assert f"spans in {tmp_path / 'traces.jsonl'}" in summary
