@@ -1,14 +1,7 @@
-"""EnhancedPipelineManager: the stage flow of a pipeline run, on an in-process queue.
-
-    dev subtasks (in parallel) -> qa -> [fix -> qa] x up to max_fix_rounds -> deploy
-
-Every subtask is submitted with the priority PriorityAssigner gives it and its result
-is recorded in the run's state, which is saved after every change. The flow is a pure
-function of the recorded results, so a run can be driven again from its saved state
-(DistributedPipelineManager resumes runs that way) without re-running finished subtasks.
-
-Subclasses change where subtasks run by overriding `submit_task`, `_outcome` and
-`_cancel_subtask` (and `start` / `stop`); the flow stays here.
+"""EnhancedPipelineManager: pipeline runs in one process, on an in-memory priority queue
+served by local worker coroutines (pipeline/local.py). The stage flow itself is
+pipeline/flow.py; subclasses change where subtasks run by overriding `submit_task`,
+`_outcome` and `_cancel_subtask` (and `start` / `stop`).
 """
 
 from __future__ import annotations
@@ -20,37 +13,27 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from utils import tracing
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
-from utils.redis_queue import (
-    QueueError,
-    RedisUnavailable,
-    ResultTimeout,
-    TaskCancelled,
-    TaskFailed,
-)
+from utils.redis_queue import QueueError
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
 from utils.redis_queue.telemetry import tracing_from_environment
 
-from .errors import RunInterrupted, RunNotFound, RunOwnershipLost
+from .errors import RunNotFound
+from .flow import StageFlow
 from .local import LocalExecutor
 from .priority import PriorityAssigner
 from .runs import (
     EventHandler,
     PipelineResult,
-    RunEvent,
     RunState,
     RunStatus,
     Stage,
-    SubtaskRecord,
-    Usage,
 )
 from .spec import PipelineSpec, load_spec
 from .store import MemoryRunStore, RunStore
@@ -58,21 +41,11 @@ from .store import MemoryRunStore, RunStore
 __all__ = ["DEFAULT_APP", "EnhancedPipelineManager"]
 
 DEFAULT_APP = "agents.app:registry"  # the agents, named (pipeline never imports agents)
-OUTAGE_FIRST_PAUSE = 0.5  # seconds before a run retries after Redis went away; doubles
-OUTAGE_MAX_PAUSE = 10.0
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 log = logging.getLogger("agentic.pipeline")
 
 
-class _StageFailed(Exception):
-    """The run cannot go on: the reason is the exception's message."""
-
-
-class _RunCancelled(Exception):
-    pass
-
-
-class EnhancedPipelineManager:
+class EnhancedPipelineManager(StageFlow):
     """Runs pipelines in this process. `handlers` are the agents by task type (a
     HandlerRegistry or dict); by default `agents.app:registry` is loaded at start()."""
 
@@ -248,223 +221,6 @@ class EnhancedPipelineManager:
 
     # -- the flow --------------------------------------------------------------------
 
-    def _drive_in_background(self, run: RunState, *, resumed: bool) -> None:
-        driver = asyncio.create_task(self._drive(run, resumed), name=f"pipeline-{run.run_id}")
-        self._drivers[run.run_id] = driver
-        driver.add_done_callback(lambda _: self._drivers.pop(run.run_id, None))
-
-    async def _drive(self, run: RunState, resumed: bool) -> PipelineResult:
-        if self.metrics:
-            self.metrics.run_started()
-        attributes = {tracing.RUN_ID: run.run_id}
-        with tracing.pipeline_span(
-            tracing.PIPELINE_RUN, run.name, parent=run.trace_context or None, attributes=attributes
-        ) as span:
-            context = span.get_span_context()
-            if not run.trace_context and context.is_valid:
-                run.trace_context = tracing.inject()
-                run.trace_id = format(context.trace_id, "032x")
-            self._emit(run, "started", message="resumed" if resumed else "")
-            try:
-                await self._flow_through_outages(run)
-            except (asyncio.CancelledError, RunOwnershipLost) as exc:
-                return await self._interrupted(run, exc)
-            except _RunCancelled:
-                await self._end(run, RunStatus.CANCELLED, "cancelled")
-            except _StageFailed as exc:
-                await self._end(run, RunStatus.FAILED, str(exc))
-            except Exception as exc:  # a bug or an outage: the run ends, it is not lost
-                log.exception("pipeline run %s failed", run.run_id)
-                await self._end(run, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
-            else:
-                await self._end(run, RunStatus.SUCCEEDED, None)
-        return run.to_result()
-
-    async def _interrupted(self, run: RunState, exc: BaseException) -> PipelineResult:
-        """The driver was stopped (stop(), or the lock renewer saw a takeover) or a save
-        found another owner. A run in memory cannot be resumed: it ends cancelled. One in
-        Redis stays as saved, for a manager that starts to resume."""
-        if self.metrics:
-            self.metrics.active.dec()
-        if isinstance(exc, RunOwnershipLost) or run.run_id in self._taken_over:
-            self._taken_over.discard(run.run_id)
-            raise RunInterrupted(run.run_id, "another manager drives it now") from None
-        if not self.store.durable:
-            if self.metrics:
-                self.metrics.active.inc()  # _end counts the run as ended
-            await self._end(run, RunStatus.CANCELLED, "the manager stopped")
-            return run.to_result()
-        raise RunInterrupted(run.run_id, "its manager stopped; it resumes when one starts")
-
-    async def _flow_through_outages(self, run: RunState) -> None:
-        """Run the flow; when Redis goes away, wait and run it again from the run's
-        state (the flow replays what is recorded, and enqueue is idempotent), so an
-        outage delays a run instead of failing it. Cancel or stop() end the wait."""
-        pause = OUTAGE_FIRST_PAUSE
-        while True:
-            try:
-                await self._flow(run)
-                return
-            except RedisUnavailable as exc:
-                log.warning(
-                    "run %s waits for Redis (%s); retrying in %.1f s", run.run_id, exc, pause
-                )
-                self._emit(run, "waiting", run.stage, message=f"Redis unavailable: {exc}")
-            await asyncio.sleep(pause)  # a backoff while Redis is down, not a poll for work
-            pause = min(pause * 2, OUTAGE_MAX_PAUSE)
-            if run.run_id in self._cancelling:
-                raise _RunCancelled
-
-    async def _flow(self, run: RunState) -> None:
-        async with self._stage(run, Stage.DEV):
-            dev = [s.model_dump(mode="json", exclude_none=True) for s in run.spec.subtasks]
-            steps = [self._step(run, Stage.DEV, {**s, "stage": "dev"}) for s in dev]
-            outcomes = await asyncio.gather(*steps, return_exceptions=True)
-        for outcome in outcomes:  # cancel, takeover, outage or a bug: not a dev failure
-            if isinstance(outcome, BaseException) and not isinstance(outcome, _StageFailed):
-                raise outcome
-        failed = [str(o) for o in outcomes if isinstance(o, _StageFailed)]
-        if failed:
-            raise _StageFailed("; ".join(failed))
-        fix_round = 0
-        while True:
-            async with self._stage(run, Stage.QA):
-                qa = await self._step(run, Stage.QA, _qa_subtask(fix_round), round=fix_round)
-            if qa.get("passed"):
-                break
-            if fix_round >= run.max_fix_rounds:
-                raise _StageFailed(
-                    f"QA still fails after {fix_round} fix round(s): {_qa_reason(qa)}"
-                )
-            fix_round += 1
-            run.fix_rounds = fix_round
-            async with self._stage(run, Stage.FIX):
-                failure = str(qa.get("output") or qa.get("summary") or "")
-                await self._step(
-                    run, Stage.FIX, _fix_subtask(fix_round), round=fix_round, failure=failure
-                )
-        async with self._stage(run, Stage.DEPLOY):
-            deploy = await self._step(
-                run,
-                Stage.DEPLOY,
-                {"id": "deploy", "stage": "deploy", "description": "Build the release artifact"},
-                deploy_dir=run.deploy_dir,
-                name=run.spec.name,
-                version=run.spec.version,
-                qa_evidence=qa,
-            )
-        run.artifact = deploy.get("artifact")
-
-    async def _step(
-        self, run: RunState, stage: Stage, subtask: dict[str, Any], **extra: Any
-    ) -> dict[str, Any]:
-        """Run one subtask, or return its recorded result if it already ran."""
-        task_id = f"{run.run_id}:{stage}:{subtask['id']}"
-        record = run.subtasks.get(task_id)
-        if record is not None and record.state == "completed":
-            return dict(record.result)
-        if record is None:
-            record = SubtaskRecord(
-                task_id=task_id,
-                stage=stage,
-                subtask_id=subtask["id"],
-                priority=self.priority_for(stage, subtask),
-            )
-            run.subtasks[task_id] = record
-            await self._save(run)
-        await self._raise_if_cancelled(run)
-        payload: dict[str, Any] = {"run_id": run.run_id, "workspace": run.workspace, **extra}
-        if run.spec.model:
-            payload["model"] = run.spec.model
-        await self.submit_task(stage, task_id, subtask, **payload)
-        if await self.store.cancel_requested(run.run_id):  # a cancel raced the submit
-            await self._cancel_subtask(task_id)
-        self._emit(run, "submitted", stage, subtask["id"], f"priority {record.priority}")
-        try:
-            result, attempts = await self._outcome(task_id, self._subtask_timeout)
-        except TaskCancelled:
-            record.state, record.finished_at = "cancelled", time.time()
-            await self._save(run)
-            await self._raise_if_cancelled(run)
-            raise _StageFailed(f"{stage} subtask {subtask['id']} was cancelled") from None
-        except (TaskFailed, ResultTimeout) as exc:
-            if isinstance(exc, ResultTimeout):  # nobody will want its result any more
-                await self._cancel_subtask(task_id)
-            record.state, record.finished_at = "failed", time.time()
-            record.error = getattr(exc, "error", None) or str(exc)
-            await self._save(run)
-            self._emit(run, "failed", stage, subtask["id"], record.error)
-            raise _StageFailed(f"{stage} subtask {subtask['id']} failed: {record.error}") from exc
-        if not isinstance(result, dict):
-            result = {"ok": True, "summary": "", "value": result}
-        record.state, record.result = "completed", result
-        record.attempts, record.finished_at = attempts, time.time()
-        await self._save(run)
-        if self.metrics:
-            used = Usage()
-            used.add(result.get("usage"))
-            self.metrics.subtask_used(str(stage), used.total_tokens, used.cost_usd)
-        self._emit(run, "finished", stage, subtask["id"], str(result.get("summary", "")), result)
-        if stage is not Stage.QA and result.get("ok") is False:
-            raise _StageFailed(f"{stage} subtask {subtask['id']}: {result.get('summary')}")
-        return result
-
-    @asynccontextmanager
-    async def _stage(self, run: RunState, stage: Stage) -> AsyncIterator[None]:
-        run.stage = stage
-        self._emit(run, "stage", stage)
-        started = time.perf_counter()
-        attributes = {tracing.RUN_ID: run.run_id, tracing.STAGE: str(stage)}
-        with tracing.pipeline_span(tracing.PIPELINE_STAGE, str(stage), attributes=attributes):
-            yield
-        if self.metrics:
-            self.metrics.stage_finished(str(stage), time.perf_counter() - started)
-
-    async def _raise_if_cancelled(self, run: RunState) -> None:
-        if run.run_id in self._cancelling or await self.store.cancel_requested(run.run_id):
-            raise _RunCancelled
-
-    async def _end(self, run: RunState, status: RunStatus, reason: str | None) -> None:
-        run.status = status
-        if reason:
-            run.reasons.append(reason)
-        run.finished_at = time.time()
-        pause = OUTAGE_FIRST_PAUSE
-        while True:  # the end of a run is not dropped for an outage
-            try:
-                await self._save(run)
-                await self.store.release(run.run_id, self.manager_id)
-                break
-            except RedisUnavailable as exc:
-                log.warning("run %s ended %s; saving waits for Redis (%s)", run.run_id, status, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, OUTAGE_MAX_PAUSE)
-        self._cancelling.discard(run.run_id)
-        self._forget_subtasks(list(run.subtasks))
-        if self.metrics:
-            self.metrics.run_ended(str(status))
-        self._emit(run, "ended", message=str(status), data={"reasons": run.reasons})
-
-    async def _save(self, run: RunState) -> None:
-        run.updated_at = time.time()
-        await self.store.save(run, self.manager_id)
-
-    def _emit(
-        self,
-        run: RunState,
-        kind: str,
-        stage: Stage | None = None,
-        subtask_id: str | None = None,
-        message: str = "",
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        event = RunEvent(run.run_id, kind, stage, subtask_id, message, data or {})
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # a display must not break a run
-                log.exception("pipeline event listener failed")
-
     # -- where subtasks run (overridden by DistributedPipelineManager) -------------
 
     async def _start_executor(self) -> None:
@@ -497,10 +253,6 @@ class EnhancedPipelineManager:
         return self._executor
 
     @property
-    def _subtask_timeout(self) -> float:
-        return self.settings.pipeline.subtask_timeout_seconds
-
-    @property
     def _lock_ms(self) -> int:
         return int(self.settings.pipeline.run_lock_seconds * 1000)
 
@@ -518,27 +270,3 @@ def _load_app(app: str) -> HandlerRegistry:
 
     module, _, attribute = app.partition(":")
     return as_registry(getattr(import_module(module), attribute or "registry"))
-
-
-def _qa_subtask(fix_round: int) -> dict[str, Any]:
-    return {
-        "id": f"qa-{fix_round}",
-        "stage": "qa",
-        "description": "Compile the workspace and run its tests",
-    }
-
-
-def _fix_subtask(fix_round: int) -> dict[str, Any]:
-    return {
-        "id": f"fix-{fix_round}",
-        "stage": "fix",
-        "description": "Make the failing tests pass",
-        "blocking": True,  # it blocks the deploy
-        "retries": fix_round - 1,
-    }
-
-
-def _qa_reason(qa: Mapping[str, Any]) -> str:
-    summary = str(qa.get("summary") or "tests failed")
-    output = str(qa.get("output") or "").strip().splitlines()
-    return summary if not output else f"{summary} ({output[-1][:200]})"
