@@ -18,6 +18,7 @@ from tests.faults.load import Producer, drained, enqueue_all, payloads
 from tests.faults.servers import FaultRedis
 from tests.redis_server import RedisServer
 from utils.redis_queue import QueueError, RedisTaskQueue, RedisUnavailable
+from utils.redis_queue.scripts import SCRIPT_FLAGS, SCRIPT_NAMES, script_source
 
 Factory = Callable[..., Any]
 
@@ -186,6 +187,16 @@ async def test_maxmemory_refuses_enqueue_clearly_while_workers_still_drain(
     assert (await q.wait_for_result("after", timeout=10))["attempt"] == 1
     assert await workers.stop_all() == [0, 0]
     fault_totals(report, 1)
+
+
+def test_every_script_declares_its_flags_in_a_shebang_before_its_header() -> None:
+    """Case 10's engine side: the drain-only scripts carry allow-oom, enqueue none."""
+    assert set(SCRIPT_FLAGS) == set(SCRIPT_NAMES)
+    for name in SCRIPT_NAMES:
+        shebang, _, rest = script_source(name).partition("\n")
+        assert shebang == ("#!lua flags=" + SCRIPT_FLAGS[name] if SCRIPT_FLAGS[name] else "#!lua")
+        assert rest.startswith("--[[")  # the header still comes first
+    assert SCRIPT_FLAGS["enqueue"] == "" and SCRIPT_FLAGS["complete"] == "allow-oom"
 
 
 @pytest.mark.timeout(60)
