@@ -17,7 +17,7 @@ from tests.faults.ledger import Ledger
 from tests.faults.load import Producer, drained, enqueue_all, payloads
 from tests.faults.servers import FaultRedis
 from tests.redis_server import RedisServer
-from utils.redis_queue import QueueError, RedisTaskQueue, RedisUnavailable
+from utils.redis_queue import LeaseLost, QueueError, RedisTaskQueue, RedisUnavailable
 from utils.redis_queue.scripts import SCRIPT_FLAGS, SCRIPT_NAMES, script_source
 
 Factory = Callable[..., Any]
@@ -261,3 +261,24 @@ async def test_connect_warns_about_eviction_and_missing_persistence(
         await queue.close()
     finally:
         server.cleanup()
+
+
+@pytest.mark.timeout(30)
+async def test_fencing_tokens_stay_unique_across_a_restart_that_lost_the_data(
+    fault_redis: FaultRedis, queue_factory: Factory
+) -> None:
+    """Case 8's fencing: a restart without persistence resets the queue, and a producer
+    enqueues the same id again. The worker still holding the old lease must not be able
+    to settle the new task: tokens come from the server clock, not only the stored counter."""
+    old = await queue_factory(fault_redis)
+    await old.enqueue("x", "work", {"v": 1})
+    (stale,) = await old.claim("a", 1)
+    await fault_redis.crash_and_restart()
+    new = await queue_factory(fault_redis)
+    await new.enqueue("x", "work", {"v": 2})
+    (fresh,) = await new.claim("b", 1)
+    assert fresh.lease_token != stale.lease_token
+    with pytest.raises(LeaseLost):
+        await old.complete_task("x", "from the lost incarnation", lease_token=stale.lease_token)
+    await new.complete_task("x", "fresh")
+    assert (await new.get_task("x")).result == "fresh"  # type: ignore[union-attr]

@@ -130,7 +130,12 @@ local function pick(k)
 end
 
 local out = {now, -1, types}
-local fence = tonumber(redis.call('HGET', KEYS[3], 'fence') or '0')
+-- Fencing tokens: one more than the stored counter, but never below the server clock in
+-- microseconds since EPOCH_US, so a token is not handed out twice even when Redis lost the
+-- counter (a restart without persistence, a host crash with appendfsync everysec) while a
+-- worker still holds a lease: claims never run a million a second for long.
+local fence = math.max(tonumber(redis.call('HGET', KEYS[3], 'fence') or '0'),
+                       now * 1000 - EPOCH_US)
 local deadlines = {}
 local claimed, quarantined = 0, 0
 local put_back, solo = {}, false
