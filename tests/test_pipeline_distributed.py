@@ -41,16 +41,27 @@ class EventWaiter:
 
     def __init__(self) -> None:
         self._wanted: list[tuple[str, str | None, asyncio.Event]] = []
+        self._joined: list[tuple[asyncio.Event, list[asyncio.Event]]] = []
 
     def event(self, kind: str, subtask_id: str | None = None) -> asyncio.Event:
         happened = asyncio.Event()
         self._wanted.append((kind, subtask_id, happened))
         return happened
 
+    def all_dev_queued(self) -> asyncio.Event:
+        """Set once both dev subtasks of the example were sent (in either order)."""
+        both = asyncio.Event()
+        calc, textstats = self.event("submitted", "calc"), self.event("submitted", "textstats")
+        self._joined.append((both, [calc, textstats]))
+        return both
+
     def __call__(self, event: RunEvent) -> None:
         for kind, subtask_id, happened in self._wanted:
             if event.kind == kind and subtask_id in (None, event.subtask_id):
                 happened.set()
+        for both, parts in self._joined:
+            if all(part.is_set() for part in parts):
+                both.set()
 
 
 @pytest.fixture
@@ -118,7 +129,7 @@ async def test_run_state_lives_in_redis_and_another_manager_reads_it(
 
 async def test_cancel_drops_queued_subtasks_and_ends_the_run_cancelled(config: Settings) -> None:
     on_event = EventWaiter()
-    submitted = on_event.event("submitted", "textstats")  # both dev subtasks are queued
+    submitted = on_event.all_dev_queued()
 
     async with DistributedPipelineManager(settings=config, on_event=on_event) as manager:
         run_id = await manager.start_run(spec("replay.json"))  # no worker: they wait
@@ -272,7 +283,7 @@ async def test_a_run_waits_out_a_redis_outage_longer_than_its_lock_and_finishes(
             tmp_path, redis_url=server.url, queue_name="outage", pipeline={"run_lock_seconds": 1}
         )
         on_event = EventWaiter()
-        submitted = on_event.event("submitted", "textstats")
+        submitted = on_event.all_dev_queued()
         waiting = on_event.event("waiting")
 
         async with DistributedPipelineManager(settings=config, on_event=on_event) as manager:
@@ -299,7 +310,7 @@ async def test_a_manager_that_lost_its_lock_stops_driving_and_writes_nothing(
     config: Settings, raw_redis: Redis, queue_name: str
 ) -> None:
     on_event = EventWaiter()
-    submitted = on_event.event("submitted", "textstats")  # both dev subtasks are queued
+    submitted = on_event.all_dev_queued()
 
     first = DistributedPipelineManager(settings=config, on_event=on_event, resume=False)
     second = DistributedPipelineManager(settings=config, resume=False)
@@ -340,7 +351,7 @@ async def test_cancelling_a_run_nobody_drives_ends_it_and_its_subtasks(
     config: Settings, raw_redis: Redis, queue_name: str
 ) -> None:
     on_event = EventWaiter()
-    submitted = on_event.event("submitted", "textstats")  # both dev subtasks are queued
+    submitted = on_event.all_dev_queued()
 
     driver = DistributedPipelineManager(settings=config, on_event=on_event, resume=False)
     await driver.start()
