@@ -819,3 +819,37 @@ async def test_corrupt_pending_set_refuses_a_retry_before_any_write(
     await assert_refused_without_writes(
         raw_redis, queue, CorruptQueue, lambda: queue.release_task("t1")
     )
+
+
+async def test_a_server_older_than_redis_7_is_refused_with_its_version() -> None:
+    """No Redis 6 binary is at hand: a socket that answers PING and INFO as 6.2 does
+    stands in for one, since that exchange is all connect() has before its scripts."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            if line.startswith(b"*"):  # a command: read its arguments
+                parts = [await _bulk(reader) for _ in range(int(line[1:]))]
+                if parts[0].upper() == b"PING":
+                    writer.write(b"+PONG\r\n")
+                elif parts[0].upper() == b"INFO":
+                    body = b"# Server\r\nredis_version:6.2.14\r\n"
+                    writer.write(b"$%d\r\n%s\r\n" % (len(body), body))
+                else:  # CLIENT SETINFO and the like, which redis-py sends first
+                    writer.write(b"+OK\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        queue = RedisTaskQueue(queue_name="old", redis_url=f"redis://127.0.0.1:{port}/0")
+        with pytest.raises(QueueError, match=r"version 6\.2\.14; .* needs Redis 7\.0 or later"):
+            await queue.connect()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _bulk(reader: asyncio.StreamReader) -> bytes:
+    size = int((await reader.readline())[1:])
+    return (await reader.readexactly(size + 2))[:-2]

@@ -267,3 +267,30 @@ async def test_cancelling_a_result_wait_takes_effect_whenever_it_arrives(
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
+
+
+async def test_payloads_and_results_up_to_the_size_limit_round_trip(
+    make_queue: Callable[..., RedisTaskQueue],
+) -> None:
+    """A near-limit blob is tens of thousands of 64-byte chunks: more than one Lua
+    unpack() can pass, so every script writes them in slices."""
+    from utils.redis_queue import Settlement
+
+    queue = make_queue(max_payload_bytes=2_000_000)
+    await queue.connect()
+    big = {"text": "x" * 1_500_000}
+    await queue.enqueue("big-in", "noop", big)
+    await queue.enqueue_many(
+        {"task_id": f"b{i}", "task_type": "noop", "payload": {}} for i in range(4)
+    )
+    assert (await queue.get_task("big-in")).payload == big  # type: ignore[union-attr]
+
+    claimed = await queue.claim("w", 5, task_types=["noop"])
+    settlements = [
+        Settlement(t.task_id, t.lease_token, result=big if t.task_id == "b1" else {"ok": i})
+        for i, t in enumerate(claimed)
+    ]
+    states = await queue.settle_many(settlements)
+    assert states == [TaskState.COMPLETED] * 5
+    assert await queue.wait_for_result("b1", timeout=1) == big
+    assert (await queue.get_task("big-in")).result == {"ok": 0}  # type: ignore[union-attr]

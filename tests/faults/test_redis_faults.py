@@ -173,10 +173,14 @@ async def test_maxmemory_refuses_enqueue_clearly_while_workers_still_drain(
     assert error is not None and "out of memory" in str(error) and "OOM" in str(error)
     assert not isinstance(error, RedisUnavailable)
     assert acked > 1000
+    # a caller waiting for a result while Redis is full gets it too (BLMOVE is refused
+    # when out of memory; the wait falls back to BLPOP)
+    waiter = asyncio.create_task(q.wait_for_result("m3-7", timeout=30))
     workers = workers_factory(server, lease=2.0)
     for _ in range(2):
         workers.start()
     assert await drained(q, acked, timeout=30), await q.get_queue_size()
+    assert (await waiter)["attempt"] == 1
     with pytest.raises(QueueError, match="out of memory"):
         await q.enqueue("still-full", "work", {})
     report = await reconcile(q, ledger)  # the refused chunks left no record behind

@@ -177,12 +177,13 @@ async def test_a_poison_task_that_kills_its_worker_is_dead_lettered_and_the_rest
     report = await reconcile(q, ledger)
     report.assert_standard_pass(workers.logs())
     assert report.final == {"completed": 600, "dead_letter": 1}
-    # a task that ran beside the poison was taken down with it at most once
+    # a task that ran beside the poison was taken down with it at most twice: after two
+    # lost leases a task is a suspect and runs apart from other suspects
     async with q.redis.pipeline(transaction=False) as pipe:
         for task_id, _ in tasks:
             pipe.hget(q.keys.task(task_id), "lease_losses")
         losses = [int(v or 0) for v in await pipe.execute()]
-    assert max(losses[:50] + losses[51:]) <= 1
+    assert max(losses[:50] + losses[51:]) <= 2
     fault_totals(report, restarts)
 
 

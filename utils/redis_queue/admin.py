@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.exceptions import OutOfMemoryError
+
 from ..aio import raise_if_cancelled
 from . import codec
 from .connection import BLOCK_SLICE_SECONDS, redis_errors
@@ -55,11 +57,13 @@ class QueueAdmin(QueueCore):
             # itself leaves the token in place for every other waiter; the read that
             # follows it rides in the same pipeline, saving a round trip.
             wait = max(MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
-            pipe = self._blocking_client.pipeline(transaction=False)
-            async with redis_errors(self.redis_url), pipe:
-                pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
-                pipe.hgetall(self.keys.task(task_id))
-                token, flat = await pipe.execute()
+            async with redis_errors(self.redis_url):
+                try:
+                    token, flat = await self._wait_done(task_id, wait, keep_token=True)
+                except OutOfMemoryError:
+                    # Redis refuses BLMOVE (it may write) when out of memory, not BLPOP.
+                    # Taking the token is harmless: later waiters read the final state.
+                    token, flat = await self._wait_done(task_id, wait, keep_token=False)
             raise_if_cancelled()  # a cancel redis-py swallowed ends the wait after one slice
             task = self._decode(task_id, flat)
             if token is not None and task is not None and not TaskState(task.state).is_final:
@@ -67,6 +71,17 @@ class QueueAdmin(QueueCore):
                 # it, or every later wait would return at once.
                 async with redis_errors(self.redis_url):
                     await self.redis.delete(done_key)
+
+    async def _wait_done(self, task_id: str, wait: float, *, keep_token: bool) -> list[Any]:
+        done_key = self.keys.done(task_id)
+        async with self._blocking_client.pipeline(transaction=False) as pipe:
+            if keep_token:
+                pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
+            else:
+                pipe.blpop([done_key], wait)
+            pipe.hgetall(self.keys.task(task_id))
+            token, flat = await pipe.execute()
+        return [token, flat]
 
     async def cancel(self, task_id: str) -> TaskState:
         """Cancel a task. A pending or delayed task is cancelled at once (returns

@@ -104,6 +104,7 @@ class QueueCore:
         try:
             async with redis_errors(self.redis_url):
                 await redis.ping()
+                await _check_server_version(redis, self.url)
                 await _warn_about_server_settings(redis, self.url)
         except BaseException:
             await redis.aclose()
@@ -217,6 +218,29 @@ class QueueCore:
 
 
 _warned_urls: set[str] = set()
+_checked_versions: set[str] = set()
+
+
+MIN_SERVER_MAJOR = 7  # the scripts declare flags (#!lua flags=...), new in Redis 7.0
+
+
+async def _check_server_version(redis: Redis, url: str) -> None:
+    """Refuse a server older than Redis 7.0 (Valkey reports 7.2+) with a clear error,
+    instead of every script failing to compile. A server that refuses INFO is trusted."""
+    if url in _checked_versions:
+        return
+    try:
+        info = await redis.info("server")
+    except ResponseError:
+        return
+    version = str(info.get("redis_version", ""))
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) < MIN_SERVER_MAJOR:
+        raise QueueError(
+            f"Redis at {url} is version {version}; agentic-pipeline needs Redis 7.0 or later "
+            "(or Valkey)"
+        )
+    _checked_versions.add(url)
 
 
 async def _warn_about_server_settings(redis: Redis, url: str) -> None:

@@ -135,7 +135,10 @@ class LeaseKeeper:
             proc.kill()
             await proc.wait()
         if self._reader is not None:
-            await self._reader
+            try:
+                await self._reader
+            except Exception:  # a reader that failed must not stop the worker's shutdown
+                log.exception("lease keeper reader failed")
 
     async def _read_events(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -143,13 +146,24 @@ class LeaseKeeper:
             event, task_id, token = ([*raw.decode().split(), "", ""])[:3]
             if task_id:
                 self._on_event(event, task_id, int(token) if token.isdigit() else None)
-        if not self._stopping:
-            # The keeper died (killed, or crashed): start another with the same leases,
-            # or they would all lapse while their handlers still run.
-            log.error("lease keeper exited unexpectedly; starting a new one")
-            await self.start()
+        if self._stopping:
+            return
+        # The keeper died (killed, or crashed): start another with the same leases, or
+        # they would all lapse while their handlers still run. Keep trying: a worker whose
+        # leases are never renewed would see every task it runs taken from it.
+        log.error("lease keeper exited unexpectedly; starting a new one")
+        pause = 0.5
+        while not self._stopping:
+            try:
+                await self.start()
+            except (RuntimeError, OSError) as exc:
+                log.error("cannot restart the lease keeper (%s); again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)  # backoff between process starts
+                pause = min(pause * 2, 10.0)
+                continue
             self._pending = list(self._renewing.values())
             self.flush()
+            return
 
 
 # -- the keeper process -------------------------------------------------------------------

@@ -20,11 +20,13 @@
                       which then comes alone; '0': it already runs one, skip them
   ARGV[8..] task types served (none = every known type)
 
-  Suspects run alone: a task that lost its lease may be what killed its worker (a poison
-  task), and the tasks that ran beside it were reclaimed with it, next to it in the queue.
-  Handing each worker at most one suspect, never in a batch with other tasks, keeps them
-  apart, so a poison task takes a good task down with it at most once and only the poison
-  reaches max_lease_losses.
+  Suspects run alone: a task that lost its lease twice (once when max_lease_losses is 1)
+  may be what killed its worker (a poison task), and the tasks that ran beside it were
+  reclaimed with it, next to it in the queue. Handing each worker at most one suspect,
+  never in a batch with other tasks, keeps them apart, so a poison task takes a good task
+  down with it at most twice and only the poison reaches max_lease_losses. One lost lease
+  is not enough: a killed worker or an outage longer than the lease costs every task in
+  flight one, and isolating all of those would run them one per worker.
 
   Returns {now_ms, next_event_ms, {types served}, {id, token, HGETALL...}, ...};
   next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
@@ -38,6 +40,7 @@ local base = ARGV[1]
 local lease_ms = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
 local max_losses = tonumber(ARGV[5])
+local suspect_after = math.max(1, math.min(2, max_losses)) -- lost leases that make a suspect
 local use_dlq = ARGV[6] == '1'
 local take_suspects = ARGV[7] == '1'
 
@@ -130,11 +133,11 @@ local function pick(k)
 end
 
 local out = {now, -1, types}
--- Fencing tokens: one more than the stored counter, but never below the server clock in
--- microseconds since EPOCH_US, so a token is not handed out twice even when Redis lost the
+-- Fencing tokens: one more than the stored counter, but never below the server clock (ms
+-- since EPOCH_US, times 1,000), so a token is not handed out twice even when Redis lost the
 -- counter (a restart without persistence, a host crash with appendfsync everysec) while a
--- worker still holds a lease: claims never run a million a second for long.
-local fence = math.max(tonumber(redis.call('HGET', KEYS[3], 'fence') or '0'),
+-- worker still holds a lease: claims never run a thousand a millisecond for long.
+local fence = math.max(tonumber(redis.call('HGET', KEYS[3], 'fence')) or 0,
                        now * 1000 - EPOCH_US)
 local deadlines = {}
 local claimed, quarantined = 0, 0
@@ -149,7 +152,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
     local key = task_key(base, id)
     local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts', 'lease_losses')
     local sound = type(f) == 'table' and not f.err and f[1] == 'pending' and f[2] == task_type
-    local suspect = sound and (tonumber(f[4]) or 0) > 0
+    local suspect = sound and (tonumber(f[4]) or 0) >= suspect_after
     if solo or (suspect and (not take_suspects or claimed > 0)) then
       -- back where it was: skipped, or a suspect left to head the caller's next claim
       put_back[#put_back + 1] = p

@@ -96,7 +96,7 @@ for _, t in ipairs(tasks) do
       fields[#fields + 1] = t.timeout
     end
     add_blob(fields, 'payload', t.payload, false)
-    redis.call('HSET', t.key, unpack(fields))
+    call_sliced('HSET', t.key, fields)
     if t.delay > 0 then
       schedule(base, KEYS[1], now + t.delay, t.id, t.type)
     else

@@ -31,7 +31,7 @@ redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', key, 'retries', 0, 'lease_losses', 0)
 local stale = {'completed', 'worker', 'started'}
 add_blob_names(stale, 'error', redis.call('HGET', key, 'error.count'))
-redis.call('HDEL', key, unpack(stale))
+call_sliced('HDEL', key, stale)
 redis.call('DEL', done_key(base, id))
 redis.call('HINCRBY', KEYS[3], 'dlq_retried', 1)
 make_pending(base, key, id, KEYS[3])

@@ -117,6 +117,16 @@ end
 -- Blobs (payload, result, error) are stored as chunks of at most CHUNK bytes: `name`,
 -- `name.1`, `name.2`, ...; result and error also record `name.count` when there is more
 -- than one chunk, so they can be replaced without scanning.
+-- HSET / HDEL with a field list of any length. Lua's unpack() fails past a few thousand
+-- values (a 256 KB payload is 8,000 chunks), so long lists go in slices of UNPACK_MAX
+-- (even, so HSET's field/value pairs stay whole).
+local UNPACK_MAX = 1000
+local function call_sliced(command, key, list)
+  for i = 1, #list, UNPACK_MAX do
+    redis.call(command, key, unpack(list, i, math.min(i + UNPACK_MAX - 1, #list)))
+  end
+end
+
 local function add_blob(out, name, text, counted)
   local n = math.max(1, math.ceil(#text / CHUNK))
   for c = 0, n - 1 do
@@ -142,10 +152,10 @@ local function finalize_failure(base, key, id, err, error_count, now, dlq_key, f
                                 stats_key, use_dlq)
   local stale = {'lease', 'cancel'}
   add_blob_names(stale, 'error', error_count)
-  redis.call('HDEL', key, unpack(stale))
+  call_sliced('HDEL', key, stale)
   local fields = {'completed', now, 'state', use_dlq and 'dead_letter' or 'failed'}
   add_blob(fields, 'error', err, true)
-  redis.call('HSET', key, unpack(fields))
+  call_sliced('HSET', key, fields)
   if use_dlq then
     redis.call('SADD', dlq_key, id)
     redis.call('HINCRBY', stats_key, 'dead_lettered', 1)

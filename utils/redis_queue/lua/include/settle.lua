@@ -19,10 +19,10 @@ local function complete_one(base, k, id, token, keep_ms, result)
   local now = now_ms()
   local stale = {'lease', 'cancel'}
   add_blob_names(stale, 'error', f[3])
-  redis.call('HDEL', key, unpack(stale))
+  call_sliced('HDEL', key, stale)
   local fields = {'state', 'completed', 'completed', now}
   add_blob(fields, 'result', result, true)
-  redis.call('HSET', key, unpack(fields))
+  call_sliced('HSET', key, fields)
   redis.call('ZREM', k.processing, id)
   redis.call('ZADD', k.completed, now, id)
   local done = redis.call('HINCRBY', k.stats, 'completed', 1)
@@ -59,10 +59,10 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
   if cancel == '1' then
     local stale = {}
     add_blob_names(stale, 'error', error_count)
-    redis.call('HDEL', key, unpack(stale))
+    call_sliced('HDEL', key, stale)
     local fields = {}
     add_blob(fields, 'error', err, true)
-    redis.call('HSET', key, unpack(fields))
+    call_sliced('HSET', key, fields)
     mark_cancelled(base, key, id, now, k.cancelled, k.stats)
     return {4}
   end
@@ -83,10 +83,10 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
     end
     local stale = {'lease'}
     add_blob_names(stale, 'error', error_count)
-    redis.call('HDEL', key, unpack(stale))
+    call_sliced('HDEL', key, stale)
     local fields = {'retries', retries}
     add_blob(fields, 'error', err, true)
-    redis.call('HSET', key, unpack(fields))
+    call_sliced('HSET', key, fields)
     redis.call('HINCRBY', k.stats, 'retried', 1)
     if delay <= 0 then
       make_pending(base, key, id, k.stats)
