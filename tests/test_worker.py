@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from tests.processes import eventually
 from tests.state import assert_single_state
 from tests.worker_apps import registry
 from utils.redis_queue import RedisTaskQueue, TaskCancelled, TaskState
@@ -18,15 +20,6 @@ from utils.redis_queue.registry import list_workers
 from utils.redis_queue.worker import Worker
 
 QueueFactory = Callable[..., RedisTaskQueue]
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Wait for a condition that nothing in Redis can signal (e.g. a handler started)."""
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-    return value
 
 
 async def test_handler_outcomes_map_to_task_states(queue: RedisTaskQueue, raw_redis: Redis) -> None:
@@ -245,3 +238,46 @@ async def test_timed_out_sync_handlers_keep_their_slot_until_their_thread_ends(
     for i in range(3):  # they waited for a free thread instead of timing out in the queue
         assert await queue.wait_for_result(f"quick{i}", 1) == "slept in a thread"
     assert stats.done == 3 and stats.failed == 2
+
+
+async def test_a_timed_out_sync_suspect_stays_the_workers_one_suspect_until_its_thread_ends(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    """A suspect (a task that lost its lease twice) may be what kills workers; while its
+    code still runs in a thread after its timeout, the worker takes no other suspect."""
+    release = threading.Event()
+    started: list[str] = []
+
+    def stuck(ctx: TaskContext) -> None:  # sync: its thread outlives the timeout
+        started.append(ctx.task_id)
+        release.wait(10)
+
+    await queue.enqueue_many(
+        {"task_id": f"sus{i}", "task_type": "stuck", "payload": {}} for i in range(2)
+    )
+    for i in range(2):
+        await raw_redis.hset(queue.keys.task(f"sus{i}"), "lease_losses", 2)
+    handlers = HandlerRegistry()
+    handlers.register("stuck", stuck, timeout=0.1)
+    worker = Worker(queue, handlers, concurrency=4)
+    serving = asyncio.create_task(worker.run())
+    try:
+        first = await eventually(lambda: _retried(queue, "sus0"))
+        assert first.retry_count == 1  # the attempt timed out; its thread still runs
+        await asyncio.sleep(0.3)  # room for a wrong claim: nothing can signal its absence
+        assert started == ["sus0"]
+        release.set()  # the thread ends: the worker may take a suspect again
+
+        async def another_started() -> bool:
+            return len(started) > 1
+
+        await eventually(another_started)
+    finally:
+        release.set()
+        worker.request_stop()
+        await serving
+
+
+async def _retried(queue: RedisTaskQueue, task_id: str) -> Any:
+    task = await queue.get_task(task_id)
+    return task if task is not None and task.retry_count >= 1 else None

@@ -141,6 +141,7 @@ class Worker:
         # worker takes no other such task, so a poison task cannot keep taking good
         # tasks down with it.
         self._suspect: tuple[str, int | None] | None = None
+        self._stuck_suspect: tuple[str, int | None] | None = None  # its thread still runs
         spec = os.environ.get(CRASH_ENV)
         self._crash = _CrashHook(spec) if spec else None
 
@@ -326,12 +327,21 @@ class Worker:
             if not future.done():
                 # A thread cannot be stopped: it keeps its pool thread, so it keeps its
                 # slot too, or the next sync tasks would time out waiting for a thread.
+                # A suspect's code still runs, so it stays this worker's one suspect.
                 self._stuck_threads += 1
-                future.add_done_callback(self._thread_released)
+                key = (ctx.task_id, ctx.task.lease_token)
+                held = key if self._suspect == key else None
+                if held is not None:
+                    self._stuck_suspect = held
+                future.add_done_callback(functools.partial(self._thread_released, held))
             raise
 
-    def _thread_released(self, _future: Any) -> None:
+    def _thread_released(self, suspect: tuple[str, int | None] | None, _future: Any) -> None:
         self._stuck_threads -= 1
+        if suspect is not None and self._stuck_suspect == suspect:
+            self._stuck_suspect = None
+            if self._suspect == suspect:
+                self._suspect = None
         self._slot_free.set()
 
     def _finished(self, task: RedisTask, handle: asyncio.Task[Settlement | None]) -> None:
@@ -361,7 +371,7 @@ class Worker:
         if running is not None and running.task.lease_token == token:
             self._mark_busy()
             del self._running[task_id]
-            if self._suspect == (task_id, token):
+            if self._suspect == (task_id, token) and self._stuck_suspect != (task_id, token):
                 self._suspect = None
             self._slot_free.set()
 
