@@ -125,16 +125,15 @@ class StageFlow:
         """The driver was stopped (stop(), or the lock renewer saw a takeover) or a save
         found another owner. A run in memory cannot be resumed: it ends cancelled. One in
         Redis stays as saved, for a manager that starts to resume."""
+        taken_over = isinstance(exc, RunOwnershipLost) or run.run_id in self._taken_over
+        if not taken_over and not self.store.durable:
+            await self._end(run, RunStatus.CANCELLED, "the manager stopped")  # counts it ended
+            return run.to_result()
         if self.metrics:
-            self.metrics.active.dec()
-        if isinstance(exc, RunOwnershipLost) or run.run_id in self._taken_over:
+            self.metrics.active.dec()  # not ended here: no longer driven here either
+        if taken_over:
             self._taken_over.discard(run.run_id)
             raise RunInterrupted(run.run_id, "another manager drives it now") from None
-        if not self.store.durable:
-            if self.metrics:
-                self.metrics.active.inc()  # _end counts the run as ended
-            await self._end(run, RunStatus.CANCELLED, "the manager stopped")
-            return run.to_result()
         raise RunInterrupted(run.run_id, "its manager stopped; it resumes when one starts")
 
     async def _flow_through_outages(self, run: RunState) -> None:

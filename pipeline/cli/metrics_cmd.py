@@ -20,7 +20,7 @@ def metrics(state: CliState, port: int, addr: str) -> None:
     """Serve the queue's depth, DLQ, oldest-task age and worker gauges on /metrics, read
     from Redis at every scrape (for deployments that scrape one place)."""
     exporter = QueueMetrics()  # its counters stay 0 here; build info is what it adds
-    exporter.registry.register(redis_collector(state))
+    exporter.registry.register(redis_collector(state.settings))
     server, _ = serve_metrics(port, exporter.registry, addr=addr)
     click.echo(f"serving http://{addr}:{server.server_port}/metrics", err=True)
     stop = threading.Event()

@@ -17,7 +17,6 @@ from utils.config import Settings
 from utils.embedded_redis import EmbeddedRedisError, redis_for
 from utils.metrics import (
     PipelineMetrics,
-    RedisQueueCollector,
     install_model_metrics,
     serve_metrics,
 )
@@ -30,7 +29,16 @@ from ..enhanced import EnhancedPipelineManager
 from ..launcher import WorkerProcesses
 from ..runs import PipelineResult, RunStatus, Stage
 from ..spec import PipelineSpec, SpecError, load_spec
-from .common import EXIT_FAILURE, EXIT_USAGE, CliState, emit_json, fail, pass_state, run
+from .common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    CliState,
+    emit_json,
+    fail,
+    pass_state,
+    redis_collector,
+    run,
+)
 from .progress import ProgressPrinter, render_summary, run_row
 
 __all__ = ["pipeline"]
@@ -233,10 +241,8 @@ class _Session:
 
     @asynccontextmanager
     async def _distributed(self) -> AsyncIterator[DistributedPipelineManager]:
-        password = self.settings.redis_password
-        secret = password.get_secret_value() if password else None
         try:
-            context = redis_for(self.settings.redis_url, self.redis_mode, secret)  # type: ignore[arg-type]
+            context = redis_for(self.settings.redis_url, self.redis_mode, self.settings.password())  # type: ignore[arg-type]
             async with context as url:
                 settings = self.settings
                 where = "configured"
@@ -289,15 +295,7 @@ class _Session:
         if self.metrics_port is None:
             return
         if settings is not None:
-            secret = settings.redis_password.get_secret_value() if settings.redis_password else None
-            self.registry.register(
-                RedisQueueCollector(
-                    settings.redis_url,
-                    [settings.queue_name],
-                    key_prefix=settings.key_prefix,
-                    password=secret,
-                )
-            )
+            self.registry.register(redis_collector(settings))
         install_model_metrics(self.registry)  # --local runs the agents in this process
         try:
             server, _ = serve_metrics(self.metrics_port, self.registry, addr="127.0.0.1")

@@ -40,7 +40,7 @@ HEALTHY_RUN_SECONDS = 60.0
 def serve_process_metrics(state: CliState, port: int) -> QueueMetrics:
     """This process's counters plus the Redis gauges, on http://0.0.0.0:port/metrics."""
     metrics = QueueMetrics()
-    metrics.registry.register(redis_collector(state))
+    metrics.registry.register(redis_collector(state.settings))
     serve_metrics(port, metrics.registry)
     log.info("serving metrics on port %d", port)
     return metrics
@@ -54,7 +54,7 @@ def _supervise_with_metrics(state: CliState, processes: int, port: int | None) -
     path = tempfile.mkdtemp(prefix="agentic-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the children
     registry = aggregating_registry(path)
-    registry.register(redis_collector(state))
+    registry.register(redis_collector(state.settings))
     serve_metrics(port, registry)
     log.info("serving the metrics of %d processes on port %d", processes, port)
     try:
