@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from redis.asyncio import Redis
 
 from utils.redis_queue import RedisTaskQueue
+from utils.redis_queue.keys import QueueKeys
+
+ZSETS = ("delayed", "processing", "completed", "failed", "cancelled")
 
 
 async def structures_holding(raw: Redis, queue: RedisTaskQueue, task_id: str) -> set[str]:
@@ -49,3 +55,96 @@ async def command_calls(raw: Redis, command: str) -> int:
     stats = await raw.info("commandstats")
     entry = stats.get(f"cmdstat_{command}")
     return int(entry["calls"]) if entry else 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _members(redis: Redis, key: str) -> list[str]:
+    kind = _text(await redis.type(key))
+    if kind == "zset":
+        return [_text(m) for m in await redis.zrange(key, 0, -1)]
+    if kind == "set":
+        return [_text(m) for m in await redis.smembers(key)]
+    return []
+
+
+@dataclass
+class QueueView:
+    """Everything a queue holds, read directly: which structures list each id, every task
+    record, the stats hash, and records that are not hashes."""
+
+    structures: dict[str, list[str]]
+    records: dict[str, dict[str, str]]
+    stats: dict[str, str]
+    not_hashes: dict[str, str]
+
+
+async def read_queue(redis: Redis, keys: QueueKeys) -> QueueView:
+    structures: dict[str, list[str]] = {}
+    for raw_type in await redis.smembers(keys.types):
+        task_type = _text(raw_type)
+        for task_id in await _members(redis, keys.pending(task_type)):
+            structures.setdefault(task_id, []).append(f"pending:{task_type}")
+    for name in ZSETS:
+        for task_id in await _members(redis, f"{keys.base}{name}"):
+            structures.setdefault(task_id, []).append(name)
+    for task_id in await _members(redis, keys.dlq):
+        structures.setdefault(task_id, []).append("dead_letter")
+
+    prefix = keys.task("")
+    record_ids = [
+        _text(k)[len(prefix) :] async for k in redis.scan_iter(match=f"{prefix}*", count=1000)
+    ]
+    records: dict[str, dict[str, str]] = {}
+    not_hashes: dict[str, str] = {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for task_id in record_ids:
+            pipe.type(keys.task(task_id))
+            pipe.hgetall(keys.task(task_id))
+        replies = await pipe.execute(raise_on_error=False)
+    for i, task_id in enumerate(record_ids):
+        kind, flat = _text(replies[2 * i]), replies[2 * i + 1]
+        if kind != "hash":
+            not_hashes[task_id] = kind
+            continue
+        records[task_id] = {_text(k): _text(v) for k, v in flat.items()}
+    stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.stats)).items()}
+    return QueueView(structures, records, stats, not_hashes)
+
+
+def single_state_violations(view: QueueView) -> list[str]:
+    """Invariant 1 over every task of a queue: each id is in exactly the structure its
+    record's state names, a lease exists exactly while processing and never above the
+    fencing counter, and no structure lists an id without a record."""
+    out = [f"{task_id}: record is a {kind}" for task_id, kind in view.not_hashes.items()]
+    fence = int(view.stats.get("fence", "0"))
+    for task_id in set(view.structures) | set(view.records):
+        where = view.structures.get(task_id, [])
+        record = view.records.get(task_id)
+        if len(where) > 1:
+            out.append(f"{task_id}: in {len(where)} structures {where}")
+        if record is None:
+            if where:
+                out.append(f"{task_id}: in {where} without a task record")
+            continue
+        state = record.get("state", "")
+        expected = f"pending:{record.get('type', '')}" if state == "pending" else state
+        if not where:
+            out.append(f"{task_id}: record in state {state!r} is in no structure")
+        elif where[0] != expected:
+            out.append(f"{task_id}: in {where[0]} but its record says {state!r}")
+        if ("lease" in record) != (state == "processing"):
+            out.append(f"{task_id}: state {state!r} with lease {record.get('lease')}")
+        elif "lease" in record and int(record["lease"]) > fence:
+            out.append(f"{task_id}: lease {record['lease']} above fence {fence}")
+    return out
+
+
+async def assert_every_task_in_one_state(raw: Redis, queue: RedisTaskQueue) -> QueueView:
+    """single_state_violations() must find nothing; returns what was read."""
+    view = await read_queue(raw, queue.keys)
+    violations = single_state_violations(view)
+    assert not violations, f"{len(violations)} violations, first: {violations[:5]}"
+    return view

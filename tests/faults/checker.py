@@ -20,11 +20,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tests.faults.ledger import Ledger
+from tests.state import ZSETS, read_queue, single_state_violations
 from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.keys import QueueKeys
 
 FINAL = {"completed", "dead_letter", "failed", "cancelled"}
-_ZSETS = ("delayed", "processing", "completed", "failed", "cancelled")
 
 
 @dataclass
@@ -60,76 +60,17 @@ class Report:
         )
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _members(redis: Redis, key: str) -> list[str]:
-    kind = _text(await redis.type(key))
-    if kind == "zset":
-        return [_text(m) for m in await redis.zrange(key, 0, -1)]
-    if kind == "set":
-        return [_text(m) for m in await redis.smembers(key)]
-    return []
-
-
 async def check(
     redis: Redis, keys: QueueKeys, ledger: Ledger, *, records_not_enqueued: int = 0
 ) -> Report:
     """Reconcile; `records_not_enqueued` counts task records written by hand (bad data)."""
     report = Report()
-    structures: dict[str, list[str]] = {}
-    for raw_type in await redis.smembers(keys.types):
-        task_type = _text(raw_type)
-        for task_id in await _members(redis, keys.pending(task_type)):
-            structures.setdefault(task_id, []).append(f"pending:{task_type}")
-    for name in _ZSETS:
-        for task_id in await _members(redis, f"{keys.base}{name}"):
-            structures.setdefault(task_id, []).append(name)
-    for task_id in await _members(redis, keys.dlq):
-        structures.setdefault(task_id, []).append("dead_letter")
-
-    prefix = keys.task("")
-    record_ids = [
-        _text(k)[len(prefix) :] async for k in redis.scan_iter(match=f"{prefix}*", count=1000)
-    ]
-    records: dict[str, dict[str, str]] = {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for task_id in record_ids:
-            pipe.type(keys.task(task_id))
-            pipe.hgetall(keys.task(task_id))
-        replies = await pipe.execute(raise_on_error=False)
-    for i, task_id in enumerate(record_ids):
-        kind, flat = _text(replies[2 * i]), replies[2 * i + 1]
-        if kind != "hash":
-            report.structural.append(f"{task_id}: record is a {kind}")
-            continue
-        records[task_id] = {_text(k): _text(v) for k, v in flat.items()}
+    view = await read_queue(redis, keys)
+    structures, records, stats = view.structures, view.records, view.stats
     report.records = len(records)
+    report.structural.extend(single_state_violations(view))
 
-    stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.stats)).items()}
-    fence = int(stats.get("fence", "0"))
-    for task_id in set(structures) | set(records):
-        where = structures.get(task_id, [])
-        record = records.get(task_id)
-        if len(where) > 1:
-            report.structural.append(f"{task_id}: in {len(where)} structures {where}")
-        if record is None:
-            if where:
-                report.structural.append(f"{task_id}: in {where} without a task record")
-            continue
-        state = record.get("state", "")
-        expected = f"pending:{record.get('type', '')}" if state == "pending" else state
-        if not where:
-            report.structural.append(f"{task_id}: record in state {state!r} is in no structure")
-        elif where[0] != expected:
-            report.structural.append(f"{task_id}: in {where[0]} but its record says {state!r}")
-        if ("lease" in record) != (state == "processing"):
-            report.structural.append(f"{task_id}: state {state!r} with lease {record.get('lease')}")
-        elif "lease" in record and int(record["lease"]) > fence:
-            report.structural.append(f"{task_id}: lease {record['lease']} above fence {fence}")
-
-    sizes = {name: len([i for i, w in structures.items() if name in w]) for name in _ZSETS}
+    sizes = {name: len([i for i, w in structures.items() if name in w]) for name in ZSETS}
     dlq = len([i for i, w in structures.items() if "dead_letter" in w])
     counters = {k: int(v) for k, v in stats.items() if k not in ("clock", "fence")}
     report.counters = counters

@@ -142,6 +142,7 @@ E_NOT_PROCESSING = -2
 E_LEASE_LOST = -3
 E_BAD_STATE = -4
 E_WRONGTYPE = -10
+E_BAD_ARGUMENT = -11
 
 
 def _text(value: Any) -> str:
@@ -172,4 +173,6 @@ def raise_for_code(reply: list[Any], task_id: str, action: str) -> NoReturn:
         raise TaskStateError(task_id, state, f"cannot {action} task {task_id!r} in state {state!r}")
     if code == E_WRONGTYPE:
         raise CorruptQueue(f"key {detail[0]!r} holds a {detail[1]}, not what the queue expects")
+    if code == E_BAD_ARGUMENT:
+        raise QueueError(f"{action} refused a malformed argument {detail[0]}={detail[1]!r}")
     raise QueueError(f"unexpected reply {reply!r} to {action} of {task_id!r}")

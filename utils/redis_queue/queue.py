@@ -23,10 +23,11 @@ from .models import ClaimBatch, RedisTask, Settlement, TaskPriority, TaskState
 from .scripts import ScriptCall
 from .spec import TaskSpec, build_spec, check_seconds, enqueued_task
 
-__all__ = ["RedisTaskQueue"]
+__all__ = ["MAX_CLAIM", "RedisTaskQueue"]
 
 _BULK = 1000  # tasks per enqueue script call: each call is all-or-nothing
 _SETTLE_CHUNK = 200  # settlements per settle_many script call
+MAX_CLAIM = 1000  # tasks per claim script call (MAX_BATCH in lua/include/common.lua)
 
 
 class RedisTaskQueue(QueueAdmin):
@@ -288,6 +289,22 @@ class RedisTaskQueue(QueueAdmin):
         lease before (it may be what killed its worker) comes alone in its batch; with
         `suspects` False (the caller runs one already) such tasks are left for others."""
         types = [validate_task_type(t) for t in task_types] if task_types is not None else []
+        # The script takes at most MAX_CLAIM per call (no count may make it fail halfway);
+        # a bigger claim is several calls, each atomic. Only the first may hand out a
+        # suspect, which then comes alone.
+        tasks: list[RedisTask] = []
+        left, first = count, True
+        while True:
+            ask = min(left, MAX_CLAIM)
+            batch = await self._claim_call(worker_id, ask, types, suspects and first)
+            tasks.extend(batch.tasks)
+            left, first = left - len(batch.tasks), False
+            if left <= 0 or len(batch.tasks) < ask:  # drained, or a suspect came alone
+                return ClaimBatch(tasks, batch.wait_hint, batch.task_types)
+
+    async def _claim_call(
+        self, worker_id: str, count: int, types: list[str], suspects: bool
+    ) -> ClaimBatch:
         keys = [
             self.keys.processing,
             self.keys.delayed,

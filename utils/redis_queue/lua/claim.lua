@@ -13,7 +13,7 @@
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] worker_id
   ARGV[3] lease_ms
-  ARGV[4] count       max tasks to claim (0 = housekeeping only)
+  ARGV[4] count       max tasks to claim (0 = housekeeping only); capped at MAX_BATCH
   ARGV[5] max_lease_losses  a task reclaimed more often than this is dead-lettered
   ARGV[6] use_dlq     '1' or '0'
   ARGV[7] suspects    '1': the caller may take a task that lost a lease before (a suspect),
@@ -31,20 +31,26 @@
   Returns {now_ms, next_event_ms, {types served}, {id, token, HGETALL...}, ...};
   next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
   none), so an idle worker knows how long it may block.
-  Errors: {-10, key, type} a queue structure key holds the wrong Redis type.
+  Errors: {-10, key, type} a queue structure key holds the wrong Redis type;
+          {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
 
 local MAINT_BATCH = 100
 local base = ARGV[1]
-local lease_ms = tonumber(ARGV[3])
-local count = tonumber(ARGV[4])
-local max_losses = tonumber(ARGV[5])
+local lease_ms, count, max_losses, bad
+lease_ms, bad = number_arg(ARGV[3], 'lease_ms')
+if bad then return bad end
+count, bad = number_arg(ARGV[4], 'count')
+if bad then return bad end
+max_losses, bad = number_arg(ARGV[5], 'max_lease_losses')
+if bad then return bad end
+count = math.max(0, math.min(count, MAX_BATCH))
 local suspect_after = math.max(1, math.min(2, max_losses)) -- lost leases that make a suspect
 local use_dlq = ARGV[6] == '1'
 local take_suspects = ARGV[7] == '1'
 
-local bad = check_types({KEYS[4], 'set'})
+bad = check_types({KEYS[4], 'set'})
 if bad then return bad end
 local types = {}
 if #ARGV >= 8 then
@@ -108,8 +114,56 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
   end
 end
 
+-- A binary min-heap of cursors over the served types' pending sets, ordered by the score
+-- of each cursor's current head.
+local function heap_push(heap, c)
+  heap[#heap + 1] = c
+  local i = #heap
+  while i > 1 do
+    local parent = math.floor(i / 2)
+    if heap[parent].head <= heap[i].head then break end
+    heap[parent], heap[i] = heap[i], heap[parent]
+    i = parent
+  end
+end
+
+local function heap_pop(heap)
+  local top, n = heap[1], #heap
+  heap[1] = heap[n]
+  heap[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and heap[l].head < heap[m].head then m = l end
+    if r <= n and heap[r].head < heap[m].head then m = r end
+    if m == i then break end
+    heap[i], heap[m] = heap[m], heap[i]
+    i = m
+  end
+  return top
+end
+
+-- Reads the next page of a cursor's pending set; false once the set has no more.
+local function advance(c)
+  c.pos = c.pos + 2
+  if c.pos > #c.rows then
+    if c.exhausted then return false end
+    c.rows = redis.call('ZRANGE', c.key, c.offset, c.offset + c.page - 1, 'WITHSCORES')
+    c.exhausted = #c.rows < 2 * c.page
+    c.offset = c.offset + c.page
+    c.page = c.page * 2
+    c.pos = 1
+    if #c.rows == 0 then return false end
+  end
+  c.head = tonumber(c.rows[c.pos + 1])
+  return true
+end
+
 -- The best `k` ready ids across the served types (lowest score first), removed from
--- their pending sets, as {id, type, score as text}.
+-- their pending sets, as {id, type, score as text}. Many types are merged through the
+-- heap, reading each set a page at a time (pages double), so the cost is about
+-- types + k log(types) reads, not types * k.
 local function pick(k)
   local picked = {}
   if #types == 1 then
@@ -117,18 +171,27 @@ local function pick(k)
     for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], types[1], popped[i + 1]} end
     return picked
   end
-  local heads = {}
+  local first_page = math.max(1, math.min(16, math.floor(k / #types) + 1))
+  local heap = {}
   for _, t in ipairs(types) do
-    local rows = redis.call('ZRANGE', pending_key(base, t), 0, k - 1, 'WITHSCORES')
-    for i = 1, #rows, 2 do
-      heads[#heads + 1] = {rows[i], t, rows[i + 1], tonumber(rows[i + 1])}
+    local c = {key = pending_key(base, t), type = t, rows = {}, pos = -1, offset = 0,
+               page = first_page, exhausted = false}
+    if advance(c) then heap_push(heap, c) end
+  end
+  local taken = {} -- pending key -> ids, removed once the merge is over (offsets stay valid)
+  while #picked < k and #heap > 0 do
+    local c = heap_pop(heap)
+    local id = c.rows[c.pos]
+    picked[#picked + 1] = {id, c.type, c.rows[c.pos + 1]}
+    local ids = taken[c.key]
+    if not ids then
+      ids = {}
+      taken[c.key] = ids
     end
+    ids[#ids + 1] = id
+    if advance(c) then heap_push(heap, c) end
   end
-  table.sort(heads, function(a, b) return a[4] < b[4] end)
-  for i = 1, math.min(k, #heads) do
-    picked[i] = heads[i]
-    redis.call('ZREM', pending_key(base, heads[i][2]), heads[i][1])
-  end
+  for key, ids in pairs(taken) do call_sliced('ZREM', key, ids) end
   return picked
 end
 
@@ -175,7 +238,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
 end
 if #deadlines > 0 then
   redis.call('HSET', KEYS[3], 'fence', fence)
-  redis.call('ZADD', KEYS[1], unpack(deadlines))
+  call_sliced('ZADD', KEYS[1], deadlines)
 end
 for _, p in ipairs(put_back) do
   redis.call('ZADD', pending_key(base, p[2]), p[3], p[1])

@@ -14,12 +14,14 @@
 
   Returns {0, now_ms}.
   Errors: {-1} no such task; {-2, state} not processing (no token given);
-          {-3, state, lease} the caller's lease was lost; {-10, key, type} wrong Redis type.
+          {-3, state, lease} the caller's lease was lost; {-10, key, type} wrong Redis type;
+          {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
 --@include settle
 
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'hash'})
 if bad then return bad end
+if not tonumber(ARGV[4]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[4])} end
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4]}
 return complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5])

@@ -61,19 +61,15 @@ if any_delayed then
   checks[#checks + 1] = KEYS[1]
   checks[#checks + 1] = 'zset'
 end
+checks[#checks + 1] = KEYS[3]
+checks[#checks + 1] = 'set'
 local bad = check_types(checks)
 if bad then return bad end
 local tick, err = last_tick(KEYS[2])
 if err then return err end
--- The first write; it also checks the types key. Recording a type is harmless even if
--- every task turns out to exist already.
-local added = redis.pcall('SADD', KEYS[3], unpack(type_names))
-if type(added) == 'table' then
-  if string.find(added.err or '', 'WRONGTYPE', 1, true) then
-    return {E_WRONGTYPE, KEYS[3], 'not a set'}
-  end
-  return added -- any other refusal (e.g. ACL) is the caller's error, unchanged
-end
+-- The first write. Recording a type is harmless even if every task turns out to exist
+-- already.
+local added = call_sliced('SADD', KEYS[3], type_names)
 
 local now, now_us = server_now()
 if now_us > tick then tick = now_us - 1 end

@@ -8,17 +8,20 @@
   ARGV[4] lease_ms    new lease length from now
 
   Returns {0, deadline_ms, cancel_requested (0/1)}.
-  Errors: {-1}; {-3, state, lease} the lease was lost; {-10, key, type}.
+  Errors: {-1}; {-3, state, lease} the lease was lost; {-10, key, type};
+          {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
 
 local base, id, token = ARGV[1], ARGV[2], ARGV[3]
-local bad = check_types({KEYS[1], 'zset'})
+local lease_ms, bad = number_arg(ARGV[4], 'lease_ms')
+if bad then return bad end
+bad = check_types({KEYS[1], 'zset'})
 if bad then return bad end
 local key = task_key(base, id)
 bad = check_lease(key, token)
 if bad then return bad end
-local deadline = now_ms() + tonumber(ARGV[4])
+local deadline = now_ms() + lease_ms
 redis.call('ZADD', KEYS[1], 'XX', deadline, id)
 local cancel = 0
 if redis.call('HGET', key, 'cancel') == '1' then cancel = 1 end

@@ -25,7 +25,8 @@
 
   Returns {1, delay_ms, retries} retried; {2} dead-lettered; {3} failed (DLQ off);
           {4} cancelled (a cancel was requested while it ran).
-  Errors: {-1}; {-2, state}; {-3, state, lease}; {-10, key, type} as in complete.lua.
+  Errors: {-1}; {-2, state}; {-3, state, lease}; {-10, key, type} as in complete.lua;
+          {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
 --@include settle
@@ -35,8 +36,11 @@ local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'set', KEYS[
 if bad then return bad end
 local k = {processing = KEYS[1], delayed = KEYS[2], dlq = KEYS[3], failed = KEYS[4],
            cancelled = KEYS[5], stats = KEYS[6]}
-local policy = {first_immediate = ARGV[6] == '1', base_ms = tonumber(ARGV[7]),
-                factor = tonumber(ARGV[8]), cap_ms = tonumber(ARGV[9]),
-                default_max_retries = ARGV[12], use_dlq = ARGV[5] == '1'}
+local policy
+policy, bad = read_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[12], ARGV[5])
+if bad then return bad end
+if not tonumber(ARGV[10]) or (ARGV[11] ~= '' and not tonumber(ARGV[11])) then
+  return {E_BAD_ARGUMENT, 'jitter or delay_ms', ARGV[10] .. ' ' .. ARGV[11]}
+end
 return fail_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[11], ARGV[10], ARGV[13],
                 ARGV[14], policy)

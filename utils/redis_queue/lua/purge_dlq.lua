@@ -3,17 +3,19 @@
 
   KEYS[1] dlq         set
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
-  ARGV[2] limit
+  ARGV[2] limit       capped at MAX_BATCH
 
   Returns {removed}.
-  Errors: {-10, key, type}.
+  Errors: {-10, key, type}; {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
 
 local base = ARGV[1]
-local bad = check_types({KEYS[1], 'set'})
+local limit, bad = number_arg(ARGV[2], 'limit')
 if bad then return bad end
-local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[2]))
+bad = check_types({KEYS[1], 'set'})
+if bad then return bad end
+local ids = redis.call('SPOP', KEYS[1], math.max(0, math.min(limit, MAX_BATCH)))
 for _, id in ipairs(ids) do
   redis.call('DEL', task_key(base, id), done_key(base, id))
 end

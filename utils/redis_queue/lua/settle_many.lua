@@ -19,7 +19,8 @@
     fail:     'f', id, token, "<retry 0|1> <corrupt 0|1> <jitter> <delay_ms or ->", error
 
   Returns one reply per item, as complete.lua or fail.lua would (errors included).
-  Errors: {-10, key, type} a queue key holds the wrong Redis type (nothing is written).
+  Errors: {-10, key, type} a queue key holds the wrong Redis type; {-11, what, value} a
+          malformed item (nothing is written in either case).
 ]]
 --@include common
 --@include settle
@@ -27,24 +28,42 @@
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
                          KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash'})
 if bad then return bad end
+-- Every item is parsed before the first one is applied: a malformed item further down
+-- must not fail the script after earlier items were written.
+local items = {}
+local i = 9
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 'c' and i + 3 <= #ARGV then
+    items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2], text = ARGV[i + 3]}
+    i = i + 4
+  elseif op == 'f' and i + 4 <= #ARGV then
+    local retry, corrupt, jitter, delay = string.match(ARGV[i + 3], '^([01]) ([01]) (%S+) (%S+)$')
+    if not retry or not tonumber(jitter) or (delay ~= '-' and not tonumber(delay)) then
+      return {E_BAD_ARGUMENT, 'fail options', ARGV[i + 3]}
+    end
+    if delay == '-' then delay = '' end
+    items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2], retry = retry,
+                         corrupt = corrupt, jitter = jitter, delay = delay, text = ARGV[i + 4]}
+    i = i + 5
+  else
+    return {E_BAD_ARGUMENT, 'item', tostring(op)}
+  end
+end
 local base = ARGV[1]
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], delayed = KEYS[4],
            dlq = KEYS[5], failed = KEYS[6], stats = KEYS[7]}
-local policy = {first_immediate = ARGV[4] == '1', base_ms = tonumber(ARGV[5]),
-                factor = tonumber(ARGV[6]), cap_ms = tonumber(ARGV[7]),
-                default_max_retries = ARGV[8], use_dlq = ARGV[3] == '1'}
+local policy
+policy, bad = read_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[3])
+if bad then return bad end
+if not tonumber(ARGV[2]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[2])} end
 local out = {}
-local i = 9
-while i <= #ARGV do
-  if ARGV[i] == 'c' then
-    out[#out + 1] = complete_one(base, k, ARGV[i + 1], ARGV[i + 2], ARGV[2], ARGV[i + 3])
-    i = i + 4
+for _, it in ipairs(items) do
+  if it.op == 'c' then
+    out[#out + 1] = complete_one(base, k, it.id, it.token, ARGV[2], it.text)
   else
-    local retry, corrupt, jitter, delay = string.match(ARGV[i + 3], '^(%d) (%d) (%S+) (%S+)$')
-    if delay == '-' then delay = '' end
-    out[#out + 1] = fail_one(base, k, ARGV[i + 1], ARGV[i + 2], retry, delay, jitter, corrupt,
-                             ARGV[i + 4], policy)
-    i = i + 5
+    out[#out + 1] = fail_one(base, k, it.id, it.token, it.retry, it.delay, it.jitter,
+                             it.corrupt, it.text, policy)
   end
 end
 return out

@@ -20,6 +20,20 @@ local E_NOT_PROCESSING = -2
 local E_LEASE_LOST = -3
 local E_BAD_STATE = -4
 local E_WRONGTYPE = -10
+local E_BAD_ARGUMENT = -11
+
+-- The most items one call of a batch script (claim, clear_finished, purge_dlq) handles:
+-- bigger requests are capped here, so no count a caller passes makes a script long or
+-- makes it fail halfway. The Python side asks again for the rest.
+local MAX_BATCH = 1000
+
+-- A numeric argument, or nil plus an error table naming it: scripts read every number
+-- before their first write, so a malformed call is refused whole.
+local function number_arg(value, name)
+  local n = tonumber(value)
+  if n == nil then return nil, {E_BAD_ARGUMENT, name, tostring(value)} end
+  return n
+end
 
 -- Priority bands: score = (now_us - EPOCH_US) - priority * BAND_US, so every task of a
 -- higher priority sorts first and FIFO holds inside a band for ~30 years of uptime.
@@ -117,14 +131,20 @@ end
 -- Blobs (payload, result, error) are stored as chunks of at most CHUNK bytes: `name`,
 -- `name.1`, `name.2`, ...; result and error also record `name.count` when there is more
 -- than one chunk, so they can be replaced without scanning.
--- HSET / HDEL with a field list of any length. Lua's unpack() fails past a few thousand
--- values (a 256 KB payload is 8,000 chunks), so long lists go in slices of UNPACK_MAX
--- (even, so HSET's field/value pairs stay whole).
+-- Any variadic command (HSET, HDEL, ZADD, ZREM, SADD) with an argument list of any length.
+-- Lua's unpack() fails with "too many results to unpack" past a few thousand values (a
+-- 256 KB payload is 8,000 chunks; a claim of 5,000 tasks is 10,000 ZADD arguments), and a
+-- failure there would come after earlier writes, so every unpack() goes through here, in
+-- slices of UNPACK_MAX (even, so field/value and score/member pairs stay whole).
+-- Returns the sum of the replies (what SADD or ZADD count).
 local UNPACK_MAX = 1000
 local function call_sliced(command, key, list)
+  local total = 0
   for i = 1, #list, UNPACK_MAX do
-    redis.call(command, key, unpack(list, i, math.min(i + UNPACK_MAX - 1, #list)))
+    local n = redis.call(command, key, unpack(list, i, math.min(i + UNPACK_MAX - 1, #list)))
+    if type(n) == 'number' then total = total + n end
   end
+  return total
 end
 
 local function add_blob(out, name, text, counted)

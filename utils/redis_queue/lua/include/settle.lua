@@ -10,6 +10,24 @@
 local TRIM_EVERY = 10
 local TRIM_BATCH = 100
 
+-- The retry policy from its script arguments, or nil and an error table when a number
+-- is malformed (checked before the first write).
+local function read_policy(first_immediate, base_ms, factor, cap_ms, max_retries, use_dlq)
+  local policy = {first_immediate = first_immediate == '1', default_max_retries = max_retries,
+                  use_dlq = use_dlq == '1'}
+  local bad
+  policy.base_ms, bad = number_arg(base_ms, 'base_ms')
+  if bad then return nil, bad end
+  policy.factor, bad = number_arg(factor, 'factor')
+  if bad then return nil, bad end
+  policy.cap_ms, bad = number_arg(cap_ms, 'cap_ms')
+  if bad then return nil, bad end
+  if not tonumber(max_retries) then
+    return nil, {E_BAD_ARGUMENT, 'max_retries', tostring(max_retries)}
+  end
+  return policy
+end
+
 -- Complete: state completed with its result; every TRIM_EVERY completions, delete a
 -- batch of finished tasks older than keep_ms.
 local function complete_one(base, k, id, token, keep_ms, result)
@@ -34,7 +52,7 @@ local function complete_one(base, k, id, token, keep_ms, result)
       for _, old_id in ipairs(old) do
         redis.call('DEL', task_key(base, old_id), done_key(base, old_id))
       end
-      if #old > 0 then redis.call('ZREM', zkey, unpack(old)) end
+      call_sliced('ZREM', zkey, old)
     end
   end
   return {0, now}
