@@ -27,6 +27,7 @@ from utils.redis_queue import (
     InvalidQueueName,
     InvalidTaskError,
     InvalidTaskId,
+    InvalidTaskType,
     PayloadTooLarge,
     QueueError,
     RedisTaskQueue,
@@ -284,10 +285,10 @@ async def test_odd_task_types_are_rejected(
 ) -> None:
     await populate(queue)
     await assert_refused_without_writes(
-        raw_redis, queue, InvalidTaskId, lambda: queue.enqueue("new", task_type, {})
+        raw_redis, queue, InvalidTaskType, lambda: queue.enqueue("new", task_type, {})
     )
     await assert_refused_without_writes(
-        raw_redis, queue, InvalidTaskId, lambda: queue.claim("w", 1, task_types=[task_type])
+        raw_redis, queue, InvalidTaskType, lambda: queue.claim("w", 1, task_types=[task_type])
     )
 
 
@@ -329,7 +330,7 @@ async def test_ids_that_look_like_keys_stay_inside_the_task_namespace(
     ("bad", "error"),
     [
         ({"task_id": "bad id", "task_type": "dev", "payload": {}}, InvalidTaskId),
-        ({"task_id": "bad", "task_type": "de v", "payload": {}}, InvalidTaskId),
+        ({"task_id": "bad", "task_type": "de v", "payload": {}}, InvalidTaskType),
         ({"task_id": "bad", "task_type": "dev", "payload": {}, "priority": 9}, InvalidPriority),
         ({"task_id": "bad", "task_type": "dev", "payload": {"s": {1}}}, SerializationError),
         ({"task_id": "bad", "task_type": "dev", "payload": [1]}, SerializationError),

@@ -25,7 +25,7 @@ def test_every_lua_script_has_a_header_and_is_registered() -> None:
 
     lua = resources.files("utils.redis_queue").joinpath("lua")
     on_disk = sorted(p.name[:-4] for p in lua.iterdir() if p.name.endswith(".lua"))
-    assert on_disk == sorted(scripts.SCRIPT_NAMES)
+    assert on_disk == sorted(scripts.SCRIPTS)
     for name in on_disk:
         source = scripts.load_source(name)
         assert source.lstrip().startswith("--[[") and "KEYS[1]" in source and "Returns" in source

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from tests.processes import ROOT, agentic_argv, agentic_env, wait_exit
 from tests.state import assert_every_task_in_one_state
-from utils.redis_queue import RedisTaskQueue, Settlement, TaskPriority, TaskState
+from utils.redis_queue import RedisTaskQueue, Settlement, TaskPriority, TaskState, scripts
 from utils.redis_queue.codec import MAX_ERROR_CHARS
 from utils.redis_queue.handlers import HandlerRegistry
 from utils.redis_queue.queue import MAX_CLAIM
@@ -99,11 +99,8 @@ async def test_claim_across_thousands_of_types_keeps_priority_order(
 async def test_one_enqueue_script_call_with_thousands_of_new_types(
     queue: RedisTaskQueue, raw_redis: Redis
 ) -> None:
-    specs = [queue._spec(**t) for t in _tasks(MANY_TYPES, types=MANY_TYPES)]
-    args: list[Any] = [queue.keys.base]
-    for spec in specs:
-        args.extend(spec.args)
-    reply = await queue.call_script("enqueue", queue._enqueue_keys(), args)  # one call, > 1,000
+    new = [queue._new_task(**t) for t in _tasks(MANY_TYPES, types=MANY_TYPES)]
+    reply = await queue.run(scripts.enqueue(queue.keys, new))  # one call, > 1,000 types
     assert reply[1:] == [1] * MANY_TYPES
     assert await raw_redis.scard(queue.keys.types) == MANY_TYPES
     assert await _states(queue, raw_redis) == {"pending": MANY_TYPES}
@@ -205,10 +202,8 @@ async def test_admin_scripts_over_ten_thousand_tasks(
         "dlq": 0,
     }
     # The chunked scripts cap any limit they are handed.
-    reply = await queue.call_script(
-        "clear_finished", [queue.keys.completed, queue.keys.cancelled], [queue.keys.base, 0, 10**9]
-    )
-    assert reply == [0]
+    assert await queue.run(scripts.clear_finished(queue.keys, age_ms=0, limit=10**9)) == [0]
+    assert await queue.run(scripts.purge_dlq(queue.keys, limit=10**9)) == [0]
 
 
 async def test_extend_and_release_of_thousands_of_leases(

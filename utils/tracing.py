@@ -43,10 +43,10 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from utils.redis_queue.core import QueueCore
     from utils.redis_queue.errors import QueueError
     from utils.redis_queue.models import RedisTask, Settlement
-    from utils.redis_queue.spec import TaskSpec
+    from utils.redis_queue.new_task import NewTask
+    from utils.redis_queue.queue import QueueClient
 
 __all__ = [
     "ATTEMPT",
@@ -223,35 +223,35 @@ class QueueTracing:
 
     async def send(
         self,
-        queue: QueueCore,
-        specs: list[TaskSpec],
+        queue: QueueClient,
+        tasks: list[NewTask],
         batch: bool,
-        enqueue: Callable[[list[TaskSpec]], Awaitable[T]],
+        enqueue: Callable[[list[NewTask]], Awaitable[T]],
     ) -> T:
         common = _queue_attributes(queue.queue_name, queue.redis_url)
         creates = batch and self._create_spans
         links: list[Link] = []
-        traced: list[TaskSpec | None] = []  # None: gets the send span's context
-        for spec in specs:
-            given = _creation_context(spec.meta)
+        traced: list[NewTask | None] = []  # None: gets the send span's context
+        for task in tasks:
+            given = _creation_context(task.meta)
             if given is not None:  # the caller's creation context is kept, and linked
                 links.append(Link(given))
-                traced.append(spec)
+                traced.append(task)
             elif creates:
                 # The conventions' batch pattern: a create span per task gives it its own
                 # creation context; the send span links to them all.
                 create = self._tracer.start_span(
                     span_name(CREATE, queue.queue_name),
                     kind=SpanKind.PRODUCER,
-                    attributes={**common, **_operation(CREATE), **_message(spec)},
+                    attributes={**common, **_operation(CREATE), **_message(task)},
                 )
                 create.end()
                 links.append(Link(create.get_span_context()))
-                traced.append(telemetry.with_meta(spec, inject(trace.set_span_in_context(create))))
+                traced.append(task.with_meta(inject(trace.set_span_in_context(create))))
             else:
                 traced.append(None)
         attributes = {**common, **_operation(SEND)}
-        attributes.update({BATCH_MESSAGE_COUNT: len(specs)} if batch else _message(specs[0]))
+        attributes.update({BATCH_MESSAGE_COUNT: len(tasks)} if batch else _message(tasks[0]))
         # PRODUCER when its context is a creation context, else CLIENT (the conventions)
         own = any(t is None for t in traced)
         with self._tracer.start_as_current_span(
@@ -264,8 +264,7 @@ class QueueTracing:
         ) as span:
             carrier = inject() if own else {}
             sent = [
-                telemetry.with_meta(s, carrier) if t is None else t
-                for s, t in zip(specs, traced, strict=True)
+                s.with_meta(carrier) if t is None else t for s, t in zip(tasks, traced, strict=True)
             ]
             try:
                 return await enqueue(sent)
@@ -274,7 +273,7 @@ class QueueTracing:
                 raise
 
     async def process(
-        self, queue: QueueCore, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
+        self, queue: QueueClient, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
     ) -> T:
         parent = extract(task.meta) if task.meta else Context()
         creation = trace.get_current_span(parent).get_span_context()
@@ -304,7 +303,7 @@ class QueueTracing:
 
     async def settle(
         self,
-        queue: QueueCore,
+        queue: QueueClient,
         settlements: list[Settlement],
         run: Callable[[], Awaitable[list[TaskState | QueueError]]],
     ) -> list[TaskState | QueueError]:
@@ -339,8 +338,8 @@ def _operation(operation: str) -> dict[str, str]:
     return {OPERATION_TYPE: operation, OPERATION_NAME: operation}
 
 
-def _message(spec: TaskSpec) -> dict[str, str | int]:
-    return {MESSAGE_ID: spec.task_id, TASK_TYPE: spec.task_type, PRIORITY: spec.priority}
+def _message(task: NewTask) -> dict[str, str | int]:
+    return {MESSAGE_ID: task.task_id, TASK_TYPE: task.task_type, PRIORITY: task.priority}
 
 
 @lru_cache(maxsize=64)

@@ -18,7 +18,7 @@ from tests.faults.load import Producer, drained, enqueue_all, payloads
 from tests.faults.servers import FaultRedis
 from tests.redis_server import RedisServer
 from utils.redis_queue import LeaseLost, QueueError, RedisTaskQueue, RedisUnavailable
-from utils.redis_queue.scripts import SCRIPT_FLAGS, SCRIPT_NAMES, script_source
+from utils.redis_queue.scripts import SCRIPTS, script_source
 
 Factory = Callable[..., Any]
 
@@ -195,12 +195,12 @@ async def test_maxmemory_refuses_enqueue_clearly_while_workers_still_drain(
 
 def test_every_script_declares_its_flags_in_a_shebang_before_its_header() -> None:
     """Case 10's engine side: the drain-only scripts carry allow-oom, enqueue none."""
-    assert set(SCRIPT_FLAGS) == set(SCRIPT_NAMES)
-    for name in SCRIPT_NAMES:
+    for name, script in SCRIPTS.items():
         shebang, _, rest = script_source(name).partition("\n")
-        assert shebang == ("#!lua flags=" + SCRIPT_FLAGS[name] if SCRIPT_FLAGS[name] else "#!lua")
+        assert shebang == ("#!lua flags=" + script.flags if script.flags else "#!lua")
         assert rest.startswith("--[[")  # the header still comes first
-    assert SCRIPT_FLAGS["enqueue"] == "" and SCRIPT_FLAGS["complete"] == "allow-oom"
+    assert SCRIPTS["enqueue"].flags == "" and SCRIPTS["complete"].flags == "allow-oom"
+    assert SCRIPTS["retry_dlq"].flags == "" and SCRIPTS["sizes"].flags == "no-writes"
 
 
 @pytest.mark.timeout(60)

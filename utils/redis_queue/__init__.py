@@ -1,6 +1,8 @@
-"""The queue engine: a priority task queue in Redis with leases, fencing, retries and a DLQ.
+"""The queue engine: a priority task queue in Redis with leases, fencing, retries and a DLQ,
+and the Worker that serves handlers from it.
 
 from utils.redis_queue import RedisTaskQueue, TaskPriority, TaskState, RedisTask
+from utils.redis_queue import Worker, HandlerRegistry, TaskContext, Retry, PermanentFailure
 """
 
 from .errors import (
@@ -10,6 +12,7 @@ from .errors import (
     InvalidQueueName,
     InvalidTaskError,
     InvalidTaskId,
+    InvalidTaskType,
     LeaseLost,
     NotConnected,
     PayloadTooLarge,
@@ -23,33 +26,42 @@ from .errors import (
     TaskNotProcessing,
     TaskStateError,
 )
+from .handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
 from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
 from .queue import RedisTaskQueue
+from .worker import Worker, WorkerStats
 
 __all__ = [
     "BulkEnqueueError",
     "ClaimBatch",
     "CorruptQueue",
+    "HandlerRegistry",
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidTaskError",
     "InvalidTaskId",
+    "InvalidTaskType",
     "LeaseLost",
     "NotConnected",
     "PayloadTooLarge",
+    "PermanentFailure",
     "QueueError",
     "RedisTask",
     "RedisTaskQueue",
     "RedisUnavailable",
     "ResultTimeout",
+    "Retry",
     "RetryPolicy",
     "SerializationError",
     "Settlement",
     "TaskCancelled",
+    "TaskContext",
     "TaskFailed",
     "TaskNotFound",
     "TaskNotProcessing",
     "TaskPriority",
     "TaskState",
     "TaskStateError",
+    "Worker",
+    "WorkerStats",
 ]

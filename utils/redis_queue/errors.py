@@ -1,8 +1,9 @@
-"""The queue's exception tree, and the one place where script error codes become exceptions.
+"""The queue's exception tree (scripts.raise_for_code maps script error codes onto it).
 
 QueueError
 ├── InvalidTaskError (also ValueError)      bad input, rejected before Redis is touched
 │   ├── InvalidTaskId
+│   ├── InvalidTaskType
 │   ├── InvalidQueueName
 │   ├── InvalidPriority
 │   └── PayloadTooLarge
@@ -21,7 +22,7 @@ QueueError
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 __all__ = [
     "BulkEnqueueError",
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidQueueName",
     "InvalidTaskError",
     "InvalidTaskId",
+    "InvalidTaskType",
     "LeaseLost",
     "NotConnected",
     "PayloadTooLarge",
@@ -54,6 +56,10 @@ class InvalidTaskError(QueueError, ValueError):
 
 
 class InvalidTaskId(InvalidTaskError):
+    pass
+
+
+class InvalidTaskType(InvalidTaskError):
     pass
 
 
@@ -134,45 +140,3 @@ class RedisUnavailable(QueueError, ConnectionError):
     def __init__(self, url: str, cause: BaseException) -> None:
         super().__init__(f"Redis at {url} is unreachable: {cause}")
         self.url = url
-
-
-# Codes returned as the first element of a script's reply (see lua/include/common.lua).
-E_NOT_FOUND = -1
-E_NOT_PROCESSING = -2
-E_LEASE_LOST = -3
-E_BAD_STATE = -4
-E_WRONGTYPE = -10
-E_BAD_ARGUMENT = -11
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def raise_for_code(reply: list[Any], task_id: str, action: str) -> NoReturn:
-    """Turn a script's error reply into the matching exception."""
-    code = int(reply[0])
-    detail = [_text(v) for v in reply[1:]]
-    state = detail[0] if detail else ""
-    if code == E_NOT_FOUND:
-        raise TaskNotFound(task_id)
-    if code == E_NOT_PROCESSING:
-        raise TaskNotProcessing(
-            task_id,
-            state,
-            f"cannot {action} task {task_id!r}: it is {state or 'gone'}, not processing",
-        )
-    if code == E_LEASE_LOST:
-        raise LeaseLost(
-            task_id,
-            state,
-            f"cannot {action} task {task_id!r}: its lease was lost "
-            f"(state {state or 'unknown'}, current lease {detail[1] if len(detail) > 1 else '-'})",
-        )
-    if code == E_BAD_STATE:
-        raise TaskStateError(task_id, state, f"cannot {action} task {task_id!r} in state {state!r}")
-    if code == E_WRONGTYPE:
-        raise CorruptQueue(f"key {detail[0]!r} holds a {detail[1]}, not what the queue expects")
-    if code == E_BAD_ARGUMENT:
-        raise QueueError(f"{action} refused a malformed argument {detail[0]}={detail[1]!r}")
-    raise QueueError(f"unexpected reply {reply!r} to {action} of {task_id!r}")

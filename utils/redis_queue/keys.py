@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidQueueName, InvalidTaskId
+from .errors import InvalidQueueName, InvalidTaskId, InvalidTaskType
 
 __all__ = ["QueueKeys", "validate_queue_name", "validate_task_id", "validate_task_type"]
 
@@ -42,7 +42,7 @@ def validate_task_type(task_type: object) -> str:
     if isinstance(task_type, str) and task_type in _KNOWN_TYPES:  # a few types, seen often
         return task_type
     if not isinstance(task_type, str) or not _TASK_TYPE.fullmatch(task_type):
-        raise InvalidTaskId(
+        raise InvalidTaskType(
             f"invalid task type {task_type!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
             "starting with a letter or digit"
         )

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from .errors import E_LEASE_LOST, E_NOT_FOUND
+from . import scripts
 from .keys import QueueKeys
-from .scripts import script_source
 
 __all__ = ["LeaseKeeper", "main"]
 
@@ -186,7 +185,6 @@ class _Keeper:
             socket_timeout=max(1.0, config["interval"]),
             socket_connect_timeout=max(1.0, config["interval"]),
         )
-        self.script = self.redis.register_script(script_source("extend"))
         self.keys = QueueKeys(config["prefix"], config["queue"])
         self.lease_ms = int(config["lease_ms"])
         self.interval = float(config["interval"])
@@ -225,34 +223,23 @@ class _Keeper:
             if current is None or isinstance(reply, Exception):
                 continue
             code = int(reply[0])
-            if code in (E_LEASE_LOST, E_NOT_FOUND):
+            if code in (scripts.Code.LEASE_LOST, scripts.Code.NOT_FOUND):
                 del self.leases[task_id]
                 self.emit("lost", task_id, current.token)
-            elif code == 0 and int(reply[2]) == 1 and not current.cancel_reported:
+            elif (
+                code == 0 and scripts.extend_cancel_requested(reply) and not current.cancel_reported
+            ):
                 current.cancel_reported = True
                 self.emit("cancel", task_id, current.token)
 
     def _extend_all(self, ids: list[str]) -> list[Any]:
-        def send() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for task_id in ids:
-                token = self.leases[task_id].token
-                pipe.evalsha(
-                    self.script.sha,
-                    1,
-                    self.keys.processing,
-                    self.keys.base,
-                    task_id,
-                    token,
-                    self.lease_ms,
-                )
-            return list(pipe.execute(raise_on_error=False))
-
-        replies = send()
-        if any(isinstance(r, NoScriptError) for r in replies):
-            self.script.sha = self.redis.script_load(self.script.script)
-            replies = send()
-        return replies
+        calls = [
+            scripts.extend(
+                self.keys, task_id=task_id, token=self.leases[task_id].token, lease_ms=self.lease_ms
+            )
+            for task_id in ids
+        ]
+        return scripts.run_pipelined(self.redis, calls)
 
     def run(self) -> None:
         self.emit("ready", "", "")

@@ -94,16 +94,6 @@ class RetryPolicy:
         """A fresh multiplier in (1 - jitter, 1] for one retry's delay."""
         return 1.0 - self.jitter * random.random() if self.jitter else 1.0
 
-    def script_args(self) -> list[str]:
-        """The policy as fail.lua reads it (the delay itself is computed in Redis)."""
-        return [
-            "1" if self.first_immediate else "0",
-            str(int(self.base_seconds * 1000)),
-            repr(float(self.factor)),
-            str(int(self.cap_seconds * 1000)),
-            repr(self.jitter_multiplier()),
-        ]
-
 
 @dataclass(slots=True)
 class RedisTask:

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import codec
+from . import codec, scripts
 from .connection import redis_errors
 from .queue import RedisTaskQueue
 
@@ -37,20 +37,20 @@ class WorkerInfo:
         return asdict(self)
 
 
-def _keys(queue: RedisTaskQueue) -> list[str]:
-    return [queue.keys.workers, queue.keys.worker_beats]
-
-
 async def record_worker(queue: RedisTaskQueue, info: WorkerInfo) -> None:
     data = info.to_dict()
     del data["last_beat_at"], data["alive"]
-    args = [info.worker_id, json.dumps(data), PRUNE_SECONDS * 1000, "beat"]
-    await queue.call_script("worker_beat", _keys(queue), args)
+    call = scripts.worker_beat(
+        queue.keys, worker_id=info.worker_id, info=json.dumps(data), prune_ms=PRUNE_SECONDS * 1000
+    )
+    await queue.run(call)
 
 
 async def remove_worker(queue: RedisTaskQueue, worker_id: str) -> None:
-    args = [worker_id, "", PRUNE_SECONDS * 1000, "leave"]
-    await queue.call_script("worker_beat", _keys(queue), args)
+    call = scripts.worker_beat(
+        queue.keys, worker_id=worker_id, info="", prune_ms=PRUNE_SECONDS * 1000, leave=True
+    )
+    await queue.run(call)
 
 
 async def list_workers(queue: RedisTaskQueue) -> list[WorkerInfo]:

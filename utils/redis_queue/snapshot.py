@@ -7,9 +7,9 @@ from typing import Any
 
 from . import codec
 from .keys import QueueKeys
-from .models import TaskPriority, TaskState
+from .models import TaskState
 
-__all__ = ["QueueSnapshot", "ids_in_state", "parse_sizes"]
+__all__ = ["QueueSnapshot", "ids_in_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,29 +18,6 @@ class QueueSnapshot:
     pending_by_priority: dict[str, int]
     pending_by_type: dict[str, int]
     counters: dict[str, int]  # lifetime counters from the stats hash
-
-
-def parse_sizes(reply: list[Any]) -> QueueSnapshot:
-    """sizes.lua's reply as a QueueSnapshot."""
-    processing, delayed, completed, failed, cancelled, dlq = (int(v) for v in reply[:6])
-    by_priority = {p.name.lower(): 0 for p in TaskPriority}
-    by_type: dict[str, int] = {}
-    per_type = reply[6]
-    for i in range(0, len(per_type), 6):
-        by_type[codec.as_text(per_type[i])] = int(per_type[i + 1])
-        for p in TaskPriority:
-            by_priority[p.name.lower()] += int(per_type[i + 2 + p.value])
-    counters = {key: int(value) for key, value in codec.text_fields(reply[7]).items()}
-    sizes = {
-        "pending": sum(by_type.values()),
-        "delayed": delayed,
-        "processing": processing,
-        "completed": completed,
-        "failed": failed,
-        "cancelled": cancelled,
-        "dlq": dlq,
-    }
-    return QueueSnapshot(sizes, by_priority, by_type, counters)
 
 
 async def ids_in_state(redis: Any, keys: QueueKeys, state: TaskState, limit: int) -> list[str]:

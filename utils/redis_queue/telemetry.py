@@ -11,19 +11,16 @@ OTEL_TRACES_EXPORTER asks for an exporter.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from . import codec
-
 if TYPE_CHECKING:
-    from .core import QueueCore
     from .errors import QueueError
     from .models import RedisTask, Settlement, TaskState
-    from .spec import TaskSpec
+    from .new_task import NewTask
+    from .queue import QueueClient
 
 __all__ = [
     "NULL_METRICS",
@@ -31,7 +28,6 @@ __all__ = [
     "QueueTracer",
     "install_tracer",
     "tracing_from_environment",
-    "with_meta",
 ]
 
 T = TypeVar("T")
@@ -82,23 +78,23 @@ class QueueTracer(Protocol):
 
     async def send(
         self,
-        queue: QueueCore,
-        specs: list[TaskSpec],
+        queue: QueueClient,
+        specs: list[NewTask],
         batch: bool,
-        enqueue: Callable[[list[TaskSpec]], Awaitable[T]],
+        enqueue: Callable[[list[NewTask]], Awaitable[T]],
     ) -> T:
         """enqueue(specs), each spec given its creation context in meta."""
         ...
 
     async def process(
-        self, queue: QueueCore, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
+        self, queue: QueueClient, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
     ) -> T:
         """run() (one handler run) with its span current."""
         ...
 
     async def settle(
         self,
-        queue: QueueCore,
+        queue: QueueClient,
         settlements: list[Settlement],
         run: Callable[[], Awaitable[list[TaskState | QueueError]]],
     ) -> list[TaskState | QueueError]:
@@ -132,10 +128,3 @@ def tracing_from_environment() -> None:
         setup_tracing()
     except Exception as exc:  # e.g. an unwritable AGENTIC_TRACES_FILE: run, untraced
         logging.getLogger("agentic.tracing").warning("tracing is off: %s", exc)
-
-
-def with_meta(spec: TaskSpec, extra: Mapping[str, str]) -> TaskSpec:
-    """`spec` with `extra` added to its meta; keys the caller set are kept."""
-    meta = {**extra, **spec.meta}
-    args = [spec.args[0], codec.dumps(meta, "meta"), *spec.args[2:]]
-    return dataclasses.replace(spec, meta=meta, args=args)

@@ -6,7 +6,7 @@
   KEYS[2] stats      hash
   KEYS[3] types      set
   ARGV[1] base       key prefix "<prefix>:{<queue>}:"
-  then three arguments per task:
+  ARGV[2..] tasks, three arguments each:
     header   "<id> <type> <priority 0-3> <max_retries or -> <delay_ms> <timeout_ms>"
              (ids and types cannot contain spaces; '-' = the queue's max_retries,
              delay 0 = ready now, timeout 0 = the worker's default)

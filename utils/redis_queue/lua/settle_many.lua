@@ -14,7 +14,7 @@
   ARGV[3] use_dlq     '1' or '0'
   ARGV[4] first_immediate, ARGV[5] base_ms, ARGV[6] factor, ARGV[7] cap_ms,
   ARGV[8] max_retries (the queue's default): the retry policy, as in fail.lua
-  then per item:
+  ARGV[9..] items, each:
     complete: 'c', id, token, result
     fail:     'f', id, token, "<retry 0|1> <corrupt 0|1> <jitter> <delay_ms or ->", error
 

@@ -1,28 +1,29 @@
-"""QueueCore: a queue's configuration, connections and the way its scripts are called.
+"""QueueClient: a queue's configuration, its connections, and the one place that decides
+which Redis and which keys a call goes to (`self.keys`, `self.run`).
 
-RedisTaskQueue is built in layers: QueueCore (this), QueueAdmin (inspecting and
-administering, admin.py) and RedisTaskQueue (producing and consuming, queue.py).
+The other modules of this package add RedisTaskQueue's methods by what they do:
+produce.py, consume.py, inspect.py and administer.py; __init__.py puts them together.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from . import codec, telemetry
-from .connection import make_client, mask_url, redis_errors, translate_error
-from .errors import LeaseLost, NotConnected, QueueError, raise_for_code
-from .keys import QueueKeys, validate_queue_name, validate_task_id
-from .models import RedisTask, RetryPolicy
-from .scripts import Scripts
-from .telemetry import NULL_METRICS, MetricsSink
+from .. import codec, telemetry
+from ..connection import make_client, mask_url, redis_errors
+from ..errors import LeaseLost, NotConnected, QueueError
+from ..keys import QueueKeys, validate_queue_name, validate_task_id
+from ..models import RedisTask, RetryPolicy
+from ..scripts import ScriptCall, Scripts, removed_count
+from ..telemetry import NULL_METRICS, MetricsSink
 
-__all__ = ["BATCH", "MIN_BLOCK", "QueueCore"]
+__all__ = ["BATCH", "MIN_BLOCK", "QueueClient"]
 
 if TYPE_CHECKING:
     from utils.config import Settings
@@ -34,7 +35,7 @@ T = TypeVar("T")
 log = logging.getLogger("agentic.queue")
 
 
-class QueueCore:
+class QueueClient:
     """Configuration, connections and script calls of one queue."""
 
     def __init__(
@@ -110,7 +111,8 @@ class QueueCore:
             await redis.aclose()
             await blocking.aclose()
             raise
-        self._redis, self._blocking, self._scripts = redis, blocking, Scripts(redis)
+        self._redis, self._blocking = redis, blocking
+        self._scripts = Scripts(redis, self.url)
 
     async def close(self) -> None:
         redis, blocking = self._redis, self._blocking
@@ -160,24 +162,18 @@ class QueueCore:
             raise NotConnected("call `await queue.connect()` first")
         return self._blocking
 
-    async def call_script(
-        self, name: str, keys: list[str], args: list[Any], task_id: str = ""
-    ) -> Any:
-        """Run one of lua/*.lua; negative replies raise (for this package's modules)."""
+    async def run(self, call: ScriptCall, task_id: str = "") -> Any:
+        """Run one script call (built by utils.redis_queue.scripts); error replies raise
+        the mapped QueueError, naming `task_id`."""
         if self._scripts is None:
             raise NotConnected("call `await queue.connect()` first")
-        try:
-            reply = await self._scripts.call(name, keys, args)
-        except RedisError as exc:  # the hot path: no context manager
-            raise translate_error(self.redis_url, exc) from exc
-        if reply and isinstance(reply[0], int) and reply[0] < 0:
-            raise_for_code(reply, task_id, name.replace("_", " "))
-        return reply
+        return await self._scripts.run(call, task_id)
 
-    async def _chunked(self, name: str, keys: list[str], args: list[Any]) -> int:
+    async def _chunked(self, build: Callable[[int], ScriptCall]) -> int:
+        """Run a script that removes up to BATCH items per call until it removes fewer."""
         total = 0
         while True:
-            removed = int((await self.call_script(name, keys, args))[0])
+            removed = removed_count(await self.run(build(BATCH)))
             total += removed
             if removed < BATCH:
                 return total

@@ -1,5 +1,4 @@
-"""QueueAdmin: reading a queue's tasks and sizes, waiting for results, and the admin
-operations (cancel, DLQ retry and purge, cleanup, health)."""
+"""Inspecting: reading tasks, sizes and statistics, waiting for results, health."""
 
 from __future__ import annotations
 
@@ -8,22 +7,20 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError
 
-from ..aio import raise_if_cancelled
-from . import codec
-from .connection import BLOCK_SLICE_SECONDS, redis_errors
-from .core import BATCH, MIN_BLOCK, QueueCore
-from .errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
-from .keys import validate_task_id
-from .models import RedisTask, TaskState
-from .snapshot import QueueSnapshot, ids_in_state, parse_sizes
-from .spec import check_seconds
+from ...aio import raise_if_cancelled
+from .. import codec, scripts
+from ..connection import BLOCK_SLICE_SECONDS, redis_errors
+from ..errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
+from ..keys import validate_task_id
+from ..models import RedisTask, TaskState
+from ..new_task import check_seconds
+from ..snapshot import QueueSnapshot, ids_in_state
+from .client import MIN_BLOCK, QueueClient
 
-__all__ = ["QueueAdmin"]
+__all__ = ["Inspector"]
 
 
-class QueueAdmin(QueueCore):
-    """Inspecting and administering a queue."""
-
+class Inspector(QueueClient):
     async def get_task(self, task_id: str) -> RedisTask | None:
         """The task as stored now, or None. A corrupt record raises QueueError."""
         validate_task_id(task_id)
@@ -82,36 +79,6 @@ class QueueAdmin(QueueCore):
             pipe.hgetall(self.keys.task(task_id))
             token, flat = await pipe.execute()
         return [token, flat]
-
-    async def cancel(self, task_id: str) -> TaskState:
-        """Cancel a task. A pending or delayed task is cancelled at once (returns
-        CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
-        Raises TaskNotFound, or TaskStateError if it already finished."""
-        validate_task_id(task_id)
-        keys = [self.keys.delayed, self.keys.cancelled, self.keys.stats]
-        reply = await self.call_script("cancel", keys, [self.keys.base, task_id], task_id)
-        return TaskState.CANCELLED if int(reply[0]) == 1 else TaskState.PROCESSING
-
-    async def retry_dlq_task(self, task_id: str) -> RedisTask:
-        """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
-        validate_task_id(task_id)
-        keys = [self.keys.dlq, self.keys.failed, self.keys.stats]
-        await self.call_script("retry_dlq", keys, [self.keys.base, task_id], task_id)
-        task = await self.get_task(task_id)
-        if task is None:  # deleted in between by someone else
-            raise TaskNotFound(task_id)
-        return task
-
-    async def purge_dlq(self) -> int:
-        """Delete every dead-lettered task; returns how many."""
-        return await self._chunked("purge_dlq", [self.keys.dlq], [self.keys.base, BATCH])
-
-    async def clear_completed(self, older_than_seconds: float = 86400) -> int:
-        """Delete completed and cancelled tasks that finished more than
-        `older_than_seconds` ago (server time); returns how many."""
-        age_ms = max(0, int(older_than_seconds * 1000))
-        keys = [self.keys.completed, self.keys.cancelled]
-        return await self._chunked("clear_finished", keys, [self.keys.base, age_ms, BATCH])
 
     async def get_queue_size(self) -> dict[str, int]:
         """Task counts per state: pending, delayed, processing, completed, failed,
@@ -185,15 +152,4 @@ class QueueAdmin(QueueCore):
             return {"status": "unhealthy", "error": str(exc), "redis_url": self.url}
 
     async def _snapshot(self) -> QueueSnapshot:
-        k = self.keys
-        keys = [
-            k.processing,
-            k.delayed,
-            k.completed,
-            k.failed,
-            k.cancelled,
-            k.dlq,
-            k.stats,
-            k.types,
-        ]
-        return parse_sizes(await self.call_script("sizes", [*keys, k.types], [k.base]))
+        return scripts.sizes_reply(await self.run(scripts.sizes(self.keys)))

@@ -1,7 +1,9 @@
-"""Validating and encoding a task for enqueue.lua, and the RedisTask that enqueue returns."""
+"""A new task: every enqueue() argument validated and encoded (NewTask), and the RedisTask
+that enqueue returns for it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,25 +14,38 @@ from .errors import InvalidTaskError, QueueError, SerializationError
 from .keys import validate_task_id, validate_task_type
 from .models import RedisTask, TaskPriority, TaskState, coerce_priority
 
-__all__ = ["TaskSpec", "build_spec", "check_seconds", "enqueued_task"]
+__all__ = ["NewTask", "check_seconds", "enqueued_task", "new_task"]
 
 
 @dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """A validated task and its enqueue.lua arguments."""
+class NewTask:
+    """A task that passed validation, with its JSON already encoded (what enqueue.lua
+    stores; scripts.enqueue builds its arguments from these fields)."""
 
     task_id: str
     task_type: str
     payload: dict[str, Any]
     priority: int
-    max_retries: int
+    max_retries: int  # what applies to it
+    stored_max_retries: int | None  # None: not stored, the queue's applies when it fails
     delay_ms: int
     timeout: float | None
     meta: dict[str, str]
-    args: list[Any]
+    payload_text: str
+    meta_text: str  # '' when there is no meta
+
+    @property
+    def timeout_ms(self) -> int:
+        # Rounded up, so a timeout too short to store is never 0 ("none").
+        return math.ceil(self.timeout * 1000) if self.timeout else 0
+
+    def with_meta(self, extra: Mapping[str, str]) -> NewTask:
+        """This task with `extra` added to its meta; keys the caller set are kept."""
+        meta = {**extra, **self.meta}
+        return dataclasses.replace(self, meta=meta, meta_text=codec.dumps(meta, "meta"))
 
 
-def build_spec(
+def new_task(
     default_max_retries: int,
     max_payload_bytes: int,
     task_id: str,
@@ -41,7 +56,7 @@ def build_spec(
     max_retries: int | None = None,
     meta: Mapping[str, str] | None = None,
     timeout: float | None = None,
-) -> TaskSpec:
+) -> NewTask:
     """Check every argument of enqueue(); raises before anything reaches Redis."""
     validate_task_id(task_id)
     validate_task_type(task_type)
@@ -55,20 +70,25 @@ def build_spec(
     retries = default_max_retries if max_retries is None else max_retries
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise InvalidTaskError(f"max_retries must be an int >= 0, not {retries!r}")
-    # Stored only when given: otherwise the queue's max_retries applies when it fails.
-    stored_retries = "-" if max_retries is None else retries
     if delay is not None:
         check_seconds("delay", delay)
     delay_ms = int((delay or 0) * 1000)
     if timeout is not None and check_seconds("timeout", timeout) == 0:
         raise InvalidTaskError("timeout must be > 0 seconds")
-    timeout_ms = int((timeout or 0) * 1000)
     meta_dict = dict(meta or {})
     meta_text = codec.dumps(meta_dict, "meta") if meta_dict else ""
-    header = f"{task_id} {task_type} {prio} {stored_retries} {delay_ms} {timeout_ms}"
-    args = [header, meta_text, text]
-    return TaskSpec(
-        task_id, task_type, payload_dict, prio, retries, delay_ms, timeout, meta_dict, args
+    return NewTask(
+        task_id,
+        task_type,
+        payload_dict,
+        prio,
+        retries,
+        max_retries,
+        delay_ms,
+        timeout,
+        meta_dict,
+        text,
+        meta_text,
     )
 
 
@@ -84,7 +104,7 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-def enqueued_task(spec: TaskSpec, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:
+def enqueued_task(spec: NewTask, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:
     """The task enqueue.lua created, or the existing one when the id was taken."""
     if isinstance(reply, list):
         try:

@@ -1,0 +1,29 @@
+"""RedisTaskQueue: the queue's public class, assembled from one file per responsibility.
+
+    client.py      QueueClient: configuration, connect/close, the Redis clients, and the
+                   one place that decides which Redis and which keys a call goes to
+    produce.py     enqueue, enqueue_many
+    consume.py     dequeue, claim, claim_ready, wait_for_work, complete_task, fail_task,
+                   settle_many, extend_lease (heartbeat), release_task, reap
+    inspect.py     get_task, wait_for_result, get_queue_size, get_statistics, list_tasks,
+                   health_check
+    administer.py  cancel, retry_dlq_task, purge_dlq, clear_completed
+
+Every state transition is one Lua script (lua/*.lua) that checks everything before its
+first write and reads time from the Redis server; utils.redis_queue.scripts builds each
+call's KEYS/ARGV and parses its reply. These classes validate input, encode JSON, run the
+scripts and turn their replies into RedisTask objects and exceptions.
+"""
+
+from __future__ import annotations
+
+from .administer import Administrator
+from .client import QueueClient
+from .consume import MAX_CLAIM, Consumer
+from .produce import Producer
+
+__all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
+
+
+class RedisTaskQueue(Producer, Consumer, Administrator):
+    """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

@@ -1,0 +1,44 @@
+"""Administering: cancel, the DLQ's retry and purge, cleanup of finished tasks."""
+
+from __future__ import annotations
+
+from .. import scripts
+from ..errors import TaskNotFound
+from ..keys import validate_task_id
+from ..models import RedisTask, TaskState
+from .inspect import Inspector
+
+__all__ = ["Administrator"]
+
+
+class Administrator(Inspector):
+    async def cancel(self, task_id: str) -> TaskState:
+        """Cancel a task. A pending or delayed task is cancelled at once (returns
+        CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
+        Raises TaskNotFound, or TaskStateError if it already finished."""
+        validate_task_id(task_id)
+        reply = await self.run(scripts.cancel(self.keys, task_id=task_id), task_id)
+        if scripts.cancel_outcome(reply) is scripts.CancelOutcome.CANCELLED:
+            return TaskState.CANCELLED
+        return TaskState.PROCESSING
+
+    async def retry_dlq_task(self, task_id: str) -> RedisTask:
+        """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
+        validate_task_id(task_id)
+        await self.run(scripts.retry_dlq(self.keys, task_id=task_id), task_id)
+        task = await self.get_task(task_id)
+        if task is None:  # deleted in between by someone else
+            raise TaskNotFound(task_id)
+        return task
+
+    async def purge_dlq(self) -> int:
+        """Delete every dead-lettered task; returns how many."""
+        return await self._chunked(lambda limit: scripts.purge_dlq(self.keys, limit=limit))
+
+    async def clear_completed(self, older_than_seconds: float = 86400) -> int:
+        """Delete completed and cancelled tasks that finished more than
+        `older_than_seconds` ago (server time); returns how many."""
+        age_ms = max(0, int(older_than_seconds * 1000))
+        return await self._chunked(
+            lambda limit: scripts.clear_finished(self.keys, age_ms=age_ms, limit=limit)
+        )

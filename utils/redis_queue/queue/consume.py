@@ -1,0 +1,272 @@
+"""Consuming: claiming tasks under leases, waiting for work, settling, renewing and
+handing back leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from .. import codec, scripts, telemetry
+from ..connection import BLOCK_SLICE_SECONDS, redis_errors
+from ..errors import LeaseLost, QueueError
+from ..keys import validate_task_type
+from ..models import ClaimBatch, RedisTask, Settlement, TaskState
+from ..new_task import check_seconds
+from .client import MIN_BLOCK, QueueClient
+
+__all__ = ["MAX_CLAIM", "SETTLE_CHUNK", "Consumer"]
+
+SETTLE_CHUNK = 200  # settlements per settle_many script call
+MAX_CLAIM = 1000  # tasks per claim script call (MAX_BATCH in lua/include/common.lua)
+
+
+class Consumer(QueueClient):
+    async def dequeue(self, worker_id: str, timeout: float = 5.0) -> RedisTask | None:
+        """Claim the highest-priority ready task, blocking in Redis up to `timeout`
+        seconds for one to arrive. Returns None on timeout."""
+        tasks = await self.claim(worker_id, 1, timeout=timeout)
+        return tasks[0] if tasks else None
+
+    async def claim(
+        self,
+        worker_id: str,
+        count: int = 1,
+        *,
+        task_types: Iterable[str] | None = None,
+        timeout: float = 0.0,
+    ) -> list[RedisTask]:
+        """Claim up to `count` ready tasks of the given types (all types if None), each
+        under its own lease; one round trip per 1,000. Blocks up to `timeout` while none
+        is ready."""
+        types = list(task_types) if task_types is not None else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + check_seconds("timeout", timeout)
+        while True:
+            batch = await self.claim_ready(worker_id, count, task_types=types)
+            if batch.tasks:
+                return batch.tasks
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            await self.wait_for_work(types, batch.wait_limit(remaining), batch.task_types)
+
+    async def claim_ready(
+        self,
+        worker_id: str,
+        count: int,
+        *,
+        task_types: Iterable[str] | None = None,
+        suspects: bool = True,
+    ) -> ClaimBatch:
+        """Never blocking: up to `count` ready tasks of the given types (all types if
+        None), each under a new lease, plus how long an idle caller may block before a
+        delayed task comes due or a lease expires. A task that lost a lease before (it
+        may be what killed its worker) comes alone in its batch; with `suspects` False
+        (the caller runs one already) such tasks are left for others."""
+        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
+        # The script takes at most MAX_CLAIM per call (no count may make it fail halfway);
+        # a bigger claim is several calls, each atomic. Only the first may hand out a
+        # suspect, which then comes alone.
+        tasks: list[RedisTask] = []
+        left, first = count, True
+        while True:
+            ask = min(left, MAX_CLAIM)
+            batch = await self._claim_call(worker_id, ask, types, suspects and first)
+            tasks.extend(batch.tasks)
+            left, first = left - len(batch.tasks), False
+            if left <= 0 or len(batch.tasks) < ask:  # drained, or a suspect came alone
+                return ClaimBatch(tasks, batch.wait_hint, batch.task_types)
+
+    async def _claim_call(
+        self, worker_id: str, count: int, types: list[str], suspects: bool
+    ) -> ClaimBatch:
+        call = scripts.claim(
+            self.keys,
+            worker_id=worker_id,
+            lease_ms=int(self.lease_seconds * 1000),
+            count=count,
+            max_lease_losses=self.max_lease_losses,
+            use_dlq=self.enable_dlq,
+            suspects=suspects,
+            task_types=types,
+        )
+        reply = scripts.claim_reply(await self.run(call))
+        tasks = []
+        for task_id, token, flat in reply.rows:
+            try:
+                task = codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
+            except ValueError as exc:
+                # A record the engine cannot read is dead-lettered with the reason, never
+                # handed to the caller.
+                await self.run(self._fail_call(task_id, str(token), str(exc), False, corrupt=True))
+                continue
+            self._remember_lease(task_id, token)
+            tasks.append(task)
+        wait = reply.next_event_ms - reply.now_ms
+        return ClaimBatch(
+            tasks, None if reply.next_event_ms < 0 else max(0.0, wait / 1000), reply.served
+        )
+
+    async def wait_for_work(
+        self,
+        task_types: Iterable[str] | None,
+        seconds: float,
+        known_types: Iterable[str] = (),
+    ) -> None:
+        """Block in Redis until work of these types may be ready, or `seconds` pass.
+        With task_types None (every type), it watches the `known_types` a claim reported
+        plus the key that announces new types. Returns early on a wake-up token; the
+        caller then claims."""
+        if task_types is not None:
+            wake_keys = [self.keys.wake(validate_task_type(t)) for t in task_types]
+        else:
+            wake_keys = [self.keys.wake(), *(self.keys.wake(t) for t in known_types)]
+        wait = max(MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
+        try:
+            async with redis_errors(self.redis_url):
+                await self._blocking_client.blpop(wake_keys, timeout=wait)
+        except QueueError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            await self._repair_wake_keys(wake_keys)
+
+    async def _repair_wake_keys(self, wake_keys: list[str]) -> None:
+        """Wake keys carry no data: one that something overwrote is deleted (the
+        scripts push a fresh token to it when work arrives)."""
+        async with redis_errors(self.redis_url):
+            for key in wake_keys:
+                if await self.redis.type(key) not in (b"list", b"none"):
+                    await self.redis.delete(key)
+
+    async def complete_task(
+        self, task_id: str, result: Any = None, *, lease_token: int | None = None
+    ) -> None:
+        """Mark a processing task completed with its (JSON) result. Raises LeaseLost if
+        this caller's lease expired and the task was reclaimed."""
+        text = codec.dumps(result, "result", self.max_payload_bytes)
+        call = scripts.complete(
+            self.keys,
+            task_id=task_id,
+            token=self._token_for(task_id, lease_token),
+            keep_ms=self.task_ttl_seconds * 1000,
+            result_text=text,
+        )
+        await self._settling(task_id, self.run(call, task_id))
+
+    async def fail_task(
+        self,
+        task_id: str,
+        error: str,
+        retry: bool = True,
+        *,
+        lease_token: int | None = None,
+        delay: float | None = None,
+    ) -> TaskState:
+        """Record a failure. With `retry`, the task runs again after the retry policy's
+        delay (or `delay` seconds) while retries remain; otherwise it is dead-lettered.
+        Returns the task's new state."""
+        token = self._token_for(task_id, lease_token)
+        call = self._fail_call(task_id, token, error, retry, delay)
+        reply = await self._settling(task_id, self.run(call, task_id))
+        return scripts.fail_state(reply)
+
+    async def settle_many(self, settlements: Iterable[Settlement]) -> list[TaskState | QueueError]:
+        """Complete or fail many tasks in one round trip and one script call per 200
+        (how a Worker acknowledges). Returns, per settlement, the task's new state or the
+        error (e.g. LeaseLost) that refused it; a result that is not JSON dead-letters its
+        task with the reason."""
+        items = list(settlements)
+        tracer = telemetry.tracer
+        if tracer is None:
+            return await self._settle_items(items)
+        return await tracer.settle(self, items, lambda: self._settle_items(items))
+
+    async def _settle_items(self, items: list[Settlement]) -> list[TaskState | QueueError]:
+        out: list[TaskState | QueueError] = []
+        for start in range(0, len(items), SETTLE_CHUNK):
+            out.extend(await self._settle_chunk(items[start : start + SETTLE_CHUNK]))
+        return out
+
+    async def _settle_chunk(self, items: list[Settlement]) -> list[TaskState | QueueError]:
+        calls = []
+        for s in items:
+            token = self._token_for(s.task_id, s.lease_token)
+            if s.error is None:
+                try:
+                    text = codec.dumps(s.result, "result", self.max_payload_bytes)
+                except QueueError as exc:  # dead-lettered with the reason
+                    error = codec.error_text(str(exc))
+                    calls.append(
+                        scripts.SettleItem(s.task_id, token, error_text=error, retry=False)
+                    )
+                else:
+                    calls.append(scripts.SettleItem(s.task_id, token, result_text=text))
+                continue
+            error = codec.error_text(s.error)
+            calls.append(
+                scripts.SettleItem(s.task_id, token, error_text=error, retry=s.retry, delay=s.delay)
+            )
+        call = scripts.settle_many(
+            self.keys,
+            keep_ms=self.task_ttl_seconds * 1000,
+            use_dlq=self.enable_dlq,
+            policy=self.retry_policy,
+            max_retries=self.max_retries,
+            items=calls,
+        )
+        out: list[TaskState | QueueError] = []
+        for s, reply in zip(items, await self.run(call), strict=True):
+            out.append(scripts.settle_state(reply, s.task_id))
+            if not isinstance(out[-1], LeaseLost):
+                self._leases.pop(s.task_id, None)
+        return out
+
+    async def extend_lease(
+        self, task_id: str, lease_token: int | None = None, seconds: float | None = None
+    ) -> bool:
+        """Heartbeat: extend the lease to `seconds` (default lease_seconds) from now.
+        Returns True when a cancel was requested for the task. Raises LeaseLost."""
+        call = scripts.extend(
+            self.keys,
+            task_id=task_id,
+            token=self._token_for(task_id, lease_token),
+            lease_ms=int((seconds or self.lease_seconds) * 1000),
+        )
+        return scripts.extend_cancel_requested(await self.run(call, task_id))
+
+    heartbeat = extend_lease
+
+    async def release_task(self, task_id: str, lease_token: int | None = None) -> None:
+        """Hand a claimed task back to pending without counting the attempt (used on
+        graceful shutdown). Raises LeaseLost."""
+        token = self._token_for(task_id, lease_token)
+        call = scripts.release(self.keys, task_id=task_id, token=token)
+        await self._settling(task_id, self.run(call, task_id))
+
+    async def reap(self) -> None:
+        """Promote due delayed tasks and reclaim expired leases (a bounded batch). Every
+        claim does this too; call it when no worker is running."""
+        await self.claim_ready("reaper", 0)
+
+    def _fail_call(
+        self,
+        task_id: str,
+        token: str,
+        error: str,
+        retry: bool,
+        delay: float | None = None,
+        corrupt: bool = False,
+    ) -> scripts.ScriptCall:
+        return scripts.fail(
+            self.keys,
+            task_id=task_id,
+            token=token,
+            retry=retry,
+            use_dlq=self.enable_dlq,
+            policy=self.retry_policy,
+            delay=delay,
+            max_retries=self.max_retries,
+            corrupt=corrupt,
+            error_text=codec.error_text(str(error)),
+        )
