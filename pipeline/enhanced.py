@@ -22,7 +22,6 @@ from utils.config import Settings
 from utils.metrics import PipelineMetrics
 from utils.redis_queue import QueueError
 from utils.redis_queue.handlers import HandlerRegistry, as_registry
-from utils.redis_queue.telemetry import tracing_from_environment
 
 from .errors import RunNotFound
 from .flow import StageFlow
@@ -78,8 +77,7 @@ class EnhancedPipelineManager(StageFlow):
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the local worker coroutines (and tracing when OTEL_* asks for it)."""
-        tracing_from_environment()
+        """Start the local worker coroutines."""
         await self._start_executor()
 
     async def stop(self) -> None:

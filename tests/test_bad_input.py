@@ -854,3 +854,32 @@ async def test_a_server_older_than_redis_7_is_refused_with_its_version() -> None
 async def _bulk(reader: asyncio.StreamReader) -> bytes:
     size = int((await reader.readline())[1:])
     return (await reader.readexactly(size + 2))[:-2]
+
+
+async def test_a_stale_entry_for_a_finished_task_is_dropped_not_quarantined_again(
+    make_queue: Callable[..., RedisTaskQueue], raw_redis: Redis
+) -> None:
+    """An id put back into pending, delayed or processing after its task finished is a
+    stale entry: the claim drops it and leaves the record (and every counter) alone."""
+    queue = make_queue(max_retries=0)
+    await queue.connect()
+    await queue.enqueue_many(
+        {"task_id": task_id, "task_type": "dev", "payload": {}} for task_id in ("done", "dead")
+    )
+    await queue.claim("w", 2)
+    await queue.complete_task("done", {"r": 1})
+    await queue.fail_task("dead", "boom", retry=False)
+    before = {t: await raw_redis.hgetall(queue.keys.task(t)) for t in ("done", "dead")}
+    stats_before = await queue.get_statistics()
+    await raw_redis.zadd(queue.keys.delayed, {"done": 0})
+    await raw_redis.zadd(queue.keys.processing, {"dead": 0})
+    await raw_redis.zadd(queue.keys.pending("dev"), {"done": 0, "dead": 1})
+    assert await queue.claim("w", 10) == []
+    for task_id, record in before.items():
+        assert await raw_redis.hgetall(queue.keys.task(task_id)) == record
+    await assert_single_state(raw_redis, queue, "done", "completed")
+    await assert_single_state(raw_redis, queue, "dead", "dead_letter")
+    stats = await queue.get_statistics()
+    for name in ("total_completed", "total_failed", "total_dead_lettered", "total_corrupt"):
+        assert stats[name] == stats_before[name], name
+    assert int(await raw_redis.hget(queue.keys.stats, "stale_dropped") or 0) == 4

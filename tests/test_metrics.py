@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from tests.redis_server import free_port
 from tests.worker_apps import registry as handlers
@@ -98,6 +99,69 @@ async def test_collector_gauges_equal_what_redis_holds(
     age = _value(registry, "agentic_queue_oldest_pending_age_seconds", queue=queue_name)
     assert 0 <= age < 5
     assert _value(registry, "agentic_collector_errors_total") == 0
+
+
+async def test_every_state_gauge_equals_get_queue_size_with_distinct_counts(
+    make_queue: QueueFactory, redis_url: str, queue_name: str, raw_redis: Redis
+) -> None:
+    """A different number of tasks in every state, so a gauge reading another state's
+    count (delayed and processing were once swapped) cannot pass."""
+    queue = make_queue(enable_dlq=False, max_retries=0)
+    await queue.connect()
+    counts = {"processing": 2, "completed": 3, "failed": 4, "cancelled": 5}
+    await queue.enqueue_many(
+        {"task_id": f"{state}{i}", "task_type": "noop", "payload": {}}
+        for state, n in counts.items()
+        for i in range(n)
+    )
+    claimed = await queue.claim("w", sum(counts.values()))
+    by_state: dict[str, list[str]] = {state: [] for state in counts}
+    for task in claimed:
+        by_state[task.task_id.rstrip("0123456789")].append(task.task_id)
+    for task_id in by_state["completed"]:
+        await queue.complete_task(task_id)
+    for task_id in by_state["failed"]:
+        await queue.fail_task(task_id, "no")
+    for task_id in by_state["cancelled"]:
+        await queue.cancel(task_id)  # running: flagged, then failed -> cancelled
+        await queue.fail_task(task_id, "stopped")
+    await queue.enqueue_many(
+        {"task_id": f"delayed{i}", "task_type": "noop", "payload": {}, "delay": 60}
+        for i in range(6)
+    )
+    await queue.enqueue_many(
+        {"task_id": f"pending{i}", "task_type": "noop", "payload": {}} for i in range(7)
+    )
+    registry = CollectorRegistry()
+    registry.register(RedisQueueCollector(redis_url, [queue_name]))
+    sizes = await queue.get_queue_size()
+    assert sizes == {
+        "pending": 7,
+        "delayed": 6,
+        "processing": 2,
+        "completed": 3,
+        "failed": 4,
+        "cancelled": 5,
+        "dlq": 0,
+    }
+    for state, count in sizes.items():
+        assert _value(registry, "agentic_queue_tasks", queue=queue_name, state=state) == count
+
+    dlq_queue = make_queue(queue_name=f"{queue_name}-dlq", max_retries=0)
+    await dlq_queue.connect()
+    await dlq_queue.enqueue_many(
+        {"task_id": f"d{i}", "task_type": "noop", "payload": {}} for i in range(8)
+    )
+    for task in await dlq_queue.claim("w", 8):
+        await dlq_queue.fail_task(task.task_id, "no")
+    registry = CollectorRegistry()
+    registry.register(RedisQueueCollector(redis_url, [dlq_queue.queue_name]))
+    name = dlq_queue.queue_name
+    assert (await dlq_queue.get_queue_size())["dlq"] == 8
+    assert _value(registry, "agentic_queue_tasks", queue=name, state="dlq") == 8
+    assert _value(registry, "agentic_queue_dlq_tasks", queue=name) == 8
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{name}}}:*"):
+        await raw_redis.delete(key)
 
 
 async def test_workers_and_tasks_in_flight_come_from_the_registry(

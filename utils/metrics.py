@@ -29,9 +29,10 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
+from utils.redis_queue import scripts
+from utils.redis_queue.errors import QueueError
 from utils.redis_queue.keys import QueueKeys
 from utils.redis_queue.models import TaskPriority
-from utils.redis_queue.scripts import load_source
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -209,7 +210,6 @@ class RedisQueueCollector(Collector):
         self._redis = Redis.from_url(
             redis_url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        self._sizes = self._redis.register_script(load_source("sizes"))
         self._queues = [QueueKeys(key_prefix, name) for name in queue_names]
         self._errors = 0
         self._lock = threading.Lock()
@@ -223,7 +223,7 @@ class RedisQueueCollector(Collector):
         try:
             for keys in self._queues:
                 self._collect_queue(keys, families)
-        except (RedisError, OSError):
+        except (RedisError, OSError, QueueError):
             with self._lock:
                 self._errors += 1
         else:
@@ -240,47 +240,29 @@ class RedisQueueCollector(Collector):
         yield took
 
     def _collect_queue(self, keys: QueueKeys, families: dict[str, GaugeMetricFamily]) -> None:
-        reply = self._sizes(
-            keys=[
-                keys.processing,
-                keys.delayed,
-                keys.completed,
-                keys.failed,
-                keys.cancelled,
-                keys.dlq,
-                keys.stats,
-                keys.types,
-            ],
-            args=[keys.base],
-        )
+        # the same script and parser as get_queue_size()
+        snapshot = scripts.sizes_reply(scripts.run_sync(self._redis, scripts.sizes(keys)))
         q = keys.queue
-        counts = dict(zip(STATES[1:], (int(v) for v in reply[:6]), strict=True))
-        by_priority = [0, 0, 0, 0]
-        per_type = reply[6]
-        for i in range(0, len(per_type), 6):
-            for p in range(4):
-                by_priority[p] += int(per_type[i + 2 + p])
-        counts["pending"] = sum(by_priority)
         for state in STATES:
-            families["depth"].add_metric([q, state], counts[state])
+            families["depth"].add_metric([q, state], snapshot.sizes[state])
         for p in TaskPriority:
-            families["pending"].add_metric([q, p.name.lower()], by_priority[p.value])
-        families["dlq"].add_metric([q], counts["dlq"])
-        families["oldest"].add_metric([q], self._oldest_pending_age(keys, per_type))
+            count = snapshot.pending_by_priority[p.name.lower()]
+            families["pending"].add_metric([q, p.name.lower()], count)
+        families["dlq"].add_metric([q], snapshot.sizes["dlq"])
+        busy_types = [t for t, n in snapshot.pending_by_type.items() if n]
+        families["oldest"].add_metric([q], self._oldest_pending_age(keys, busy_types))
         workers_live, in_flight = self._workers(keys)
         families["workers"].add_metric([q], workers_live)
         families["in_flight"].add_metric([q], in_flight)
 
-    def _oldest_pending_age(self, keys: QueueKeys, per_type: list[Any]) -> float:
+    def _oldest_pending_age(self, keys: QueueKeys, task_types: list[str]) -> float:
         """Age of the oldest pending task: the first task of each priority band of each
         type is the oldest there (FIFO), so only those few are read."""
         pipe = self._redis.pipeline(transaction=False)
-        band = 10**15
-        for i in range(0, len(per_type), 6):
-            task_type = per_type[i].decode()
-            for p in range(4):
-                low = -p * band
-                pipe.zrangebyscore(keys.pending(task_type), low, f"({low + band}", 0, 1)
+        for task_type in task_types:
+            for p in TaskPriority:
+                low, high = scripts.pending_band(p)
+                pipe.zrangebyscore(keys.pending(task_type), low, f"({high}", 0, 1)
         heads = [ids[0].decode() for ids in pipe.execute() if ids]
         if not heads:
             return 0.0

@@ -4,7 +4,8 @@
   (`console`, `otlp`; `none` is off) or the caller passes a TracerProvider. It installs
   `QueueTracing` as the engine's tracing hook (utils/redis_queue/telemetry.py); while none
   is installed the engine pays one `is None` check per hook and this module is not even
-  imported. The first `connect()` of a process calls it when OTEL_TRACES_EXPORTER is set.
+  imported. Nothing calls it implicitly: the `agentic` CLI calls it at start-up when
+  OTEL_TRACES_EXPORTER is set, and an application that uses the library calls it once.
 - `QueueTracing`: the spans of the engine's three choke points, after the OpenTelemetry
   messaging conventions (messaging.system "agentic"):
 
@@ -38,6 +39,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from utils.redis_queue import telemetry
 from utils.redis_queue.models import TaskState
+from utils.redis_queue.telemetry import QueueIdentity
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
     from utils.redis_queue.errors import QueueError
     from utils.redis_queue.models import RedisTask, Settlement
     from utils.redis_queue.new_task import NewTask
-    from utils.redis_queue.queue import QueueClient
 
 __all__ = [
     "ATTEMPT",
@@ -223,7 +224,7 @@ class QueueTracing:
 
     async def send(
         self,
-        queue: QueueClient,
+        queue: QueueIdentity,
         tasks: list[NewTask],
         batch: bool,
         enqueue: Callable[[list[NewTask]], Awaitable[T]],
@@ -273,7 +274,7 @@ class QueueTracing:
                 raise
 
     async def process(
-        self, queue: QueueClient, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
+        self, queue: QueueIdentity, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
     ) -> T:
         parent = extract(task.meta) if task.meta else Context()
         creation = trace.get_current_span(parent).get_span_context()
@@ -303,7 +304,7 @@ class QueueTracing:
 
     async def settle(
         self,
-        queue: QueueClient,
+        queue: QueueIdentity,
         settlements: list[Settlement],
         run: Callable[[], Awaitable[list[TaskState | QueueError]]],
     ) -> list[TaskState | QueueError]:

@@ -9,7 +9,7 @@ import logging
 
 import click
 
-from .common import CliState
+from .common import CliState, setup_tracing_from_environment
 from .metrics_cmd import metrics
 from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
@@ -52,6 +52,7 @@ def cli(
         level=logging.DEBUG if verbose else log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    setup_tracing_from_environment()
     ctx.obj = CliState(redis_url, queue_name)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -20,6 +22,21 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE (sysexits.h): Redis could not be reached
 
 T = TypeVar("T")
+log = logging.getLogger("agentic.cli")
+
+
+def setup_tracing_from_environment() -> None:
+    """The CLI's one telemetry set-up: tracing when OTEL_TRACES_EXPORTER names an exporter
+    (utils.tracing.setup_tracing; OpenTelemetry is not even imported otherwise). Metrics
+    are served by the commands that take --metrics-port."""
+    if os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() in ("", "none"):
+        return
+    from utils.tracing import setup_tracing
+
+    try:
+        setup_tracing()
+    except Exception as exc:  # e.g. an unwritable AGENTIC_TRACES_FILE: run, untraced
+        log.warning("tracing is off: %s", exc)
 
 
 class CliState:

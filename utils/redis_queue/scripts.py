@@ -54,8 +54,10 @@ __all__ = [
     "ScriptCall",
     "Scripts",
     "load_source",
+    "pending_band",
     "raise_for_code",
     "run_pipelined",
+    "run_sync",
     "script_source",
 ]
 
@@ -344,6 +346,16 @@ def worker_beat(
 # -- replies --------------------------------------------------------------------------------
 
 
+# Pending scores (lua/include/common.lua): a task of priority p scores in
+# [-p * BAND, (1 - p) * BAND), so each priority is one score band of its type's set.
+PENDING_BAND = 10**15
+
+
+def pending_band(priority: int) -> tuple[int, int]:
+    """The [low, high) score range of one priority in a pending set."""
+    return -priority * PENDING_BAND, (1 - priority) * PENDING_BAND
+
+
 def enqueue_reply(reply: list[Any]) -> tuple[int, list[Any]]:
     """(now_ms, per task: 1 created, or the existing task's flat HGETALL)."""
     return int(reply[0]), reply[1:]
@@ -518,6 +530,17 @@ def run_pipelined(redis: SyncRedis, calls: Sequence[ScriptCall]) -> list[Any]:
             redis.script_load(script_source(name))
         replies = send()
     return replies
+
+
+def run_sync(redis: SyncRedis, call: ScriptCall) -> Any:
+    """One call on a sync client (the metrics collector); errors raise as in Scripts.run,
+    but redis-py's own exceptions are not translated."""
+    (reply,) = run_pipelined(redis, [call])
+    if isinstance(reply, Exception):
+        raise reply
+    if reply and isinstance(reply[0], int) and reply[0] < 0:
+        raise_for_code(reply, "", call.script.name.replace("_", " "))
+    return reply
 
 
 def _noscript(reply: Any) -> bool:

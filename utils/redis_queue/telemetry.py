@@ -1,18 +1,18 @@
-"""The engine's telemetry hooks: what the queue and the worker report, and the defaults
-that do nothing (so nothing is paid until a process installs utils.metrics or
-utils.tracing).
+"""The engine's one telemetry hook point, and the defaults that do nothing.
 
-Metrics: a MetricsSink per queue (`RedisTaskQueue(metrics=...)`).
-Tracing: one QueueTracer per process in `tracer`, None while tracing is off; the engine
-checks it at its three choke points (enqueue, a handler run, settle) before doing any
-work. utils.tracing.setup_tracing() installs one; so does the first connect() when
-OTEL_TRACES_EXPORTER asks for an exporter.
+Every metric and span the queue and the worker emit goes through a queue's `Telemetry`
+(`queue.telemetry`): enqueue, a handler run, settle, a finished task, worker time. It
+forwards to the queue's MetricsSink (`RedisTaskQueue(metrics=...)`, utils.metrics) and to
+the process's QueueTracer (`tracer`, utils.tracing), and costs one `is None` check per
+hook while tracing is off.
+
+Nothing here turns telemetry on: the application (or the `agentic` CLI) calls
+utils.tracing.setup_tracing() once, which installs the tracer; this package never imports
+utils.tracing.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -20,21 +20,31 @@ if TYPE_CHECKING:
     from .errors import QueueError
     from .models import RedisTask, Settlement, TaskState
     from .new_task import NewTask
-    from .queue import QueueClient
 
 __all__ = [
     "NULL_METRICS",
     "MetricsSink",
+    "QueueIdentity",
     "QueueTracer",
+    "Telemetry",
     "install_tracer",
-    "tracing_from_environment",
 ]
 
 T = TypeVar("T")
 
 
+class QueueIdentity(Protocol):
+    """What a span needs to know of the queue it describes."""
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def redis_url(self) -> str: ...
+
+
 class MetricsSink(Protocol):
-    """Called at the engine's two choke points: enqueue, and a worker acknowledging."""
+    """Receives the engine's metrics (utils.metrics.QueueMetrics)."""
 
     def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None: ...
 
@@ -78,23 +88,23 @@ class QueueTracer(Protocol):
 
     async def send(
         self,
-        queue: QueueClient,
-        specs: list[NewTask],
+        queue: QueueIdentity,
+        tasks: list[NewTask],
         batch: bool,
         enqueue: Callable[[list[NewTask]], Awaitable[T]],
     ) -> T:
-        """enqueue(specs), each spec given its creation context in meta."""
+        """enqueue(tasks), each task given its creation context in meta."""
         ...
 
     async def process(
-        self, queue: QueueClient, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
+        self, queue: QueueIdentity, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
     ) -> T:
         """run() (one handler run) with its span current."""
         ...
 
     async def settle(
         self,
-        queue: QueueClient,
+        queue: QueueIdentity,
         settlements: list[Settlement],
         run: Callable[[], Awaitable[list[TaskState | QueueError]]],
     ) -> list[TaskState | QueueError]:
@@ -102,29 +112,61 @@ class QueueTracer(Protocol):
         ...
 
 
-tracer: QueueTracer | None = None  # None: tracing is off, and costs one check per hook
-_environment_checked = False
+tracer: QueueTracer | None = None  # None: tracing is off
 
 
 def install_tracer(new: QueueTracer | None) -> None:
     """Turn tracing on with `new`, or off with None (for utils.tracing)."""
-    global tracer, _environment_checked
+    global tracer
     tracer = new
-    _environment_checked = True  # a choice made in code wins over the environment
 
 
-def tracing_from_environment() -> None:
-    """Once per process: set tracing up from the OTEL_* environment when
-    OTEL_TRACES_EXPORTER names an exporter and nothing installed a tracer before."""
-    global _environment_checked
-    if _environment_checked:
-        return
-    _environment_checked = True
-    if os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() in ("", "none"):
-        return
-    try:
-        from utils.tracing import setup_tracing  # loaded only when asked for
+class Telemetry:
+    """One queue's hook point: the engine calls these, nothing else."""
 
-        setup_tracing()
-    except Exception as exc:  # e.g. an unwritable AGENTIC_TRACES_FILE: run, untraced
-        logging.getLogger("agentic.tracing").warning("tracing is off: %s", exc)
+    __slots__ = ("metrics", "queue")
+
+    def __init__(self, queue: QueueIdentity, metrics: MetricsSink | None = None) -> None:
+        self.queue = queue
+        self.metrics = metrics or NULL_METRICS
+
+    async def send(
+        self,
+        tasks: list[NewTask],
+        batch: bool,
+        enqueue: Callable[[list[NewTask]], Awaitable[T]],
+    ) -> T:
+        """enqueue(tasks) inside the send span, when tracing is on."""
+        current = tracer
+        if current is None or not tasks:
+            return await enqueue(tasks)
+        return await current.send(self.queue, tasks, batch, enqueue)
+
+    def enqueued(self, task_type: str, count: int = 1) -> None:
+        self.metrics.task_enqueued(self.queue.queue_name, task_type, count)
+
+    async def process(self, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]) -> T:
+        current = tracer
+        if current is None:
+            return await run()
+        return await current.process(self.queue, task, worker_id, run)
+
+    async def settle(
+        self,
+        settlements: list[Settlement],
+        run: Callable[[], Awaitable[list[TaskState | QueueError]]],
+    ) -> list[TaskState | QueueError]:
+        current = tracer
+        if current is None:
+            return await run()
+        return await current.settle(self.queue, settlements, run)
+
+    def finished(
+        self, task_type: str, outcome: str, run_seconds: float | None, wait_seconds: float | None
+    ) -> None:
+        self.metrics.task_finished(
+            self.queue.queue_name, task_type, outcome, run_seconds, wait_seconds
+        )
+
+    def worker_time(self, busy_seconds: float, slot_seconds: float) -> None:
+        self.metrics.worker_time(self.queue.queue_name, busy_seconds, slot_seconds)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import codec, telemetry
+from . import codec
 from .connection import BLOCK_SLICE_SECONDS
 from .errors import LeaseLost, QueueError, RedisUnavailable
 from .handlers import HandlerRegistry, HandlerSpec, PermanentFailure, Retry, TaskContext
@@ -287,12 +287,8 @@ class Worker:
         assert self._keeper is not None
         ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token)
         try:
-            tracer = telemetry.tracer
-            if tracer is None:
-                result = await self._run_handler(spec, ctx, timeout)
-            else:
-                run = functools.partial(self._run_handler, spec, ctx, timeout)
-                result = await tracer.process(self.queue, task, self.worker_id, run)
+            run = functools.partial(self._run_handler, spec, ctx, timeout)
+            result = await self.queue.telemetry.process(task, self.worker_id, run)
             return Settlement(task.task_id, token, result=result)
         except TimeoutError:
             return Settlement(task.task_id, token, error=f"timed out after {timeout} s")
@@ -461,9 +457,7 @@ class Worker:
         self._report(task, label, run_seconds)
 
     def _report(self, task: RedisTask, outcome: str, run_seconds: float | None) -> None:
-        self.queue.metrics.task_finished(
-            self.queue.queue_name, task.task_type, outcome, run_seconds, _wait_seconds(task)
-        )
+        self.queue.telemetry.finished(task.task_type, outcome, run_seconds, _wait_seconds(task))
 
     # -- cancels, registry, shutdown ----------------------------------------------------------
 
@@ -503,7 +497,7 @@ class Worker:
             now = time.monotonic()
             slot_seconds = self.concurrency * (now - reported_at)
             busy = self._busy_seconds - reported_busy
-            self.queue.metrics.worker_time(self.queue.queue_name, busy, slot_seconds)
+            self.queue.telemetry.worker_time(busy, slot_seconds)
             reported_at, reported_busy = now, self._busy_seconds
             info = WorkerInfo(
                 worker_id=self.worker_id,

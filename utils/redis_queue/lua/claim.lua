@@ -28,6 +28,11 @@
   is not enough: a killed worker or an outage longer than the lease costs every task in
   flight one, and isolating all of those would run them one per worker.
 
+  An id whose record is corrupt (not a hash, no type, no state) is quarantined: dead-lettered
+  with the reason. An id whose record is sound but in another state (a stale entry, say a
+  finished task's id added back by hand) is only dropped from the structure and counted as
+  `stale_dropped`: its record is left alone.
+
   Returns {now_ms, next_event_ms, {types served}, {id, token, HGETALL...}, ...};
   next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
   none), so an idle worker knows how long it may block.
@@ -80,6 +85,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
                now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
   elseif is_sound(key, 'delayed') then
     make_pending(base, key, id, KEYS[3])
+  elseif is_stale_entry(key, 'delayed') then
+    redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
   else
     quarantine(base, id, 'corrupt task record found in the delayed set', now,
                KEYS[5], KEYS[6], KEYS[3], use_dlq)
@@ -108,6 +115,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
       redis.call('HDEL', key, 'lease')
       make_pending(base, key, id, KEYS[3])
     end
+  elseif is_stale_entry(key, 'processing') then
+    redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
   else
     quarantine(base, id, 'corrupt task record found in the processing set', now,
                KEYS[5], KEYS[6], KEYS[3], use_dlq)
@@ -229,6 +238,10 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       deadlines[#deadlines + 1] = id
       out[#out + 1] = {id, fence, redis.call('HGETALL', key)}
       claimed = claimed + 1
+    elseif type(f) == 'table' and not f.err and f[2] == task_type and f[1] ~= 'pending'
+        and is_stale_entry(key, 'pending') then
+      redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
+      quarantined = quarantined + 1 -- bounded like corrupt ones
     else
       quarantine(base, id, 'corrupt task record found in the pending set', now,
                  KEYS[5], KEYS[6], KEYS[3], use_dlq)

@@ -11,7 +11,7 @@
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
 first write and reads time from the Redis server; utils.redis_queue.scripts builds each
-call's KEYS/ARGV and parses its reply. These classes validate input, encode JSON, run the
+call's keys and arguments and parses its reply. These classes validate input, encode JSON, run the
 scripts and turn their replies into RedisTask objects and exceptions.
 """
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .. import codec, telemetry
+from .. import codec
 from ..connection import make_client, mask_url, redis_errors
 from ..errors import LeaseLost, NotConnected, QueueError
 from ..keys import QueueKeys, validate_queue_name, validate_task_id
 from ..models import RedisTask, RetryPolicy
 from ..scripts import ScriptCall, Scripts, removed_count
-from ..telemetry import NULL_METRICS, MetricsSink
+from ..telemetry import MetricsSink, Telemetry
 
 __all__ = ["BATCH", "MIN_BLOCK", "QueueClient"]
 
@@ -72,7 +72,7 @@ class QueueClient:
         self.max_payload_bytes = max_payload_bytes
         self.keys = QueueKeys(validate_queue_name(key_prefix), self.queue_name)
         self._password = password
-        self.metrics = metrics or NULL_METRICS
+        self.telemetry = Telemetry(self, metrics)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._redis: Redis | None = None
@@ -90,11 +90,9 @@ class QueueClient:
     # -- lifecycle -----------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connections and check that Redis answers (RedisUnavailable if not).
-        The first connect of a process turns tracing on when OTEL_TRACES_EXPORTER asks."""
+        """Open the connections and check that Redis answers (RedisUnavailable if not)."""
         if self._redis is not None:
             return
-        telemetry.tracing_from_environment()
         options = {
             "password": self._password,
             "socket_timeout": self._socket_timeout,
@@ -139,6 +137,10 @@ class QueueClient:
         if self._redis is None:
             raise NotConnected("call `await queue.connect()` first")
         return self._redis
+
+    @property
+    def metrics(self) -> MetricsSink:
+        return self.telemetry.metrics
 
     @property
     def dlq_key(self) -> str:

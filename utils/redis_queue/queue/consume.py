@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from .. import codec, scripts, telemetry
+from .. import codec, scripts
 from ..connection import BLOCK_SLICE_SECONDS, redis_errors
 from ..errors import LeaseLost, QueueError
 from ..keys import validate_task_type
@@ -177,10 +177,7 @@ class Consumer(QueueClient):
         error (e.g. LeaseLost) that refused it; a result that is not JSON dead-letters its
         task with the reason."""
         items = list(settlements)
-        tracer = telemetry.tracer
-        if tracer is None:
-            return await self._settle_items(items)
-        return await tracer.settle(self, items, lambda: self._settle_items(items))
+        return await self.telemetry.settle(items, lambda: self._settle_items(items))
 
     async def _settle_items(self, items: list[Settlement]) -> list[TaskState | QueueError]:
         out: list[TaskState | QueueError] = []

@@ -37,10 +37,10 @@ class Producer(QueueClient):
         task = self._new_task(
             task_id, task_type, payload, priority, delay, max_retries, meta, timeout
         )
-        tracer = telemetry.tracer
-        if tracer is None:
+        if telemetry.tracer is None:  # the hot path: skip the hook's closure
             return await self._enqueue_one(task)
-        return await tracer.send(self, [task], False, lambda traced: self._enqueue_one(traced[0]))
+        sent = await self.telemetry.send([task], False, self._enqueue_all)
+        return sent[0]
 
     async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
         """Enqueue many tasks, each a dict of enqueue()'s keyword arguments. Every task is
@@ -48,17 +48,14 @@ class Producer(QueueClient):
         script call. Longer lists are sent 1,000 at a time: if a later chunk fails,
         BulkEnqueueError carries the tasks that were enqueued before it."""
         new = [self._new_task(**dict(t)) for t in tasks]
-        tracer = telemetry.tracer
-        if tracer is None or not new:
-            return await self._enqueue_all(new)
-        return await tracer.send(self, new, True, self._enqueue_all)
+        return await self.telemetry.send(new, True, self._enqueue_all)
 
     async def _enqueue_one(self, task: NewTask) -> RedisTask:
         now_ms, (outcome,) = scripts.enqueue_reply(
             await self.run(scripts.enqueue(self.keys, [task]))
         )
         if outcome == 1:
-            self.metrics.task_enqueued(self.queue_name, task.task_type)
+            self.telemetry.enqueued(task.task_type)
         return enqueued_task(task, outcome, now_ms, self.max_retries)
 
     async def _enqueue_all(self, tasks: list[NewTask]) -> list[RedisTask]:
@@ -74,7 +71,7 @@ class Producer(QueueClient):
             now_ms, outcomes = scripts.enqueue_reply(reply)
             created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
             for task_type, count in created.items():
-                self.metrics.task_enqueued(self.queue_name, task_type, count)
+                self.telemetry.enqueued(task_type, count)
             out.extend(
                 enqueued_task(t, r, now_ms, self.max_retries)
                 for t, r in zip(chunk, outcomes, strict=True)

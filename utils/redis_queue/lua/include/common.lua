@@ -220,6 +220,19 @@ local function is_sound(key, state)
   return type(f) == 'table' and not f.err and f[1] == state and f[2] ~= false
 end
 
+local STATES = {pending = true, delayed = true, processing = true, completed = true,
+                failed = true, dead_letter = true, cancelled = true}
+
+-- An id found in a state structure whose record is sound but in another state: the entry
+-- is stale (a hand edit, a replayed write), the record is not corrupt. The caller has
+-- removed the entry; the record is left as it is (quarantining it again would move a
+-- finished task and count it twice).
+local function is_stale_entry(key, state)
+  local f = redis.pcall('HMGET', key, 'state', 'type')
+  return type(f) == 'table' and not f.err and f[2] ~= false and f[1] ~= state
+    and STATES[f[1]] == true
+end
+
 -- Puts a task back into its type's pending set at its priority.
 local function make_pending(base, key, id, stats_key)
   local f = redis.call('HMGET', key, 'type', 'prio')
