@@ -7,35 +7,30 @@ calls build_registry(settings).
 
 from __future__ import annotations
 
+from pipeline.stages import STAGES
 from utils.config import Settings
-from utils.redis_queue.handlers import HandlerRegistry
+from utils.redis_queue.handlers import HandlerRegistry, import_object
 
-from .deploy import DeployAgent
-from .dev import DevAgent
-from .fix import FixAgent
-from .qa import QAAgent
+from .base import Agent
 
 __all__ = ["build_registry", "registry"]
 
-DEPLOY_TIMEOUT_SECONDS = 300.0
 SLACK_SECONDS = 30.0  # per-type timeouts sit a little above the agents' own limits
 
 
 def build_registry(settings: Settings) -> HandlerRegistry:
-    """dev, qa, fix and deploy agents built on `settings`, each with a timeout a little
-    longer than the longest run its own limits allow."""
-    model, pipeline = settings.model, settings.pipeline
-
-    # The worst model call: every attempt times out, with backoff (capped at 30 s) between.
-    model_budget = (model.max_retries + 1) * model.timeout_seconds + model.max_retries * 30.0
+    """The agent of every row of the stage table (pipeline/stages.py), built on
+    `settings`, each with a timeout a little longer than the longest run its own limits
+    allow."""
     registry = HandlerRegistry()
-    for agent, timeout in (
-        (DevAgent(model, pipeline), model_budget),
-        (QAAgent(model, pipeline), pipeline.qa_timeout_seconds),
-        (FixAgent(model, pipeline), model_budget),
-        (DeployAgent(model, pipeline), DEPLOY_TIMEOUT_SECONDS),
-    ):
-        registry.register(agent.name, agent, timeout=timeout + SLACK_SECONDS)
+    for row in STAGES:
+        agent_class = import_object(row.agent)
+        if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):
+            raise TypeError(f"stage {row.stage}: {row.agent} is not an Agent class")
+        agent = agent_class(settings.model, settings.pipeline)
+        if agent.name != row.task_type:
+            raise ValueError(f"stage {row.stage}: {row.agent} serves {agent.name!r}")
+        registry.register(row.task_type, agent, timeout=agent.timeout_seconds() + SLACK_SECONDS)
     return registry
 
 

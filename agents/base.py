@@ -69,6 +69,13 @@ class Agent:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def timeout_seconds(self) -> float:
+        """The longest one run may take: by default the worst model call, every attempt
+        timing out with the backoff (capped at 30 s) between attempts. Agents that call
+        no model, or do more, override it."""
+        model = self.model_settings
+        return (model.max_retries + 1) * model.timeout_seconds + model.max_retries * 30.0
+
     async def run(self, request: AgentRequest) -> dict[str, Any]:
         raise NotImplementedError
 

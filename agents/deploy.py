@@ -32,12 +32,18 @@ FIXED_MTIME = 315532800  # 1980-01-01, the earliest time a zip (wheel) can hold 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+DEPLOY_TIMEOUT_SECONDS = 300.0  # packing a workspace: no model call
+
+
 class DeployAgent(Agent):
     """Payload adds "deploy_dir" (default PipelineSettings.deploy_dir), "name",
     "version" and "qa_evidence" (the passing QA result). Result adds artifact, manifest
     (absolute paths), sha256, size, version and files (how many)."""
 
     name = "deploy"
+
+    def timeout_seconds(self) -> float:
+        return DEPLOY_TIMEOUT_SECONDS
 
     async def run(self, request: AgentRequest) -> dict[str, Any]:
         evidence = request.mapping("qa_evidence")

@@ -47,6 +47,9 @@ class QAAgent(Agent):
 
     name = "qa"
 
+    def timeout_seconds(self) -> float:
+        return self.pipeline_settings.qa_timeout_seconds
+
     async def run(self, request: AgentRequest) -> dict[str, Any]:
         timeout = request.number("timeout", self.pipeline_settings.qa_timeout_seconds)
         started = time.monotonic()

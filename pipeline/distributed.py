@@ -15,14 +15,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from utils.aio import cancellable
-from utils.redis_queue import RedisTaskQueue, TaskNotFound, TaskStateError
-from utils.redis_queue.handlers import HandlerRegistry
-from utils.redis_queue.worker import Worker
+from utils.redis_queue import HandlerRegistry, RedisTaskQueue
 
 from .enhanced import EnhancedPipelineManager
 from .errors import RunStoreError
-from .runs import Stage
+from .executors import QueueExecutor, StageExecutor
 from .store import RedisRunStore
 
 __all__ = ["DistributedPipelineManager"]
@@ -31,7 +28,7 @@ log = logging.getLogger("agentic.pipeline")
 
 
 class DistributedPipelineManager(EnhancedPipelineManager):
-    """Pipeline with Redis-backed distributed queue.
+    """Pipeline with Redis-backed distributed queue (a QueueExecutor).
 
     `handlers`, when given, are also served by a Worker in this process (handy for one
     machine); without them the subtasks wait for `agentic worker` processes.
@@ -54,8 +51,6 @@ class DistributedPipelineManager(EnhancedPipelineManager):
         if kwargs.get("store") is None:
             self.store = RedisRunStore(queue, ttl_seconds=self.settings.pipeline.run_ttl_seconds)
         self.resume = resume
-        self._worker: Worker | None = None
-        self._worker_task: asyncio.Task[Any] | None = None
         self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -107,48 +102,14 @@ class DistributedPipelineManager(EnhancedPipelineManager):
 
     # -- subtasks through Redis ----------------------------------------------------------
 
-    async def submit_task(
-        self, stage: Stage | str, task_id: str, subtask: Any, **kwargs: Any
-    ) -> str:
-        """Submit via Redis instead of local queue."""
-        await self.redis_queue.enqueue(
-            task_id=task_id,
-            task_type=str(stage),
-            payload={"subtask": subtask, **kwargs},
-            priority=self.priority_for(stage, subtask),
-        )
-        return task_id
-
-    async def _outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
-        # cancellable: stop() and cancel_run() must not wait out a swallowed cancel
-        return await cancellable(self._wait_for(task_id, timeout))
-
-    async def _wait_for(self, task_id: str, timeout: float) -> tuple[Any, int]:
-        result = await self.redis_queue.wait_for_result(task_id, timeout)
-        task = await self.redis_queue.get_task(task_id)
-        return result, task.attempts if task is not None else 0
-
-    async def _cancel_subtask(self, task_id: str) -> None:
-        with contextlib.suppress(TaskNotFound, TaskStateError):  # not sent yet, or ended
-            await self.redis_queue.cancel(task_id)
-
-    async def _start_executor(self) -> None:
-        if self._handlers is None or self._worker is not None:
-            return
-        self._worker = Worker(
+    def _make_executor(self) -> StageExecutor:
+        return QueueExecutor(
             self.redis_queue,
-            self._handlers,
+            handlers=self._handlers,
             worker_id=f"{self.manager_id}:worker",
             concurrency=self._workers,
             shutdown_grace=self.settings.worker.grace_seconds,
         )
-        self._worker_task = asyncio.create_task(self._worker.run(), name="pipeline-worker")
-
-    async def _stop_executor(self) -> None:
-        if self._worker is not None and self._worker_task is not None:
-            self._worker.request_stop()
-            await asyncio.gather(self._worker_task, return_exceptions=True)
-            self._worker = self._worker_task = None
 
     async def _renew_locks(self) -> None:
         interval = self._lock_ms / 3000

@@ -1,7 +1,7 @@
 """EnhancedPipelineManager: pipeline runs in one process, on an in-memory priority queue
-served by local worker coroutines (pipeline/local.py). The stage flow itself is
-pipeline/flow.py; subclasses change where subtasks run by overriding `submit_task`,
-`_outcome` and `_cancel_subtask` (and `start` / `stop`).
+served by local worker coroutines (LocalExecutor, pipeline/local.py). The stage flow
+itself is pipeline/flow.py; a subclass changes where subtasks run by giving another
+StageExecutor (`_make_executor`, see executors.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
 from utils.redis_queue import QueueError
-from utils.redis_queue.handlers import HandlerRegistry, as_registry
+from utils.redis_queue.handlers import HandlerRegistry, as_registry, load_app
 
 from .errors import RunNotFound
+from .executors import StageExecutor
 from .flow import StageFlow
 from .local import LocalExecutor
 from .priority import PriorityAssigner
@@ -35,6 +36,7 @@ from .runs import (
     Stage,
 )
 from .spec import PipelineSpec, load_spec
+from .stages import task_type_for
 from .store import MemoryRunStore, RunStore
 
 __all__ = ["DEFAULT_APP", "EnhancedPipelineManager"]
@@ -69,7 +71,8 @@ class EnhancedPipelineManager(StageFlow):
         self._app = app
         self._workers = workers or self.settings.pipeline.local_workers
         self._listeners: list[EventHandler] = [on_event] if on_event else []
-        self._executor: LocalExecutor | None = None
+        self._executor: StageExecutor | None = None
+        self._started = False
         self._drivers: dict[str, asyncio.Task[PipelineResult]] = {}
         self._cancelling: set[str] = set()
         self._taken_over: set[str] = set()  # runs whose lock another manager holds now
@@ -77,8 +80,9 @@ class EnhancedPipelineManager(StageFlow):
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the local worker coroutines."""
-        await self._start_executor()
+        """Start the executor (here: the local worker coroutines)."""
+        await self.executor.start()
+        self._started = True
 
     async def stop(self) -> None:
         """Stop driving runs (they stay resumable where their state is durable) and
@@ -87,7 +91,9 @@ class EnhancedPipelineManager(StageFlow):
         for driver in drivers:
             driver.cancel()
         await asyncio.gather(*drivers, return_exceptions=True)
-        await self._stop_executor()
+        self._started = False
+        if self._executor is not None:
+            await self._executor.stop()
 
     async def __aenter__(self) -> EnhancedPipelineManager:
         await self.start()
@@ -123,14 +129,17 @@ class EnhancedPipelineManager(StageFlow):
     ) -> str:
         """Queue one subtask as task type `stage` with payload {"subtask": ..., **kwargs}
         and the assigned priority. Submitting an id again changes nothing."""
+        if not self._started:
+            raise RuntimeError("call `await manager.start()` first")
         priority = self.priority_for(stage, subtask)
-        self._local().submit(task_id, str(stage), {"subtask": subtask, **kwargs}, priority)
+        payload = {"subtask": subtask, **kwargs}
+        await self.executor.submit(task_id, task_type_for(stage), payload, priority)
         return task_id
 
     async def collect_result(self, task_id: str, timeout: float | None = None) -> Any:
         """The subtask's result once it finished. Raises TaskFailed, TaskCancelled or
         ResultTimeout."""
-        result, _ = await self._outcome(task_id, timeout or self._subtask_timeout)
+        result, _ = await self.executor.outcome(task_id, timeout or self._subtask_timeout)
         return result
 
     def priority_for(self, stage: Stage | str, subtask: Any) -> int:
@@ -199,7 +208,7 @@ class EnhancedPipelineManager(StageFlow):
         run = await self.get_run(run_id)  # after the flag: a subtask saved later sees it
         for record in run.subtasks.values():
             if record.state == "queued":
-                await self._cancel_subtask(record.task_id)
+                await self.executor.cancel(record.task_id)
         driver = self._drivers.get(run_id)
         if driver is not None:
             return (await asyncio.shield(driver)).status
@@ -217,38 +226,21 @@ class EnhancedPipelineManager(StageFlow):
         await self._end(run, RunStatus.CANCELLED, "cancelled while no manager drove it")
         return RunStatus.CANCELLED
 
-    # -- the flow --------------------------------------------------------------------
+    # -- where subtasks run (DistributedPipelineManager gives a QueueExecutor) --------
 
-    # -- where subtasks run (overridden by DistributedPipelineManager) -------------
-
-    async def _start_executor(self) -> None:
+    @property
+    def executor(self) -> StageExecutor:
         if self._executor is None:
-            self._executor = LocalExecutor(
-                self._handlers or _load_app(self._app),
-                workers=self._workers,
-                max_retries=self.settings.max_retries,
-                retry_policy=self.settings.queue_kwargs()["retry_policy"],
-            )
-        await self._executor.start()
-
-    async def _stop_executor(self) -> None:
-        if self._executor is not None:
-            await self._executor.stop()
-
-    def _forget_subtasks(self, task_ids: list[str]) -> None:
-        if self._executor is not None:  # the run's results are in its state now
-            self._executor.forget(task_ids)
-
-    async def _outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
-        return await self._local().outcome(task_id, timeout)
-
-    async def _cancel_subtask(self, task_id: str) -> None:
-        self._local().cancel(task_id)
-
-    def _local(self) -> LocalExecutor:
-        if self._executor is None:
-            raise RuntimeError("call `await manager.start()` first")
+            self._executor = self._make_executor()
         return self._executor
+
+    def _make_executor(self) -> StageExecutor:
+        return LocalExecutor(
+            self._handlers or load_app(self._app),
+            workers=self._workers,
+            max_retries=self.settings.max_retries,
+            retry_policy=self.settings.queue_kwargs()["retry_policy"],
+        )
 
     @property
     def _lock_ms(self) -> int:
@@ -261,10 +253,3 @@ def _as_spec(spec: PipelineSpec | Mapping[str, Any] | str | Path) -> PipelineSpe
     if isinstance(spec, str | Path):
         return load_spec(spec)
     return PipelineSpec.model_validate(dict(spec))
-
-
-def _load_app(app: str) -> HandlerRegistry:
-    from importlib import import_module
-
-    module, _, attribute = app.partition(":")
-    return as_registry(getattr(import_module(module), attribute or "registry"))

@@ -6,8 +6,8 @@ Every subtask is submitted with the priority PriorityAssigner gives it and its r
 is recorded in the run's state, which is saved after every change. The flow is a pure
 function of the recorded results, so a run can be driven again from its saved state
 (DistributedPipelineManager resumes runs that way) without re-running finished subtasks.
-Where subtasks run is the manager's business: `submit_task`, `_outcome`,
-`_cancel_subtask` and `_forget_subtasks`.
+Where subtasks run is the executor's business (executors.py): the manager's
+`submit_task` sends each subtask to it, the flow awaits, cancels and forgets them there.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from utils.metrics import PipelineMetrics
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
 from .errors import RunInterrupted, RunOwnershipLost
+from .executors import StageExecutor
 from .runs import (
     EventHandler,
     PipelineResult,
@@ -74,13 +75,8 @@ class StageFlow:
     def priority_for(self, stage: Stage | str, subtask: Any) -> int:
         raise NotImplementedError
 
-    async def _outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
-        raise NotImplementedError
-
-    async def _cancel_subtask(self, task_id: str) -> None:
-        raise NotImplementedError
-
-    def _forget_subtasks(self, task_ids: list[str]) -> None:
+    @property
+    def executor(self) -> StageExecutor:
         raise NotImplementedError
 
     @property
@@ -218,10 +214,10 @@ class StageFlow:
             payload["model"] = run.spec.model
         await self.submit_task(stage, task_id, subtask, **payload)
         if await self.store.cancel_requested(run.run_id):  # a cancel raced the submit
-            await self._cancel_subtask(task_id)
+            await self.executor.cancel(task_id)
         self._emit(run, "submitted", stage, subtask["id"], f"priority {record.priority}")
         try:
-            result, attempts = await self._outcome(task_id, self._subtask_timeout)
+            result, attempts = await self.executor.outcome(task_id, self._subtask_timeout)
         except TaskCancelled:
             record.state, record.finished_at = "cancelled", time.time()
             await self._save(run)
@@ -229,7 +225,7 @@ class StageFlow:
             raise _StageFailed(f"{stage} subtask {subtask['id']} was cancelled") from None
         except (TaskFailed, ResultTimeout) as exc:
             if isinstance(exc, ResultTimeout):  # nobody will want its result any more
-                await self._cancel_subtask(task_id)
+                await self.executor.cancel(task_id)
             record.state, record.finished_at = "failed", time.time()
             record.error = getattr(exc, "error", None) or str(exc)
             await self._save(run)
@@ -280,7 +276,7 @@ class StageFlow:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, OUTAGE_MAX_PAUSE)
         self._cancelling.discard(run.run_id)
-        self._forget_subtasks(list(run.subtasks))
+        self.executor.forget(list(run.subtasks))
         if self.metrics:
             self.metrics.run_ended(str(status))
         self._emit(run, "ended", message=str(status), data={"reasons": run.reasons})

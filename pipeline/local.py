@@ -1,5 +1,6 @@
 """LocalExecutor: EnhancedPipelineManager's in-memory priority queue and the worker
-coroutines that run handlers on it, with the queue's retry rules and outcomes.
+coroutines that run handlers on it, with the queue's retry rules and outcomes (a
+StageExecutor, see executors.py).
 
 Highest priority first, FIFO within a priority. A handler's exception retries it after
 the RetryPolicy's delay (a timer, not a sleeping worker) up to `max_retries`; Retry and
@@ -64,7 +65,9 @@ class LocalExecutor:
             task.cancel()
         await asyncio.gather(*loops, *running, return_exceptions=True)
 
-    def submit(self, task_id: str, task_type: str, payload: dict[str, Any], priority: int) -> None:
+    async def submit(
+        self, task_id: str, task_type: str, payload: dict[str, Any], priority: int
+    ) -> None:
         """Queue a task; an id already known is left as it is (idempotent, like enqueue)."""
         if task_id in self._tasks:
             return
@@ -93,7 +96,7 @@ class LocalExecutor:
             raise ResultTimeout(f"task {task_id!r} is still {state} after {timeout} s") from None
         return result, self._tasks[task_id].attempts
 
-    def cancel(self, task_id: str) -> None:
+    async def cancel(self, task_id: str) -> None:
         task = self._tasks.get(task_id)
         if task is None or TaskState(task.state).is_final:
             return

@@ -4,8 +4,9 @@ Rules, in order (the result is clamped to LOW..CRITICAL):
 
 1. An explicit `priority` on the subtask wins.
 2. `background` work is LOW.
-3. The stage sets the base: dev NORMAL; qa, fix and deploy HIGH, because they finish
-   work already started, so a fix that blocks a deploy outranks new dev work.
+3. The stage sets the base (the stage table, stages.py): dev NORMAL; qa, fix and deploy
+   HIGH, because they finish work already started, so a fix that blocks a deploy
+   outranks new dev work.
 4. +1 when the subtask is `blocking` or on the `critical_path`.
 5. +1 when its `deadline` is within `deadline_window_seconds` (or past).
 6. +1 when it has already been retried `retry_boost_after` times (`retries` key).
@@ -22,18 +23,15 @@ from typing import Any
 
 from utils.redis_queue import TaskPriority
 
+from .stages import STAGES
+
 __all__ = ["PriorityAssigner", "PriorityRules"]
 
 
 @dataclass(frozen=True, slots=True)
 class PriorityRules:
     stage_base: Mapping[str, int] = field(
-        default_factory=lambda: {
-            "dev": TaskPriority.NORMAL,
-            "qa": TaskPriority.HIGH,
-            "fix": TaskPriority.HIGH,
-            "deploy": TaskPriority.HIGH,
-        }
+        default_factory=lambda: {str(row.stage): row.base_priority for row in STAGES}
     )
     default_base: int = TaskPriority.NORMAL  # a stage not in stage_base
     deadline_window_seconds: float = 600.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -23,7 +22,8 @@ from utils.metrics import (
     multiprocess_dir,
     serve_metrics,
 )
-from utils.redis_queue.handlers import HandlerRegistry, as_registry
+from utils.redis_queue import handlers
+from utils.redis_queue.handlers import HandlerRegistry
 from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
 
 from .common import EXIT_USAGE, CliState, pass_state, redis_collector, run
@@ -67,20 +67,13 @@ def _supervise_with_metrics(state: CliState, processes: int, port: int | None) -
         shutil.rmtree(path, ignore_errors=True)
 
 
-def load_app(spec: str) -> HandlerRegistry:
-    """Import MODULE:ATTR and turn it into a HandlerRegistry."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise click.BadParameter("use MODULE:ATTR, e.g. agents:registry", param_hint="--app")
+def load_app(path: str) -> HandlerRegistry:
+    """The handlers MODULE:ATTR names, as a usage error when it cannot be loaded."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: apps next to the caller import
     try:
-        target = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {spec}: {exc}", param_hint="--app") from exc
-    try:
-        return as_registry(target)
-    except TypeError as exc:
+        return handlers.load_app(path)
+    except handlers.AppLoadError as exc:
         raise click.BadParameter(str(exc), param_hint="--app") from exc
 
 

@@ -8,6 +8,7 @@ thread so they never block it.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -16,13 +17,16 @@ from typing import Any
 from .models import RedisTask
 
 __all__ = [
+    "AppLoadError",
     "Handler",
     "HandlerRegistry",
-    "HandlerSpec",
     "PermanentFailure",
+    "RegisteredHandler",
     "Retry",
     "TaskContext",
     "as_registry",
+    "import_object",
+    "load_app",
 ]
 
 
@@ -66,7 +70,7 @@ class PermanentFailure(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerSpec:
+class RegisteredHandler:
     func: Handler
     timeout: float | None = None  # seconds; None = the worker's default
 
@@ -78,7 +82,7 @@ class HandlerSpec:
         )
 
 
-class HandlerRegistry(Mapping[str, HandlerSpec]):
+class HandlerRegistry(Mapping[str, RegisteredHandler]):
     """Handlers by task type, with optional per-type timeouts.
 
     registry = HandlerRegistry()
@@ -88,14 +92,14 @@ class HandlerRegistry(Mapping[str, HandlerSpec]):
     """
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
-        self._specs: dict[str, HandlerSpec] = {}
+        self._handlers: dict[str, RegisteredHandler] = {}
         for task_type, func in (handlers or {}).items():
             self.register(task_type, func)
 
     def register(self, task_type: str, func: Handler, *, timeout: float | None = None) -> None:
         if not callable(func):
             raise TypeError(f"handler for {task_type!r} is not callable: {func!r}")
-        self._specs[task_type] = HandlerSpec(func, timeout)
+        self._handlers[task_type] = RegisteredHandler(func, timeout)
 
     def handler(
         self, task_type: str, *, timeout: float | None = None
@@ -106,14 +110,14 @@ class HandlerRegistry(Mapping[str, HandlerSpec]):
 
         return decorate
 
-    def __getitem__(self, task_type: str) -> HandlerSpec:
-        return self._specs[task_type]
+    def __getitem__(self, task_type: str) -> RegisteredHandler:
+        return self._handlers[task_type]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._specs)
+        return iter(self._handlers)
 
     def __len__(self) -> int:
-        return len(self._specs)
+        return len(self._handlers)
 
 
 def as_registry(app: object) -> HandlerRegistry:
@@ -130,3 +134,26 @@ def as_registry(app: object) -> HandlerRegistry:
     raise TypeError(
         f"expected a dict of task type -> handler or a HandlerRegistry, not {type(app).__name__}"
     )
+
+
+class AppLoadError(ValueError):
+    """An app path (MODULE:ATTR) that cannot be imported or is not a set of handlers."""
+
+
+def import_object(path: str) -> object:
+    """The object named MODULE:ATTR (imports MODULE); AppLoadError when that fails."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise AppLoadError(f"{path!r}: use MODULE:ATTR, e.g. agents.app:registry")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise AppLoadError(f"cannot load {path}: {exc}") from exc
+
+
+def load_app(path: str) -> HandlerRegistry:
+    """The handlers MODULE:ATTR names (what `agentic worker --app` serves)."""
+    try:
+        return as_registry(import_object(path))
+    except TypeError as exc:
+        raise AppLoadError(f"{path}: {exc}") from exc

@@ -32,7 +32,7 @@ from typing import Any
 from . import codec
 from .connection import BLOCK_SLICE_SECONDS
 from .errors import LeaseLost, QueueError, RedisUnavailable
-from .handlers import HandlerRegistry, HandlerSpec, PermanentFailure, Retry, TaskContext
+from .handlers import HandlerRegistry, PermanentFailure, RegisteredHandler, Retry, TaskContext
 from .lease_keeper import LeaseKeeper
 from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
@@ -262,8 +262,8 @@ class Worker:
     # -- running ---------------------------------------------------------------------------
 
     def _start(self, task: RedisTask) -> None:
-        spec = self.handlers[task.task_type]
-        timeout = self._timeout_for(task, spec)
+        handler = self.handlers[task.task_type]
+        timeout = self._timeout_for(task, handler)
         assert self._keeper is not None
         # The keeper stops renewing a little after the timeout even if this loop is stuck.
         hard_limit = timeout + self.queue.lease_seconds if timeout else None
@@ -272,22 +272,22 @@ class Worker:
             self._suspect = (task.task_id, task.lease_token)
         self._mark_busy()
         handle = asyncio.create_task(
-            self._execute(task, spec, timeout), name=f"task:{task.task_id}"
+            self._execute(task, handler, timeout), name=f"task:{task.task_id}"
         )
         self._running[task.task_id] = _Running(task, handle, time.monotonic())
         handle.add_done_callback(lambda finished: self._finished(task, finished))
 
-    def _timeout_for(self, task: RedisTask, spec: HandlerSpec) -> float | None:
-        return task.timeout or spec.timeout or self.default_timeout
+    def _timeout_for(self, task: RedisTask, handler: RegisteredHandler) -> float | None:
+        return task.timeout or handler.timeout or self.default_timeout
 
     async def _execute(
-        self, task: RedisTask, spec: HandlerSpec, timeout: float | None
+        self, task: RedisTask, handler: RegisteredHandler, timeout: float | None
     ) -> Settlement | None:
         token = task.lease_token or 0
         assert self._keeper is not None
         ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token)
         try:
-            run = functools.partial(self._run_handler, spec, ctx, timeout)
+            run = functools.partial(self._run_handler, handler, ctx, timeout)
             result = await self.queue.telemetry.process(task, self.worker_id, run)
             return Settlement(task.task_id, token, result=result)
         except TimeoutError:
@@ -310,13 +310,15 @@ class Worker:
         finally:
             self._keeper.remove(task.task_id)
 
-    async def _run_handler(self, spec: HandlerSpec, ctx: TaskContext, timeout: float | None) -> Any:
-        if spec.is_async:
-            call = spec.func(ctx)
+    async def _run_handler(
+        self, handler: RegisteredHandler, ctx: TaskContext, timeout: float | None
+    ) -> Any:
+        if handler.is_async:
+            call = handler.func(ctx)
             return await asyncio.wait_for(call, timeout) if timeout else await call
         # A sync handler sees this task's context variables (e.g. the current span).
         func = contextvars.copy_context().run
-        future = asyncio.get_running_loop().run_in_executor(self._executor, func, spec.func, ctx)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, func, handler.func, ctx)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except BaseException:
