@@ -24,11 +24,11 @@ from .models import (
     ModelResponseError,
     ModelTimeout,
     ModelUnavailable,
+    ModelUsage,
     OpenAIChatBackend,
     ReplayBackend,
     ReplayError,
     ReplayMissing,
-    Usage,
     build_backend,
 )
 from .qa import QAAgent
@@ -53,6 +53,7 @@ __all__ = [
     "ModelResponseError",
     "ModelTimeout",
     "ModelUnavailable",
+    "ModelUsage",
     "NoFilesInReply",
     "OpenAIChatBackend",
     "QAAgent",
@@ -60,7 +61,6 @@ __all__ = [
     "ReplayError",
     "ReplayMissing",
     "UnsafePath",
-    "Usage",
     "build_backend",
     "build_registry",
     "parse_files",

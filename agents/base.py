@@ -36,7 +36,7 @@ from utils.config import ModelSettings, PipelineSettings
 from utils.metrics import record_model_usage
 from utils.redis_queue.handlers import PermanentFailure, Retry, TaskContext
 
-from .models import Message, ModelBackend, ModelError, ModelReply, Usage, build_backend
+from .models import Message, ModelBackend, ModelError, ModelReply, ModelUsage, build_backend
 from .request import AgentRequest, InvalidRequest
 
 __all__ = ["Agent", "BackendFactory"]
@@ -97,7 +97,9 @@ class Agent:
                 raise Retry(reason, delay=exc.retry_after) from exc
             raise
 
-    async def ask(self, request: AgentRequest, messages: list[Message]) -> tuple[ModelReply, Usage]:
+    async def ask(
+        self, request: AgentRequest, messages: list[Message]
+    ) -> tuple[ModelReply, ModelUsage]:
         """Call the model with key "<name>:<subtask id>"; returns the reply and its usage."""
         try:
             backend = self.backend_factory(request.model)
@@ -105,7 +107,7 @@ class Agent:
             raise InvalidRequest(str(exc)) from exc
         key = f"{self.name}:{request.subtask_id}"
         reply = await backend.complete(messages, key=key)
-        usage = Usage.of(reply, self.model_settings)
+        usage = ModelUsage.of(reply, self.model_settings)
         record_model_usage(self.name, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd)
         log.info(
             "%s: %d prompt + %d completion tokens (%s)",
@@ -114,13 +116,13 @@ class Agent:
         return reply, usage
 
     def result(
-        self, *, ok: bool, summary: str, usage: Usage | None = None, **fields: Any
+        self, *, ok: bool, summary: str, usage: ModelUsage | None = None, **fields: Any
     ) -> dict[str, Any]:
         """The fields every agent's result has, plus `fields`."""
         return {
             "agent": self.name,
             "ok": ok,
             "summary": summary,
-            "usage": (usage or Usage()).as_dict(),
+            "usage": (usage or ModelUsage()).as_dict(),
             **fields,
         }

@@ -70,7 +70,7 @@ from redis.utils import HIREDIS_AVAILABLE  # noqa: E402
 
 from bench.apps import NOOP_TYPE  # noqa: E402
 from bench.queue_worker import STOP_TYPE  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 from utils.redis_queue import RedisTaskQueue  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"

@@ -4,12 +4,12 @@
     .venv/bin/python bench/soak.py --minutes 5 --persistence everysec --seed 7
 
 Starts a private redis-server (AOF `always` by default) and N worker processes
-(tests.faults.worker_main), enqueues a steady stream of tasks of 5-50 ms, and every few
+(tests.support.fault_worker), enqueues a steady stream of tasks of 5-50 ms, and every few
 seconds injects one fault drawn with the seed: SIGKILL of a
 worker (restarted), SIGSTOP of a worker past its lease (then SIGCONT), a worker started
 with the engine's crash hook at a random step, a poison task, SIGKILL and restart of
 Redis, Redis frozen for 2-5 s, CLIENT PAUSE, SCRIPT FLUSH. At the end it stops the load,
-waits for the queue to drain, reconciles the ledger with Redis (tests/faults/checker.py)
+waits for the queue to drain, reconciles the ledger with Redis (tests/support/checker.py)
 and prints the totals. Exit status 0 on a standard pass (lost 0, structural 0, every
 duplicate on a lost lease); with `--persistence everysec|none` loss is only reported.
 Not part of CI. Set AGENTIC_FAULT_LEDGER_FSYNC=1 to fsync every ledger line.
@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.faults.checker import reconcile  # noqa: E402
-from tests.faults.ledger import Ledger  # noqa: E402
-from tests.faults.load import Producer, drained  # noqa: E402
-from tests.faults.servers import FaultRedis, Persistence  # noqa: E402
-from tests.faults.workers import FaultWorkers  # noqa: E402
+from tests.support.checker import reconcile  # noqa: E402
+from tests.support.fault_servers import FaultRedis, Persistence  # noqa: E402
+from tests.support.fault_workers import FaultWorkers  # noqa: E402
+from tests.support.ledger import Ledger  # noqa: E402
+from tests.support.load import Producer, drained  # noqa: E402
 from utils.redis_queue import QueueError, RedisTaskQueue, RetryPolicy  # noqa: E402
 from utils.redis_queue.worker import CRASH_STEPS  # noqa: E402
 

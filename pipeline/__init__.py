@@ -11,22 +11,47 @@ EnhancedPipelineManager runs the same flow in one process, without Redis.
 
 from .distributed import DistributedPipelineManager
 from .enhanced import DEFAULT_APP, EnhancedPipelineManager
-from .errors import RunInterrupted, RunNotFound, RunOwnershipLost, RunStoreError
+from .errors import (
+    PipelineError,
+    RunAlreadyDriven,
+    RunInterrupted,
+    RunNotFound,
+    RunOwnershipLost,
+    RunStoreError,
+    SpecError,
+)
+from .executors import QueueExecutor, StageExecutor
+from .local import LocalExecutor
 from .priority import PriorityAssigner, PriorityRules
-from .runs import PipelineResult, RunEvent, RunState, RunStatus, Stage, SubtaskRecord, Usage
-from .spec import PipelineSpec, SpecError, SubtaskSpec, load_spec
+from .runs import (
+    PipelineResult,
+    RunEvent,
+    RunState,
+    RunStatus,
+    Stage,
+    SubtaskRecord,
+    SubtaskState,
+    Usage,
+)
+from .spec import PipelineSpec, SubtaskSpec, load_spec
+from .stages import STAGES, StageRow
 from .store import MemoryRunStore, RedisRunStore, RunStore
 
 __all__ = [
     "DEFAULT_APP",
+    "STAGES",
     "DistributedPipelineManager",
     "EnhancedPipelineManager",
+    "LocalExecutor",
     "MemoryRunStore",
+    "PipelineError",
     "PipelineResult",
     "PipelineSpec",
     "PriorityAssigner",
     "PriorityRules",
+    "QueueExecutor",
     "RedisRunStore",
+    "RunAlreadyDriven",
     "RunEvent",
     "RunInterrupted",
     "RunNotFound",
@@ -37,8 +62,11 @@ __all__ = [
     "RunStoreError",
     "SpecError",
     "Stage",
+    "StageExecutor",
+    "StageRow",
     "SubtaskRecord",
     "SubtaskSpec",
+    "SubtaskState",
     "Usage",
     "load_spec",
 ]

@@ -20,10 +20,9 @@ from typing import Any
 
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
-from utils.redis_queue import QueueError
 from utils.redis_queue.handlers import HandlerRegistry, as_registry, load_app
 
-from .errors import RunNotFound
+from .errors import RunAlreadyDriven, RunNotFound
 from .executors import StageExecutor
 from .flow import StageFlow
 from .local import LocalExecutor
@@ -34,6 +33,7 @@ from .runs import (
     RunState,
     RunStatus,
     Stage,
+    SubtaskState,
 )
 from .spec import PipelineSpec, load_spec
 from .stages import task_type_for
@@ -173,7 +173,7 @@ class EnhancedPipelineManager(StageFlow):
             deploy_dir=str(settings.deploy_dir.resolve()),
         )
         if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
-            raise QueueError(f"run {run_id!r} is already driven by another manager")
+            raise RunAlreadyDriven(run_id)
         await self._save(run)
         self._drive_in_background(run, resumed=False)
         return run_id
@@ -207,7 +207,7 @@ class EnhancedPipelineManager(StageFlow):
         await self.store.request_cancel(run_id)
         run = await self.get_run(run_id)  # after the flag: a subtask saved later sees it
         for record in run.subtasks.values():
-            if record.state == "queued":
+            if record.state == SubtaskState.QUEUED:
                 await self.executor.cancel(record.task_id)
         driver = self._drivers.get(run_id)
         if driver is not None:
@@ -221,8 +221,8 @@ class EnhancedPipelineManager(StageFlow):
             await self.store.release(run_id, self.manager_id)
             return run.status
         for record in run.subtasks.values():
-            if record.state == "queued":
-                record.state, record.finished_at = "cancelled", time.time()
+            if record.state == SubtaskState.QUEUED:
+                record.state, record.finished_at = SubtaskState.CANCELLED, time.time()
         await self._end(run, RunStatus.CANCELLED, "cancelled while no manager drove it")
         return RunStatus.CANCELLED
 

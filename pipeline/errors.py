@@ -1,23 +1,53 @@
-"""Errors of pipeline runs; all are QueueErrors, so one `except QueueError` covers them."""
+"""Errors of pipeline runs, rooted at PipelineError (not a QueueError: a run's failures
+are not the queue's; an outage still surfaces as the queue's RedisUnavailable).
+
+PipelineError
+├── SpecError (also ValueError)      a pipeline spec that cannot be read or is not valid
+├── RunNotFound (also LookupError)
+├── RunStoreError                    a stored run this version cannot read
+├── RunAlreadyDriven                 another manager holds the run's lock
+├── RunOwnershipLost                 this manager lost the run's lock to another
+└── RunInterrupted                   this manager stopped driving a run before it ended
+"""
 
 from __future__ import annotations
 
-from utils.redis_queue import QueueError
+__all__ = [
+    "PipelineError",
+    "RunAlreadyDriven",
+    "RunInterrupted",
+    "RunNotFound",
+    "RunOwnershipLost",
+    "RunStoreError",
+    "SpecError",
+]
 
-__all__ = ["RunInterrupted", "RunNotFound", "RunOwnershipLost", "RunStoreError"]
+
+class PipelineError(Exception):
+    """Root of every error of pipeline runs."""
 
 
-class RunNotFound(QueueError):
+class SpecError(PipelineError, ValueError):
+    """A pipeline spec that cannot be read or is not valid."""
+
+
+class RunNotFound(PipelineError, LookupError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no pipeline run {run_id!r}")
         self.run_id = run_id
 
 
-class RunStoreError(QueueError):
+class RunStoreError(PipelineError):
     """A stored run that cannot be read back (corrupt or from an incompatible version)."""
 
 
-class RunOwnershipLost(QueueError):
+class RunAlreadyDriven(PipelineError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} is already driven by another manager")
+        self.run_id = run_id
+
+
+class RunOwnershipLost(PipelineError):
     """This manager no longer holds the run's lock: another manager drives it now."""
 
     def __init__(self, run_id: str) -> None:
@@ -25,7 +55,7 @@ class RunOwnershipLost(QueueError):
         self.run_id = run_id
 
 
-class RunInterrupted(QueueError):
+class RunInterrupted(PipelineError):
     """A run this manager stopped driving before it ended (stop(), or a takeover). Its
     state is saved: a manager that starts, or `agentic pipeline resume`, drives it on."""
 

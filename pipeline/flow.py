@@ -34,6 +34,7 @@ from .runs import (
     RunStatus,
     Stage,
     SubtaskRecord,
+    SubtaskState,
     Usage,
 )
 from .store import RunStore
@@ -197,7 +198,7 @@ class StageFlow:
         """Run one subtask, or return its recorded result if it already ran."""
         task_id = f"{run.run_id}:{stage}:{subtask['id']}"
         record = run.subtasks.get(task_id)
-        if record is not None and record.state == "completed":
+        if record is not None and record.state == SubtaskState.COMPLETED:
             return dict(record.result)
         if record is None:
             record = SubtaskRecord(
@@ -219,21 +220,21 @@ class StageFlow:
         try:
             result, attempts = await self.executor.outcome(task_id, self._subtask_timeout)
         except TaskCancelled:
-            record.state, record.finished_at = "cancelled", time.time()
+            record.state, record.finished_at = SubtaskState.CANCELLED, time.time()
             await self._save(run)
             await self._raise_if_cancelled(run)
             raise _StageFailed(f"{stage} subtask {subtask['id']} was cancelled") from None
         except (TaskFailed, ResultTimeout) as exc:
             if isinstance(exc, ResultTimeout):  # nobody will want its result any more
                 await self.executor.cancel(task_id)
-            record.state, record.finished_at = "failed", time.time()
+            record.state, record.finished_at = SubtaskState.FAILED, time.time()
             record.error = getattr(exc, "error", None) or str(exc)
             await self._save(run)
             self._emit(run, "failed", stage, subtask["id"], record.error)
             raise _StageFailed(f"{stage} subtask {subtask['id']} failed: {record.error}") from exc
         if not isinstance(result, dict):
             result = {"ok": True, "summary": "", "value": result}
-        record.state, record.result = "completed", result
+        record.state, record.result = SubtaskState.COMPLETED, result
         record.attempts, record.finished_at = attempts, time.time()
         await self._save(run)
         if self.metrics:

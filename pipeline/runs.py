@@ -24,6 +24,7 @@ __all__ = [
     "RunStatus",
     "Stage",
     "SubtaskRecord",
+    "SubtaskState",
     "Usage",
 ]
 
@@ -66,6 +67,16 @@ class Usage(BaseModel):
         self.cost_usd += _number(reported.get("cost_usd"), float)
 
 
+class SubtaskState(StrEnum):
+    """Where a run's subtask stands, as the run records it (not the queue task's state:
+    a subtask is queued from its submit until its outcome arrives)."""
+
+    QUEUED = "queued"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class SubtaskRecord(BaseModel):
     """One subtask of a run: its queue task and, once it ended, its result or error."""
 
@@ -73,7 +84,7 @@ class SubtaskRecord(BaseModel):
     stage: Stage
     subtask_id: str
     priority: int
-    state: str = "queued"  # queued, completed, failed, cancelled
+    state: SubtaskState = SubtaskState.QUEUED
     attempts: int = 0
     submitted_at: float = Field(default_factory=time.time)
     finished_at: float | None = None

@@ -19,13 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import SpecError
+
 __all__ = ["PipelineSpec", "SpecError", "SubtaskSpec", "load_spec"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class SpecError(ValueError):
-    """A pipeline spec that cannot be read or is not valid."""
 
 
 class SubtaskSpec(BaseModel):

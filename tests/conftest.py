@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 from utils import tracing
 from utils.redis_queue import RedisTaskQueue, RetryPolicy, telemetry
 

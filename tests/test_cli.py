@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.processes import ROOT, agentic_argv, agentic_env, worker_processes
-from tests.redis_server import free_port
+from tests.support.processes import ROOT, agentic_argv, agentic_env, worker_processes
+from tests.support.redis_server import free_port
 from utils.redis_queue import RedisTaskQueue, TaskState
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,7 +73,7 @@ async def test_worker_burst_drains_and_exits_zero(agentic: Any, queue: RedisTask
     await queue.enqueue_many(
         {"task_id": f"b{i}", "task_type": "noop", "payload": {}} for i in range(25)
     )
-    out = agentic("worker", "--app", "tests.worker_apps:registry", "--burst", "-c", "5")
+    out = agentic("worker", "--app", "tests.support.worker_apps:registry", "--burst", "-c", "5")
     assert out.returncode == 0, out.stderr
     assert (await queue.get_queue_size())["completed"] == 25
 
@@ -81,7 +81,9 @@ async def test_worker_burst_drains_and_exits_zero(agentic: Any, queue: RedisTask
 async def test_worker_types_option_routes(agentic: Any, queue: RedisTaskQueue) -> None:
     await queue.enqueue("n", "noop", {})
     await queue.enqueue("s", "sleep", {"seconds": 0})
-    out = agentic("worker", "--app", "tests.worker_apps:handlers", "--types", "noop", "--burst")
+    out = agentic(
+        "worker", "--app", "tests.support.worker_apps:handlers", "--types", "noop", "--burst"
+    )
     assert out.returncode == 0, out.stderr
     assert (await queue.get_statistics())["pending_by_type"] == {"noop": 0, "sleep": 1}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.state import assert_single_state, command_calls, queue_keys_dump
+from tests.support.state import assert_single_state, command_calls, queue_keys_dump
 from utils.redis_queue import (
     LeaseLost,
     RedisTaskQueue,

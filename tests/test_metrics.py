@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.redis_server import free_port
-from tests.worker_apps import registry as handlers
+from tests.support.redis_server import free_port
+from tests.support.worker_apps import registry as handlers
 from utils.metrics import QueueMetrics, RedisQueueCollector, serve_metrics
 from utils.redis_queue import RedisTaskQueue, TaskPriority
 from utils.redis_queue.worker import Worker
@@ -252,7 +252,7 @@ async def _scrape_when(port: int, ready: Callable[[Samples], bool]) -> Samples:
 async def test_worker_process_serves_its_counters_and_the_redis_gauges(
     queue: RedisTaskQueue, redis_url: str, queue_name: str
 ) -> None:
-    from tests.processes import worker_processes
+    from tests.support.processes import worker_processes
 
     await queue.enqueue_many(
         {"task_id": f"m{i}", "task_type": "noop", "payload": {}} for i in range(5)
@@ -274,7 +274,7 @@ async def test_standalone_exporter_serves_the_redis_gauges(
 ) -> None:
     import subprocess
 
-    from tests.processes import ROOT, agentic_argv, agentic_env
+    from tests.support.processes import ROOT, agentic_argv, agentic_env
 
     await queue.enqueue("waiting", "noop", {}, TaskPriority.HIGH)
     port = free_port()
@@ -295,7 +295,7 @@ async def test_standalone_exporter_serves_the_redis_gauges(
 async def test_supervisor_serves_the_sum_of_its_worker_processes(
     queue: RedisTaskQueue, redis_url: str, queue_name: str
 ) -> None:
-    from tests.processes import worker_processes
+    from tests.support.processes import worker_processes
 
     await queue.enqueue_many(
         {"task_id": f"s{i}", "task_type": "noop", "payload": {}} for i in range(40)

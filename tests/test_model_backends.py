@@ -30,7 +30,7 @@ from agents import (
     ReplayMissing,
     build_backend,
 )
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 from utils.config import ModelSettings
 from utils.redis_queue.handlers import PermanentFailure, Retry, TaskContext
 from utils.redis_queue.models import RedisTask

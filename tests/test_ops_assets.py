@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.processes import ROOT, worker_processes
-from tests.redis_server import free_port
+from tests.support.processes import ROOT, worker_processes
+from tests.support.redis_server import free_port
 from utils.metrics import QueueMetrics, RedisQueueCollector
 from utils.redis_queue import RedisTaskQueue
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.pipeline_support import EXAMPLE, ROOT, spec
-from tests.processes import agentic_argv, agentic_env
-from tests.redis_server import free_port
+from tests.support.pipeline import EXAMPLE, ROOT, spec
+from tests.support.processes import agentic_argv, agentic_env
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,9 +25,9 @@ from pipeline import (
     RunStoreError,
     Stage,
 )
-from tests.pipeline_support import ROOT, settings, spec
-from tests.processes import agentic_argv, agentic_env, eventually
-from tests.redis_server import RedisServer, free_port
+from tests.support.pipeline import ROOT, settings, spec
+from tests.support.processes import agentic_argv, agentic_env, eventually
+from tests.support.redis_server import RedisServer, free_port
 from utils.config import Settings
 from utils.redis_queue import RedisTaskQueue, RedisUnavailable, TaskState
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext

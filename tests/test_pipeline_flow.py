@@ -24,7 +24,7 @@ from pipeline import (
     RunStatus,
     Stage,
 )
-from tests.pipeline_support import FIXED_DIV, passing_replay, settings, spec
+from tests.support.pipeline import FIXED_DIV, passing_replay, settings, spec
 from utils.metrics import PipelineMetrics
 from utils.redis_queue import TaskFailed, TaskNotFound
 from utils.redis_queue.handlers import PermanentFailure, TaskContext

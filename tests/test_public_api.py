@@ -2,8 +2,57 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+
 import utils.redis_queue as rq
 from utils.redis_queue import scripts
+
+# The public surface of each package, pinned: a name added or dropped shows up here.
+PUBLIC = {
+    "utils.redis_queue": {
+        "BulkEnqueueError", "ClaimBatch", "CorruptQueue", "HandlerRegistry", "InvalidPriority",
+        "InvalidQueueName", "InvalidTaskError", "InvalidTaskId", "InvalidTaskType", "LeaseLost",
+        "NotConnected", "PayloadTooLarge", "PermanentFailure", "QueueError", "RedisTask",
+        "RedisTaskQueue", "RedisUnavailable", "ResultTimeout", "Retry", "RetryPolicy",
+        "SerializationError", "Settlement", "TaskCancelled", "TaskContext", "TaskFailed",
+        "TaskNotFound", "TaskNotProcessing", "TaskPriority", "TaskState", "TaskStateError",
+        "Worker", "WorkerStats",
+    },
+    "pipeline": {
+        "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",
+        "LocalExecutor", "MemoryRunStore", "PipelineError", "PipelineResult", "PipelineSpec",
+        "PriorityAssigner", "PriorityRules", "QueueExecutor", "RedisRunStore",
+        "RunAlreadyDriven", "RunEvent", "RunInterrupted", "RunNotFound", "RunOwnershipLost",
+        "RunState", "RunStatus", "RunStore", "RunStoreError", "SpecError", "Stage",
+        "StageExecutor", "StageRow", "SubtaskRecord", "SubtaskSpec", "SubtaskState", "Usage",
+        "load_spec",
+    },
+    "agents": {
+        "Agent", "AgentRequest", "BackendFactory", "DeployAgent", "DevAgent", "FixAgent",
+        "InvalidRequest", "ModelAuthError", "ModelBackend", "ModelError", "ModelRateLimited",
+        "ModelRejected", "ModelReply", "ModelResponseError", "ModelTimeout", "ModelUnavailable",
+        "ModelUsage", "NoFilesInReply", "OpenAIChatBackend", "QAAgent", "ReplayBackend",
+        "ReplayError", "ReplayMissing", "UnsafePath", "build_backend", "build_registry",
+        "parse_files",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_each_package_exports_exactly_its_pinned_public_api(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) == PUBLIC[package]
+    assert len(module.__all__) == len(set(module.__all__))
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+
+
+def test_the_seed_pipeline_import_works() -> None:
+    from pipeline import DistributedPipelineManager, EnhancedPipelineManager
+
+    assert issubclass(DistributedPipelineManager, EnhancedPipelineManager)
 
 
 def test_seed_imports_work() -> None:

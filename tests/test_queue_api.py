@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
-from tests.state import assert_single_state
+from tests.support.state import assert_single_state
 from utils.redis_queue import (
     RedisTaskQueue,
     ResultTimeout,
@@ -171,7 +171,7 @@ async def test_health_check_reports_the_seed_fields(queue: RedisTaskQueue) -> No
 async def test_health_check_of_an_unreachable_redis_is_unhealthy_not_an_exception(
     make_queue: QueueFactory,
 ) -> None:
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     q = make_queue(redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0", connect_timeout=1)
     with pytest.raises(Exception):  # noqa: B017 - any failure to connect

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.processes import ROOT, agentic_argv, agentic_env, wait_exit
-from tests.state import assert_every_task_in_one_state
+from tests.support.processes import ROOT, agentic_argv, agentic_env, wait_exit
+from tests.support.state import assert_every_task_in_one_state
 from utils.redis_queue import RedisTaskQueue, Settlement, TaskPriority, TaskState, scripts
 from utils.redis_queue.codec import MAX_ERROR_CHARS
 from utils.redis_queue.handlers import HandlerRegistry
@@ -249,7 +249,7 @@ async def test_cli_burst_worker_with_concurrency_five_thousand(
         {"task_id": f"c{i}", "task_type": "noop", "payload": {}} for i in range(MANY)
     )
     argv = agentic_argv(
-        "worker", "--app", "tests.worker_apps:registry", "--burst", "--concurrency", "5000"
+        "worker", "--app", "tests.support.worker_apps:registry", "--burst", "--concurrency", "5000"
     )
     proc = subprocess.Popen(argv, cwd=ROOT, env=agentic_env(redis_url, queue.queue_name))
     try:

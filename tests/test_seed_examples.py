@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.redis_server import RedisServer, free_port
-from tests.state import assert_single_state
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.state import assert_single_state
 from utils.redis_queue import (
     LeaseLost,
     RedisTask,

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from redis.asyncio import Redis
 
-from tests.processes import ROOT, agentic_argv, agentic_env, wait_exit, worker_processes
-from tests.worker_apps import registry
+from tests.support.processes import ROOT, agentic_argv, agentic_env, wait_exit, worker_processes
+from tests.support.worker_apps import registry
 from utils import tracing
 from utils.redis_queue import RedisTaskQueue, TaskPriority, telemetry
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext

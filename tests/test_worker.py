@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.processes import eventually
-from tests.state import assert_single_state
-from tests.worker_apps import registry
+from tests.support.processes import eventually
+from tests.support.state import assert_single_state
+from tests.support.worker_apps import registry
 from utils.redis_queue import RedisTaskQueue, TaskCancelled, TaskState
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext, as_registry
 from utils.redis_queue.registry import list_workers
@@ -165,7 +165,7 @@ async def test_worker_appears_in_the_registry_while_it_runs(queue: RedisTaskQueu
 
 
 def test_as_registry_accepts_dicts_registries_and_objects() -> None:
-    from tests import worker_apps
+    from tests.support import worker_apps
 
     assert set(as_registry(worker_apps.handlers)) == {"noop", "sleep"}
     assert as_registry(registry) is registry

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.processes import WorkerProcesses, eventually, ledger_lines, wait_exit, worker_processes
-from tests.state import assert_single_state
+from tests.support.processes import (
+    WorkerProcesses,
+    eventually,
+    ledger_lines,
+    wait_exit,
+    worker_processes,
+)
+from tests.support.state import assert_single_state
 from utils.redis_queue import RedisTaskQueue, TaskState
 from utils.redis_queue.registry import list_workers
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -25,8 +24,8 @@ from typing import Literal
 from redis.asyncio import Redis
 
 __all__ = [
-    "EmbeddedRedis",
     "EmbeddedRedisError",
+    "RedisServer",
     "free_port",
     "redis_for",
     "server_binary",
@@ -57,51 +56,82 @@ def valkey_binary() -> str:
     )
 
 
-class EmbeddedRedis:
-    """One server process with AOF (everysec) in its own temporary directory."""
+class RedisServer:
+    """One redis-server (or valkey-server) process on a free port, in a temporary
+    directory it keeps across restarts (so a restart finds its AOF). `extra_args` are
+    appended to the command line (`"--appendonly", "yes"`, ...). Used for the embedded
+    demo server and, by the tests, for servers they kill and restart."""
 
-    def __init__(self) -> None:
-        self._dir: str | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self.port = 0
+    def __init__(self, *extra_args: str, port: int | None = None, binary: str | None = None):
+        self.binary = binary or server_binary()
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="agentic-redis-")
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> str:
-        self._dir = tempfile.mkdtemp(prefix="agentic-redis-")
-        self.port = free_port()
-        args = [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", self._dir, "--appendonly", "yes", "--save", ""]
-        log_path = os.path.join(self._dir, "server.log")
-        args += ["--logfile", log_path]
+        """Start it and wait until it answers PING; returns its URL."""
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.dir,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(Path(self.dir) / "server.log"),
+            *self.extra_args,
+        ]  # fmt: skip
         # its own errors go to the log file; stdout/stderr only before it opens it
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # a process we started: nothing to await on
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                raise EmbeddedRedisError(f"{args[0]} exited with {code}: {_tail(log_path)}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self.url
-            time.sleep(0.02)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                raise EmbeddedRedisError(f"{self.binary} exited with {code}: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith(b"+PONG"):
+                        return self.url
+            except OSError:
+                pass
+            time.sleep(0.01)  # waiting for a foreign process to listen: nothing to await
         self.stop()
-        raise EmbeddedRedisError(f"{args[0]} did not listen within {timeout} s")
+        raise EmbeddedRedisError(f"{self.binary} on port {self.port} did not start: {self.log()}")
+
+    def log(self) -> str:
+        path = Path(self.dir) / "server.log"
+        try:
+            return path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
             try:
-                self._process.wait(5)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+                self.kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        """Stop it and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 async def reachable(url: str, password: str | None = None, timeout: float = 1.0) -> bool:
@@ -123,23 +153,16 @@ async def redis_for(
     if mode == "external" or (mode == "auto" and await reachable(url, password)):
         yield url
         return
-    server = EmbeddedRedis()
+    server = RedisServer("--appendonly", "yes")
     started = await asyncio.to_thread(server.start)
     log.info("started an embedded Redis at %s", started)
     try:
         yield started
     finally:
-        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.cleanup)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _tail(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")[-2000:]
-    except OSError:
-        return "(no log)"

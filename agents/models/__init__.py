@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .base import Message, ModelBackend, ModelReply, Usage
+from .base import Message, ModelBackend, ModelReply, ModelUsage
 from .errors import (
     ModelAuthError,
     ModelError,
@@ -36,11 +36,11 @@ __all__ = [
     "ModelResponseError",
     "ModelTimeout",
     "ModelUnavailable",
+    "ModelUsage",
     "OpenAIChatBackend",
     "ReplayBackend",
     "ReplayError",
     "ReplayMissing",
-    "Usage",
     "build_backend",
     "resolve_settings",
 ]

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from utils.config import ModelSettings
 
-__all__ = ["Message", "ModelBackend", "ModelReply", "Usage"]
+__all__ = ["Message", "ModelBackend", "ModelReply", "ModelUsage"]
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -30,7 +30,7 @@ class ModelBackend(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
+class ModelUsage:
     """Tokens and dollars of one or more model calls, as agents report them."""
 
     prompt_tokens: int = 0
@@ -39,7 +39,7 @@ class Usage:
     model: str = ""
 
     @classmethod
-    def of(cls, reply: ModelReply, settings: ModelSettings) -> Usage:
+    def of(cls, reply: ModelReply, settings: ModelSettings) -> ModelUsage:
         """The usage of `reply`, priced with the worker's per-1k-token prices."""
         cost = (
             reply.prompt_tokens * settings.prompt_price_per_1k
@@ -51,8 +51,8 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
+    def __add__(self, other: ModelUsage) -> ModelUsage:
+        return ModelUsage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.cost_usd + other.cost_usd,

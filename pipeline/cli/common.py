@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from pipeline.errors import PipelineError
 from utils.config import Settings
 from utils.metrics import RedisQueueCollector
 from utils.redis_queue import InvalidTaskError, QueueError, RedisTaskQueue, RedisUnavailable
@@ -81,7 +82,7 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         fail(str(exc), EXIT_UNAVAILABLE)
     except InvalidTaskError as exc:  # a bad id, type, priority or payload: a usage error
         fail(str(exc), EXIT_USAGE)
-    except QueueError as exc:
+    except (QueueError, PipelineError) as exc:
         fail(str(exc))
 
 

@@ -26,9 +26,10 @@ from utils.tracing import TRACES_FILE_ENV
 
 from ..distributed import DistributedPipelineManager
 from ..enhanced import EnhancedPipelineManager
+from ..errors import SpecError
 from ..launcher import WorkerProcesses
 from ..runs import PipelineResult, RunStatus, Stage
-from ..spec import PipelineSpec, SpecError, load_spec
+from ..spec import PipelineSpec, load_spec
 from .common import (
     EXIT_FAILURE,
     EXIT_USAGE,

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import Report
-from tests.faults.ledger import Ledger
-from tests.faults.servers import FaultRedis, Persistence
-from tests.faults.workers import FaultWorkers
+from tests.support.checker import Report
+from tests.support.fault_servers import FaultRedis, Persistence
+from tests.support.fault_workers import FaultWorkers
+from tests.support.ledger import Ledger
 from utils.redis_queue import RedisTaskQueue, RetryPolicy
 
 HERE = Path(__file__).parent

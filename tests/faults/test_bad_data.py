@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import reconcile
-from tests.faults.ledger import Ledger
-from tests.faults.load import Producer, drained, poll, value
-from tests.faults.servers import FaultRedis
+from tests.support.checker import reconcile
+from tests.support.fault_servers import FaultRedis
+from tests.support.ledger import Ledger
+from tests.support.load import Producer, drained, poll, value
 
 Factory = Callable[..., Any]
 

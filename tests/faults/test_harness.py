@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import reconcile
-from tests.faults.ledger import Ledger, LedgerWriter
-from tests.faults.load import enqueue_all, payloads
-from tests.faults.servers import FaultRedis
+from tests.support.checker import reconcile
+from tests.support.fault_servers import FaultRedis
+from tests.support.ledger import Ledger, LedgerWriter
+from tests.support.load import enqueue_all, payloads
 
 pytestmark = pytest.mark.timeout(30)
 

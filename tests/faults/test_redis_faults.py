@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import reconcile
-from tests.faults.ledger import Ledger
-from tests.faults.load import Producer, drained, enqueue_all, payloads
-from tests.faults.servers import FaultRedis
-from tests.redis_server import RedisServer
+from tests.support.checker import reconcile
+from tests.support.fault_servers import FaultRedis
+from tests.support.ledger import Ledger
+from tests.support.load import Producer, drained, enqueue_all, payloads
+from tests.support.redis_server import RedisServer
 from utils.redis_queue import LeaseLost, QueueError, RedisTaskQueue, RedisUnavailable
 from utils.redis_queue.scripts import SCRIPTS, script_source
 

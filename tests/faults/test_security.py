@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults.ledger import Ledger
-from tests.faults.servers import FaultRedis
-from tests.redis_server import free_port
+from tests.support.fault_servers import FaultRedis
+from tests.support.ledger import Ledger
+from tests.support.redis_server import free_port
 from utils.redis_queue import PayloadTooLarge, QueueError
 
 Factory = Callable[..., Any]

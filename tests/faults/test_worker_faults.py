@@ -1,7 +1,7 @@
 """Worker faults under load (reliability.md §3 A): SIGKILL, a crash at every step of claim
 and settle, SIGTERM, a blocked loop, long tasks, poison tasks and a stale worker.
 
-Each test runs real worker processes (tests.faults.worker_main) against a private Redis,
+Each test runs real worker processes (tests.support.fault_worker) against a private Redis,
 records acknowledged enqueues and every handler run in the ledger, and ends with the
 checker's standard pass: lost = 0, structural = 0, every duplicate on a lost lease."""
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import reconcile
-from tests.faults.ledger import Ledger
-from tests.faults.load import drained, enqueue_all, payloads, poll, value
-from tests.faults.servers import FaultRedis
+from tests.support.checker import reconcile
+from tests.support.fault_servers import FaultRedis
+from tests.support.ledger import Ledger
+from tests.support.load import drained, enqueue_all, payloads, poll, value
 from utils.redis_queue.worker import CRASH_EXIT_CODE, CRASH_STEPS
 
 Factory = Callable[..., Any]

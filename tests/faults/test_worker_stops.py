@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import reconcile
-from tests.faults.ledger import Ledger
-from tests.faults.load import drained, enqueue_all, poll, value
-from tests.faults.servers import FaultRedis
+from tests.support.checker import reconcile
+from tests.support.fault_servers import FaultRedis
+from tests.support.ledger import Ledger
+from tests.support.load import drained, enqueue_all, poll, value
 
 Factory = Callable[..., Any]
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 Persistence = Literal["always", "everysec", "none"]
 

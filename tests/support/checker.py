@@ -19,8 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.faults.ledger import Ledger
-from tests.state import ZSETS, read_queue, single_state_violations
+from tests.support.ledger import Ledger
+from tests.support.state import ZSETS, read_queue, single_state_violations
 from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.keys import QueueKeys
 

@@ -1,7 +1,7 @@
-"""A worker process for the fault suite: `python -m tests.faults.worker_main`.
+"""A worker process for the fault suite: `python -m tests.support.fault_worker`.
 
 The same path as `agentic worker` in one process (a RedisTaskQueue, a Worker serving
-tests.faults.apps, the SIGTERM/SIGINT handlers), configured from the environment below, so
+tests.support.fault_apps, the SIGTERM/SIGINT handlers), configured from the environment below, so
 the suite does not depend on the CLI's own options:
 
     FAULT_REDIS_URL, FAULT_QUEUE                  where
@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 
-from tests.faults.apps import registry
+from tests.support.fault_apps import registry
 from utils.redis_queue import RedisTaskQueue, RetryPolicy
 from utils.redis_queue.worker import Worker, install_signal_handlers
 

@@ -1,4 +1,4 @@
-"""Worker processes for the fault suite (tests.faults.worker_main), each in its own process
+"""Worker processes for the fault suite (tests.support.fault_worker), each in its own process
 group (the worker and its lease keeper), with its output in the ledger directory."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from tests.faults.ledger import LEDGER_ENV
-from tests.processes import ROOT
+from tests.support.ledger import LEDGER_ENV
+from tests.support.processes import ROOT
 
 
 class FaultWorkers:
@@ -52,7 +52,7 @@ class FaultWorkers:
         self.started += 1
         log = (self.ledger_dir / f"worker-{self.started}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.worker_main"],
+            [sys.executable, "-m", "tests.support.fault_worker"],
             cwd=ROOT,
             env={**self.env, **env},
             stdout=log,

@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def agentic_argv(*args: str) -> list[str]:
@@ -46,7 +46,7 @@ class WorkerProcesses:
         return agentic_env(self.redis_url, self.queue_name, **extra)
 
     def start(self, *args: str, lease: float = 30.0, **env: str) -> subprocess.Popen[bytes]:
-        argv = agentic_argv("worker", "--app", "tests.worker_apps:registry", *args)
+        argv = agentic_argv("worker", "--app", "tests.support.worker_apps:registry", *args)
         proc = subprocess.Popen(
             argv,
             cwd=ROOT,

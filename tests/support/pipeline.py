@@ -9,7 +9,7 @@ from typing import Any
 
 from utils.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "calculator"
 BUGGY_DIV = 'return float("inf")'
 FIXED_DIV = 'raise ValueError("division by zero") from None'

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.faults.ledger import LedgerWriter
+from tests.support.ledger import LedgerWriter
 from utils.redis_queue import BulkEnqueueError, QueueError, RedisTaskQueue
 
 

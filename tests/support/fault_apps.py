@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from tests.faults.ledger import LedgerWriter, worker_writer
+from tests.support.ledger import LedgerWriter, worker_writer
 from utils.redis_queue.handlers import HandlerRegistry, PermanentFailure, TaskContext
 
 registry = HandlerRegistry()
