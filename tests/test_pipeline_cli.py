@@ -272,9 +272,9 @@ def test_a_busy_metrics_port_is_a_usage_error_that_starts_no_workers(
 
 
 async def test_worker_processes_that_die_are_started_again(redis_url: str, queue_name: str) -> None:
-    from pipeline.launcher import WorkerProcesses
+    from pipeline.launcher import StageWorkers
 
-    workers = WorkerProcesses(redis_url, queue_name, concurrency={"dev": 1, "qa": 1})
+    workers = StageWorkers(redis_url, queue_name, concurrency={"dev": 1, "qa": 1})
     workers.start()
     try:
         first = workers.processes["dev"]

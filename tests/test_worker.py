@@ -194,7 +194,7 @@ async def test_settle_loop_outlives_a_batch_redis_refuses(
     await queue.enqueue("after", "noop", {})
 
     async def both_attempted() -> bool:
-        return not worker._unsettled and not worker._running and worker.stats.done == 0
+        return not worker._settler.unsettled and not worker._running and worker.stats.done == 0
 
     await eventually(both_attempted, timeout=15)  # refused 5 times each, then given up
     await raw_redis.delete(queue.keys.completed)

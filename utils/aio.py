@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
-__all__ = ["cancellable", "raise_if_cancelled"]
+__all__ = ["cancel_all", "cancellable", "raise_if_cancelled", "wait_first"]
 
 T = TypeVar("T")
 
@@ -32,3 +32,25 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def wait_first(*awaitables: Awaitable[Any]) -> set[asyncio.Future[Any]]:
+    """Wait for the first of `awaitables` to finish; cancel (and await) the others.
+    Returns the finished ones; their exceptions are the caller's to look at."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_all(waiters)
+    return done
+
+
+async def cancel_all(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel and await tasks, cancelling again if one swallowed it: on Python 3.11 a
+    cancel that lands as an inner wait_for completes can be lost (CPython gh-86296)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    await asyncio.gather(*tasks, return_exceptions=True)

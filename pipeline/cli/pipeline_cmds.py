@@ -27,7 +27,7 @@ from utils.tracing import TRACES_FILE_ENV
 from ..distributed import DistributedPipelineManager
 from ..enhanced import EnhancedPipelineManager
 from ..errors import SpecError
-from ..launcher import WorkerProcesses
+from ..launcher import StageWorkers
 from ..runs import PipelineResult, RunStatus, Stage
 from ..spec import PipelineSpec, load_spec
 from .common import (
@@ -263,7 +263,7 @@ class _Session:
                 async with manager:
                     self._say(f"redis: {queue.url} ({where}), queue {queue.queue_name}")
                     self._serve_metrics(settings)
-                    workers: WorkerProcesses | None = None
+                    workers: StageWorkers | None = None
                     watchdog: asyncio.Task[None] | None = None
                     try:
                         workers = await self._start_workers(manager.redis_queue)
@@ -278,7 +278,7 @@ class _Session:
         except EmbeddedRedisError as exc:
             fail(str(exc))
 
-    async def _start_workers(self, queue: RedisTaskQueue) -> WorkerProcesses | None:
+    async def _start_workers(self, queue: RedisTaskQueue) -> StageWorkers | None:
         if self.workers == "no":
             return None
         if self.workers == "auto":
@@ -286,7 +286,7 @@ class _Session:
             if {str(s) for s in Stage} <= served:
                 self._say("workers: the live workers already serving this queue")
                 return None
-        workers = WorkerProcesses(queue.redis_url, queue.queue_name)
+        workers = StageWorkers(queue.redis_url, queue.queue_name)
         workers.start()
         types = ", ".join(workers.processes)
         self._say(f"workers: started one `agentic worker` process per task type ({types})")
@@ -317,7 +317,7 @@ class _Session:
             click.echo(line)
 
 
-async def _keep_alive(workers: WorkerProcesses) -> None:
+async def _keep_alive(workers: StageWorkers) -> None:
     """Restart a worker process that died (a crash, or an agent that killed it), so
     its task type is not left unserved until the subtask timeout."""
     while True:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 
 import click
@@ -24,17 +21,13 @@ from utils.metrics import (
 )
 from utils.redis_queue import handlers
 from utils.redis_queue.handlers import HandlerRegistry
-from utils.redis_queue.worker import Worker, WorkerStats, install_signal_handlers
+from utils.redis_queue.signals import install_signal_handlers
+from utils.redis_queue.worker import Worker, WorkerStats
 
+from ..supervisor import Command, WorkerPool
 from .common import EXIT_USAGE, CliState, pass_state, redis_collector, run
 
 log = logging.getLogger("agentic.supervisor")
-
-# A child that crashes is restarted after 0.5 s, doubling up to 30 s while it keeps crashing
-# quickly; a child that ran for a minute starts again from 0.5 s.
-RESTART_BASE_SECONDS = 0.5
-RESTART_CAP_SECONDS = 30.0
-HEALTHY_RUN_SECONDS = 60.0
 
 
 def serve_process_metrics(state: CliState, port: int) -> QueueMetrics:
@@ -204,53 +197,11 @@ def _child_argv(argv: list[str]) -> list[str]:
 def supervise(
     child_argv: list[str], processes: int, on_exit: Callable[[int], None] | None = None
 ) -> int:
-    """Run `processes` children, restart any that crash (with backoff), forward SIGTERM and
-    SIGINT, and exit 0 once every child exited cleanly after a stop. `on_exit(pid)` runs
-    for every child that exits."""
-    stopping = False
-    children: dict[int, tuple[subprocess.Popen[bytes], float, float]] = {}
-    delays = [RESTART_BASE_SECONDS] * processes
-
-    def spawn(slot: int) -> None:
-        env = dict(os.environ, AGENTIC_WORKER_SLOT=str(slot))
-        proc = subprocess.Popen(child_argv, env=env)
-        children[slot] = (proc, time.monotonic(), 0.0)
-        log.info("started worker process %d (pid %d)", slot, proc.pid)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc, _, _ in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for slot in range(processes):
-        spawn(slot)
-    exit_code = 0
-    while children:
-        time.sleep(0.2)  # the supervisor only watches child exits; nothing to await here
-        for slot, (proc, started, restart_at) in list(children.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            if on_exit is not None and restart_at == 0.0:
-                on_exit(proc.pid)
-            if stopping or code == 0:
-                del children[slot]
-                exit_code = exit_code or (0 if code in (0, -signal.SIGTERM) else code)
-                continue
-            if restart_at == 0.0:
-                ran = time.monotonic() - started
-                if ran >= HEALTHY_RUN_SECONDS:
-                    delays[slot] = RESTART_BASE_SECONDS
-                log.warning(
-                    "worker process %d (pid %d) exited with %s; restarting in %.1f s",
-                    slot, proc.pid, code, delays[slot],
-                )  # fmt: skip
-                children[slot] = (proc, started, time.monotonic() + delays[slot])
-                delays[slot] = min(delays[slot] * 2, RESTART_CAP_SECONDS)
-            elif time.monotonic() >= restart_at:
-                spawn(slot)
+    """Run `processes` children of `child_argv` under a WorkerPool (restarts, signal
+    forwarding); exit 0 once every child exited cleanly after a stop."""
+    commands = {
+        str(slot): Command(child_argv, dict(os.environ, AGENTIC_WORKER_SLOT=str(slot)))
+        for slot in range(processes)
+    }
+    exit_code = WorkerPool(commands, on_exit=on_exit).run()
     return exit_code if exit_code >= 0 else EXIT_USAGE

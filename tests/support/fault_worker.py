@@ -22,7 +22,8 @@ import os
 
 from tests.support.fault_apps import registry
 from utils.redis_queue import RedisTaskQueue, RetryPolicy
-from utils.redis_queue.worker import Worker, install_signal_handlers
+from utils.redis_queue.signals import install_signal_handlers
+from utils.redis_queue.worker import Worker
 
 FAST_RETRY = RetryPolicy(first_immediate=True, base_seconds=0.05, factor=2.0, cap_seconds=0.2)
 

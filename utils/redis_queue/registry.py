@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import codec, scripts
 from .connection import redis_errors
+from .errors import QueueError
 from .queue import RedisTaskQueue
 
-__all__ = ["WorkerInfo", "list_workers", "record_worker", "remove_worker"]
+log = logging.getLogger("agentic.worker")
+
+__all__ = ["WorkerInfo", "beat_forever", "list_workers", "record_worker", "remove_worker"]
 
 # A worker silent for this many beat intervals is shown as dead; after PRUNE_SECONDS of
 # silence it is dropped from the registry.
@@ -44,6 +50,19 @@ async def record_worker(queue: RedisTaskQueue, info: WorkerInfo) -> None:
         queue.keys, worker_id=info.worker_id, info=json.dumps(data), prune_ms=PRUNE_SECONDS * 1000
     )
     await queue.run(call)
+
+
+async def beat_forever(
+    queue: RedisTaskQueue, describe: Callable[[], WorkerInfo], interval: float
+) -> None:
+    """Record `describe()` every `interval` seconds, forever; a failed beat is logged and
+    the next one tries again."""
+    while True:
+        try:
+            await record_worker(queue, describe())
+        except QueueError as exc:
+            log.warning("worker registry beat failed: %s", exc)
+        await asyncio.sleep(interval)  # the registry's heartbeat period
 
 
 async def remove_worker(queue: RedisTaskQueue, worker_id: str) -> None:

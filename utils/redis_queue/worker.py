@@ -6,11 +6,9 @@ are renewed by a keeper process (lease_keeper.py), so a handler that blocks the 
 does not lose its task. Cancel requests arrive by pub/sub. On stop (SIGTERM/SIGINT): claim
 nothing more, let running tasks finish within the grace period, hand the rest back.
 
-Fault injection (the fault suite, tests/faults/): AGENTIC_DEBUG_CRASH_AT=<step>[:<n>] makes
-the worker exit at once (os._exit(CRASH_EXIT_CODE)) the n-th time (default: the first) it
-reaches <step>, one of CRASH_STEPS: just before or just after the claim round trip (after:
-only when tasks were claimed), the settle round trip, or the hand-back on shutdown. It is
-read once when the Worker is built; unset, each step costs one attribute test.
+Its pieces: settler.py acknowledges, lease_keeper.py renews leases, cancels.py listens
+for cancel requests, registry.py beats the worker registry, crash_hook.py injects the
+fault suite's crashes; expired leases are reaped by every claim (lua/claim.lua).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import contextvars
 import functools
 import logging
 import os
-import signal
 import socket
 import time
 import traceback
@@ -29,49 +26,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..aio import cancel_all, wait_first
 from . import codec
+from .cancels import listen_for_cancels
 from .connection import BLOCK_SLICE_SECONDS
-from .errors import LeaseLost, QueueError, RedisUnavailable
+from .crash_hook import CRASH_EXIT_CODE, CRASH_STEPS, crash_hook_from_env
+from .errors import LeaseLost, QueueError
 from .handlers import HandlerRegistry, PermanentFailure, RegisteredHandler, Retry, TaskContext
 from .lease_keeper import LeaseKeeper
 from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
-from .registry import WorkerInfo, record_worker, remove_worker
+from .registry import WorkerInfo, beat_forever, remove_worker
+from .settler import Settler
 
-__all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats", "install_signal_handlers"]
+__all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats"]
 
 log = logging.getLogger("agentic.worker")
 
-_SETTLE_BATCH = 200
-_SETTLE_REFUSALS = 5  # retries of an acknowledgement Redis refused (not unreachable)
 _TRACEBACK_CHARS = 4000
-CRASH_ENV = "AGENTIC_DEBUG_CRASH_AT"
-CRASH_EXIT_CODE = 86
-CRASH_STEPS = (
-    "claim.before",
-    "claim.after",
-    "settle.before",
-    "settle.after",
-    "release.before",
-    "release.after",
-)
-
-
-class _CrashHook:
-    """AGENTIC_DEBUG_CRASH_AT: exit the process at the n-th arrival at one step."""
-
-    def __init__(self, spec: str) -> None:
-        step, _, nth = spec.partition(":")
-        if step not in CRASH_STEPS or not (nth or "1").isdigit():
-            raise ValueError(f"{CRASH_ENV}={spec!r}: use <step>[:<n>], step one of {CRASH_STEPS}")
-        self.step, self.left = step, int(nth or "1")
-
-    def reached(self, step: str) -> None:
-        if step == self.step:
-            self.left -= 1
-            if self.left <= 0:
-                os.write(2, f"{CRASH_ENV}: exiting at {step}\n".encode())
-                os._exit(CRASH_EXIT_CODE)
 
 
 @dataclass(slots=True)
@@ -124,13 +96,10 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
-        self._settlements: asyncio.Queue[Settlement] = asyncio.Queue()
-        self._unsettled = 0
-        self._abandon_settling = asyncio.Event()
-        self._settled_batches = 0
         # utilisation: slot-seconds busy, integrated at every start and end of a handler
         self._busy_seconds = 0.0
         self._busy_since = time.monotonic()
+        self._reported_at, self._reported_busy = self._busy_since, 0.0  # for worker_time
         self._stuck_threads = 0  # sync handlers that timed out but still hold a thread
         # (task id, lease token) -> (task, run seconds) until its settlement is counted
         self._timings: dict[tuple[str, int | None], tuple[RedisTask, float | None]] = {}
@@ -142,8 +111,8 @@ class Worker:
         # tasks down with it.
         self._suspect: tuple[str, int | None] | None = None
         self._stuck_suspect: tuple[str, int | None] | None = None  # its thread still runs
-        spec = os.environ.get(CRASH_ENV)
-        self._crash = _CrashHook(spec) if spec else None
+        self._crash = crash_hook_from_env()
+        self._settler = Settler(queue, self._count, self._slot_free.set, self._crash)
 
     # -- control --------------------------------------------------------------------------
 
@@ -171,9 +140,16 @@ class Worker:
         self._started_at = codec.iso_from_ms(str(server_seconds * 1000)) or ""
         subscribed = asyncio.Event()
         helpers = [
-            asyncio.create_task(self._settle_loop(), name="settle"),
-            asyncio.create_task(self._listen_for_cancels(subscribed), name="cancels"),
-            asyncio.create_task(self._beat_loop(), name="beat"),
+            asyncio.create_task(self._settler.run(), name="settle"),
+            asyncio.create_task(
+                listen_for_cancels(
+                    self.queue, subscribed, lambda: list(self._running), self._cancel_requested
+                ),
+                name="cancels",
+            ),
+            asyncio.create_task(
+                beat_forever(self.queue, self._describe, self.beat_interval), name="beat"
+            ),
         ]
         try:
             # Cancels published before the subscription exists would be missed.
@@ -181,7 +157,7 @@ class Worker:
             await self._claim_loop()
             await self._drain()
         finally:
-            await _cancel_all(helpers)
+            await cancel_all(helpers)
             await self._keeper.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
             try:
@@ -198,11 +174,11 @@ class Worker:
             free = self.concurrency - len(self._running) - self._stuck_threads
             # A slot frees when its handler returns, so claiming overlaps acknowledging;
             # the backlog of unacknowledged results is capped at `concurrency`.
-            if free <= 0 or self._unsettled >= self.concurrency:
+            if free <= 0 or self._settler.unsettled >= self.concurrency:
                 await self._wait_for(self._slot_free.wait())
                 self._slot_free.clear()
                 continue
-            settled_before = self._settled_batches
+            settled_before = self._settler.batches
             if self._crash:
                 self._crash.reached("claim.before")
             try:
@@ -229,9 +205,9 @@ class Worker:
             if (
                 self.burst
                 and not self._running
-                and not self._unsettled
+                and not self._settler.unsettled
                 # an acknowledgement during the claim may have made a retry pending
-                and self._settled_batches == settled_before
+                and self._settler.batches == settled_before
                 and await self._nothing_scheduled()
             ):
                 return
@@ -248,12 +224,7 @@ class Worker:
 
     async def _wait_for(self, *awaitables: Any) -> None:
         """Wait for the first of `awaitables` or a stop request; cancel the rest."""
-        waiters = [asyncio.ensure_future(a) for a in awaitables]
-        waiters.append(asyncio.ensure_future(self._stop.wait()))
-        try:
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await _cancel_all(waiters)
+        done = await wait_first(*awaitables, self._stop.wait())
         for finished in done:
             if not finished.cancelled() and finished.exception() is not None:
                 log.warning("waiting for work failed: %s", finished.exception())
@@ -348,8 +319,7 @@ class Worker:
         settlement = None if handle.cancelled() else handle.result()
         if settlement is not None:
             self._timings[(task.task_id, task.lease_token)] = (task, run_seconds)
-            self._unsettled += 1
-            self._settlements.put_nowait(settlement)
+            self._settler.add(settlement)
         else:
             if running is not None and running.stop_reason == "lost":
                 self.stats.lost += 1
@@ -396,55 +366,12 @@ class Worker:
 
     # -- acknowledging ------------------------------------------------------------------------
 
-    async def _settle_loop(self) -> None:
-        while True:
-            batch = [await self._settlements.get()]
-            while len(batch) < _SETTLE_BATCH and not self._settlements.empty():
-                batch.append(self._settlements.get_nowait())
-            self._keeper_flush()  # stop renewing these before they are acknowledged
-            try:
-                if self._crash:
-                    self._crash.reached("settle.before")
-                outcomes = await self._settle_with_retry(batch)
-                if self._crash:
-                    self._crash.reached("settle.after")
-                for settlement, outcome in zip(batch, outcomes, strict=True):
-                    self._count(settlement, outcome)
-            except Exception as exc:  # this loop must outlive any one batch
-                log.error(
-                    "could not acknowledge %d tasks (their leases expire and they run again): %s",
-                    len(batch),
-                    exc,
-                )
-                for settlement in batch:
-                    self._timings.pop((settlement.task_id, settlement.lease_token), None)
-            finally:
-                self._unsettled -= len(batch)
-                self._settled_batches += 1
-                self._slot_free.set()
-
-    async def _settle_with_retry(self, batch: list[Settlement]) -> list[TaskState | QueueError]:
-        """Keep the results while Redis is unreachable or refuses for a moment (a failover
-        in progress, a busy script): once it answers they are recorded, or refused with
-        LeaseLost if the leases ran out meanwhile (the tasks then run again). Gives up
-        when the worker stops claiming and its grace period is over."""
-        backoff, refusals = 0.1, 0
-        while True:
-            try:
-                return await self.queue.settle_many(batch)
-            except QueueError as exc:
-                if not isinstance(exc, RedisUnavailable):
-                    refusals += 1
-                    if refusals > _SETTLE_REFUSALS:
-                        raise
-                if self._abandon_settling.is_set():
-                    raise
-                log.warning("acknowledging %d tasks failed, retrying: %s", len(batch), exc)
-                await self._wait_for(asyncio.sleep(backoff), self._abandon_settling.wait())
-                backoff = min(backoff * 2, 5.0)
-
-    def _count(self, settlement: Settlement, outcome: TaskState | QueueError) -> None:
+    def _count(self, settlement: Settlement, outcome: TaskState | QueueError | None) -> None:
+        """The settler's report on one settlement; None: it could not be recorded (the
+        lease expires and the task runs again)."""
         task, run_seconds = self._timings.pop((settlement.task_id, settlement.lease_token))
+        if outcome is None:
+            return
         if isinstance(outcome, LeaseLost):
             self.stats.lost += 1
             log.warning("result of %s rejected: %s", settlement.task_id, outcome)
@@ -463,61 +390,29 @@ class Worker:
 
     # -- cancels, registry, shutdown ----------------------------------------------------------
 
-    async def _listen_for_cancels(self, subscribed: asyncio.Event) -> None:
-        while True:
-            pubsub = self.queue.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.queue.keys.cancel_channel)
-                subscribed.set()
-                await self._interrupt_flagged()  # requests made while unsubscribed
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._interrupt(codec.as_text(message["data"]), "cancel")
-            except Exception as exc:  # redis-py's errors are not all QueueErrors here
-                log.warning("cancel subscription dropped, resubscribing: %s", exc)
-                await asyncio.sleep(1.0)  # back off while Redis is unreachable
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _cancel_requested(self, task_id: str) -> None:
+        self._interrupt(task_id, "cancel")
 
-    async def _interrupt_flagged(self) -> None:
-        ids = list(self._running)
-        if not ids:
-            return
-        async with self.queue.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hget(self.queue.keys.task(task_id), "cancel")
-            flags = await pipe.execute()
-        for task_id, flag in zip(ids, flags, strict=True):
-            if flag == b"1":
-                self._interrupt(task_id, "cancel")
-
-    async def _beat_loop(self) -> None:
-        reported_at, reported_busy = time.monotonic(), 0.0
-        while True:
-            self._mark_busy()
-            now = time.monotonic()
-            slot_seconds = self.concurrency * (now - reported_at)
-            busy = self._busy_seconds - reported_busy
-            self.queue.telemetry.worker_time(busy, slot_seconds)
-            reported_at, reported_busy = now, self._busy_seconds
-            info = WorkerInfo(
-                worker_id=self.worker_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                task_types=self.task_types,
-                concurrency=self.concurrency,
-                started_at=self._started_at or "",
-                beat_interval=self.beat_interval,
-                in_flight=len(self._running),
-                done=self.stats.done,
-                failed=self.stats.failed,
-            )
-            try:
-                await record_worker(self.queue, info)
-            except QueueError as exc:
-                log.warning("worker registry beat failed: %s", exc)
-            await asyncio.sleep(self.beat_interval)  # the registry's heartbeat period
+    def _describe(self) -> WorkerInfo:
+        """This worker as the registry shows it; also reports its utilisation since the
+        last beat (the registry's beat is the metric's period)."""
+        self._mark_busy()
+        now = time.monotonic()
+        slot_seconds = self.concurrency * (now - self._reported_at)
+        self.queue.telemetry.worker_time(self._busy_seconds - self._reported_busy, slot_seconds)
+        self._reported_at, self._reported_busy = now, self._busy_seconds
+        return WorkerInfo(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            task_types=self.task_types,
+            concurrency=self.concurrency,
+            started_at=self._started_at or "",
+            beat_interval=self.beat_interval,
+            in_flight=len(self._running),
+            done=self.stats.done,
+            failed=self.stats.failed,
+        )
 
     async def _drain(self) -> None:
         """Let running tasks finish and be acknowledged within the grace period; hand
@@ -532,7 +427,7 @@ class Worker:
         leftovers = [r for r in self._running.values() if not r.handle.done()]
         for running in leftovers:
             running.stop_reason = "shutdown"
-        await _cancel_all([r.handle for r in leftovers])
+        await cancel_all([r.handle for r in leftovers])
         for running in leftovers:
             try:
                 if self._crash:
@@ -543,14 +438,14 @@ class Worker:
                 self.stats.released += 1
             except QueueError as exc:  # the lease then expires and the task is reclaimed
                 log.warning("could not hand back %s: %s", running.task.task_id, exc)
-        while self._unsettled and (remaining := deadline - loop.time()) > 0:
+        while self._settler.unsettled and (remaining := deadline - loop.time()) > 0:
             await self._wait_for(self._slot_free.wait(), asyncio.sleep(remaining))
             self._slot_free.clear()
-        if self._unsettled:
+        if self._settler.unsettled:
             log.warning("abandoning %d unacknowledged results at the end of the grace period",
-                        self._unsettled)  # fmt: skip
-            self._abandon_settling.set()
-            while self._unsettled:  # the settle loop gives up promptly now
+                        self._settler.unsettled)  # fmt: skip
+            self._settler.abandon.set()
+            while self._settler.unsettled:  # the settle loop gives up promptly now
                 await self._wait_for(self._slot_free.wait())
                 self._slot_free.clear()
 
@@ -571,30 +466,3 @@ def _wait_seconds(task: RedisTask) -> float | None:
         return None
     started = datetime.fromisoformat(task.started_at)
     return max(0.0, (started - datetime.fromisoformat(task.created_at)).total_seconds())
-
-
-async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel and await tasks, cancelling again if one swallowed it: on Python 3.11 a
-    cancel that lands as an inner wait_for completes can be lost (CPython gh-86296)."""
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def install_signal_handlers(worker: Worker) -> None:
-    """SIGTERM/SIGINT: graceful stop; a second signal exits at once (leases then expire
-    and the tasks are reclaimed by other workers)."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if worker.stopping:
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(128 + signum)
-        log.info("%s: stopping (grace %.1f s)", signal.Signals(signum).name, worker.shutdown_grace)
-        worker.request_stop()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)

@@ -1,0 +1,31 @@
+"""The scenarios queue_bench.py runs, by key, in run order; the raw redis-py baselines
+they compare with are in baselines.py.
+
+    enqueue    A  enqueue() one at a time, B  enqueue_many() in chunks
+    seed_loop  C0 the seed loop draining a queue, E0 round trips through it in a process
+    workers    C, D  `agentic worker` processes draining a queue, E  round trips through one
+    memory     F  used_memory per pending task
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bench.harness.context import Bench, Row
+from bench.scenarios.enqueue import scenario_a, scenario_b
+from bench.scenarios.memory import scenario_f
+from bench.scenarios.seed_loop import scenario_c0, scenario_e0
+from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
+
+ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F")
+
+SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
+    "A": scenario_a,
+    "B": scenario_b,
+    "C0": scenario_c0,
+    "C": scenario_c,
+    "D": scenario_d,
+    "E0": scenario_e0,
+    "E": scenario_e,
+    "F": scenario_f,
+}
