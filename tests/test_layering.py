@@ -31,7 +31,7 @@ def test_package_imports_only_lower_layers(package: str) -> None:
 
 
 PRODUCT = ("utils", "pipeline", "agents")
-SCRIPT_MODULE = Path("utils/redis_queue/scripts.py")
+SCRIPT_MODULE = Path("utils/redis_queue/scripts")
 # How a Lua script is run with redis-py; only the script module may do any of it.
 _RUNS_SCRIPTS = re.compile(
     r"\.(evalsha|eval_ro|evalsha_ro|register_script|script_load|fcall|eval)\("
@@ -90,11 +90,11 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 
 def test_only_the_script_module_runs_scripts_or_builds_their_arguments() -> None:
-    """KEYS/ARGV are built, and scripts run, in utils/redis_queue/scripts.py alone."""
+    """KEYS/ARGV are built, and scripts run, in utils/redis_queue/scripts/ alone."""
     offenders = []
     for pkg in (*PRODUCT, "bench"):
         for source in (ROOT / pkg).rglob("*.py"):
-            if source.relative_to(ROOT) == SCRIPT_MODULE:
+            if SCRIPT_MODULE in source.relative_to(ROOT).parents:
                 continue
             for number, line in enumerate(source.read_text().splitlines(), 1):
                 if _RUNS_SCRIPTS.search(line) or re.search(r"\b(KEYS|ARGV)\b", line):

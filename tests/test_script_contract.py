@@ -1,4 +1,4 @@
-"""The script contract (utils/redis_queue/scripts.py) against the Lua files it describes.
+"""The script contract (utils/redis_queue/scripts/) against the Lua files it describes.
 
 Each lua/<name>.lua opens with a header naming every KEYS[i] and ARGV[i]; each Script
 declaration names the same, in the same order, and every builder goes through its

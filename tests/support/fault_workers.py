@@ -3,20 +3,19 @@ group (the worker and its lease keeper), with its output in the ledger directory
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
-from contextlib import suppress
 from pathlib import Path
 
 from tests.support.ledger import LEDGER_ENV
-from tests.support.processes import ROOT
+from tests.support.processes import SpawnedWorkers, wait_exit
 
 
-class FaultWorkers:
+class FaultWorkers(SpawnedWorkers):
+    """tests.support.fault_worker processes, their output in the ledger directory."""
+
     def __init__(
         self,
         redis_url: str,
@@ -29,6 +28,7 @@ class FaultWorkers:
         grace: float = 5.0,
         socket_timeout: float = 2.0,
     ) -> None:
+        super().__init__()
         self.ledger_dir = ledger_dir
         self.env = dict(os.environ)
         for name in [k for k in self.env if k.startswith(("AGENTIC_", "FAULT_"))]:
@@ -44,34 +44,19 @@ class FaultWorkers:
             PYTHONUNBUFFERED="1",
         )
         self.env[LEDGER_ENV] = str(ledger_dir)
-        self.procs: list[subprocess.Popen[bytes]] = []
         self.faults = 0  # kills and stops injected
         self.started = 0
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:
         self.started += 1
-        log = (self.ledger_dir / f"worker-{self.started}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.fault_worker"],
-            cwd=ROOT,
-            env={**self.env, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def alive(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in self.procs if p.poll() is None]
+        with (self.ledger_dir / f"worker-{self.started}.log").open("ab") as log:
+            argv = [sys.executable, "-m", "tests.support.fault_worker"]
+            return self.spawn(argv, {**self.env, **env}, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the worker and its lease keeper (its process group)."""
+        """SIGKILL the worker and its lease keeper (its process group): a fault."""
         self.faults += 1
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        super().kill(proc)
 
     def freeze(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGSTOP the worker only: its lease keeper sees it stopped and stops renewing."""
@@ -85,30 +70,10 @@ class FaultWorkers:
         proc.send_signal(signal.SIGTERM)
 
     async def wait_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {proc.pid} still running after {timeout} s")
-            await asyncio.sleep(0.05)  # another process's exit: nothing to await
-        return proc.returncode
-
-    async def stop_all(self, timeout: float = 20.0) -> list[int]:
-        """SIGTERM every live worker and wait for each exit code."""
-        live = self.alive()
-        for proc in live:
-            self.terminate(proc)
-        return [await self.wait_exit(proc, timeout) for proc in live]
+        return await wait_exit(proc, timeout)
 
     def logs(self) -> str:
         return "".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
             for p in sorted(self.ledger_dir.glob("worker-*.log"))
         )
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGCONT)
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)

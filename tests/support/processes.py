@@ -34,34 +34,57 @@ def agentic_env(redis_url: str, queue_name: str, **extra: str) -> dict[str, str]
     return env
 
 
-class WorkerProcesses:
-    """Spawns workers for one queue and kills whatever is left at the end."""
+class SpawnedWorkers:
+    """Worker processes a test started, each in a session (process group) of its own so
+    signals reach only it and its lease keeper; whatever is left is killed at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, argv: list[str], env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, **popen)
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its lease keeper (its process group)."""
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    async def stop_all(self, timeout: float = 20.0) -> list[int]:
+        """SIGTERM every live worker and wait for each exit code."""
+        live = self.alive()
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        return [await wait_exit(proc, timeout) for proc in live]
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)  # a stopped one must see the kill
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+class WorkerProcesses(SpawnedWorkers):
+    """`agentic worker` processes on one queue (tests.support.worker_apps handlers)."""
 
     def __init__(self, redis_url: str, queue_name: str) -> None:
+        super().__init__()
         self.redis_url = redis_url
         self.queue_name = queue_name
-        self.procs: list[subprocess.Popen[bytes]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
         return agentic_env(self.redis_url, self.queue_name, **extra)
 
     def start(self, *args: str, lease: float = 30.0, **env: str) -> subprocess.Popen[bytes]:
         argv = agentic_argv("worker", "--app", "tests.support.worker_apps:registry", *args)
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=self.env(AGENTIC_LEASE_SECONDS=str(lease), **env),
-            start_new_session=True,  # signals in tests reach only this worker
-        )
-        self.procs.append(proc)
-        return proc
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        return self.spawn(argv, self.env(AGENTIC_LEASE_SECONDS=str(lease), **env))
 
 
 @contextmanager

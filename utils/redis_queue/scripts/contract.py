@@ -1,0 +1,297 @@
+"""Each Lua script's declaration (its KEYS and ARGV by name, its flags), the codes its
+replies carry, and a typed builder per script: named arguments in, one ScriptCall out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from ..keys import QueueKeys
+from ..models import RetryPolicy
+
+if TYPE_CHECKING:
+    from ..new_task import NewTask
+
+
+class Code(IntEnum):
+    """The negative first element of a script's error reply (lua/include/common.lua)."""
+
+    NOT_FOUND = -1
+    NOT_PROCESSING = -2
+    LEASE_LOST = -3
+    BAD_STATE = -4
+    WRONGTYPE = -10
+    BAD_ARGUMENT = -11
+
+
+class FailOutcome(IntEnum):
+    """fail.lua's (and a settle_many fail item's) success codes."""
+
+    RETRIED = 1
+    DEAD_LETTERED = 2
+    FAILED = 3  # the DLQ is off
+    CANCELLED = 4  # a cancel was requested while it ran
+
+
+class CancelOutcome(IntEnum):
+    """cancel.lua's success codes."""
+
+    CANCELLED = 1
+    REQUESTED = 2  # it was running: its worker was told
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One lua/<name>.lua: its KEYS (QueueKeys attribute names), its named ARGV in order,
+    what the variable tail after them holds ("" = none), and its Redis 7 flags."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    rest: str = ""
+    flags: str = "allow-oom"
+
+    def call(self, keys: QueueKeys, named: dict[str, Any], rest: Iterable[Any] = ()) -> ScriptCall:
+        if named.keys() != set(self.args):
+            raise TypeError(f"{self.name}.lua takes {self.args}, got {tuple(named)}")
+        args = [named[name] for name in self.args]
+        args.extend(rest)
+        return ScriptCall(self, _key_list(keys, self), args)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: Script
+    keys: tuple[str, ...]
+    args: list[Any]
+
+
+@cache
+def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
+    return tuple(getattr(keys, name) for name in script.keys)
+
+
+_FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
+CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id"))
+CLAIM = Script(
+    "claim",
+    ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled"),
+    ("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
+    rest="task types served",
+)
+CLEAR_FINISHED = Script("clear_finished", ("completed", "cancelled"), ("base", "age_ms", "limit"))
+COMPLETE = Script(
+    "complete",
+    ("processing", "completed", "cancelled", "stats"),
+    ("base", "id", "token", "keep_ms", "result"),
+)
+ENQUEUE = Script("enqueue", ("delayed", "stats", "types"), ("base",), rest="tasks", flags="")
+EXTEND = Script("extend", ("processing",), ("base", "id", "token", "lease_ms"))
+FAIL = Script(
+    "fail",
+    ("processing", "delayed", "dlq", "failed", "cancelled", "stats"),
+    (
+        *("base", "id", "token", "retry", "use_dlq", *_FAIL_POLICY, "jitter", "delay_ms"),
+        *("max_retries", "corrupt", "error"),
+    ),
+)
+PURGE_DLQ = Script("purge_dlq", ("dlq",), ("base", "limit"))
+RELEASE = Script("release", ("processing", "stats"), ("base", "id", "token"))
+RETRY_DLQ = Script("retry_dlq", ("dlq", "failed", "stats"), ("base", "id"), flags="")
+SETTLE_MANY = Script(
+    "settle_many",
+    ("processing", "completed", "cancelled", "delayed", "dlq", "failed", "stats"),
+    ("base", "keep_ms", "use_dlq", *_FAIL_POLICY, "max_retries"),
+    rest="items",
+)
+SIZES = Script(
+    "sizes",
+    ("processing", "delayed", "completed", "failed", "cancelled", "dlq", "stats", "types"),
+    ("base",),
+    flags="no-writes",
+)
+# Replaces this worker's entry and prunes a bounded number of silent ones.
+WORKER_BEAT = Script(
+    "worker_beat", ("workers", "worker_beats"), ("worker_id", "info", "prune_ms", "mode")
+)
+SCRIPTS = {
+    s.name: s
+    for s in (
+        CANCEL,
+        CLAIM,
+        CLEAR_FINISHED,
+        COMPLETE,
+        ENQUEUE,
+        EXTEND,
+        FAIL,
+        PURGE_DLQ,
+        RELEASE,
+        RETRY_DLQ,
+        SETTLE_MANY,
+        SIZES,
+        WORKER_BEAT,
+    )
+}
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _delay_ms(delay: float | None) -> str:
+    return "" if delay is None else str(max(0, int(delay * 1000)))
+
+
+def _policy(policy: RetryPolicy) -> dict[str, str]:
+    return {
+        "first_immediate": _flag(policy.first_immediate),
+        "base_ms": str(int(policy.base_seconds * 1000)),
+        "factor": repr(float(policy.factor)),
+        "cap_ms": str(int(policy.cap_seconds * 1000)),
+    }
+
+
+# -- builders: named arguments in, one ScriptCall out ------------------------------------
+
+
+def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
+    """Three arguments per task: its header line, its meta JSON ('' = none), its payload."""
+    rest: list[Any] = []
+    for t in tasks:
+        retries = "-" if t.stored_max_retries is None else t.stored_max_retries
+        rest.append(f"{t.task_id} {t.task_type} {t.priority} {retries} {t.delay_ms} {t.timeout_ms}")
+        rest.append(t.meta_text)
+        rest.append(t.payload_text)
+    return ENQUEUE.call(keys, {"base": keys.base}, rest)
+
+
+def claim(
+    keys: QueueKeys,
+    *,
+    worker_id: str,
+    lease_ms: int,
+    count: int,
+    max_lease_losses: int,
+    use_dlq: bool,
+    suspects: bool,
+    task_types: Sequence[str],
+) -> ScriptCall:
+    named = {
+        "base": keys.base,
+        "worker_id": worker_id,
+        "lease_ms": lease_ms,
+        "count": count,
+        "max_lease_losses": max_lease_losses,
+        "use_dlq": _flag(use_dlq),
+        "suspects": _flag(suspects),
+    }
+    return CLAIM.call(keys, named, task_types)
+
+
+def complete(
+    keys: QueueKeys, *, task_id: str, token: str, keep_ms: int, result_text: str
+) -> ScriptCall:
+    named = {"base": keys.base, "id": task_id, "token": token, "keep_ms": keep_ms}
+    return COMPLETE.call(keys, {**named, "result": result_text})
+
+
+def fail(
+    keys: QueueKeys,
+    *,
+    task_id: str,
+    token: str,
+    retry: bool,
+    use_dlq: bool,
+    policy: RetryPolicy,
+    delay: float | None,
+    max_retries: int,
+    corrupt: bool,
+    error_text: str,
+) -> ScriptCall:
+    named = {
+        "base": keys.base,
+        "id": task_id,
+        "token": token,
+        "retry": _flag(retry),
+        "use_dlq": _flag(use_dlq),
+        **_policy(policy),
+        "jitter": repr(policy.jitter_multiplier()),
+        "delay_ms": _delay_ms(delay),
+        "max_retries": max_retries,
+        "corrupt": _flag(corrupt),
+        "error": error_text,
+    }
+    return FAIL.call(keys, named)
+
+
+@dataclass(frozen=True, slots=True)
+class SettleItem:
+    """One settle_many item: a completion (`error_text` None) or a failure."""
+
+    task_id: str
+    token: str
+    result_text: str = ""
+    error_text: str | None = None
+    retry: bool = True
+    delay: float | None = None
+
+
+def settle_many(
+    keys: QueueKeys,
+    *,
+    keep_ms: int,
+    use_dlq: bool,
+    policy: RetryPolicy,
+    max_retries: int,
+    items: Sequence[SettleItem],
+) -> ScriptCall:
+    named = {"base": keys.base, "keep_ms": keep_ms, "use_dlq": _flag(use_dlq)}
+    named.update(_policy(policy), max_retries=max_retries)
+    rest: list[Any] = []
+    for item in items:
+        if item.error_text is None:
+            rest += ["c", item.task_id, item.token, item.result_text]
+        else:
+            delay = _delay_ms(item.delay) or "-"
+            options = f"{_flag(item.retry)} 0 {policy.jitter_multiplier()!r} {delay}"
+            rest += ["f", item.task_id, item.token, options, item.error_text]
+    return SETTLE_MANY.call(keys, named, rest)
+
+
+def extend(keys: QueueKeys, *, task_id: str, token: str, lease_ms: int) -> ScriptCall:
+    named = {"base": keys.base, "id": task_id, "token": token, "lease_ms": lease_ms}
+    return EXTEND.call(keys, named)
+
+
+def release(keys: QueueKeys, *, task_id: str, token: str) -> ScriptCall:
+    return RELEASE.call(keys, {"base": keys.base, "id": task_id, "token": token})
+
+
+def cancel(keys: QueueKeys, *, task_id: str) -> ScriptCall:
+    return CANCEL.call(keys, {"base": keys.base, "id": task_id})
+
+
+def retry_dlq(keys: QueueKeys, *, task_id: str) -> ScriptCall:
+    return RETRY_DLQ.call(keys, {"base": keys.base, "id": task_id})
+
+
+def purge_dlq(keys: QueueKeys, *, limit: int) -> ScriptCall:
+    return PURGE_DLQ.call(keys, {"base": keys.base, "limit": limit})
+
+
+def clear_finished(keys: QueueKeys, *, age_ms: int, limit: int) -> ScriptCall:
+    return CLEAR_FINISHED.call(keys, {"base": keys.base, "age_ms": age_ms, "limit": limit})
+
+
+def sizes(keys: QueueKeys) -> ScriptCall:
+    return SIZES.call(keys, {"base": keys.base})
+
+
+def worker_beat(
+    keys: QueueKeys, *, worker_id: str, info: str, prune_ms: int, leave: bool = False
+) -> ScriptCall:
+    named = {"worker_id": worker_id, "info": info, "prune_ms": prune_ms}
+    return WORKER_BEAT.call(keys, {**named, "mode": "leave" if leave else "beat"})
