@@ -35,7 +35,7 @@ from .runs import (
     Stage,
     SubtaskState,
 )
-from .spec import PipelineSpec, load_spec
+from .spec import PipelineSpec, load_spec, parse_spec
 from .stages import task_type_for
 from .store import MemoryRunStore, RunStore
 
@@ -252,4 +252,4 @@ def _as_spec(spec: PipelineSpec | Mapping[str, Any] | str | Path) -> PipelineSpe
         return spec
     if isinstance(spec, str | Path):
         return load_spec(spec)
-    return PipelineSpec.model_validate(dict(spec))
+    return parse_spec(dict(spec))

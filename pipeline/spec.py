@@ -13,17 +13,39 @@ are kept and reach the agents unchanged.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import SpecError
 
-__all__ = ["PipelineSpec", "SpecError", "SubtaskSpec", "load_spec"]
+__all__ = [
+    "PipelineSpec",
+    "SpecError",
+    "SubtaskSpec",
+    "load_spec",
+    "parse_spec",
+]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential",
+                 "credentials", "auth", "authorization"}  # fmt: skip
+
+
+def _secret_like(name: str) -> bool:
+    """A field name that says it holds a secret: api_key, auth-token, PASSWORD, ..."""
+    words = re.split(r"[^a-z0-9]+", name.lower())
+    return any(word in _SECRET_WORDS for word in words)
 
 
 class SubtaskSpec(BaseModel):
@@ -39,6 +61,17 @@ class SubtaskSpec(BaseModel):
     background: bool = False  # nice to have: always LOW unless overridden
     deadline: datetime | None = None
     priority: int | None = Field(None, ge=0, le=3, description="Explicit override.")
+
+    @model_validator(mode="after")
+    def _no_secret_fields(self) -> SubtaskSpec:
+        # extra fields travel to the workers in the payload and stay in the run's state
+        named = sorted(name for name in self.model_extra or {} if _secret_like(name))
+        if named:
+            raise ValueError(
+                f"a subtask must not carry secrets (fields {', '.join(named)}); "
+                "give agents their keys through the workers' environment"
+            )
+        return self
 
 
 class PipelineSpec(BaseModel):
@@ -70,18 +103,31 @@ class PipelineSpec(BaseModel):
         return model
 
 
+def parse_spec(data: Any, source: str = "the spec") -> PipelineSpec:
+    """A PipelineSpec from decoded JSON, or SpecError naming each problem by its place.
+    The values given are never quoted: a refused spec may carry a key."""
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False, include_context=False)
+    # raised outside the handler, so not even __context__ holds the refused values
+    problems = "\n".join(
+        f"  {'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
+        for error in errors
+    )
+    raise SpecError(f"{source} is not a valid pipeline spec:\n{problems}")
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     """Read a spec file. A relative `model.replay_file` is taken relative to the spec."""
     source = Path(path)
     try:
         data = json.loads(source.read_text(encoding="utf-8"))
-        spec = PipelineSpec.model_validate(data)
     except OSError as exc:
         raise SpecError(f"cannot read pipeline spec {source}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{source} is not JSON: {exc}") from exc
-    except ValidationError as exc:
-        raise SpecError(f"{source} is not a valid pipeline spec:\n{exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{source} is not JSON: {exc}") from None
+    spec = parse_spec(data, str(source))
     replay = (spec.model or {}).get("replay_file")
     if isinstance(replay, str) and not Path(replay).is_absolute():
         assert spec.model is not None

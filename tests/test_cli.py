@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from tests.support.processes import ROOT, agentic_argv, agentic_env, worker_processes
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 from utils.redis_queue import RedisTaskQueue, TaskState
 
 pytestmark = pytest.mark.timeout(60)
@@ -166,3 +167,69 @@ async def test_every_option_has_an_environment_fallback(
     assert out.returncode == 0, out.stderr
     task = await queue.get_task("from-env")
     assert task is not None and task.priority == 3
+
+
+# -- usage errors and access errors: one line, the documented exit code -----------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost:notaport/0", "Port could not be cast"),
+        ("http://localhost:6379/0", "the scheme must be redis://, rediss:// or unix://"),
+        ("redis://localhost:99999/0", "Port out of range"),
+        ("redis://localhost:1/zero", "the database must be a number"),
+    ],
+    ids=["port", "scheme", "port-range", "database"],
+)
+@pytest.mark.parametrize("command", [("info",), ("enqueue", "dev"), ("worker", "--burst")])
+def test_a_malformed_redis_url_is_a_one_line_usage_error(
+    agentic: Any, url: str, message: str, command: tuple[str, ...]
+) -> None:
+    app = ("--app", "tests.support.worker_apps:registry") if command[0] == "worker" else ()
+    out = agentic(*command, *app, url=url)
+    assert out.returncode == 2, out.stderr
+    assert "invalid Redis URL" in out.stderr and message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_wrong_credentials_and_acl_denials_say_so_with_exit_77(agentic: Any) -> None:
+    server = RedisServer("--requirepass", "right-pw")
+    server.start()
+    try:
+        wrong = f"redis://:wrong-pw@127.0.0.1:{server.port}/0"
+        for command in (("info",), ("enqueue", "dev")):
+            out = agentic(*command, url=wrong)
+            assert out.returncode == 77, out.stderr
+            assert "refused the credentials" in out.stderr and "wrong-pw" not in out.stderr
+        admin = redis.Redis(port=server.port, password="right-pw")
+        admin.acl_setuser("reader", enabled=True, passwords=["+pw"], keys=["other:*"],
+                          commands=["+@all"])  # fmt: skip
+        admin.close()
+        out = agentic("enqueue", "dev", url=f"redis://reader:pw@127.0.0.1:{server.port}/0")
+        assert out.returncode == 77 and "denied the command (NOPERM" in out.stderr, out.stderr
+    finally:
+        server.cleanup()
+
+
+def test_cli_refuses_a_zero_interval_an_empty_id_and_a_missing_payload_file(agentic: Any) -> None:
+    for args, hint in (
+        (("info", "-i", "0"), "--interval"),
+        (("info", "-i", "-1"), "--interval"),
+        (("enqueue", "dev", "--id", ""), "--id"),
+        (("enqueue", "dev", "--id", "  "), "--id"),
+        (("enqueue", "dev", "--payload", "@/nonexistent/p.json"), "cannot read"),
+    ):
+        out = agentic(*args)
+        assert out.returncode == 2 and hint in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+async def test_cli_priorities_are_names_in_any_case_or_numbers(
+    agentic: Any, queue: RedisTaskQueue
+) -> None:
+    for value, expected in (("HIGH", 2), ("high", 2), ("Critical", 3), ("2", 2), ("0", 0)):
+        out = agentic("enqueue", "dev", "--priority", value, "--json")
+        assert _json(out)["priority"] == expected, value
+    out = agentic("enqueue", "dev", "--priority", "4")
+    assert out.returncode == 2 and "0-3" in out.stderr

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from pipeline.errors import SpecError
+from pipeline.spec import load_spec, parse_spec
 from tests.support.pipeline import EXAMPLE, ROOT, spec
 from tests.support.processes import agentic_argv, agentic_env
 from tests.support.redis_server import free_port
@@ -127,6 +129,39 @@ def test_a_bad_spec_is_a_usage_error(tmp_path: Path, content: str, message: str)
     assert done.returncode == 2 and message in done.stderr
     missing = agentic("pipeline", "run", "nope.json", "--local", env=dict(os.environ), cwd=tmp_path)
     assert missing.returncode == 2 and "cannot read pipeline spec" in missing.stderr
+
+
+SENTINEL = "sk-SENTINEL-4f9a2c"
+
+
+@pytest.mark.parametrize(
+    "spec_doc",
+    [
+        {
+            "name": "x",
+            "model": {"api_key": SENTINEL},
+            "subtasks": [{"id": "a", "description": "d"}],
+        },
+        {"name": "x", "model": {"API_KEY": SENTINEL, "backend": 3}, "subtasks": []},
+        {"name": "x", "subtasks": [{"id": "a", "description": "d", "token": SENTINEL}]},
+        {"name": "x", "password": SENTINEL, "subtasks": [{"id": "a"}]},
+    ],
+    ids=["model-key", "model-key-upper", "extra-subtask-field", "extra-top-field"],
+)
+def test_a_refused_spec_never_echoes_a_secret(tmp_path: Path, spec_doc: dict[str, Any]) -> None:
+    """Neither the CLI's message nor the API's exception (nor its cause) quotes a value."""
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec_doc))
+    done = agentic("pipeline", "run", str(spec_file), "--local", env=dict(os.environ), cwd=tmp_path)
+    assert done.returncode == 2 and "not a valid pipeline spec" in done.stderr, done.stderr
+    assert SENTINEL not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    with pytest.raises(SpecError) as refused:
+        load_spec(spec_file)
+    assert SENTINEL not in str(refused.value) + repr(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__context__ is None
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec_doc)
+    assert SENTINEL not in str(refused.value) and refused.value.__cause__ is None
 
 
 def test_python_dash_m_runs_the_same_cli() -> None:

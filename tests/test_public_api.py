@@ -13,12 +13,12 @@ from utils.redis_queue import scripts
 PUBLIC = {
     "utils.redis_queue": {
         "BulkEnqueueError", "ClaimBatch", "CorruptQueue", "HandlerRegistry", "InvalidPriority",
-        "InvalidQueueName", "InvalidTaskError", "InvalidTaskId", "InvalidTaskType", "LeaseLost",
-        "NotConnected", "PayloadTooLarge", "PermanentFailure", "QueueError", "RedisTask",
-        "RedisTaskQueue", "RedisUnavailable", "ResultTimeout", "Retry", "RetryPolicy",
-        "SerializationError", "Settlement", "TaskCancelled", "TaskContext", "TaskFailed",
-        "TaskNotFound", "TaskNotProcessing", "TaskPriority", "TaskState", "TaskStateError",
-        "Worker", "WorkerStats",
+        "InvalidQueueName", "InvalidRedisUrl", "InvalidTaskError", "InvalidTaskId",
+        "InvalidTaskType", "LeaseLost", "NotConnected", "PayloadTooLarge", "PermanentFailure",
+        "QueueError", "RedisAuthError", "RedisTask", "RedisTaskQueue", "RedisUnavailable",
+        "ResultTimeout", "Retry", "RetryPolicy", "SerializationError", "Settlement",
+        "TaskCancelled", "TaskContext", "TaskFailed", "TaskNotFound", "TaskNotProcessing",
+        "TaskPriority", "TaskState", "TaskStateError", "Worker", "WorkerStats",
     },
     "pipeline": {
         "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",

@@ -6,10 +6,14 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 69 Redis unreachable.
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
+from pydantic import ValidationError
 
-from .common import CliState, setup_tracing_from_environment
+from utils.redis_queue import InvalidRedisUrl
+
+from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
 from .metrics_cmd import metrics
 from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
@@ -61,4 +65,17 @@ for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics):
 
 
 def main() -> None:
-    cli()
+    try:
+        cli(standalone_mode=True)
+    except (InvalidRedisUrl, ValidationError) as exc:  # a bad URL or setting: usage error
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):  # settings from the environment; never echo values
+        return "; ".join(
+            f"setting {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False, include_context=False)
+        )
+    return str(exc)

@@ -15,12 +15,20 @@ import click
 from pipeline.errors import PipelineError
 from utils.config import Settings
 from utils.metrics import RedisQueueCollector
-from utils.redis_queue import InvalidTaskError, QueueError, RedisTaskQueue, RedisUnavailable
+from utils.redis_queue import (
+    InvalidRedisUrl,
+    InvalidTaskError,
+    QueueError,
+    RedisAuthError,
+    RedisTaskQueue,
+    RedisUnavailable,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE (sysexits.h): Redis could not be reached
+EXIT_NOPERM = 77  # EX_NOPERM (sysexits.h): Redis refused the credentials or the command
 
 T = TypeVar("T")
 log = logging.getLogger("agentic.cli")
@@ -80,7 +88,9 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_awaited(factory))
     except RedisUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    except InvalidTaskError as exc:  # a bad id, type, priority or payload: a usage error
+    except RedisAuthError as exc:
+        fail(str(exc), EXIT_NOPERM)
+    except (InvalidTaskError, InvalidRedisUrl) as exc:  # bad input or settings: usage
         fail(str(exc), EXIT_USAGE)
     except (QueueError, PipelineError) as exc:
         fail(str(exc))

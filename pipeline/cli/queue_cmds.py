@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from utils.redis_queue import (
+    InvalidPriority,
     QueueError,
     RedisTask,
     RedisTaskQueue,
@@ -23,6 +24,7 @@ from utils.redis_queue import (
     TaskStateError,
     codec,
 )
+from utils.redis_queue.models import coerce_priority
 from utils.redis_queue.registry import list_workers
 
 from .common import (
@@ -37,8 +39,31 @@ from .common import (
 PRIORITIES = [p.name.lower() for p in TaskPriority]
 
 
+class PriorityParam(click.ParamType[int]):
+    """A priority as a name in any case (high, HIGH) or as its number (0-3)."""
+
+    name = "priority"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return coerce_priority(value)
+        except InvalidPriority:
+            self.fail(f"{value!r}: use one of {', '.join(PRIORITIES)} or 0-3", param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(PRIORITIES) + "|0-3]"
+
+
 def _load_payload(value: str) -> dict[str, Any]:
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise click.BadParameter(
+                f"cannot read {value[1:]}: {reason}", param_hint="--payload"
+            ) from exc
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -54,7 +79,7 @@ def _load_payload(value: str) -> dict[str, Any]:
 @click.command()
 @click.argument("task_type")
 @click.option("--payload", default="{}", show_default=True, help="JSON object, or @file.")
-@click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
+@click.option("--priority", type=PriorityParam(), default="normal", show_default=True)
 @click.option("--id", "task_id", default=None, help="Task id (idempotency key); default: random.")
 @click.option("--delay", type=float, default=None, help="Run no earlier than this many seconds.")
 @click.option("--timeout", type=float, default=None, help="Execution timeout for this task (s).")
@@ -66,7 +91,7 @@ def enqueue(
     state: CliState,
     task_type: str,
     payload: str,
-    priority: str,
+    priority: int,
     task_id: str | None,
     delay: float | None,
     timeout: float | None,
@@ -76,7 +101,11 @@ def enqueue(
 ) -> None:
     """Add a task of TASK_TYPE to the queue."""
     data = _load_payload(payload)
-    chosen_id = task_id or uuid.uuid4().hex
+    if task_id is not None and not task_id.strip():
+        raise click.BadParameter(
+            "must not be empty (leave it out for a random id)", param_hint="--id"
+        )
+    chosen_id = task_id if task_id is not None else uuid.uuid4().hex
 
     async def go() -> tuple[RedisTask, Any]:
         async with state.queue() as queue:
@@ -131,7 +160,13 @@ def render_info(info: dict[str, Any], rate: float | None) -> str:
 
 
 @click.command()
-@click.option("-i", "--interval", type=float, default=None, help="Refresh every N seconds.")
+@click.option(
+    "-i",
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Refresh every N seconds (> 0).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_state
 def info(state: CliState, interval: float | None, as_json: bool) -> None:

@@ -17,13 +17,20 @@ from typing import Any
 from .errors import PayloadTooLarge, SerializationError
 from .models import RedisTask, TaskState
 
-__all__ = ["decode_task", "dumps", "error_text", "iso_from_ms"]
+__all__ = ["MAX_DEPTH", "check_round_trip", "decode_task", "dumps", "error_text", "iso_from_ms"]
 
 MAX_ERROR_CHARS = 8192
 
 
+# Containers inside containers: a decoder's recursion (about 1,000 frames in CPython)
+# stays far away, so a worker can always read back what was accepted.
+MAX_DEPTH = 64
+
+
 def dumps(value: Any, what: str, limit: int | None = None) -> str:
-    """Compact ASCII JSON (so chunks split on character boundaries), or a typed error."""
+    """Compact ASCII JSON (so chunks split on character boundaries), or a typed error.
+    Refuses what would not come back as given (see check_round_trip)."""
+    check_round_trip(value, what)
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -31,6 +38,33 @@ def dumps(value: Any, what: str, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         raise PayloadTooLarge(f"{what} is {len(text)} bytes of JSON; the limit is {limit}")
     return text
+
+
+def check_round_trip(value: Any, what: str) -> None:
+    """SerializationError for JSON that would not decode to what was given: an object key
+    that is not a string (JSON turns 1 into "1", so {1: "a", "1": "b"} would lose a key),
+    or containers nested deeper than MAX_DEPTH. Tuples are accepted; they come back as
+    lists."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise SerializationError(
+                        f"{what} has the key {key!r} ({type(key).__name__}): JSON object keys "
+                        f"are strings, so it would come back as {json.dumps(str(key))}"
+                    )
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise SerializationError(f"{what} is nested more than {MAX_DEPTH} levels deep")
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
 
 
 def error_text(error: str) -> str:
@@ -123,5 +157,5 @@ def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) 
             timeout=int(fields["timeout"]) / 1000 if fields.get("timeout") else None,
             meta=meta,
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"corrupt task record {task_id!r}: bad {field} field ({exc})") from exc

@@ -13,14 +13,22 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+    OutOfMemoryError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import QueueError, RedisUnavailable
+from .errors import InvalidRedisUrl, QueueError, RedisAuthError, RedisUnavailable
 
 __all__ = [
     "BLOCK_SLICE_SECONDS",
+    "check_url",
     "make_client",
     "mask_url",
     "redis_errors",
@@ -32,14 +40,41 @@ __all__ = [
 BLOCK_SLICE_SECONDS = 10.0
 
 
+SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_url(url: object) -> str:
+    """`url` if redis-py can connect with it, else InvalidRedisUrl saying why (the URL
+    is named with its password masked)."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidRedisUrl(f"a Redis URL must be a non-empty string, not {url!r}")
+    shown = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as exc:
+        raise InvalidRedisUrl(f"invalid Redis URL {shown}: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        raise InvalidRedisUrl(
+            f"invalid Redis URL {shown}: the scheme must be redis://, rediss:// or unix://"
+        )
+    if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise InvalidRedisUrl(f"invalid Redis URL {shown}: the database must be a number")
+    return url
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced, for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:  # a malformed netloc: keep only what cannot carry a secret
+        return url.split("@")[-1] if "@" in url else url
+    if password is None:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
@@ -71,6 +106,10 @@ def make_client(
 
 def translate_error(url: str, exc: BaseException) -> QueueError:
     """The queue's exception for one of redis-py's."""
+    if isinstance(exc, AuthenticationError | AuthenticationWrongNumberOfArgsError):
+        return RedisAuthError(mask_url(url), f"refused the credentials (AUTH: {exc})")
+    if isinstance(exc, NoPermissionError):
+        return RedisAuthError(mask_url(url), f"denied the command (NOPERM: {exc})")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return RedisUnavailable(mask_url(url), exc)
     if isinstance(exc, OutOfMemoryError):
@@ -78,8 +117,6 @@ def translate_error(url: str, exc: BaseException) -> QueueError:
             f"Redis at {mask_url(url)} is out of memory and refused the command (OOM: {exc}); "
             "new work is refused while workers can still finish and clean up"
         )
-    if isinstance(exc, NoPermissionError):
-        return QueueError(f"Redis at {mask_url(url)} denied the command (NOPERM: {exc})")
     if isinstance(exc, ResponseError):
         return QueueError(f"Redis at {mask_url(url)} refused the command: {exc}")
     return QueueError(f"Redis at {mask_url(url)}: {exc}")

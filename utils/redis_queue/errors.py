@@ -17,6 +17,8 @@ QueueError
 ├── ResultTimeout (also TimeoutError)       wait_for_result: no final state in time
 ├── CorruptQueue                            a queue key holds the wrong Redis type
 ├── NotConnected                            a method was called before connect()
+├── InvalidRedisUrl (also ValueError)       a Redis URL that cannot be used (scheme, port, ...)
+├── RedisAuthError                          Redis refused the credentials, or an ACL the command
 └── RedisUnavailable (also ConnectionError) Redis could not be reached; names the URL
 """
 
@@ -29,6 +31,7 @@ __all__ = [
     "CorruptQueue",
     "InvalidPriority",
     "InvalidQueueName",
+    "InvalidRedisUrl",
     "InvalidTaskError",
     "InvalidTaskId",
     "InvalidTaskType",
@@ -36,6 +39,7 @@ __all__ = [
     "NotConnected",
     "PayloadTooLarge",
     "QueueError",
+    "RedisAuthError",
     "RedisUnavailable",
     "ResultTimeout",
     "SerializationError",
@@ -134,6 +138,18 @@ class CorruptQueue(QueueError):
 
 class NotConnected(QueueError):
     pass
+
+
+class InvalidRedisUrl(QueueError, ValueError):
+    """A Redis URL that cannot be used; nothing was tried."""
+
+
+class RedisAuthError(QueueError):
+    """Redis answered but refused the credentials (AUTH) or the command (an ACL)."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"Redis at {url} {message}")
+        self.url = url
 
 
 class RedisUnavailable(QueueError, ConnectionError):

@@ -47,12 +47,16 @@ _FINAL_STATES = frozenset(
 
 
 def coerce_priority(priority: object) -> int:
-    """Accept a TaskPriority, its int value or its name ("high"); reject anything else."""
+    """Accept a TaskPriority, its int value, its name in any case ("high", "HIGH") or its
+    value as text ("2"); reject anything else."""
     if isinstance(priority, TaskPriority):
         return int(priority)
     if isinstance(priority, str):
+        text = priority.strip()
+        if text.isdigit() and len(text) == 1 and int(text) <= 3:
+            return int(text)
         try:
-            return int(TaskPriority[priority.upper()])
+            return int(TaskPriority[text.upper()])
         except KeyError:
             pass
     elif isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 3:

@@ -14,7 +14,7 @@ from .errors import InvalidTaskError, QueueError, SerializationError
 from .keys import validate_task_id, validate_task_type
 from .models import RedisTask, TaskPriority, TaskState, coerce_priority
 
-__all__ = ["NewTask", "check_seconds", "enqueued_task", "new_task"]
+__all__ = ["MAX_SECONDS", "NewTask", "check_seconds", "enqueued_task", "new_task"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +92,21 @@ def new_task(
     )
 
 
+MAX_SECONDS = 10 * 365 * 86400  # ten years: any delay or timeout beyond is a mistake
+
+
 def check_seconds(name: str, value: object) -> float:
-    """A finite, non-negative number of seconds, or InvalidTaskError."""
+    """A number of seconds in [0, MAX_SECONDS], or InvalidTaskError."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or value < 0
+        or not 0 <= value <= MAX_SECONDS
     ):
-        raise InvalidTaskError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+        raise InvalidTaskError(
+            f"{name} must be a number of seconds from 0 to {MAX_SECONDS:,} (ten years), "
+            f"not {value!r}"
+        )
     return float(value)
 
 

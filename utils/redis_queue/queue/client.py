@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from .. import codec
-from ..connection import make_client, mask_url, redis_errors
+from ..connection import check_url, make_client, mask_url, redis_errors
 from ..errors import LeaseLost, NotConnected, QueueError
 from ..keys import QueueKeys, validate_queue_name, validate_task_id
 from ..models import RedisTask, RetryPolicy
@@ -62,7 +62,7 @@ class QueueClient:
                 "task_ttl_seconds and lease_seconds must be > 0"
             )
         self.queue_name = validate_queue_name(queue_name)
-        self.redis_url = redis_url
+        self.redis_url = check_url(redis_url)
         self.max_retries = max_retries
         self.task_ttl_seconds = task_ttl_seconds
         self.enable_dlq = enable_dlq

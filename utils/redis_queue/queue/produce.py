@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import scripts, telemetry
-from ..errors import BulkEnqueueError, QueueError
+from ..errors import BulkEnqueueError, InvalidTaskError, QueueError
 from ..models import RedisTask, TaskPriority
 from ..new_task import NewTask, enqueued_task, new_task
 from .client import QueueClient
@@ -47,8 +47,22 @@ class Producer(QueueClient):
         validated before anything is sent; up to 1,000 tasks go in one all-or-nothing
         script call. Longer lists are sent 1,000 at a time: if a later chunk fails,
         BulkEnqueueError carries the tasks that were enqueued before it."""
-        new = [self._new_task(**dict(t)) for t in tasks]
+        new = [self._bulk_item(i, t) for i, t in enumerate(tasks)]
         return await self.telemetry.send(new, True, self._enqueue_all)
+
+    def _bulk_item(self, index: int, item: Any) -> NewTask:
+        """One enqueue_many item, or InvalidTaskError naming it (nothing is sent then)."""
+        if not isinstance(item, Mapping):
+            raise InvalidTaskError(
+                f"enqueue_many item {index} is a {type(item).__name__}, not a dict of "
+                "enqueue() arguments"
+            )
+        try:
+            return self._new_task(**item)
+        except TypeError as exc:  # a missing or unknown argument
+            if isinstance(exc, QueueError):  # SerializationError is a TypeError too
+                raise
+            raise InvalidTaskError(f"enqueue_many item {index}: {exc}") from None
 
     async def _enqueue_one(self, task: NewTask) -> RedisTask:
         now_ms, (outcome,) = scripts.enqueue_reply(
