@@ -100,6 +100,18 @@ class DistributedPipelineManager(EnhancedPipelineManager):
             resumed.append(run_id)
         return resumed
 
+    async def held_runs(self) -> list[tuple[str, str, float]]:
+        """Unfinished runs another manager's lock still holds: (run id, manager, seconds
+        left). A killed manager's runs are here until their lock expires."""
+        held = []
+        for run_id in await self.store.active_ids():
+            if run_id in self._drivers:
+                continue
+            holder = await self.store.holder(run_id)
+            if holder is not None and holder[0] != self.manager_id:
+                held.append((run_id, *holder))
+        return held
+
     # -- subtasks through Redis ----------------------------------------------------------
 
     def _make_executor(self) -> StageExecutor:

@@ -219,8 +219,9 @@ class StageFlow:
         self._emit(run, "submitted", stage, subtask["id"], f"priority {record.priority}")
         try:
             result, attempts = await self.executor.outcome(task_id, self._subtask_timeout)
-        except TaskCancelled:
+        except TaskCancelled as exc:
             record.state, record.finished_at = SubtaskState.CANCELLED, time.time()
+            record.attempts = exc.attempts
             await self._save(run)
             await self._raise_if_cancelled(run)
             raise _StageFailed(f"{stage} subtask {subtask['id']} was cancelled") from None
@@ -229,6 +230,7 @@ class StageFlow:
                 await self.executor.cancel(task_id)
             record.state, record.finished_at = SubtaskState.FAILED, time.time()
             record.error = getattr(exc, "error", None) or str(exc)
+            record.attempts = getattr(exc, "attempts", record.attempts)
             await self._save(run)
             self._emit(run, "failed", stage, subtask["id"], record.error)
             raise _StageFailed(f"{stage} subtask {subtask['id']} failed: {record.error}") from exc

@@ -139,14 +139,17 @@ class LocalExecutor:
         spec = self.handlers.get(task.task_type)
         if spec is None:
             reason = f"no handler for task type {task.task_type!r}"
-            self._finish(task, TaskState.FAILED, error=TaskFailed(task.task_id, "failed", reason))
+            failed = TaskFailed(task.task_id, "failed", reason, task.attempts)
+            self._finish(task, TaskState.FAILED, error=failed)
             return
         ctx = TaskContext(task, worker_id, "local", task.attempts)
         try:
             call = spec.func(ctx) if spec.is_async else asyncio.to_thread(spec.func, ctx)
             result = await asyncio.wait_for(call, spec.timeout)
         except asyncio.CancelledError:
-            self._finish(task, TaskState.CANCELLED, error=TaskCancelled(task.task_id))
+            self._finish(
+                task, TaskState.CANCELLED, error=TaskCancelled(task.task_id, task.attempts)
+            )
         except PermanentFailure as exc:
             self._give_up(task, f"PermanentFailure: {exc}")
         except Exception as exc:
@@ -181,7 +184,7 @@ class LocalExecutor:
             self._push(task_id)
 
     def _give_up(self, task: RedisTask, reason: str) -> None:
-        error = TaskFailed(task.task_id, TaskState.DEAD_LETTER, reason)
+        error = TaskFailed(task.task_id, TaskState.DEAD_LETTER, reason, task.attempts)
         self._finish(task, TaskState.DEAD_LETTER, error=error)
 
     def _finish(

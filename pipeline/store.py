@@ -43,6 +43,9 @@ class RunStore(Protocol):
     async def acquire(self, run_id: str, owner: str, ttl_ms: int) -> bool: ...
     async def renew(self, run_id: str, owner: str, ttl_ms: int) -> bool: ...
     async def release(self, run_id: str, owner: str) -> None: ...
+    async def holder(self, run_id: str) -> tuple[str, float] | None:
+        """The manager holding the run's lock and the seconds its lock has left."""
+        ...
 
 
 class MemoryRunStore:
@@ -96,6 +99,10 @@ class MemoryRunStore:
     async def release(self, run_id: str, owner: str) -> None:
         if self._owners.get(run_id) == owner:
             del self._owners[run_id]
+
+    async def holder(self, run_id: str) -> tuple[str, float] | None:
+        owner = self._owners.get(run_id)
+        return None if owner is None else (owner, float("inf"))
 
 
 class RedisRunStore:
@@ -185,6 +192,16 @@ class RedisRunStore:
 
     async def release(self, run_id: str, owner: str) -> None:
         await self._if_owner(run_id, owner, None)
+
+    async def holder(self, run_id: str) -> tuple[str, float] | None:
+        key = self._keys.run_lock(run_id)
+        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            owner, ttl_ms = await pipe.execute()
+        if owner is None or ttl_ms < 0:
+            return None
+        return _text(owner), ttl_ms / 1000
 
     async def _if_owner(self, run_id: str, owner: str, ttl_ms: int | None) -> bool:
         """Renew (ttl_ms; also when the key is gone) or delete (None) the lock, unless

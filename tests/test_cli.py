@@ -233,3 +233,20 @@ async def test_cli_priorities_are_names_in_any_case_or_numbers(
         assert _json(out)["priority"] == expected, value
     out = agentic("enqueue", "dev", "--priority", "4")
     assert out.returncode == 2 and "0-3" in out.stderr
+
+
+async def test_global_options_work_after_the_subcommand(
+    redis_url: str, queue_name: str, queue: RedisTaskQueue
+) -> None:
+    await queue.enqueue("g1", "noop", {})
+    env = agentic_env("redis://127.0.0.1:1/0", "elsewhere")  # the options must win
+    args = ("info", "--json", "--redis-url", redis_url, f"--queue={queue_name}", "-v")
+    out = subprocess.run(
+        agentic_argv(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert _json(out)["statistics"]["pending"] == 1
+    nested = ("task", "show", "g1", "--json", "--queue", queue_name, "--redis-url", redis_url)
+    out = subprocess.run(
+        agentic_argv(*nested), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert _json(out)["task_id"] == "g1"

@@ -12,13 +12,15 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import ROOT, worker_processes
+from tests.support.processes import ROOT, agentic_argv, agentic_env, worker_processes
 from tests.support.redis_server import free_port
 from utils.metrics import QueueMetrics, RedisQueueCollector
 from utils.redis_queue import RedisTaskQueue
@@ -47,6 +49,60 @@ def _dashboard_exprs() -> list[str]:
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     return exprs
+
+
+async def test_every_dashboard_and_alert_metric_is_served_by_a_shipped_process(
+    queue: RedisTaskQueue, redis_url: str, queue_name: str
+) -> None:
+    """Scrape what ships (a worker with --metrics-port that has run tasks, and the
+    standalone `agentic metrics` exporter) and check every name the dashboard and the
+    alert rules query against what they served."""
+    await queue.enqueue_many(
+        [
+            {"task_id": "ok", "task_type": "noop", "payload": {}},
+            {"task_id": "no", "task_type": "permanent", "payload": {}},
+        ]
+    )
+    worker_port, exporter_port = free_port(), free_port()
+    env = agentic_env(redis_url, queue_name)
+    worker = subprocess.Popen(
+        agentic_argv("worker", "--app", "tests.support.worker_apps:registry",
+                     "--metrics-port", str(worker_port)),
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    exporter = subprocess.Popen(
+        agentic_argv("metrics", "--port", str(exporter_port), "--addr", "127.0.0.1"),
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        await queue.wait_for_result("ok", timeout=20)
+        finished = "agentic_tasks_finished_total"
+        served = await _served_names(worker_port, lambda names: finished in names)
+        served |= await _served_names(exporter_port, lambda names: "agentic_queue_tasks" in names)
+    finally:
+        for proc in (worker, exporter):
+            proc.terminate()
+            proc.wait(20)
+    used = set()
+    for text in [*_dashboard_exprs(), ALERTS.read_text()]:
+        used |= set(METRIC_NAME.findall(text))
+    assert used and used <= served, f"queried but served by no shipped process: {used - served}"
+
+
+async def _served_names(port: int, ready: Callable[[set[str]], bool]) -> set[str]:
+    deadline = time.monotonic() + 20
+    while True:  # another process is starting or working: nothing in Redis says when
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+            # a family declared without a sample is not served: nothing answers a query
+            names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+            if ready(names):
+                return names
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"port {port}: no scrape matched in time"
+        await asyncio.sleep(0.05)
 
 
 async def test_dashboard_and_alerts_only_use_metrics_that_exist(

@@ -247,14 +247,46 @@ async def test_a_killed_manager_is_resumed_without_rerunning_finished_subtasks(
         assert task is not None and task.attempts == 1
 
 
+async def test_resume_right_after_a_kill_says_the_run_is_still_held_and_until_when(
+    tmp_path: Path, redis_url: str, queue_name: str, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    env = agentic_env(
+        redis_url,
+        queue_name,
+        AGENTIC_PIPELINE__RUN_LOCK_SECONDS="60",
+        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+        AGENTIC_PIPELINE__DEPLOY_DIR=str(tmp_path / "deploy"),
+    )
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec("replay.json")))
+    manager_argv = agentic_argv("pipeline", "run", str(spec_file), "--workers", "no")
+    manager_process = subprocess.Popen(
+        manager_argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    processes.append(manager_process)
+    assert manager_process.stdout is not None
+    for line in iter(manager_process.stdout.readline, b""):  # no worker: it waits on dev
+        if b"dev" in line and b"queued" in line:
+            break
+    else:
+        raise AssertionError("the manager ended before submitting")
+    _kill_group(manager_process)
+    resume = subprocess.run(
+        agentic_argv("pipeline", "resume", "--workers", "no"),
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr
+    assert "is still held by manager" in resume.stdout and "until" in resume.stdout
+    assert "no run to resume" not in resume.stdout
+
+
 async def test_one_trace_covers_a_run_its_stages_and_its_subtasks(
     config: Settings, spans: InMemorySpanExporter
 ) -> None:
     async with DistributedPipelineManager(settings=config, handlers=build_registry(config)) as m:
         result = await m.run(spec("replay.json"))
 
-    # settle spans cover a batch of any runs' tasks: each is its own trace, by design
-    finished = [s for s in spans.get_finished_spans() if not s.name.startswith("settle ")]
+    finished = list(spans.get_finished_spans())  # settle spans too: each joins its task's trace
     by_id: dict[int, Any] = {s.context.span_id: s for s in finished}
     (root,) = [s for s in finished if s.name == "pipeline.run calculator"]
     assert result.trace_id == format(root.context.trace_id, "032x")

@@ -45,7 +45,7 @@ async def make_manager(
         config = settings(
             tmp_path, redis_url=redis_url, queue_name=queue_name, **kwargs.pop("config", {})
         )
-        handlers = build_registry(config)
+        handlers = kwargs.pop("handlers", None) or build_registry(config)
         if request.param == "local":
             return EnhancedPipelineManager(handlers, settings=config, **kwargs)
         return DistributedPipelineManager(
@@ -141,6 +141,26 @@ async def test_a_subtask_that_keeps_failing_fails_the_run_with_its_error(
     assert "dev subtask not-recorded failed" in result.reasons[0]
     assert "dev:not-recorded" in result.reasons[0]  # the missing replay key is named
     assert [r.stage for r in result.subtasks] == [Stage.DEV, Stage.DEV]  # QA never ran
+
+
+async def test_a_failed_subtask_counts_every_attempt_in_the_run_record(
+    make_manager: ManagerFactory,
+) -> None:
+    runs: list[int] = []
+
+    async def always_fails(ctx: TaskContext) -> Any:
+        runs.append(ctx.attempt)
+        raise RuntimeError(f"attempt {ctx.attempt} broke")
+
+    async with make_manager(config={"max_retries": 2}, handlers={"dev": always_fails}) as manager:
+        result = await manager.run(spec("replay.json"))
+        state = await manager.get_run(result.run_id)
+
+    assert result.status is RunStatus.FAILED
+    records = [r for r in state.subtasks.values() if r.stage == Stage.DEV]
+    assert records and all(r.attempts == 3 for r in records), [r.attempts for r in records]
+    assert all(r.state == "failed" and "attempt 3 broke" in (r.error or "") for r in records)
+    assert len(runs) == 3 * len(records)
 
 
 async def test_runs_are_counted_by_outcome_and_stages_timed(make_manager: ManagerFactory) -> None:

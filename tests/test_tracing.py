@@ -107,6 +107,9 @@ async def test_process_span_is_a_child_of_the_send_span_and_links_to_it(
     assert process.status.status_code is StatusCode.UNSET
 
     assert settle.kind is SpanKind.CLIENT
+    # the settle span belongs to the task's trace, a child of its creation context
+    assert settle.context.trace_id == send.context.trace_id
+    assert settle.parent is not None and settle.parent.span_id == send.context.span_id
     assert dict(settle.attributes or {}) == {
         **queue_attributes(queue, "settle"),
         "messaging.batch.message_count": 1,

@@ -37,6 +37,9 @@ class WorkerSettings(BaseModel):
     processes: int = Field(1, ge=1, description="Worker processes under one supervisor.")
     timeout_seconds: float | None = Field(None, gt=0, description="Default task timeout.")
     grace_seconds: float = Field(30.0, ge=0, description="Shutdown grace for running tasks.")
+    exit_on_unavailable: bool = Field(
+        False, description="Exit (69) when Redis is unreachable at start-up instead of waiting."
+    )
 
 
 class ModelSettings(BaseModel):

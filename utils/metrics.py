@@ -239,7 +239,9 @@ class RedisQueueCollector(Collector):
         took.add_metric([], time.perf_counter() - started)
         yield took
 
-    def _collect_queue(self, keys: QueueKeys, families: dict[str, GaugeMetricFamily]) -> None:
+    def _collect_queue(
+        self, keys: QueueKeys, families: dict[str, GaugeMetricFamily | CounterMetricFamily]
+    ) -> None:
         # the same script and parser as get_queue_size()
         snapshot = scripts.sizes_reply(scripts.run_sync(self._redis, scripts.sizes(keys)))
         q = keys.queue
@@ -249,6 +251,7 @@ class RedisQueueCollector(Collector):
             count = snapshot.pending_by_priority[p.name.lower()]
             families["pending"].add_metric([q, p.name.lower()], count)
         families["dlq"].add_metric([q], snapshot.sizes["dlq"])
+        families["enqueued"].add_metric([q], snapshot.counters.get("enqueued", 0))
         busy_types = [t for t, n in snapshot.pending_by_type.items() if n]
         families["oldest"].add_metric([q], self._oldest_pending_age(keys, busy_types))
         workers_live, in_flight = self._workers(keys)
@@ -297,8 +300,13 @@ class RedisQueueCollector(Collector):
         return live, in_flight
 
 
-def _queue_families() -> dict[str, GaugeMetricFamily]:
+def _queue_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
     return {
+        "enqueued": CounterMetricFamily(
+            "agentic_queue_enqueued",
+            "Tasks enqueued into the queue by any producer (Redis's own lifetime counter).",
+            labels=["queue"],
+        ),
         "depth": GaugeMetricFamily(
             "agentic_queue_tasks", "Tasks in the queue by state.", labels=["queue", "state"]
         ),

@@ -14,7 +14,8 @@
       send <queue>     CLIENT    enqueue_many(): the script calls, linked to the creates
       process <queue>  CONSUMER  one handler run: child of the creation context, and
                                  linked to it; a retry is another process span
-      settle <queue>   CLIENT    settle_many(): an event per task with its new state
+      settle <queue>   CLIENT    settle_many(): one per task, in the task's trace (a child
+                                 of its creation context), with its new state as an event
 
   With setup_tracing(create_spans=False) enqueue_many makes no create spans; its send span
   is then a PRODUCER span whose context every task of the call gets. The creation context
@@ -308,31 +309,42 @@ class QueueTracing:
         settlements: list[Settlement],
         run: Callable[[], Awaitable[list[TaskState | QueueError]]],
     ) -> list[TaskState | QueueError]:
-        with self._tracer.start_as_current_span(
-            span_name(SETTLE, queue.queue_name),
-            kind=SpanKind.CLIENT,
-            attributes={
-                **_queue_attributes(queue.queue_name, queue.redis_url),
-                **_operation(SETTLE),
-                BATCH_MESSAGE_COUNT: len(settlements),
-            },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                outcomes = await run()
-            except BaseException as exc:
+        """One settle span per task, in the task's own trace (a child of its creation
+        context, from its meta), spanning the batch call that settled it."""
+        attributes = {
+            **_queue_attributes(queue.queue_name, queue.redis_url),
+            **_operation(SETTLE),
+            BATCH_MESSAGE_COUNT: len(settlements),
+        }
+        name = span_name(SETTLE, queue.queue_name)
+        spans = [
+            self._tracer.start_span(
+                name,
+                context=extract(s.meta) if s.meta else None,
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            for s in settlements
+        ]
+        try:
+            outcomes = await run()
+        except BaseException as exc:
+            for span in spans:
                 _failed(span, exc)
-                raise
+                span.end()
+            raise
+        for span, settlement, outcome in zip(spans, settlements, outcomes, strict=True):
             if span.is_recording():
-                for settlement, outcome in zip(settlements, outcomes, strict=True):
-                    span.add_event(
-                        SETTLED_EVENT,
-                        {MESSAGE_ID: settlement.task_id, TASK_STATE: outcome.value}
-                        if isinstance(outcome, TaskState)
-                        else {MESSAGE_ID: settlement.task_id, ERROR_TYPE: type(outcome).__name__},
-                    )
-            return outcomes
+                span.add_event(
+                    SETTLED_EVENT,
+                    {MESSAGE_ID: settlement.task_id, TASK_STATE: outcome.value}
+                    if isinstance(outcome, TaskState)
+                    else {MESSAGE_ID: settlement.task_id, ERROR_TYPE: type(outcome).__name__},
+                )
+            span.end()
+        return outcomes
 
 
 def _operation(operation: str) -> dict[str, str]:

@@ -64,9 +64,38 @@ for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics):
     cli.add_command(command)
 
 
+# The group's options, with whether each takes a value: accepted after the subcommand too
+# (`agentic info --redis-url ...`), where people put them.
+GLOBAL_OPTIONS = {"--redis-url": True, "--queue": True, "--log-level": True, "-v": False,
+                  "--verbose": False}  # fmt: skip
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`argv` with the group's options moved in front of the first subcommand name."""
+    head: list[str] = []
+    rest: list[str] = []
+    i, seen_command = 0, False
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if name in GLOBAL_OPTIONS and (i + 1 < len(argv) or not GLOBAL_OPTIONS[name]):
+            takes_value = GLOBAL_OPTIONS[name] and "=" not in arg
+            head.extend(argv[i : i + 1 + takes_value])
+            i += 1 + takes_value
+            continue
+        if not arg.startswith("-"):
+            seen_command = True
+        (rest if seen_command else head).append(arg)
+        i += 1
+    return head + rest
+
+
 def main() -> None:
     try:
-        cli(standalone_mode=True)
+        cli(args=hoist_global_options(sys.argv[1:]), standalone_mode=True)
     except (InvalidRedisUrl, ValidationError) as exc:  # a bad URL or setting: usage error
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USAGE)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -118,7 +119,7 @@ def resume_cmd(
     """Drive every unfinished run whose manager is gone to its end."""
     session = _Session(state.settings, redis_mode, workers, metrics_port, as_json)
     results = run(session.resume)
-    if not results and not as_json:
+    if not results and not as_json and not session.held:
         click.echo("no run to resume")
     _finish(results, session, as_json)
 
@@ -219,6 +220,7 @@ class _Session:
         self.quiet = quiet
         self.registry = CollectorRegistry()
         self.metrics = PipelineMetrics(self.registry)
+        self.held: list[tuple[str, str, float]] = []  # runs another manager still holds
         self.metrics_url: str | None = None
 
     async def run_local(self, spec: PipelineSpec) -> PipelineResult:
@@ -238,6 +240,14 @@ class _Session:
     async def resume(self) -> list[PipelineResult]:
         async with self._distributed() as manager:
             run_ids = await manager.resume_runs()
+            if not run_ids:
+                self.held = await manager.held_runs()
+                for run_id, owner, seconds in self.held:
+                    until = time.strftime("%H:%M:%S", time.localtime(time.time() + seconds))
+                    self._say(
+                        f"run {run_id} is still held by manager {owner} for {seconds:.0f} s "
+                        f"more (until {until}): resume it then, or once that manager stops"
+                    )
             return [await manager.wait_run(run_id) for run_id in run_ids]
 
     @asynccontextmanager

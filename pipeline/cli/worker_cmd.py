@@ -122,6 +122,12 @@ def load_app(path: str) -> HandlerRegistry:
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
 @click.option("--worker-id", default=None, help="Worker id (default: host:pid).")
+@click.option(
+    "--exit-on-unavailable",
+    is_flag=True,
+    default=None,
+    help="Exit (69) if Redis is unreachable at start-up (default: wait and retry).",
+)
 @pass_state
 def worker(
     state: CliState,
@@ -134,6 +140,7 @@ def worker(
     metrics_port: int | None,
     burst: bool,
     worker_id: str | None,
+    exit_on_unavailable: bool | None,
 ) -> None:
     """Run a worker serving the handlers of --app."""
     ws = state.settings.worker
@@ -162,6 +169,7 @@ def worker(
             default_timeout=timeout or ws.timeout_seconds,
             shutdown_grace=ws.grace_seconds if grace is None else grace,
             burst=burst,
+            exit_on_unavailable=exit_on_unavailable or ws.exit_on_unavailable,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -171,7 +179,18 @@ def worker(
 
 async def _serve(w: Worker) -> WorkerStats:
     install_signal_handlers(w)
-    return await w.run()
+    stats = await w.run()
+    if w.still_running:
+        # Their tasks are settled; waiting for them (asyncio.run's clean-up, the thread
+        # pool's join at exit) could take forever, so the process ends here.
+        log.warning(
+            "worker %s stopped: %s; exiting with %d handler(s) still running that could "
+            "not be stopped",
+            w.worker_id, stats, w.still_running,
+        )  # fmt: skip
+        logging.shutdown()
+        os._exit(0)
+    return stats
 
 
 _SUPERVISOR_ONLY = ("-p", "--processes", "--metrics-port")

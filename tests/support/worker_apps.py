@@ -98,3 +98,44 @@ async def sleep_first(ctx: TaskContext) -> Any:
         await asyncio.sleep(float(ctx.payload.get("seconds", 30)))
     _record(ctx, "done")
     return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+
+# Handlers that misbehave: the worker must settle their tasks and go on.
+
+
+@registry.handler("sys_exit")
+async def sys_exit(ctx: TaskContext) -> Any:
+    raise SystemExit(3)
+
+
+@registry.handler("interrupt")
+async def interrupt(ctx: TaskContext) -> Any:
+    raise KeyboardInterrupt
+
+
+@registry.handler("sync_exit")
+def sync_exit(ctx: TaskContext) -> Any:
+    raise SystemExit("from a thread")
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+@registry.handler("unprintable")
+async def unprintable(ctx: TaskContext) -> Any:
+    raise Unprintable
+
+
+@registry.handler("stubborn")
+async def stubborn(ctx: TaskContext) -> Any:
+    """Swallows every cancellation for `seconds` (default: far longer than any test)."""
+    _record(ctx, "start")
+    deadline = time.monotonic() + float(ctx.payload.get("seconds", 3600))
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            continue
+    return "outlived"

@@ -106,17 +106,21 @@ class LeaseLost(TaskStateError):
 
 
 class TaskFailed(QueueError):
-    def __init__(self, task_id: str, state: str, error: str | None) -> None:
+    """`attempts`: how many times the task ran (every run counts, the last one too)."""
+
+    def __init__(self, task_id: str, state: str, error: str | None, attempts: int = 0) -> None:
         super().__init__(f"task {task_id!r} ended {state}: {error}")
         self.task_id = task_id
         self.state = state
         self.error = error
+        self.attempts = attempts
 
 
 class TaskCancelled(QueueError):
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, attempts: int = 0) -> None:
         super().__init__(f"task {task_id!r} was cancelled")
         self.task_id = task_id
+        self.attempts = attempts
 
 
 class ResultTimeout(QueueError, TimeoutError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -139,6 +140,7 @@ class Settlement:
     error: str | None = None
     retry: bool = True
     delay: float | None = None
+    meta: Mapping[str, str] | None = None  # the task's meta: its settle span joins its trace
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,35 +15,34 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import logging
 import os
 import socket
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..aio import cancel_all, wait_first
-from . import codec
 from .cancels import listen_for_cancels
 from .connection import BLOCK_SLICE_SECONDS
 from .crash_hook import CRASH_EXIT_CODE, CRASH_STEPS, crash_hook_from_env
 from .errors import LeaseLost, QueueError
+from .handler_run import describe, run_async_handler
 from .handlers import HandlerRegistry, PermanentFailure, RegisteredHandler, Retry, TaskContext
 from .lease_keeper import LeaseKeeper
 from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
 from .registry import WorkerInfo, beat_forever, remove_worker
 from .settler import Settler
+from .startup import connect_waiting, server_time_iso
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats"]
 
 log = logging.getLogger("agentic.worker")
-
-_TRACEBACK_CHARS = 4000
 
 
 @dataclass(slots=True)
@@ -52,6 +51,7 @@ class WorkerStats:
     failed: int = 0  # failed attempts (retried, dead-lettered or cancelled)
     lost: int = 0  # leases lost: the result was not recorded
     released: int = 0  # handed back on shutdown
+    abandoned: int = 0  # handler coroutines that ignored their cancellation
 
 
 @dataclass(slots=True)
@@ -77,6 +77,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         beat_interval: float = 5.0,
         burst: bool = False,
+        exit_on_unavailable: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -92,6 +93,7 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.beat_interval = beat_interval
         self.burst = burst
+        self.exit_on_unavailable = exit_on_unavailable
         self.stats = WorkerStats()
         self._running: dict[str, _Running] = {}
         self._slot_free = asyncio.Event()
@@ -100,7 +102,7 @@ class Worker:
         self._busy_seconds = 0.0
         self._busy_since = time.monotonic()
         self._reported_at, self._reported_busy = self._busy_since, 0.0  # for worker_time
-        self._stuck_threads = 0  # sync handlers that timed out but still hold a thread
+        self._stuck_threads = 0  # timed-out handlers still running: threads, abandoned coroutines
         # (task id, lease token) -> (task, run seconds) until its settlement is counted
         self._timings: dict[tuple[str, int | None], tuple[RedisTask, float | None]] = {}
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="agentic-handler")
@@ -124,9 +126,18 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def still_running(self) -> int:
+        """Handlers that outlived their attempt and run on: sync handlers whose thread
+        cannot be stopped, coroutines that ignored their cancellation."""
+        return self._stuck_threads
+
     async def run(self) -> WorkerStats:
-        """Serve until request_stop() (or, in burst mode, until nothing is left to do)."""
-        await self.queue.connect()
+        """Serve until request_stop() (or, in burst mode, until nothing is left to do).
+        While Redis is unreachable at start-up it waits, retrying with backoff (RedisUnavailable
+        at once with `exit_on_unavailable`)."""
+        if not await connect_waiting(self.queue, self._stop, self.exit_on_unavailable):
+            return self.stats
         self._keeper = LeaseKeeper(
             redis_url=self.queue.redis_url,
             password=self.queue.password,
@@ -136,8 +147,7 @@ class Worker:
             on_event=self._on_keeper_event,
         )
         await self._keeper.start()
-        server_seconds = int((await self.queue.redis.time())[0])
-        self._started_at = codec.iso_from_ms(str(server_seconds * 1000)) or ""
+        self._started_at = await server_time_iso(self.queue)
         subscribed = asyncio.Event()
         helpers = [
             asyncio.create_task(self._settler.run(), name="settle"),
@@ -152,8 +162,9 @@ class Worker:
             ),
         ]
         try:
-            # Cancels published before the subscription exists would be missed.
-            await asyncio.wait_for(subscribed.wait(), self.queue.lease_seconds)
+            # Claims wait for the cancel listener, so no request goes unheard; while Redis
+            # is away it keeps retrying, and a stop request ends the wait.
+            await self._wait_for(subscribed.wait())
             await self._claim_loop()
             await self._drain()
         finally:
@@ -275,9 +286,8 @@ class Worker:
             if reason in ("lost", "shutdown"):
                 return None
             raise
-        except Exception as exc:
-            detail = traceback.format_exc()[-_TRACEBACK_CHARS:]
-            return Settlement(task.task_id, token, error=f"{type(exc).__name__}: {exc}\n{detail}")
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a sync handler's exit
+            return Settlement(task.task_id, token, error=describe(exc, with_traceback=True))
         finally:
             self._keeper.remove(task.task_id)
 
@@ -285,8 +295,9 @@ class Worker:
         self, handler: RegisteredHandler, ctx: TaskContext, timeout: float | None
     ) -> Any:
         if handler.is_async:
-            call = handler.func(ctx)
-            return await asyncio.wait_for(call, timeout) if timeout else await call
+            return await run_async_handler(
+                handler.func(ctx), timeout, ctx.task_id, self._abandoned_coroutine
+            )
         # A sync handler sees this task's context variables (e.g. the current span).
         func = contextvars.copy_context().run
         future = asyncio.get_running_loop().run_in_executor(self._executor, func, handler.func, ctx)
@@ -305,6 +316,17 @@ class Worker:
                 future.add_done_callback(functools.partial(self._thread_released, held))
             raise
 
+    def _abandoned_coroutine(self, inner: asyncio.Task[Any]) -> None:
+        """A handler that ignored its cancellation keeps its slot until it returns."""
+        self._stuck_threads += 1
+        self.stats.abandoned += 1
+        inner.add_done_callback(self._coroutine_released)
+
+    def _coroutine_released(self, inner: asyncio.Task[Any]) -> None:
+        if not inner.cancelled():
+            inner.exception()  # retrieved: its outcome no longer matters
+        self._thread_released(None, inner)
+
     def _thread_released(self, suspect: tuple[str, int | None] | None, _future: Any) -> None:
         self._stuck_threads -= 1
         if suspect is not None and self._stuck_suspect == suspect:
@@ -317,6 +339,8 @@ class Worker:
         running = self._running.get(task.task_id)
         run_seconds = time.monotonic() - running.started if running is not None else None
         settlement = None if handle.cancelled() else handle.result()
+        if settlement is not None and task.meta:
+            settlement = dataclasses.replace(settlement, meta=task.meta)
         if settlement is not None:
             self._timings[(task.task_id, task.lease_token)] = (task, run_seconds)
             self._settler.add(settlement)

@@ -43,9 +43,9 @@ class Inspector(QueueClient):
             if task.state == TaskState.COMPLETED:
                 return task.result
             if task.state == TaskState.CANCELLED:
-                raise TaskCancelled(task_id)
+                raise TaskCancelled(task_id, task.attempts)
             if task.state in (TaskState.DEAD_LETTER, TaskState.FAILED):
-                raise TaskFailed(task_id, task.state, task.error)
+                raise TaskFailed(task_id, task.state, task.error, task.attempts)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ResultTimeout(f"task {task_id!r} is still {task.state} after {timeout} s")
