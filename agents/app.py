@@ -22,7 +22,7 @@ def build_registry(settings: Settings) -> HandlerRegistry:
     """The agent of every row of the stage table (pipeline/stages.py), built on
     `settings`, each with a timeout a little longer than the longest run its own limits
     allow."""
-    registry = HandlerRegistry()
+    registry = HandlerRegistry(default_queue=settings.pipeline_queue_name())
     for row in STAGES:
         agent_class = import_object(row.agent)
         if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):

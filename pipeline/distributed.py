@@ -46,6 +46,7 @@ class DistributedPipelineManager(EnhancedPipelineManager):
         super().__init__(handlers, **kwargs)
         if queue is None:
             overrides = {"redis_url": redis_url} if redis_url else {}
+            overrides["queue_name"] = self.settings.pipeline_queue_name()
             queue = RedisTaskQueue.from_settings(self.settings, **overrides)
         self.redis_queue = queue
         if kwargs.get("store") is None:

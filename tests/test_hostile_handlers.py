@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -150,3 +151,25 @@ def test_exit_on_unavailable_keeps_the_old_behaviour() -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_after_a_stop_with_redis_down_the_acknowledgement_retry_backs_off(
+    private_redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop request no longer cuts the retry's backoff short: a few attempts in the
+    grace period, not dozens a second."""
+    queue = RedisTaskQueue(
+        queue_name="spin", redis_url=private_redis.url, socket_timeout=0.5, connect_timeout=0.5
+    )
+    await queue.connect()
+    await queue.enqueue("stranded", "sleep", {"seconds": 0.3})
+    worker = Worker(queue, registry, shutdown_grace=2.0)
+    serving = asyncio.create_task(worker.run())
+    await eventually(lambda: _async(bool(worker._running)))
+    private_redis.kill()
+    with caplog.at_level(logging.WARNING, logger="agentic.worker"):
+        worker.request_stop()
+        await asyncio.wait_for(serving, 15)
+    retries = [r for r in caplog.records if "acknowledging 1 tasks failed" in r.getMessage()]
+    assert 1 <= len(retries) <= 8, len(retries)  # 0.1, 0.2, 0.4, 0.8 s ... within 2 s
+    await queue.close()

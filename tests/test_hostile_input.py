@@ -205,3 +205,33 @@ async def test_generated_input_is_a_typed_error_or_a_whole_success(
     finally:
         async for key in raw_redis.scan_iter(match=f"{queue.keys.base}*", count=1000):
             await raw_redis.delete(key)
+
+
+spec_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": odd_scalar,
+        "version": odd_scalar,
+        "subtasks": st.lists(
+            st.dictionaries(st.sampled_from(["id", "description", "files", "priority",
+                                             "deadline", "blocking", "token", "x"]),
+                            json_like | odd_scalar, max_size=5),
+            max_size=3,
+        ) | odd_scalar,
+        "max_fix_rounds": odd_scalar,
+        "model": st.dictionaries(st.text(max_size=8), json_like, max_size=3) | odd_scalar,
+        "api_key": odd_scalar,
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=spec_like | json_like)
+def test_the_spec_loader_gives_a_spec_or_a_spec_error_for_any_document(doc: Any) -> None:
+    from pipeline.errors import SpecError
+    from pipeline.spec import PipelineSpec, parse_spec
+
+    try:
+        assert isinstance(parse_spec(doc), PipelineSpec)
+    except SpecError as exc:
+        assert exc.__context__ is None and exc.__cause__ is None

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from pipeline.errors import SpecError
 from pipeline.spec import load_spec, parse_spec
+from tests.support.model_server import RecordedModel
 from tests.support.pipeline import EXAMPLE, ROOT, spec
 from tests.support.processes import agentic_argv, agentic_env
 from tests.support.redis_server import free_port
@@ -203,57 +204,6 @@ async def test_a_worker_serves_the_agents_model_usage_on_its_metrics_port(
     assert samples[key] == 412  # the recorded reply's usage
     assert samples[("agentic_model_completion_tokens_total", (("task_type", "dev"),))] == 389
     assert (tmp_path / "calc.py").is_file()
-
-
-class RecordedModel:
-    """An OpenAI-compatible chat-completions server answering from the example's
-    recording, as a real endpoint would: it reads the subtask from the prompt. Its first
-    answer is a 429, so the agents' retry path runs too."""
-
-    def __init__(self) -> None:
-        import re
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        replies = json.loads((EXAMPLE / "replay.json").read_text())["replies"]
-        self.authorizations: list[str] = []
-        model = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                model.authorizations.append(self.headers.get("Authorization", ""))
-                if len(model.authorizations) == 1:
-                    self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
-                    return
-                prompt = body["messages"][-1]["content"]
-                subtask = re.match(r"Subtask (\S+):", prompt)
-                stage = "fix" if "The tests fail with this output" in prompt else "dev"
-                reply = replies[f"{stage}:{subtask.group(1) if subtask else '?'}"]
-                choice = {"index": 0, "message": {"role": "assistant", "content": reply["content"]}}
-                self._send(200, {"choices": [choice], "usage": reply["usage"]}, {})
-
-            def _send(self, status: int, data: Any, headers: dict[str, str]) -> None:
-                raw = json.dumps(data).encode()
-                self.send_response(status)
-                for name, value in {**headers, "Content-Type": "application/json"}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 def test_the_pipeline_runs_on_an_openai_compatible_endpoint_set_on_the_workers(

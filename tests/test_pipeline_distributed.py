@@ -450,3 +450,42 @@ async def test_a_run_id_must_be_safe_for_paths_and_keys(config: Settings) -> Non
         for bad in ("../escape", "a/b", "-x", "x" * 101):
             with pytest.raises(ValueError, match="invalid run id"):
                 await manager.start_run(spec("replay.json"), run_id=bad)
+
+
+async def test_handlers_on_the_default_queue_never_take_the_pipelines_subtasks(
+    tmp_path: Path, redis_url: str, raw_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both at their defaults: user handlers serve agentic_ai, the pipeline agentic_pipeline,
+    so a user's own `dev` handler never runs a pipeline's dev subtask."""
+    monkeypatch.delenv("AGENTIC_QUEUE_NAME", raising=False)
+    monkeypatch.delenv("AGENTIC_PIPELINE__QUEUE_NAME", raising=False)
+    config = settings(tmp_path, redis_url=redis_url)
+    assert config.queue_name == "agentic_ai"
+    assert config.pipeline_queue_name() == "agentic_pipeline"
+    assert build_registry(config).default_queue == "agentic_pipeline"
+    taken: list[str] = []
+
+    async def user_handler(ctx: TaskContext) -> Any:
+        taken.append(ctx.task_id)
+        return {"ok": True}
+
+    user_queue = RedisTaskQueue.from_settings(config)
+    user_worker = Worker(user_queue, {t: user_handler for t in ("dev", "qa", "fix", "deploy")})
+    serving = asyncio.create_task(user_worker.run())
+    try:
+        manager = DistributedPipelineManager(settings=config, handlers=build_registry(config))
+        async with manager:
+            assert manager.redis_queue.queue_name == "agentic_pipeline"
+            result = await manager.run(spec("replay.json"))
+    finally:
+        user_worker.request_stop()
+        await asyncio.wait_for(serving, 15)
+        await user_queue.close()
+        for name in ("agentic_ai", "agentic_pipeline"):
+            async for key in raw_redis.scan_iter(match=f"agentic:{{{name}}}:*"):
+                await raw_redis.delete(key)
+    assert result.status is RunStatus.SUCCEEDED and taken == []
+    explicit = settings(tmp_path, redis_url=redis_url, queue_name="one-queue")
+    assert explicit.pipeline_queue_name() == "one-queue"  # an explicit queue moves both
+    apart = settings(tmp_path, redis_url=redis_url, queue_name="a", pipeline={"queue_name": "p"})
+    assert apart.pipeline_queue_name() == "p"

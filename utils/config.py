@@ -78,6 +78,11 @@ class PipelineSettings(BaseModel):
         30.0, gt=0, description="A dead manager's runs can be resumed after this long."
     )
     run_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long finished runs are kept.")
+    queue_name: str = Field(
+        "agentic_pipeline",
+        description="The pipeline's own queue, so handlers on the default queue never take "
+        "its subtasks; an explicit AGENTIC_QUEUE_NAME moves it too.",
+    )
 
 
 class Settings(BaseSettings):
@@ -119,6 +124,17 @@ class Settings(BaseSettings):
     def password(self) -> str | None:
         """The Redis password in clear, for a client; None when unset."""
         return self.redis_password.get_secret_value() if self.redis_password else None
+
+    def pipeline_queue_name(self) -> str:
+        """The queue pipeline runs use: AGENTIC_PIPELINE__QUEUE_NAME when set, else an
+        explicitly set AGENTIC_QUEUE_NAME (one queue for everything), else the pipeline's
+        own default, kept apart from the default queue of user handlers."""
+        if (
+            "queue_name" in self.pipeline.model_fields_set
+            or "queue_name" not in self.model_fields_set
+        ):
+            return self.pipeline.queue_name
+        return self.queue_name
 
     def queue_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for RedisTaskQueue(**settings.queue_kwargs())."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import http.client
 import json
 import logging
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -71,6 +73,7 @@ class OpenAIChatBackend:
             "User-Agent": "agentic-pipeline",
         }
         self._authorization = f"Bearer {api_key}" if api_key else None
+        self._redact = functools.partial(redact_key, key=api_key)
         # Honours the *_proxy environment; refuses redirects, so the key never follows one.
         self._opener = urllib.request.build_opener(_NoRedirects)
 
@@ -132,7 +135,7 @@ class OpenAIChatBackend:
                 return data
         except urllib.error.HTTPError as exc:
             with exc:  # closes the response it wraps
-                detail = exc.read(500).decode("utf-8", "replace")
+                detail = self._redact(exc.read(500).decode("utf-8", "replace"))
             raise _http_error(exc.code, exc.headers, detail, self.url) from None
         except TimeoutError:
             raise ModelTimeout(f"no answer from {self.url} within {self.timeout} s") from None
@@ -160,6 +163,17 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         raise urllib.error.HTTPError(
             req.full_url, code, f"redirect to {newurl} refused", headers, fp
         )
+
+
+def redact_key(text: str, key: str | None) -> str:
+    """`text` without the key, whole or in part: providers quote it back in errors, whole
+    or as a prefix and a suffix around stars (OpenAI: "sk-abc1****wxyz")."""
+    if not key:
+        return text
+    text = text.replace(key, "***")
+    if len(key) >= 12:  # the prefix of a short key would also match ordinary words
+        text = re.sub(re.escape(key[:8]) + r"\S*", "***", text)
+    return text
 
 
 def _http_error(status: int, headers: HeaderMap, detail: str, url: str) -> ModelError:

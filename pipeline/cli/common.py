@@ -70,6 +70,11 @@ class CliState:
                 raise click.UsageError(f"invalid configuration: {exc}") from exc
         return self._settings
 
+    def default_queue(self, name: str | None) -> None:
+        """Use queue `name` unless one was given (--queue, AGENTIC_QUEUE_NAME)."""
+        if name and "queue_name" not in self.settings.model_fields_set:
+            self.queue_name, self._settings = name, None
+
     def queue(self, **overrides: Any) -> RedisTaskQueue:
         return RedisTaskQueue.from_settings(self.settings, **overrides)
 
@@ -104,11 +109,11 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def redis_collector(settings: Settings) -> RedisQueueCollector:
-    """The scrape-time Redis gauges of the configured queue."""
+def redis_collector(settings: Settings, queue_name: str | None = None) -> RedisQueueCollector:
+    """The scrape-time Redis gauges of `queue_name` (default: the configured queue)."""
     return RedisQueueCollector(
         settings.redis_url,
-        [settings.queue_name],
+        [queue_name or settings.queue_name],
         key_prefix=settings.key_prefix,
         password=settings.password(),
     )

@@ -262,7 +262,9 @@ class _Session:
                         update={"redis_url": url, "redis_password": None}
                     )
                     where = "embedded, stopped at the end"
-                queue = RedisTaskQueue.from_settings(settings)
+                queue = RedisTaskQueue.from_settings(
+                    settings, queue_name=settings.pipeline_queue_name()
+                )
                 manager = DistributedPipelineManager(
                     queue=queue,
                     settings=settings,
@@ -306,7 +308,7 @@ class _Session:
         if self.metrics_port is None:
             return
         if settings is not None:
-            self.registry.register(redis_collector(settings))
+            self.registry.register(redis_collector(settings, settings.pipeline_queue_name()))
         install_model_metrics(self.registry)  # --local runs the agents in this process
         try:
             server, _ = serve_metrics(self.metrics_port, self.registry, addr="127.0.0.1")

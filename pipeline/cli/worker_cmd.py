@@ -148,6 +148,7 @@ def worker(
     if not app:
         raise click.UsageError("--app MODULE:ATTR is required (or AGENTIC_WORKER__APP)")
     registry = load_app(app)
+    state.default_queue(registry.default_queue)  # the app's own queue (the pipeline's agents)
     processes = processes or ws.processes
     if processes > 1:
         sys.exit(_supervise_with_metrics(state, processes, metrics_port))

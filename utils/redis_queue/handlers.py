@@ -91,7 +91,11 @@ class HandlerRegistry(Mapping[str, RegisteredHandler]):
     async def dev(ctx: TaskContext) -> dict: ...
     """
 
-    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
+    def __init__(
+        self, handlers: Mapping[str, Handler] | None = None, *, default_queue: str | None = None
+    ) -> None:
+        # the queue `agentic worker` serves these on when no queue is given explicitly
+        self.default_queue = default_queue
         self._handlers: dict[str, RegisteredHandler] = {}
         for task_type, func in (handlers or {}).items():
             self.register(task_type, func)
