@@ -4,6 +4,7 @@ success, never another exception, and nothing half-written in Redis. Generated v
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -235,3 +236,51 @@ def test_the_spec_loader_gives_a_spec_or_a_spec_error_for_any_document(doc: Any)
         assert isinstance(parse_spec(doc), PipelineSpec)
     except SpecError as exc:
         assert exc.__context__ is None and exc.__cause__ is None
+
+
+cli_text = st.text(max_size=12) | st.sampled_from(
+    ["", " ", "-1", "0", "1e308", "nan", "inf", "HIGH", "high", "3", "4", "{}", "[]", "{\"a\":1}",
+     "@/nonexistent", "{\"1\": {\"1\": 2}}", "a b", "x" * 300, "--json", "--"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    task_type=cli_text,
+    options=st.lists(
+        st.tuples(
+            st.sampled_from(["--payload", "--priority", "--id", "--delay", "--timeout"]), cli_text
+        ),
+        max_size=4,
+    ),
+)
+def test_generated_enqueue_arguments_end_in_an_exit_code_never_a_traceback(
+    redis_url: str, queue_name: str, task_type: str, options: list[tuple[str, str]]
+) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    args = ["enqueue", task_type, *(part for pair in options for part in pair)]
+    env = {"AGENTIC_REDIS_URL": redis_url, "AGENTIC_QUEUE_NAME": queue_name}
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=True)
+    assert result.exit_code in (0, 1, 2), (args, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        args,
+        repr(result.exception),
+    )
+    assert "Traceback" not in result.output
+    asyncio.run(_assert_sound(redis_url, queue_name))
+
+
+async def _assert_sound(redis_url: str, queue_name: str) -> None:
+    raw = Redis.from_url(redis_url)
+    queue = RedisTaskQueue(queue_name, redis_url=redis_url)
+    try:
+        await assert_every_task_in_one_state(raw, queue)
+    finally:
+        await raw.aclose()
