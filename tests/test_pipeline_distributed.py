@@ -194,6 +194,35 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.stdout.close()
 
 
+def _manager_env(tmp_path: Path, redis_url: str, queue_name: str, lock_seconds: int) -> Any:
+    return agentic_env(
+        redis_url,
+        queue_name,
+        AGENTIC_PIPELINE__RUN_LOCK_SECONDS=str(lock_seconds),
+        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+        AGENTIC_PIPELINE__DEPLOY_DIR=str(tmp_path / "deploy"),
+    )
+
+
+def _manager_until(
+    tmp_path: Path, env: Any, processes: list[subprocess.Popen[bytes]], subtask: bytes
+) -> subprocess.Popen[bytes]:
+    """`agentic pipeline run` of the example, returned once it printed that `subtask` was
+    queued."""
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec("replay.json")))
+    argv = agentic_argv("pipeline", "run", str(spec_file), "--workers", "no")
+    manager = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
+    )
+    processes.append(manager)
+    assert manager.stdout is not None
+    for line in iter(manager.stdout.readline, b""):  # its progress lines
+        if subtask in line and b"queued" in line:
+            return manager
+    raise AssertionError(f"the manager ended before {subtask!r} was queued")
+
+
 async def test_a_killed_manager_is_resumed_without_rerunning_finished_subtasks(
     config: Settings,
     tmp_path: Path,
@@ -201,30 +230,11 @@ async def test_a_killed_manager_is_resumed_without_rerunning_finished_subtasks(
     queue_name: str,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    env = agentic_env(
-        redis_url,
-        queue_name,
-        AGENTIC_PIPELINE__RUN_LOCK_SECONDS="1",
-        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
-        AGENTIC_PIPELINE__DEPLOY_DIR=str(tmp_path / "deploy"),
-    )
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(spec("replay.json")))
+    env = _manager_env(tmp_path, redis_url, queue_name, lock_seconds=1)
     # Only dev is served: the manager gets through dev and then waits on QA.
     dev_worker = agentic_argv("worker", "--app", "agents.app:registry", "--types", "dev")
-    manager_argv = agentic_argv("pipeline", "run", str(spec_file), "--workers", "no")
     processes.append(subprocess.Popen(dev_worker, cwd=ROOT, env=env, start_new_session=True))
-    manager_process = subprocess.Popen(
-        manager_argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
-    )
-    processes.append(manager_process)
-    assert manager_process.stdout is not None
-    for line in iter(manager_process.stdout.readline, b""):  # its progress lines
-        if b"qa-0" in line and b"queued" in line:
-            break
-    else:
-        raise AssertionError("the manager ended before QA")
-    _kill_group(manager_process)
+    _kill_group(_manager_until(tmp_path, env, processes, b"qa-0"))
 
     async with DistributedPipelineManager(settings=config, resume=False) as reader:
         (before,) = await reader.list_runs()
@@ -250,27 +260,8 @@ async def test_a_killed_manager_is_resumed_without_rerunning_finished_subtasks(
 async def test_resume_right_after_a_kill_says_the_run_is_still_held_and_until_when(
     tmp_path: Path, redis_url: str, queue_name: str, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    env = agentic_env(
-        redis_url,
-        queue_name,
-        AGENTIC_PIPELINE__RUN_LOCK_SECONDS="60",
-        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
-        AGENTIC_PIPELINE__DEPLOY_DIR=str(tmp_path / "deploy"),
-    )
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(spec("replay.json")))
-    manager_argv = agentic_argv("pipeline", "run", str(spec_file), "--workers", "no")
-    manager_process = subprocess.Popen(
-        manager_argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
-    )
-    processes.append(manager_process)
-    assert manager_process.stdout is not None
-    for line in iter(manager_process.stdout.readline, b""):  # no worker: it waits on dev
-        if b"dev" in line and b"queued" in line:
-            break
-    else:
-        raise AssertionError("the manager ended before submitting")
-    _kill_group(manager_process)
+    env = _manager_env(tmp_path, redis_url, queue_name, lock_seconds=60)
+    _kill_group(_manager_until(tmp_path, env, processes, b"dev"))  # no worker: it waits on dev
     resume = subprocess.run(
         agentic_argv("pipeline", "resume", "--workers", "no"),
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

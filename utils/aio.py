@@ -45,12 +45,21 @@ async def wait_first(*awaitables: Awaitable[Any]) -> set[asyncio.Future[Any]]:
     return done
 
 
-async def cancel_all(tasks: Sequence[asyncio.Future[Any]]) -> None:
+async def cancel_all(
+    tasks: Sequence[asyncio.Future[Any]], give_up_after: float | None = None
+) -> set[asyncio.Future[Any]]:
     """Cancel and await tasks, cancelling again if one swallowed it: on Python 3.11 a
-    cancel that lands as an inner wait_for completes can be lost (CPython gh-86296)."""
+    cancel that lands as an inner wait_for completes can be lost (CPython gh-86296).
+    With `give_up_after` seconds, returns the tasks still running then (they ignore
+    their cancellation); without, waits for every one."""
+    loop = asyncio.get_running_loop()
+    deadline = None if give_up_after is None else loop.time() + give_up_after
     pending = {t for t in tasks if not t.done()}
     while pending:
+        if deadline is not None and loop.time() >= deadline:
+            return pending
         for t in pending:
             t.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
     await asyncio.gather(*tasks, return_exceptions=True)
+    return set()

@@ -45,6 +45,12 @@ def check_round_trip(value: Any, what: str) -> None:
     that is not a string (JSON turns 1 into "1", so {1: "a", "1": "b"} would lose a key),
     or containers nested deeper than MAX_DEPTH. Tuples are accepted; they come back as
     lists."""
+    if type(value) is dict:  # the common case: a flat object, checked without a stack
+        for key, item in value.items():
+            if type(key) is not str or isinstance(item, dict | list | tuple):
+                break
+        else:
+            return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()

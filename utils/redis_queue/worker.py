@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from ..aio import cancel_all, wait_first
+from . import handler_run
 from .cancels import listen_for_cancels
 from .connection import BLOCK_SLICE_SECONDS
 from .crash_hook import CRASH_EXIT_CODE, CRASH_STEPS, crash_hook_from_env
@@ -451,7 +452,13 @@ class Worker:
         leftovers = [r for r in self._running.values() if not r.handle.done()]
         for running in leftovers:
             running.stop_reason = "shutdown"
-        await cancel_all([r.handle for r in leftovers])
+        stubborn = await cancel_all([r.handle for r in leftovers], handler_run.CANCEL_GRACE)
+        if stubborn:
+            log.error(
+                "%d running handler(s) ignored the shutdown's cancellation; abandoned them",
+                len(stubborn),
+            )
+            self._stuck_threads += len(stubborn)  # still running: `still_running` says so
         for running in leftovers:
             try:
                 if self._crash:
