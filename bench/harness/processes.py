@@ -80,7 +80,7 @@ def process_role(pid: int, root: int, processes: int) -> str:
             cmdline = f.read()
     except OSError:
         return "gone"
-    if b"lease_keeper" in cmdline:
+    if b"keeper_process" in cmdline or b"lease_keeper" in cmdline:
         return "keeper"
     if pid == root and processes > 1:
         return "supervisor"

@@ -1,0 +1,134 @@
+"""The lease keeper's own process: `python -m utils.redis_queue.keeper_process CONFIG_JSON`,
+started by LeaseKeeper (lease_keeper.py, which describes the protocol). It renews the leases
+the worker hands it, pipelined, every interval, and reports lost leases and cancel requests.
+Kept out of the package's imports, so running it as __main__ loads it only once."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from . import scripts
+from .keys import QueueKeys
+from .lease_keeper import PASSWORD_ENV
+
+__all__ = ["main"]
+
+
+@dataclass(slots=True)
+class _Lease:
+    token: str
+    hard_deadline: float | None  # monotonic
+    cancel_reported: bool = False
+
+
+def _parent_is_stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The state is the first field after the parenthesised command name.
+            return f.read().rpartition(")")[2].split()[0] in ("T", "t")
+    except OSError:
+        return False
+
+
+class _Keeper:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.redis = Redis.from_url(
+            config["url"],
+            password=os.environ.get(PASSWORD_ENV),
+            socket_timeout=max(1.0, config["interval"]),
+            socket_connect_timeout=max(1.0, config["interval"]),
+        )
+        self.keys = QueueKeys(config["prefix"], config["queue"])
+        self.lease_ms = int(config["lease_ms"])
+        self.interval = float(config["interval"])
+        self.leases: dict[str, _Lease] = {}
+        self.parent = os.getppid()
+
+    def emit(self, event: str, task_id: str, token: str) -> None:
+        sys.stdout.write(f"{event} {task_id} {token}\n")
+        sys.stdout.flush()
+
+    def handle(self, line: str) -> None:
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "+":
+            limit = float(parts[3])
+            deadline = time.monotonic() + limit if limit > 0 else None
+            self.leases[parts[1]] = _Lease(parts[2], deadline)
+        elif len(parts) == 2 and parts[0] == "-":
+            self.leases.pop(parts[1], None)
+
+    def renew(self) -> None:
+        if not self.leases or _parent_is_stopped(self.parent):
+            return
+        now = time.monotonic()
+        for task_id, lease in list(self.leases.items()):
+            if lease.hard_deadline is not None and now > lease.hard_deadline:
+                del self.leases[task_id]
+                self.emit("expired", task_id, lease.token)
+        ids = list(self.leases)
+        try:
+            replies = self._extend_all(ids)
+        except RedisError as exc:
+            print(f"lease keeper: renewal failed: {exc}", file=sys.stderr, flush=True)
+            return
+        for task_id, reply in zip(ids, replies, strict=True):
+            current = self.leases.get(task_id)
+            if current is None or isinstance(reply, Exception):
+                continue
+            code = int(reply[0])
+            if code in (scripts.Code.LEASE_LOST, scripts.Code.NOT_FOUND):
+                del self.leases[task_id]
+                self.emit("lost", task_id, current.token)
+            elif (
+                code == 0 and scripts.extend_cancel_requested(reply) and not current.cancel_reported
+            ):
+                current.cancel_reported = True
+                self.emit("cancel", task_id, current.token)
+
+    def _extend_all(self, ids: list[str]) -> list[Any]:
+        calls = [
+            scripts.extend(
+                self.keys, task_id=task_id, token=self.leases[task_id].token, lease_ms=self.lease_ms
+            )
+            for task_id in ids
+        ]
+        return scripts.run_pipelined(self.redis, calls)
+
+    def run(self) -> None:
+        self.emit("ready", "", "")
+        selector = selectors.DefaultSelector()
+        selector.register(sys.stdin, selectors.EVENT_READ)
+        next_tick = time.monotonic() + self.interval
+        buffer = ""
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            if selector.select(timeout):
+                chunk = os.read(sys.stdin.fileno(), 65536).decode()
+                if not chunk:  # the worker exited: its leases must now expire
+                    return
+                buffer += chunk
+                *lines, buffer = buffer.split("\n")
+                for line in lines:
+                    self.handle(line)
+            if time.monotonic() >= next_tick:
+                self.renew()
+                next_tick = time.monotonic() + self.interval
+            if os.getppid() != self.parent:
+                return
+
+
+def main() -> None:
+    _Keeper(json.loads(sys.argv[1])).run()
+
+
+if __name__ == "__main__":
+    main()
