@@ -102,7 +102,7 @@ async def test_the_model_key_appears_in_no_error_log_span_metric_or_stored_state
 def test_the_settings_never_show_the_key() -> None:
     from utils.config import Settings
 
-    config = Settings(model={"api_key": SENTINEL}, redis_url="redis://:pw@localhost:6379/0")
+    config = Settings(model={"api_key": SENTINEL}, redis_url="redis://:pw@localhost:1/0")
     for text in (repr(config), str(config), repr(config.model), config.model_dump_json()):
         assert SENTINEL not in text
 
