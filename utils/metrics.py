@@ -33,6 +33,7 @@ from utils.redis_queue import scripts
 from utils.redis_queue.errors import QueueError
 from utils.redis_queue.keys import QueueKeys
 from utils.redis_queue.models import TaskPriority
+from utils.redis_queue.registry import workers_from
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -279,25 +280,13 @@ class RedisQueueCollector(Collector):
         return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
 
     def _workers(self, keys: QueueKeys) -> tuple[int, int]:
-        import json
-
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.workers)
         pipe.zrange(keys.worker_beats, 0, -1, withscores=True)
         pipe.time()
         raw, beats, (seconds, micros) = pipe.execute()
-        now_ms = seconds * 1000 + micros / 1000
-        last = {member.decode(): score for member, score in beats}
-        live = in_flight = 0
-        for worker_id, blob in raw.items():
-            try:
-                info = json.loads(blob)
-            except ValueError:
-                continue
-            if now_ms - last.get(worker_id.decode(), 0) <= 3 * 1000 * info["beat_interval"]:
-                live += 1
-                in_flight += int(info.get("in_flight", 0))
-        return live, in_flight
+        live = [w for w in workers_from(raw, beats, seconds * 1000 + micros // 1000) if w.alive]
+        return len(live), sum(w.in_flight for w in live)
 
 
 def _queue_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:

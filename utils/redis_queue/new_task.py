@@ -110,21 +110,21 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-def enqueued_task(spec: NewTask, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:
+def enqueued_task(task: NewTask, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:
     """The task enqueue.lua created, or the existing one when the id was taken."""
     if isinstance(reply, list):
         try:
-            return codec.decode_task(spec.task_id, codec.text_fields(reply), default_max_retries)
+            return codec.decode_task(task.task_id, codec.text_fields(reply), default_max_retries)
         except ValueError as exc:
-            raise QueueError(f"task id {spec.task_id!r} exists but {exc}") from exc
+            raise QueueError(f"task id {task.task_id!r} exists but {exc}") from exc
     return RedisTask(
-        task_id=spec.task_id,
-        task_type=spec.task_type,
-        payload=spec.payload,
-        priority=spec.priority,
-        state=TaskState.DELAYED if spec.delay_ms else TaskState.PENDING,
-        max_retries=spec.max_retries,
+        task_id=task.task_id,
+        task_type=task.task_type,
+        payload=task.payload,
+        priority=task.priority,
+        state=TaskState.DELAYED if task.delay_ms else TaskState.PENDING,
+        max_retries=task.max_retries,
         created_at=codec.iso_from_ms(str(now_ms)) or "",
-        timeout=spec.timeout,
-        meta=spec.meta,
+        timeout=task.timeout,
+        meta=task.meta,
     )

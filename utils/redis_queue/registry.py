@@ -16,7 +16,14 @@ from .queue import RedisTaskQueue
 
 log = logging.getLogger("agentic.worker")
 
-__all__ = ["WorkerInfo", "beat_forever", "list_workers", "record_worker", "remove_worker"]
+__all__ = [
+    "WorkerInfo",
+    "beat_forever",
+    "list_workers",
+    "record_worker",
+    "remove_worker",
+    "workers_from",
+]
 
 # A worker silent for this many beat intervals is shown as dead; after PRUNE_SECONDS of
 # silence it is dropped from the registry.
@@ -79,7 +86,13 @@ async def list_workers(queue: RedisTaskQueue) -> list[WorkerInfo]:
         pipe.zrange(queue.keys.worker_beats, 0, -1, withscores=True)
         pipe.time()
         raw, beats, (seconds, micros) = await pipe.execute()
-    now_ms = seconds * 1000 + micros // 1000
+    return workers_from(raw, beats, seconds * 1000 + micros // 1000)
+
+
+def workers_from(raw: Any, beats: Any, now_ms: int) -> list[WorkerInfo]:
+    """The registry as read (HGETALL of workers, ZRANGE WITHSCORES of beats, server ms),
+    each worker marked alive or not; entries that do not parse are skipped. Shared with
+    the metrics collector, which reads with a sync client."""
     last_beat = {codec.as_text(member): int(score) for member, score in beats}
     workers = []
     for key, value in codec.text_fields(raw).items():

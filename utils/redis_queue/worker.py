@@ -103,7 +103,7 @@ class Worker:
         self._busy_seconds = 0.0
         self._busy_since = time.monotonic()
         self._reported_at, self._reported_busy = self._busy_since, 0.0  # for worker_time
-        self._stuck_threads = 0  # timed-out handlers still running: threads, abandoned coroutines
+        self._stuck = 0  # handlers that outlived their attempt: threads, abandoned coroutines
         # (task id, lease token) -> (task, run seconds) until its settlement is counted
         self._timings: dict[tuple[str, int | None], tuple[RedisTask, float | None]] = {}
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="agentic-handler")
@@ -131,7 +131,7 @@ class Worker:
     def still_running(self) -> int:
         """Handlers that outlived their attempt and run on: sync handlers whose thread
         cannot be stopped, coroutines that ignored their cancellation."""
-        return self._stuck_threads
+        return self._stuck
 
     async def run(self) -> WorkerStats:
         """Serve until request_stop() (or, in burst mode, until nothing is left to do).
@@ -183,7 +183,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         backoff = 0.1
         while not self.stopping:
-            free = self.concurrency - len(self._running) - self._stuck_threads
+            free = self.concurrency - len(self._running) - self._stuck
             # A slot frees when its handler returns, so claiming overlaps acknowledging;
             # the backlog of unacknowledged results is capped at `concurrency`.
             if free <= 0 or self._settler.unsettled >= self.concurrency:
@@ -309,7 +309,7 @@ class Worker:
                 # A thread cannot be stopped: it keeps its pool thread, so it keeps its
                 # slot too, or the next sync tasks would time out waiting for a thread.
                 # A suspect's code still runs, so it stays this worker's one suspect.
-                self._stuck_threads += 1
+                self._stuck += 1
                 key = (ctx.task_id, ctx.task.lease_token)
                 held = key if self._suspect == key else None
                 if held is not None:
@@ -317,19 +317,20 @@ class Worker:
                 future.add_done_callback(functools.partial(self._thread_released, held))
             raise
 
-    def _abandoned_coroutine(self, inner: asyncio.Task[Any]) -> None:
-        """A handler that ignored its cancellation keeps its slot until it returns."""
-        self._stuck_threads += 1
+    def _abandoned_coroutine(self, inner: asyncio.Future[Any]) -> None:
+        """A handler that ignored its cancellation (at its timeout, or at shutdown) keeps
+        its slot until it returns; `still_running` counts it meanwhile."""
+        self._stuck += 1
         self.stats.abandoned += 1
         inner.add_done_callback(self._coroutine_released)
 
-    def _coroutine_released(self, inner: asyncio.Task[Any]) -> None:
+    def _coroutine_released(self, inner: asyncio.Future[Any]) -> None:
         if not inner.cancelled():
             inner.exception()  # retrieved: its outcome no longer matters
         self._thread_released(None, inner)
 
     def _thread_released(self, suspect: tuple[str, int | None] | None, _future: Any) -> None:
-        self._stuck_threads -= 1
+        self._stuck -= 1
         if suspect is not None and self._stuck_suspect == suspect:
             self._stuck_suspect = None
             if self._suspect == suspect:
@@ -458,7 +459,8 @@ class Worker:
                 "%d running handler(s) ignored the shutdown's cancellation; abandoned them",
                 len(stubborn),
             )
-            self._stuck_threads += len(stubborn)  # still running: `still_running` says so
+            for handle in stubborn:
+                self._abandoned_coroutine(handle)
         for running in leftovers:
             try:
                 if self._crash:
