@@ -119,7 +119,7 @@ class RedisRunStore:
     async def save(self, run: RunState, owner: str) -> None:
         key, lock = self._keys.run(run.run_id), self._keys.run_lock(run.run_id)
         state = run.model_dump_json()
-        async with redis_errors(self._url), self._queue.redis.pipeline() as pipe:
+        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(lock)  # fencing: no write once another manager took over
@@ -207,7 +207,7 @@ class RedisRunStore:
         """Renew (ttl_ms; also when the key is gone) or delete (None) the lock, unless
         another manager holds it."""
         key = self._keys.run_lock(run_id)
-        async with redis_errors(self._url), self._queue.redis.pipeline() as pipe:
+        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
                 holder = await pipe.get(key)

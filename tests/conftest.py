@@ -79,7 +79,8 @@ async def make_queue(
     yield factory
     for q in made:
         await q.close()
-    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+    # `{<queue>}` and each partition's `{<queue>:<i>...}` (queue names here are unique)
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}*}}:*", count=1000):
         await raw_redis.delete(key)
 
 

@@ -176,7 +176,7 @@ async def test_every_option_has_an_environment_fallback(
     ("url", "message"),
     [
         ("redis://localhost:notaport/0", "Port could not be cast"),
-        ("http://localhost:1/0", "the scheme must be redis://, rediss:// or unix://"),
+        ("http://localhost:1/0", "the scheme must be redis://, rediss://, unix:// or sentinel://"),
         ("redis://localhost:99999/0", "Port out of range"),
         ("redis://localhost:1/zero", "the database must be a number"),
     ],

@@ -71,7 +71,7 @@ async def test_the_claim_script_caps_any_count_instead_of_failing(
 ) -> None:
     await queue.enqueue_many(_tasks(3 * MAX_CLAIM))
     for count in (10**9, 10**6, MAX_CLAIM + 1):
-        batch = await queue._claim_call("w", count, [], True)  # the script, uncapped input
+        batch = await queue._claim_call(queue.keys, "w", count, [], True, None, False)  # uncapped
         assert len(batch.tasks) == MAX_CLAIM
     assert await _states(queue, raw_redis) == {"processing": 3 * MAX_CLAIM}
 

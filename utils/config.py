@@ -97,7 +97,34 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0",
         validation_alias=AliasChoices("AGENTIC_REDIS_URL", "REDIS_URL", "redis_url"),
-        description="Redis to use; redis://, rediss:// (TLS) or unix:// URLs.",
+        description="Redis to use: redis://, rediss:// (TLS), unix://, or "
+        "sentinel://host:port,host:port/<master>[/<db>] (sentinels:// for TLS).",
+    )
+    redis_cluster: bool = Field(
+        False, description="The URL is a node of a Redis Cluster (any node will do)."
+    )
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Partitions of each queue (hash slots it spreads over); the same for "
+        "every producer and worker of a queue.",
+    )
+    max_connections: int = Field(
+        100, ge=1, description="Connections one queue object opens (per node on a cluster)."
+    )
+    max_blocking_connections: int = Field(
+        100, ge=1, description="Connections one queue object opens for blocking waits."
+    )
+    durable_enqueue: bool = Field(
+        False, description="Enqueue returns only once min_replicas replicas have the task."
+    )
+    durable_settle: bool = Field(
+        False, description="Acknowledgements wait for min_replicas replicas too."
+    )
+    min_replicas: int = Field(1, ge=1, description="Replicas WAIT must confirm (durable).")
+    durable_timeout_ms: int = Field(
+        1000, ge=1, description="How long a durable write waits for its replicas."
     )
     redis_password: SecretStr | None = Field(
         None, description="Password, when it is not in the URL (kept out of logs and reprs)."
@@ -152,4 +179,12 @@ class Settings(BaseSettings):
             "socket_timeout": self.socket_timeout,
             "connect_timeout": self.connect_timeout,
             "password": self.password(),
+            "cluster": self.redis_cluster,
+            "partitions": self.partitions,
+            "max_connections": self.max_connections,
+            "max_blocking_connections": self.max_blocking_connections,
+            "durable": self.durable_enqueue,
+            "durable_settle": self.durable_settle,
+            "min_replicas": self.min_replicas,
+            "durable_timeout_ms": self.durable_timeout_ms,
         }

@@ -26,14 +26,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from redis import Redis
 from redis.exceptions import RedisError
 
 from utils.redis_queue import scripts
+from utils.redis_queue.connection import check_url, parse_topology
 from utils.redis_queue.errors import QueueError
-from utils.redis_queue.keys import QueueKeys
+from utils.redis_queue.keys import QueueKeys, QueueLayout
 from utils.redis_queue.models import TaskPriority
 from utils.redis_queue.registry import workers_from
+from utils.redis_queue.snapshot import merge_snapshots
+from utils.redis_queue.topology import sync_client
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -207,11 +209,17 @@ class RedisQueueCollector(Collector):
         key_prefix: str = "agentic",
         password: str | None = None,
         timeout: float = 2.0,
+        cluster: bool = False,
+        partitions: int = 1,
     ) -> None:
-        self._redis = Redis.from_url(
-            redis_url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+        # The queue's own kind of client: it follows MOVED/ASK and Sentinel failovers.
+        self._redis = sync_client(
+            parse_topology(check_url(redis_url), cluster=cluster),
+            password=password,
+            socket_timeout=timeout,
+            connect_timeout=timeout,
         )
-        self._queues = [QueueKeys(key_prefix, name) for name in queue_names]
+        self._queues = [QueueLayout(key_prefix, name, partitions) for name in queue_names]
         self._errors = 0
         self._lock = threading.Lock()
 
@@ -241,11 +249,16 @@ class RedisQueueCollector(Collector):
         yield took
 
     def _collect_queue(
-        self, keys: QueueKeys, families: dict[str, GaugeMetricFamily | CounterMetricFamily]
+        self, layout: QueueLayout, families: dict[str, GaugeMetricFamily | CounterMetricFamily]
     ) -> None:
-        # the same script and parser as get_queue_size()
-        snapshot = scripts.sizes_reply(scripts.run_sync(self._redis, scripts.sizes(keys)))
-        q = keys.queue
+        # the same script, parser and sum over partitions as get_queue_size()
+        snapshot = merge_snapshots(
+            [
+                scripts.sizes_reply(scripts.run_sync(self._redis, scripts.sizes(keys)))
+                for keys in layout.parts
+            ]
+        )
+        q = layout.queue
         for state in STATES:
             families["depth"].add_metric([q, state], snapshot.sizes[state])
         for p in TaskPriority:
@@ -254,8 +267,9 @@ class RedisQueueCollector(Collector):
         families["dlq"].add_metric([q], snapshot.sizes["dlq"])
         families["enqueued"].add_metric([q], snapshot.counters.get("enqueued", 0))
         busy_types = [t for t, n in snapshot.pending_by_type.items() if n]
-        families["oldest"].add_metric([q], self._oldest_pending_age(keys, busy_types))
-        workers_live, in_flight = self._workers(keys)
+        oldest = max(self._oldest_pending_age(keys, busy_types) for keys in layout.parts)
+        families["oldest"].add_metric([q], oldest)
+        workers_live, in_flight = self._workers(layout.wide)
         families["workers"].add_metric([q], workers_live)
         families["in_flight"].add_metric([q], in_flight)
 

@@ -11,7 +11,7 @@ import sys
 import click
 from pydantic import ValidationError
 
-from utils.redis_queue import InvalidRedisUrl
+from utils.redis_queue import InvalidRedisUrl, TopologyError
 
 from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
 from .metrics_cmd import metrics
@@ -39,6 +39,17 @@ __all__ = ["cli", "main"]
     help="Redis URL (REDIS_URL also works)",
 )
 @click.option("--queue", "queue_name", default=None, envvar="AGENTIC_QUEUE_NAME", show_envvar=True)
+@click.option(
+    "--cluster/--no-cluster",
+    default=None,
+    help="The URL is a Redis Cluster node  [env var: AGENTIC_REDIS_CLUSTER]",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Partitions of the queue; the same for all its clients  [env var: AGENTIC_PARTITIONS]",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.option(
     "--log-level",
@@ -49,7 +60,13 @@ __all__ = ["cli", "main"]
 )
 @click.pass_context
 def cli(
-    ctx: click.Context, redis_url: str | None, queue_name: str | None, verbose: bool, log_level: str
+    ctx: click.Context,
+    redis_url: str | None,
+    queue_name: str | None,
+    cluster: bool | None,
+    partitions: int | None,
+    verbose: bool,
+    log_level: str,
 ) -> None:
     """agentic: a Redis task queue and the agentic dev/QA/fix/deploy pipeline."""
     logging.basicConfig(
@@ -57,7 +74,7 @@ def cli(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     setup_tracing_from_environment()
-    ctx.obj = CliState(redis_url, queue_name)
+    ctx.obj = CliState(redis_url, queue_name, cluster=cluster, partitions=partitions)
 
 
 for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics):
@@ -67,7 +84,8 @@ for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics):
 # The group's options, with whether each takes a value: accepted after the subcommand too
 # (`agentic info --redis-url ...`), where people put them.
 GLOBAL_OPTIONS = {"--redis-url": True, "--queue": True, "--log-level": True, "-v": False,
-                  "--verbose": False}  # fmt: skip
+                  "--verbose": False, "--cluster": False, "--no-cluster": False,
+                  "--partitions": True}  # fmt: skip
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
@@ -96,7 +114,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         cli(args=hoist_global_options(sys.argv[1:]), standalone_mode=True)
-    except (InvalidRedisUrl, ValidationError) as exc:  # a bad URL or setting: usage error
+    except (InvalidRedisUrl, ValidationError, TopologyError) as exc:  # bad settings: usage
         click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USAGE)
 

@@ -22,6 +22,7 @@ from utils.redis_queue import (
     RedisAuthError,
     RedisTaskQueue,
     RedisUnavailable,
+    TopologyError,
 )
 
 EXIT_OK = 0
@@ -51,9 +52,18 @@ def setup_tracing_from_environment() -> None:
 class CliState:
     """Options of the `agentic` group, resolved against the environment lazily."""
 
-    def __init__(self, redis_url: str | None, queue_name: str | None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        queue_name: str | None,
+        *,
+        cluster: bool | None = None,
+        partitions: int | None = None,
+    ) -> None:
         self.redis_url = redis_url
         self.queue_name = queue_name
+        self.cluster = cluster
+        self.partitions = partitions
         self._settings: Settings | None = None
 
     @property
@@ -64,6 +74,10 @@ class CliState:
                 overrides["redis_url"] = self.redis_url
             if self.queue_name:
                 overrides["queue_name"] = self.queue_name
+            if self.cluster is not None:
+                overrides["redis_cluster"] = self.cluster
+            if self.partitions is not None:
+                overrides["partitions"] = self.partitions
             try:
                 self._settings = Settings(**overrides)
             except ValueError as exc:
@@ -95,7 +109,7 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         fail(str(exc), EXIT_UNAVAILABLE)
     except RedisAuthError as exc:
         fail(str(exc), EXIT_NOPERM)
-    except (InvalidTaskError, InvalidRedisUrl) as exc:  # bad input or settings: usage
+    except (InvalidTaskError, InvalidRedisUrl, TopologyError) as exc:  # bad input or settings
         fail(str(exc), EXIT_USAGE)
     except (QueueError, PipelineError) as exc:
         fail(str(exc))
@@ -116,4 +130,6 @@ def redis_collector(settings: Settings, queue_name: str | None = None) -> RedisQ
         [queue_name or settings.queue_name],
         key_prefix=settings.key_prefix,
         password=settings.password(),
+        cluster=settings.redis_cluster,
+        partitions=settings.partitions,
     )

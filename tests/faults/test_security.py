@@ -39,8 +39,8 @@ async def test_acl_user_limited_to_the_queue_prefix_runs_the_whole_queue(
     assert await workers.stop_all() == [0]
 
     stranger = FaultRedisURL(f"redis://stranger:pw@127.0.0.1:{port}/0")
-    outsider = await queue_factory(stranger, queue_name="acl")
-    with pytest.raises(QueueError, match="NOPERM") as refused:
+    with pytest.raises(QueueError, match="NOPERM") as refused:  # at connect (the layout read)
+        outsider = await queue_factory(stranger, queue_name="acl")
         await outsider.enqueue("b", "work", {})
     assert "denied" in str(refused.value) and "***" in str(refused.value)  # password masked
     assert "pw@" not in str(refused.value)

@@ -8,6 +8,7 @@ from utils.redis_queue import Worker, HandlerRegistry, TaskContext, Retry, Perma
 from .errors import (
     BulkEnqueueError,
     CorruptQueue,
+    DurabilityError,
     InvalidPriority,
     InvalidQueueName,
     InvalidRedisUrl,
@@ -27,6 +28,7 @@ from .errors import (
     TaskNotFound,
     TaskNotProcessing,
     TaskStateError,
+    TopologyError,
 )
 from .handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
 from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
@@ -37,6 +39,7 @@ __all__ = [
     "BulkEnqueueError",
     "ClaimBatch",
     "CorruptQueue",
+    "DurabilityError",
     "HandlerRegistry",
     "InvalidPriority",
     "InvalidQueueName",
@@ -66,6 +69,7 @@ __all__ = [
     "TaskPriority",
     "TaskState",
     "TaskStateError",
+    "TopologyError",
     "Worker",
     "WorkerStats",
 ]

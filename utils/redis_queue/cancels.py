@@ -26,7 +26,7 @@ async def listen_for_cancels(
     while True:
         pubsub = queue.redis.pubsub()
         try:
-            await pubsub.subscribe(queue.keys.cancel_channel)
+            await pubsub.subscribe(*(keys.cancel_channel for keys in queue.layout.parts))
             subscribed.set()
             await _cancel_flagged(queue, running(), cancel)
             while True:
@@ -47,7 +47,7 @@ async def _cancel_flagged(
         return
     async with queue.redis.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
-            pipe.hget(queue.keys.task(task_id), "cancel")
+            pipe.hget(queue.keys_for(task_id).task(task_id), "cancel")
         flags = await pipe.execute()
     for task_id, flag in zip(task_ids, flags, strict=True):
         if flag == b"1":

@@ -19,6 +19,10 @@ QueueError
 ├── NotConnected                            a method was called before connect()
 ├── InvalidRedisUrl (also ValueError)       a Redis URL that cannot be used (scheme, port, ...)
 ├── RedisAuthError                          Redis refused the credentials, or an ACL the command
+├── TopologyError                           the server cannot serve the queue as configured
+│                                           (a replica, cluster vs not, a wrong master name,
+│                                           a partition count that differs from the queue's)
+├── DurabilityError                         WAIT confirmed a write on fewer replicas than asked
 └── RedisUnavailable (also ConnectionError) Redis could not be reached; names the URL
 """
 
@@ -29,6 +33,7 @@ from typing import Any
 __all__ = [
     "BulkEnqueueError",
     "CorruptQueue",
+    "DurabilityError",
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidRedisUrl",
@@ -48,6 +53,7 @@ __all__ = [
     "TaskNotFound",
     "TaskNotProcessing",
     "TaskStateError",
+    "TopologyError",
 ]
 
 
@@ -160,3 +166,27 @@ class RedisUnavailable(QueueError, ConnectionError):
     def __init__(self, url: str, cause: BaseException) -> None:
         super().__init__(f"Redis at {url} is unreachable: {cause}")
         self.url = url
+
+
+class TopologyError(QueueError):
+    """The server or the queue's stored layout does not match the configuration (a
+    read-only replica, a cluster node without cluster=True, an unknown Sentinel master, a
+    different partition count); nothing was written."""
+
+
+class DurabilityError(QueueError):
+    """WAIT confirmed the write on fewer replicas than asked within the timeout. The write
+    happened on the primary: the tasks exist there and may survive (they are lost only if
+    the primary fails before its replicas catch up). Enqueueing them again with the same
+    ids is safe (idempotent) and waits again."""
+
+    def __init__(self, task_ids: list[str], acked: int, wanted: int, timeout_ms: int) -> None:
+        shown = ", ".join(repr(t) for t in task_ids[:3]) + (" ..." if len(task_ids) > 3 else "")
+        super().__init__(
+            f"write of {len(task_ids)} task(s) ({shown}) reached {acked} of {wanted} "
+            f"replica(s) within {timeout_ms} ms; the tasks are on the primary and may be "
+            "lost if it fails now (enqueue them again to wait again)"
+        )
+        self.task_ids = task_ids
+        self.acked = acked
+        self.wanted = wanted

@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis import Redis
 from redis.exceptions import RedisError
 
 from . import scripts
-from .keys import QueueKeys
+from .connection import parse_topology
+from .keys import QueueLayout
 from .lease_keeper import PASSWORD_ENV
+from .topology import sync_client
 
 __all__ = ["main"]
 
@@ -41,13 +42,16 @@ def _parent_is_stopped(pid: int) -> bool:
 
 class _Keeper:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.redis = Redis.from_url(
-            config["url"],
+        # The queue's own kind of client: on a cluster it follows MOVED/ASK and failovers
+        # (a plain client would get MOVED for every lease on another node, and the
+        # leases would lapse while their tasks still run), on Sentinel the new primary.
+        self.redis = sync_client(
+            parse_topology(config["url"], cluster=bool(config.get("cluster"))),
             password=os.environ.get(PASSWORD_ENV),
             socket_timeout=max(1.0, config["interval"]),
-            socket_connect_timeout=max(1.0, config["interval"]),
+            connect_timeout=max(1.0, config["interval"]),
         )
-        self.keys = QueueKeys(config["prefix"], config["queue"])
+        self.layout = QueueLayout(config["prefix"], config["queue"], config.get("partitions", 1))
         self.lease_ms = int(config["lease_ms"])
         self.interval = float(config["interval"])
         self.leases: dict[str, _Lease] = {}
@@ -80,6 +84,13 @@ class _Keeper:
         except RedisError as exc:
             print(f"lease keeper: renewal failed: {exc}", file=sys.stderr, flush=True)
             return
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:  # tried again next interval; said, so a lapsing lease has a cause
+            print(
+                f"lease keeper: {len(failed)} of {len(ids)} renewals failed: {failed[0]}",
+                file=sys.stderr,
+                flush=True,
+            )
         for task_id, reply in zip(ids, replies, strict=True):
             current = self.leases.get(task_id)
             if current is None or isinstance(reply, Exception):
@@ -97,7 +108,10 @@ class _Keeper:
     def _extend_all(self, ids: list[str]) -> list[Any]:
         calls = [
             scripts.extend(
-                self.keys, task_id=task_id, token=self.leases[task_id].token, lease_ms=self.lease_ms
+                self.layout.for_task(task_id),
+                task_id=task_id,
+                token=self.leases[task_id].token,
+                lease_ms=self.lease_ms,
             )
             for task_id in ids
         ]

@@ -1,6 +1,12 @@
 """Every Redis key of a queue is built here (and mirrored in lua/include/common.lua).
 
-All keys share the hash tag ``{<queue>}`` so each script touches one Cluster slot.
+A queue is one or more partitions. Every key of one partition shares its hash tag, so each
+script touches one Cluster slot: ``{<queue>}`` for a queue of one partition (the default),
+``{<queue>:<i>}`` (or ``{<queue>:<i>.<salt>}``, see partition_tag) for partition i of a
+partitioned one. What is queue-wide (the worker registry, pipeline runs, the stored
+partition count) stays under ``{<queue>}``. A task's partition is a pure function of its
+id (partition_of), so every client finds it without asking.
+
 Queue names, task ids and task types are validated before they reach a key, so no
 user input can add a hash tag, a glob character or a separator of its own.
 """
@@ -8,11 +14,28 @@ user input can add a hash tag, a glob character or a separator of its own.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .errors import InvalidQueueName, InvalidTaskId, InvalidTaskType
 
-__all__ = ["QueueKeys", "validate_queue_name", "validate_task_id", "validate_task_type"]
+__all__ = [
+    "MAX_PARTITIONS",
+    "QueueKeys",
+    "QueueLayout",
+    "check_partitions",
+    "partition_keys",
+    "partition_of",
+    "partition_tag",
+    "validate_queue_name",
+    "validate_task_id",
+    "validate_task_type",
+]
+
+MAX_PARTITIONS = 256
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:@]{0,199}")
@@ -51,14 +74,92 @@ def validate_task_type(task_type: object) -> str:
     return task_type
 
 
+def check_partitions(partitions: object) -> int:
+    if (
+        isinstance(partitions, bool)
+        or not isinstance(partitions, int)
+        or not 1 <= partitions <= MAX_PARTITIONS
+    ):
+        raise ValueError(
+            f"partitions must be a whole number from 1 to {MAX_PARTITIONS}, not {partitions!r}"
+        )
+    return partitions
+
+
+def partition_of(task_id: str, partitions: int) -> int:
+    """The partition a task id lives in (CRC-32 of the id, modulo the count)."""
+    if partitions == 1:
+        return 0
+    return zlib.crc32(task_id.encode()) % partitions
+
+
+@cache
+def partition_tag(queue: str, index: int, partitions: int) -> str:
+    """The hash tag of partition `index`: ``<queue>:<index>``, or ``<queue>:<index>.<salt>``
+    with the smallest salt that puts its slot in the middle half of the index-th of
+    `partitions` equal slot ranges. A cluster made by `redis-cli --cluster create` splits
+    the slots into equal contiguous ranges, so partitions in any multiple of the primary
+    count land evenly on them (with plain CRC16 tags, 6 partitions on 3 primaries often put
+    3 on one)."""
+    if partitions == 1:
+        return queue
+    width = REDIS_CLUSTER_HASH_SLOTS / partitions
+    low = int(index * width + width / 4)
+    high = max(low, int(index * width + 3 * width / 4) - 1)
+    salt = 0
+    while True:
+        tag = f"{queue}:{index}" if salt == 0 else f"{queue}:{index}.{salt}"
+        if low <= key_slot(tag.encode()) <= high:
+            return tag
+        salt += 1
+
+
+def partition_keys(prefix: str, queue: str, partitions: int) -> tuple[QueueKeys, ...]:
+    """The keys of each partition, in order (one QueueKeys with tag ``{<queue>}`` when the
+    queue has one partition)."""
+    return tuple(
+        QueueKeys(prefix, queue, partition_tag(queue, i, partitions)) for i in range(partitions)
+    )
+
+
+class QueueLayout:
+    """A queue's key groups: the queue-wide keys (`wide`) and each partition's (`parts`),
+    and which partition holds a task (`for_task`)."""
+
+    __slots__ = ("count", "parts", "prefix", "queue", "wide")
+
+    def __init__(self, prefix: str, queue: str, partitions: int = 1) -> None:
+        self.prefix, self.queue = prefix, queue
+        self.count = check_partitions(partitions)
+        self.wide = QueueKeys(prefix, queue)
+        self.parts = (self.wide,) if self.count == 1 else partition_keys(prefix, queue, self.count)
+
+    def for_task(self, task_id: str) -> QueueKeys:
+        if self.count == 1:
+            return self.wide
+        return self.parts[zlib.crc32(task_id.encode()) % self.count]
+
+    def index_of(self, task_id: str) -> int:
+        return partition_of(task_id, self.count)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
+    """The keys under one hash tag: a partition's, or (tag = the queue name) the queue-wide
+    ones, which are also partition 0's when the queue has a single partition."""
+
     prefix: str
     queue: str
+    tag: str = ""
 
     @property
     def base(self) -> str:
-        return f"{self.prefix}:{{{self.queue}}}:"
+        return f"{self.prefix}:{{{self.tag or self.queue}}}:"
+
+    @property
+    def meta(self) -> str:
+        """Hash (queue-wide): the queue's stored layout (`partitions`)."""
+        return f"{self.base}meta"
 
     def task(self, task_id: str) -> str:
         return f"{self.base}task:{task_id}"

@@ -44,9 +44,13 @@ class LeaseKeeper:
         queue_name: str,
         lease_seconds: float,
         on_event: Callable[[str, str, int | None], None],
+        cluster: bool = False,
+        partitions: int = 1,
     ) -> None:
         self._config = {
             "url": redis_url,
+            "cluster": cluster,
+            "partitions": partitions,
             "prefix": key_prefix,
             "queue": queue_name,
             "lease_ms": int(lease_seconds * 1000),

@@ -151,6 +151,7 @@ class ClaimBatch:
     tasks: list[RedisTask]
     wait_hint: float | None
     task_types: list[str] = field(default_factory=list)  # the types the claim considered
+    head: int | None = None  # best pending score left in the partition, when asked for
 
     def wait_limit(self, seconds: float) -> float:
         return seconds if self.wait_hint is None else min(seconds, self.wait_hint)

@@ -146,6 +146,8 @@ class Worker:
             queue_name=self.queue.queue_name,
             lease_seconds=self.queue.lease_seconds,
             on_event=self._on_keeper_event,
+            cluster=self.queue.cluster,
+            partitions=self.queue.partitions,
         )
         await self._keeper.start()
         self._started_at = await server_time_iso(self.queue)
@@ -232,7 +234,10 @@ class Worker:
             self._slot_free.clear()
 
     async def _nothing_scheduled(self) -> bool:
-        return await self.queue.redis.zcard(self.queue.keys.delayed) == 0
+        for keys in self.queue.layout.parts:
+            if await self.queue.redis.zcard(keys.delayed):
+                return False
+        return True
 
     async def _wait_for(self, *awaitables: Any) -> None:
         """Wait for the first of `awaitables` or a stop request; cancel the rest."""

@@ -18,7 +18,11 @@
   ARGV[6] use_dlq     '1' or '0'
   ARGV[7] suspects    '1': the caller may take a task that lost a lease before (a suspect),
                       which then comes alone; '0': it already runs one, skip them
-  ARGV[8..] task types served (none = every known type)
+  ARGV[8] max_score   '' or a score: only tasks that sort before it are claimed (a caller
+                      claiming across partitions passes the best priority band another
+                      partition holds, so no lower band is taken here while it waits)
+  ARGV[9] want_head   '1': report the best score left among the served types
+  ARGV[10..] task types served (none = every known type)
 
   Suspects run alone: a task that lost its lease twice (once when max_lease_losses is 1)
   may be what killed its worker (a poison task), and the tasks that ran beside it were
@@ -33,9 +37,10 @@
   finished task's id added back by hand) is only dropped from the structure and counted as
   `stale_dropped`: its record is left alone.
 
-  Returns {now_ms, next_event_ms, {types served}, {id, token, HGETALL...}, ...};
+  Returns {now_ms, next_event_ms, {types served}, head, {id, token, HGETALL...}, ...};
   next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
-  none), so an idle worker knows how long it may block.
+  none), so an idle worker knows how long it may block; head is the best pending score
+  left after the claim ('' when none, or when not asked for).
   Errors: {-10, key, type} a queue structure key holds the wrong Redis type;
           {-11, name, value} a numeric argument is not a number.
 ]]
@@ -54,12 +59,18 @@ count = math.max(0, math.min(count, MAX_BATCH))
 local suspect_after = math.max(1, math.min(2, max_losses)) -- lost leases that make a suspect
 local use_dlq = ARGV[6] == '1'
 local take_suspects = ARGV[7] == '1'
+local max_score = nil
+if ARGV[8] ~= '' then
+  max_score, bad = number_arg(ARGV[8], 'max_score')
+  if bad then return bad end
+end
+local want_head = ARGV[9] == '1'
 
 bad = check_types({KEYS[4], 'set'})
 if bad then return bad end
 local types = {}
-if #ARGV >= 8 then
-  for i = 8, #ARGV do types[#types + 1] = ARGV[i] end
+if #ARGV >= 10 then
+  for i = 10, #ARGV do types[#types + 1] = ARGV[i] end
 else
   types = redis.call('SMEMBERS', KEYS[4])
 end
@@ -175,9 +186,21 @@ end
 -- types + k log(types) reads, not types * k.
 local function pick(k)
   local picked = {}
-  if #types == 1 then
+  if #types == 1 and not max_score then
     local popped = redis.call('ZPOPMIN', pending_key(base, types[1]), k)
     for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], types[1], popped[i + 1]} end
+    return picked
+  end
+  if #types == 1 then
+    local key = pending_key(base, types[1])
+    local rows = redis.call('ZRANGE', key, '-inf', '(' .. string.format('%.0f', max_score),
+                            'BYSCORE', 'LIMIT', 0, k, 'WITHSCORES')
+    local ids = {}
+    for i = 1, #rows, 2 do
+      picked[#picked + 1] = {rows[i], types[1], rows[i + 1]}
+      ids[#ids + 1] = rows[i]
+    end
+    call_sliced('ZREM', key, ids)
     return picked
   end
   local first_page = math.max(1, math.min(16, math.floor(k / #types) + 1))
@@ -188,7 +211,7 @@ local function pick(k)
     if advance(c) then heap_push(heap, c) end
   end
   local taken = {} -- pending key -> ids, removed once the merge is over (offsets stay valid)
-  while #picked < k and #heap > 0 do
+  while #picked < k and #heap > 0 and not (max_score and heap[1].head >= max_score) do
     local c = heap_pop(heap)
     local id = c.rows[c.pos]
     picked[#picked + 1] = {id, c.type, c.rows[c.pos + 1]}
@@ -204,7 +227,7 @@ local function pick(k)
   return picked
 end
 
-local out = {now, -1, types}
+local out = {now, -1, types, ''}
 -- Fencing tokens: one more than the stored counter, but never below the server clock (ms
 -- since EPOCH_US, times 1,000), so a token is not handed out twice even when Redis lost the
 -- counter (a restart without persistence, a host crash with appendfsync everysec) while a
@@ -272,4 +295,12 @@ if d[2] then next_event = tonumber(d[2]) end
 local p = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if p[2] and (next_event < 0 or tonumber(p[2]) < next_event) then next_event = tonumber(p[2]) end
 out[2] = next_event
+if want_head then
+  local best = nil
+  for _, t in ipairs(types) do
+    local h = redis.call('ZRANGE', pending_key(base, t), 0, 0, 'WITHSCORES')
+    if h[2] and (best == nil or tonumber(h[2]) < best) then best = tonumber(h[2]) end
+  end
+  if best then out[4] = string.format('%.0f', best) end
+end
 return out

@@ -7,21 +7,26 @@ produce.py, consume.py, inspect.py and administer.py; __init__.py puts them toge
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from .. import codec
-from ..connection import check_url, make_client, mask_url, redis_errors
-from ..errors import LeaseLost, NotConnected, QueueError
-from ..keys import QueueKeys, validate_queue_name, validate_task_id
+from ..connection import BLOCK_SLICE_SECONDS, check_url, mask_url, parse_topology, redis_errors
+from ..errors import LeaseLost, NotConnected, QueueError, TopologyError
+from ..keys import QueueKeys, QueueLayout, validate_queue_name, validate_task_id
 from ..models import RedisTask, RetryPolicy
 from ..scripts import ScriptCall, Scripts, removed_count
 from ..telemetry import MetricsSink, Telemetry
+from ..topology import AnyRedis, async_client, check_server
+from .partitions import PartitionHeads
 
 __all__ = ["BATCH", "MIN_BLOCK", "QueueClient"]
 
@@ -55,14 +60,27 @@ class QueueClient:
         connect_timeout: float = 5.0,
         password: str | None = None,
         metrics: MetricsSink | None = None,
+        cluster: bool = False,
+        partitions: int = 1,
+        max_connections: int = 100,
+        max_blocking_connections: int = 100,
+        durable: bool = False,
+        durable_settle: bool = False,
+        min_replicas: int = 1,
+        durable_timeout_ms: int = 1000,
     ) -> None:
         if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
             raise ValueError(
                 "max_retries and max_lease_losses must be >= 0; "
                 "task_ttl_seconds and lease_seconds must be > 0"
             )
+        if max_connections < 1 or max_blocking_connections < 1:
+            raise ValueError("max_connections and max_blocking_connections must be >= 1")
+        if min_replicas < 1 or durable_timeout_ms < 1:
+            raise ValueError("min_replicas and durable_timeout_ms must be >= 1")
         self.queue_name = validate_queue_name(queue_name)
         self.redis_url = check_url(redis_url)
+        self.topology = parse_topology(self.redis_url, cluster=cluster)
         self.max_retries = max_retries
         self.task_ttl_seconds = task_ttl_seconds
         self.enable_dlq = enable_dlq
@@ -70,17 +88,46 @@ class QueueClient:
         self.max_lease_losses = max_lease_losses
         self.retry_policy = retry_policy or RetryPolicy()
         self.max_payload_bytes = max_payload_bytes
-        self.keys = QueueKeys(validate_queue_name(key_prefix), self.queue_name)
+        self.layout = QueueLayout(validate_queue_name(key_prefix), self.queue_name, partitions)
+        self.keys = self.layout.wide  # queue-wide keys; partition 0's too when it has one
+        self.max_connections = max_connections
+        self.max_blocking_connections = max_blocking_connections
+        self.durable = durable
+        self.durable_settle = durable_settle
+        self.min_replicas = min_replicas
+        self.durable_timeout_ms = durable_timeout_ms
         self._password = password
         self.telemetry = Telemetry(self, metrics)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
-        self._redis: Redis | None = None
-        self._blocking: Redis | None = None
+        self._redis: AnyRedis | None = None
+        self._blocking: AnyRedis | None = None
         self._scripts: Scripts | None = None
+        self._heads: PartitionHeads | None = None  # consume.py: what claims last saw
+        self._slots: asyncio.Semaphore | None = None
+        self._blocking_slots: asyncio.Semaphore | None = None
         # Fencing tokens of the leases this instance was granted, so the seed's
         # complete_task(task_id, result) needs no token argument.
         self._leases: dict[str, int] = {}
+
+    @property
+    def partitions(self) -> int:
+        return self.layout.count
+
+    @property
+    def cluster(self) -> bool:
+        return self.topology.kind == "cluster"
+
+    def keys_for(self, task_id: str) -> QueueKeys:
+        """The keys of the partition that holds `task_id`."""
+        return self.layout.for_task(task_id)
+
+    def _touched(self, task_ids: Sequence[str]) -> None:
+        """This object made tasks ready in these tasks' partitions: its own claims look
+        there again at once rather than trusting what it last saw."""
+        if self._heads is not None:
+            for task_id in task_ids:
+                self._heads.stale(self.layout.index_of(task_id))
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -90,27 +137,58 @@ class QueueClient:
     # -- lifecycle -----------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the connections and check that Redis answers (RedisUnavailable if not)."""
+        """Open the connections and check that Redis answers (RedisUnavailable if not) and
+        can serve this queue as configured (TopologyError if not)."""
         if self._redis is not None:
             return
         options = {
             "password": self._password,
-            "socket_timeout": self._socket_timeout,
             "connect_timeout": self._connect_timeout,
         }
-        redis = make_client(self.redis_url, **options)  # type: ignore[arg-type]
-        blocking = make_client(self.redis_url, blocking=True, **options)  # type: ignore[arg-type]
+        redis = async_client(
+            self.topology,
+            socket_timeout=self._socket_timeout,
+            max_connections=self.max_connections,
+            **options,  # type: ignore[arg-type]
+        )
+        blocking = async_client(
+            self.topology,
+            socket_timeout=self._socket_timeout + BLOCK_SLICE_SECONDS,
+            max_connections=self.max_blocking_connections,
+            **options,  # type: ignore[arg-type]
+        )
         try:
             async with redis_errors(self.redis_url):
+                await check_server(redis, self.topology)
                 await redis.ping()
                 await _check_server_version(redis, self.url)
                 await _warn_about_server_settings(redis, self.url)
+                await self._check_layout(redis)
         except BaseException:
             await redis.aclose()
             await blocking.aclose()
             raise
         self._redis, self._blocking = redis, blocking
         self._scripts = Scripts(redis, self.url)
+        # Calls wait for a connection instead of failing with "Too many connections".
+        self._slots = asyncio.Semaphore(self.max_connections)
+        self._blocking_slots = asyncio.Semaphore(self.max_blocking_connections)
+
+    async def _check_layout(self, redis: AnyRedis) -> None:
+        """Every client of a queue must agree on its partition count, or tasks would go
+        to partitions no worker watches: the first partitioned client stores it, and a
+        client with another count is refused."""
+        stored = await redis.hget(self.keys.meta, "partitions")
+        if stored is None and self.partitions > 1:
+            await redis.hsetnx(self.keys.meta, "partitions", self.partitions)
+            stored = await redis.hget(self.keys.meta, "partitions")
+        count = int(stored) if stored is not None and stored.isdigit() else 1
+        if count != self.partitions:
+            raise TopologyError(
+                f"queue {self.queue_name!r} has {count} partition(s) in Redis at {self.url}, "
+                f"this client was configured with {self.partitions}: every producer and "
+                "worker of a queue must use the same count (AGENTIC_PARTITIONS, --partitions)"
+            )
 
     async def close(self) -> None:
         redis, blocking = self._redis, self._blocking
@@ -133,10 +211,11 @@ class QueueClient:
 
     @property
     def redis(self) -> Redis:
-        """The underlying redis.asyncio client (responses are bytes)."""
+        """The underlying redis.asyncio client (responses are bytes): a RedisCluster, with
+        the same command methods, on a cluster."""
         if self._redis is None:
             raise NotConnected("call `await queue.connect()` first")
-        return self._redis
+        return cast(Redis, self._redis)
 
     @property
     def metrics(self) -> MetricsSink:
@@ -162,14 +241,37 @@ class QueueClient:
     def _blocking_client(self) -> Redis:
         if self._blocking is None:
             raise NotConnected("call `await queue.connect()` first")
-        return self._blocking
+        return cast(Redis, self._blocking)
 
     async def run(self, call: ScriptCall, task_id: str = "") -> Any:
         """Run one script call (built by utils.redis_queue.scripts); error replies raise
         the mapped QueueError, naming `task_id`."""
-        if self._scripts is None:
+        if self._scripts is None or self._slots is None:
             raise NotConnected("call `await queue.connect()` first")
-        return await self._scripts.run(call, task_id)
+        async with self._slots:
+            return await self._scripts.run(call, task_id)
+
+    async def run_durable(self, call: ScriptCall, task_ids: Sequence[str]) -> Any:
+        """run(), returning only once WAIT confirmed the write on min_replicas replicas
+        within durable_timeout_ms (DurabilityError naming `task_ids` otherwise)."""
+        if self._scripts is None or self._slots is None:
+            raise NotConnected("call `await queue.connect()` first")
+        async with self._slots:
+            return await self._scripts.run_durable(
+                call, task_ids, self.min_replicas, self.durable_timeout_ms
+            )
+
+    def _command(self) -> AbstractAsyncContextManager[None]:
+        """Around direct commands: waits for a free connection, translates errors."""
+        if self._slots is None:
+            raise NotConnected("call `await queue.connect()` first")
+        return _bounded(self._slots, self.redis_url)
+
+    def _blocking_command(self) -> AbstractAsyncContextManager[None]:
+        """Around blocking commands, bounded by max_blocking_connections."""
+        if self._blocking_slots is None:
+            raise NotConnected("call `await queue.connect()` first")
+        return _bounded(self._blocking_slots, self.redis_url)
 
     async def _chunked(self, build: Callable[[int], ScriptCall]) -> int:
         """Run a script that removes up to BATCH items per call until it removes fewer."""
@@ -215,6 +317,12 @@ class QueueClient:
             raise QueueError(str(exc)) from exc
 
 
+@asynccontextmanager
+async def _bounded(slots: asyncio.Semaphore, url: str) -> AsyncIterator[None]:
+    async with slots, redis_errors(url):
+        yield
+
+
 _warned_urls: set[str] = set()
 _checked_versions: set[str] = set()
 
@@ -222,26 +330,39 @@ _checked_versions: set[str] = set()
 MIN_SERVER_MAJOR = 7  # the scripts declare flags (#!lua flags=...), new in Redis 7.0
 
 
-async def _check_server_version(redis: Redis, url: str) -> None:
+async def _check_server_version(redis: AnyRedis, url: str) -> None:
     """Refuse a server older than Redis 7.0 (Valkey reports 7.2+) with a clear error,
     instead of every script failing to compile. A server that refuses INFO is trusted."""
     if url in _checked_versions:
         return
-    try:
-        info = await redis.info("server")
-    except ResponseError:
-        return
-    version = str(info.get("redis_version", ""))
-    major = version.split(".", 1)[0]
-    if major.isdigit() and int(major) < MIN_SERVER_MAJOR:
-        raise QueueError(
-            f"Redis at {url} is version {version}; agentic-pipeline needs Redis 7.0 or later "
-            "(or Valkey)"
-        )
+    for info in await _per_server(redis, "INFO", "server"):
+        version = str(info.get("redis_version", ""))
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < MIN_SERVER_MAJOR:
+            raise QueueError(
+                f"Redis at {url} is version {version}; agentic-pipeline needs Redis 7.0 or "
+                "later (or Valkey)"
+            )
     _checked_versions.add(url)
 
 
-async def _warn_about_server_settings(redis: Redis, url: str) -> None:
+async def _per_server(redis: AnyRedis, *command: str) -> list[dict[Any, Any]]:
+    """`command`'s reply from each primary (the one server unless on a cluster); a server
+    that refuses it (ACLs, managed Redis) is left out."""
+    try:
+        if isinstance(redis, RedisCluster):
+            replies = [
+                await redis.execute_command(*command, target_nodes=node)
+                for node in redis.get_primaries()
+            ]
+        else:
+            replies = [await redis.execute_command(*command)]  # type: ignore[no-untyped-call]
+    except ResponseError:
+        return []
+    return [r for r in replies if isinstance(r, dict)]
+
+
+async def _warn_about_server_settings(redis: AnyRedis, url: str) -> None:
     """Warn once per server when its settings can lose tasks: an eviction policy other
     than noeviction drops task records under memory pressure, and without AOF a restart
     loses what was acknowledged. A server that refuses CONFIG (managed Redis, ACLs) is
@@ -249,12 +370,12 @@ async def _warn_about_server_settings(redis: Redis, url: str) -> None:
     if url in _warned_urls:
         return
     _warned_urls.add(url)
-    try:
-        config: dict[Any, Any] = {
-            **await redis.config_get("maxmemory-policy"),
-            **await redis.config_get("appendonly"),
-        }
-    except ResponseError:
+    config: dict[Any, Any] = {}
+    for reply in await _per_server(redis, "CONFIG GET", "maxmemory-policy"):
+        config.update(reply)
+    for reply in await _per_server(redis, "CONFIG GET", "appendonly"):
+        config.update(reply)
+    if not config:
         return
     settings = {codec.as_text(k): codec.as_text(v) for k, v in config.items()}
     policy, aof = settings.get("maxmemory-policy", ""), settings.get("appendonly", "")

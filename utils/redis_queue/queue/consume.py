@@ -8,12 +8,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import codec, scripts
-from ..connection import BLOCK_SLICE_SECONDS, redis_errors
+from ..connection import BLOCK_SLICE_SECONDS
 from ..errors import LeaseLost, QueueError
-from ..keys import validate_task_type
+from ..keys import QueueKeys, validate_task_type
 from ..models import ClaimBatch, RedisTask, Settlement, TaskState
 from ..new_task import check_seconds
 from .client import MIN_BLOCK, QueueClient
+from .partitions import PartitionHeads, WakeWaiters
 
 __all__ = ["MAX_CLAIM", "SETTLE_CHUNK", "Consumer"]
 
@@ -21,7 +22,13 @@ SETTLE_CHUNK = 200  # settlements per settle_many script call
 MAX_CLAIM = 1000  # tasks per claim script call (MAX_BATCH in lua/include/common.lua)
 
 
+def _event_at(now: float, batch: ClaimBatch) -> float:
+    return float("inf") if batch.wait_hint is None else now + batch.wait_hint
+
+
 class Consumer(QueueClient):
+    _waiters: WakeWaiters | None = None
+
     async def dequeue(self, worker_id: str, timeout: float = 5.0) -> RedisTask | None:
         """Claim the highest-priority ready task, blocking in Redis up to `timeout`
         seconds for one to arrive. Returns None on timeout."""
@@ -63,26 +70,105 @@ class Consumer(QueueClient):
         None), each under a new lease, plus how long an idle caller may block before a
         delayed task comes due or a lease expires. A task that lost a lease before (it
         may be what killed its worker) comes alone in its batch; with `suspects` False
-        (the caller runs one already) such tasks are left for others."""
+        (the caller runs one already) such tasks are left for others. On a partitioned
+        queue the claim goes to the partitions in priority order (partitions.py)."""
         types = [validate_task_type(t) for t in task_types] if task_types is not None else []
+        if self.partitions > 1:
+            return await self._claim_across(worker_id, count, types, suspects)
+        return await self._claim_partition(self.keys, worker_id, count, types, suspects)
+
+    async def _claim_partition(
+        self,
+        keys: QueueKeys,
+        worker_id: str,
+        count: int,
+        types: list[str],
+        suspects: bool,
+        max_score: int | None = None,
+    ) -> ClaimBatch:
         # The script takes at most MAX_CLAIM per call (no count may make it fail halfway);
         # a bigger claim is several calls, each atomic. Only the first may hand out a
         # suspect, which then comes alone.
         tasks: list[RedisTask] = []
         left, first = count, True
+        want_head = self.partitions > 1
         while True:
             ask = min(left, MAX_CLAIM)
-            batch = await self._claim_call(worker_id, ask, types, suspects and first)
+            batch = await self._claim_call(
+                keys, worker_id, ask, types, suspects and first, max_score, want_head
+            )
             tasks.extend(batch.tasks)
             left, first = left - len(batch.tasks), False
             if left <= 0 or len(batch.tasks) < ask:  # drained, or a suspect came alone
-                return ClaimBatch(tasks, batch.wait_hint, batch.task_types)
+                return ClaimBatch(tasks, batch.wait_hint, batch.task_types, batch.head)
 
-    async def _claim_call(
+    async def _claim_across(
         self, worker_id: str, count: int, types: list[str], suspects: bool
     ) -> ClaimBatch:
+        loop = asyncio.get_running_loop()
+        heads = self._partition_heads()
+        if count == 0:  # housekeeping only: every partition
+            for index, keys in enumerate(self.layout.parts):
+                batch = await self._claim_partition(keys, worker_id, 0, types, False)
+                heads.report(index, batch.head, _event_at(loop.time(), batch), loop.time())
+            return ClaimBatch([], heads.wait_hint(loop.time()))
+        tasks: list[RedisTask] = []
+        served: set[str] = set()
+        tried: set[int] = set()
+        stale = heads.stale_ones(loop.time())
+        if len(stale) > 1:
+            # Two partitions of unknown content cannot be ranked against each other:
+            # ask each for its head first (all at once, so one round trip of latency),
+            # which also promotes their due tasks and reaps their expired leases.
+            probes = await asyncio.gather(
+                *(
+                    self._claim_partition(self.layout.parts[i], worker_id, 0, types, False, None)
+                    for i in stale
+                )
+            )
+            now = loop.time()
+            for index, batch in zip(stale, probes, strict=True):
+                heads.report(index, batch.head, _event_at(now, batch), now)
+                served.update(batch.task_types)
+        while len(tasks) < count:
+            choice = heads.next_claim(loop.time(), tried)
+            if choice is None:
+                break
+            index, max_score = choice
+            tried.add(index)
+            batch = await self._claim_partition(
+                self.layout.parts[index],
+                worker_id,
+                count - len(tasks),
+                types,
+                suspects and not tasks,
+                max_score,
+            )
+            now = loop.time()
+            heads.report(index, batch.head, _event_at(now, batch), now)
+            tasks.extend(batch.tasks)
+            served.update(batch.task_types)
+            if any(t.lease_losses for t in batch.tasks):  # a suspect comes alone
+                break
+        return ClaimBatch(tasks, heads.wait_hint(loop.time()), sorted(served))
+
+    def _partition_heads(self) -> PartitionHeads:
+        if self._heads is None:
+            self._heads = PartitionHeads(self.partitions)
+        return self._heads
+
+    async def _claim_call(
+        self,
+        keys: QueueKeys,
+        worker_id: str,
+        count: int,
+        types: list[str],
+        suspects: bool,
+        max_score: int | None,
+        want_head: bool,
+    ) -> ClaimBatch:
         call = scripts.claim(
-            self.keys,
+            keys,
             worker_id=worker_id,
             lease_ms=int(self.lease_seconds * 1000),
             count=count,
@@ -90,6 +176,8 @@ class Consumer(QueueClient):
             use_dlq=self.enable_dlq,
             suspects=suspects,
             task_types=types,
+            max_score=max_score,
+            want_head=want_head,
         )
         reply = scripts.claim_reply(await self.run(call))
         tasks = []
@@ -105,7 +193,10 @@ class Consumer(QueueClient):
             tasks.append(task)
         wait = reply.next_event_ms - reply.now_ms
         return ClaimBatch(
-            tasks, None if reply.next_event_ms < 0 else max(0.0, wait / 1000), reply.served
+            tasks,
+            None if reply.next_event_ms < 0 else max(0.0, wait / 1000),
+            reply.served,
+            reply.head,
         )
 
     async def wait_for_work(
@@ -118,23 +209,51 @@ class Consumer(QueueClient):
         With task_types None (every type), it watches the `known_types` a claim reported
         plus the key that announces new types. Returns early on a wake-up token; the
         caller then claims."""
-        if task_types is not None:
-            wake_keys = [self.keys.wake(validate_task_type(t)) for t in task_types]
-        else:
-            wake_keys = [self.keys.wake(), *(self.keys.wake(t) for t in known_types)]
+        types = [validate_task_type(t) for t in task_types] if task_types is not None else None
+        known = list(known_types)
+
+        def wake_keys(keys: QueueKeys) -> list[str]:
+            if types is not None:
+                return [keys.wake(t) for t in types]
+            return [keys.wake(), *(keys.wake(t) for t in known)]
+
         wait = max(MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
         try:
-            async with redis_errors(self.redis_url):
-                await self._blocking_client.blpop(wake_keys, timeout=wait)
+            if self.partitions == 1:
+                async with self._blocking_command():
+                    await self._blocking_client.blpop(wake_keys(self.keys), timeout=wait)
+                return
+            for index in await self._wake_waiters().wait(self.layout.parts, wake_keys, wait):
+                self._partition_heads().stale(index)
         except QueueError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
-            await self._repair_wake_keys(wake_keys)
+            for keys in self.layout.parts:
+                await self._repair_wake_keys(wake_keys(keys))
+
+    def _wake_waiters(self) -> WakeWaiters:
+        if self._waiters is None:
+            self._waiters = WakeWaiters(self._blpop, self._hand_back, one_call=not self.cluster)
+        return self._waiters
+
+    async def _blpop(self, keys: list[str], seconds: float) -> Any:
+        async with self._blocking_command():
+            return await self._blocking_client.blpop(keys, timeout=seconds)
+
+    async def _hand_back(self, wake_key: str) -> None:
+        async with self._command():
+            await self.redis.lpush(wake_key, "1")
+
+    async def close(self) -> None:
+        waiters, self._waiters, self._heads = self._waiters, None, None
+        if waiters is not None:
+            await waiters.close()
+        await super().close()
 
     async def _repair_wake_keys(self, wake_keys: list[str]) -> None:
         """Wake keys carry no data: one that something overwrote is deleted (the
         scripts push a fresh token to it when work arrives)."""
-        async with redis_errors(self.redis_url):
+        async with self._command():
             for key in wake_keys:
                 if await self.redis.type(key) not in (b"list", b"none"):
                     await self.redis.delete(key)
@@ -146,7 +265,7 @@ class Consumer(QueueClient):
         this caller's lease expired and the task was reclaimed."""
         text = codec.dumps(result, "result", self.max_payload_bytes)
         call = scripts.complete(
-            self.keys,
+            self.keys_for(task_id),
             task_id=task_id,
             token=self._token_for(task_id, lease_token),
             keep_ms=self.task_ttl_seconds * 1000,
@@ -186,6 +305,34 @@ class Consumer(QueueClient):
         return out
 
     async def _settle_chunk(self, items: list[Settlement]) -> list[TaskState | QueueError]:
+        if self.partitions == 1:
+            return await self._settle_partition(self.keys, items)
+        # One call per partition, all at once; replies go back in the callers' order.
+        groups: dict[int, list[int]] = {}
+        for position, s in enumerate(items):
+            groups.setdefault(self.layout.index_of(s.task_id), []).append(position)
+        replies = await asyncio.gather(
+            *(
+                self._settle_partition(self.layout.parts[index], [items[p] for p in positions])
+                for index, positions in groups.items()
+            ),
+            return_exceptions=True,
+        )
+        out: list[TaskState | QueueError | None] = [None] * len(items)
+        for positions, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, QueueError):
+                    raise reply
+                for p in positions:  # that partition's Redis failed: those are unsettled
+                    out[p] = reply
+                continue
+            for p, state in zip(positions, reply, strict=True):
+                out[p] = state
+        return [o for o in out if o is not None]
+
+    async def _settle_partition(
+        self, keys: QueueKeys, items: list[Settlement]
+    ) -> list[TaskState | QueueError]:
         calls = []
         for s in items:
             token = self._token_for(s.task_id, s.lease_token)
@@ -205,15 +352,19 @@ class Consumer(QueueClient):
                 scripts.SettleItem(s.task_id, token, error_text=error, retry=s.retry, delay=s.delay)
             )
         call = scripts.settle_many(
-            self.keys,
+            keys,
             keep_ms=self.task_ttl_seconds * 1000,
             use_dlq=self.enable_dlq,
             policy=self.retry_policy,
             max_retries=self.max_retries,
             items=calls,
         )
+        if self.durable_settle:
+            replies = await self.run_durable(call, [s.task_id for s in items])
+        else:
+            replies = await self.run(call)
         out: list[TaskState | QueueError] = []
-        for s, reply in zip(items, await self.run(call), strict=True):
+        for s, reply in zip(items, replies, strict=True):
             out.append(scripts.settle_state(reply, s.task_id))
             if not isinstance(out[-1], LeaseLost):
                 self._leases.pop(s.task_id, None)
@@ -225,7 +376,7 @@ class Consumer(QueueClient):
         """Heartbeat: extend the lease to `seconds` (default lease_seconds) from now.
         Returns True when a cancel was requested for the task. Raises LeaseLost."""
         call = scripts.extend(
-            self.keys,
+            self.keys_for(task_id),
             task_id=task_id,
             token=self._token_for(task_id, lease_token),
             lease_ms=int((seconds or self.lease_seconds) * 1000),
@@ -238,8 +389,9 @@ class Consumer(QueueClient):
         """Hand a claimed task back to pending without counting the attempt (used on
         graceful shutdown). Raises LeaseLost."""
         token = self._token_for(task_id, lease_token)
-        call = scripts.release(self.keys, task_id=task_id, token=token)
+        call = scripts.release(self.keys_for(task_id), task_id=task_id, token=token)
         await self._settling(task_id, self.run(call, task_id))
+        self._touched([task_id])
 
     async def reap(self) -> None:
         """Promote due delayed tasks and reclaim expired leases (a bounded batch). Every
@@ -256,7 +408,7 @@ class Consumer(QueueClient):
         corrupt: bool = False,
     ) -> scripts.ScriptCall:
         return scripts.fail(
-            self.keys,
+            self.keys_for(task_id),
             task_id=task_id,
             token=token,
             retry=retry,

@@ -9,12 +9,12 @@ from redis.exceptions import OutOfMemoryError
 
 from ...aio import raise_if_cancelled
 from .. import codec, scripts
-from ..connection import BLOCK_SLICE_SECONDS, redis_errors
+from ..connection import BLOCK_SLICE_SECONDS
 from ..errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
 from ..keys import validate_task_id
 from ..models import RedisTask, TaskState
 from ..new_task import check_seconds
-from ..snapshot import QueueSnapshot, ids_in_state
+from ..snapshot import QueueSnapshot, ids_in_state, merge_snapshots
 from .client import MIN_BLOCK, QueueClient
 
 __all__ = ["Inspector"]
@@ -24,8 +24,8 @@ class Inspector(QueueClient):
     async def get_task(self, task_id: str) -> RedisTask | None:
         """The task as stored now, or None. A corrupt record raises QueueError."""
         validate_task_id(task_id)
-        async with redis_errors(self.redis_url):
-            flat = await self.redis.hgetall(self.keys.task(task_id))
+        async with self._command():
+            flat = await self.redis.hgetall(self.keys_for(task_id).task(task_id))
         return self._decode(task_id, flat)
 
     async def wait_for_result(self, task_id: str, timeout: float = 30.0) -> Any:
@@ -35,7 +35,7 @@ class Inspector(QueueClient):
         validate_task_id(task_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + check_seconds("timeout", timeout)
-        done_key = self.keys.done(task_id)
+        done_key = self.keys_for(task_id).done(task_id)
         task = await self.get_task(task_id)
         while True:
             if task is None:
@@ -54,7 +54,7 @@ class Inspector(QueueClient):
             # itself leaves the token in place for every other waiter; the read that
             # follows it rides in the same pipeline, saving a round trip.
             wait = max(MIN_BLOCK, min(remaining, BLOCK_SLICE_SECONDS))
-            async with redis_errors(self.redis_url):
+            async with self._blocking_command():
                 try:
                     token, flat = await self._wait_done(task_id, wait, keep_token=True)
                 except OutOfMemoryError:
@@ -66,17 +66,18 @@ class Inspector(QueueClient):
             if token is not None and task is not None and not TaskState(task.state).is_final:
                 # A token left by an earlier task of the same id (deleted by hand): drop
                 # it, or every later wait would return at once.
-                async with redis_errors(self.redis_url):
+                async with self._command():
                     await self.redis.delete(done_key)
 
     async def _wait_done(self, task_id: str, wait: float, *, keep_token: bool) -> list[Any]:
-        done_key = self.keys.done(task_id)
+        keys = self.keys_for(task_id)
+        done_key = keys.done(task_id)
         async with self._blocking_client.pipeline(transaction=False) as pipe:
             if keep_token:
                 pipe.blmove(done_key, done_key, wait)  # type: ignore[arg-type]
             else:
                 pipe.blpop([done_key], wait)
-            pipe.hgetall(self.keys.task(task_id))
+            pipe.hgetall(keys.task(task_id))
             token, flat = await pipe.execute()
         return [token, flat]
 
@@ -113,11 +114,14 @@ class Inspector(QueueClient):
         """Up to `limit` tasks in `state` (pending ones in dequeue order, finished ones
         oldest first). Records that cannot be decoded are skipped."""
         wanted = TaskState(state) if state else TaskState.PENDING
-        async with redis_errors(self.redis_url):
-            ids = await ids_in_state(self.redis, self.keys, wanted, limit)
+        async with self._command():
+            ranked: list[tuple[float, str]] = []
+            for keys in self.layout.parts:
+                ranked.extend(await ids_in_state(self.redis, keys, wanted, limit))
+            ids = [task_id for _, task_id in sorted(ranked)[:limit]]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in ids:
-                    pipe.hgetall(self.keys.task(task_id))
+                    pipe.hgetall(self.keys_for(task_id).task(task_id))
                 rows = await pipe.execute()
         tasks = []
         for task_id, flat in zip(ids, rows, strict=True):
@@ -135,7 +139,7 @@ class Inspector(QueueClient):
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            async with redis_errors(self.redis_url):
+            async with self._command():
                 await self.redis.ping()
             latency_ms = (loop.time() - started) * 1000
             stats = await self.get_statistics()
@@ -152,4 +156,5 @@ class Inspector(QueueClient):
             return {"status": "unhealthy", "error": str(exc), "redis_url": self.url}
 
     async def _snapshot(self) -> QueueSnapshot:
-        return scripts.sizes_reply(await self.run(scripts.sizes(self.keys)))
+        parts = await asyncio.gather(*(self.run(scripts.sizes(keys)) for keys in self.layout.parts))
+        return merge_snapshots([scripts.sizes_reply(reply) for reply in parts])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import scripts, telemetry
 from ..errors import BulkEnqueueError, InvalidTaskError, QueueError
+from ..keys import QueueKeys
 from ..models import RedisTask, TaskPriority
 from ..new_task import NewTask, enqueued_task, new_task
 from .client import QueueClient
@@ -29,26 +31,35 @@ class Producer(QueueClient):
         max_retries: int | None = None,
         meta: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        durable: bool | None = None,
     ) -> RedisTask:
         """Add a task. `task_id` is the idempotency key: if a task with that id exists
         (in any state, until it is cleared), nothing changes and that task is returned.
         `delay` schedules it that many seconds ahead; `timeout` overrides the worker's
-        execution timeout for this task."""
+        execution timeout for this task. `durable` (default: the queue's) returns only
+        once min_replicas replicas have the task, else raises DurabilityError."""
         task = self._new_task(
             task_id, task_type, payload, priority, delay, max_retries, meta, timeout
         )
-        if telemetry.tracer is None:  # the hot path: skip the hook's closure
+        wait = self.durable if durable is None else durable
+        if telemetry.tracer is None and not wait:  # the hot path: skip the hook's closure
             return await self._enqueue_one(task)
-        sent = await self.telemetry.send([task], False, self._enqueue_all)
+        sent = await self.telemetry.send(
+            [task], False, lambda tasks: self._enqueue_all(tasks, wait)
+        )
         return sent[0]
 
-    async def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[RedisTask]:
+    async def enqueue_many(
+        self, tasks: Iterable[Mapping[str, Any]], *, durable: bool | None = None
+    ) -> list[RedisTask]:
         """Enqueue many tasks, each a dict of enqueue()'s keyword arguments. Every task is
         validated before anything is sent; up to 1,000 tasks go in one all-or-nothing
-        script call. Longer lists are sent 1,000 at a time: if a later chunk fails,
-        BulkEnqueueError carries the tasks that were enqueued before it."""
+        script call (per partition: a partitioned queue sends each partition's share at
+        the same time). Longer lists are sent 1,000 at a time: if a chunk fails,
+        BulkEnqueueError carries the tasks that were enqueued. `durable` as in enqueue()."""
         new = [self._bulk_item(i, t) for i, t in enumerate(tasks)]
-        return await self.telemetry.send(new, True, self._enqueue_all)
+        wait = self.durable if durable is None else durable
+        return await self.telemetry.send(new, True, lambda batch: self._enqueue_all(batch, wait))
 
     def _bulk_item(self, index: int, item: Any) -> NewTask:
         """One enqueue_many item, or InvalidTaskError naming it (nothing is sent then)."""
@@ -66,23 +77,63 @@ class Producer(QueueClient):
 
     async def _enqueue_one(self, task: NewTask) -> RedisTask:
         now_ms, (outcome,) = scripts.enqueue_reply(
-            await self.run(scripts.enqueue(self.keys, [task]))
+            await self.run(scripts.enqueue(self.keys_for(task.task_id), [task]))
         )
         if outcome == 1:
             self.telemetry.enqueued(task.task_type)
+            self._touched([task.task_id])
         return enqueued_task(task, outcome, now_ms, self.max_retries)
 
-    async def _enqueue_all(self, tasks: list[NewTask]) -> list[RedisTask]:
-        out: list[RedisTask] = []
+    async def _enqueue_all(self, tasks: list[NewTask], durable: bool = False) -> list[RedisTask]:
+        if self.partitions == 1:
+            done: list[RedisTask] = []
+            await self._enqueue_partition(self.keys, tasks, durable, done)
+            return done
+        groups: dict[int, list[int]] = {}
+        for position, task in enumerate(tasks):
+            groups.setdefault(self.layout.index_of(task.task_id), []).append(position)
+        results: dict[int, list[RedisTask]] = {index: [] for index in groups}
+        failures = await asyncio.gather(
+            *(
+                self._enqueue_partition(
+                    self.layout.parts[index], [tasks[p] for p in positions], durable, results[index]
+                )
+                for index, positions in groups.items()
+            ),
+            return_exceptions=True,
+        )
+        by_position: dict[int, RedisTask] = {}
+        for (index, positions), failure in zip(groups.items(), failures, strict=True):
+            if failure is not None and not isinstance(failure, QueueError):
+                raise failure
+            by_position.update(zip(positions, results[index], strict=False))
+        errors = [f for f in failures if isinstance(f, QueueError)]
+        out = [by_position[p] for p in sorted(by_position)]
+        if errors:
+            if not out:
+                raise errors[0]
+            raise BulkEnqueueError(out, errors[0]) from errors[0]
+        return out
+
+    async def _enqueue_partition(
+        self, keys: QueueKeys, tasks: list[NewTask], durable: bool, out: list[RedisTask]
+    ) -> None:
+        """Send one partition's tasks, 1,000 per call, appending each chunk's RedisTasks
+        to `out` as it lands (so a failure leaves `out` holding what is enqueued)."""
         for start in range(0, len(tasks), BULK):
             chunk = tasks[start : start + BULK]
+            call = scripts.enqueue(keys, chunk)
             try:
-                reply = await self.run(scripts.enqueue(self.keys, chunk))
+                if durable:
+                    reply = await self.run_durable(call, [t.task_id for t in chunk])
+                else:
+                    reply = await self.run(call)
             except QueueError as exc:
-                if not out:
+                if not out or self.partitions > 1:
                     raise
-                raise BulkEnqueueError(out, exc) from exc
+                raise BulkEnqueueError(list(out), exc) from exc
             now_ms, outcomes = scripts.enqueue_reply(reply)
+            self._touched([chunk[0].task_id])
             created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
             for task_type, count in created.items():
                 self.telemetry.enqueued(task_type, count)
@@ -90,7 +141,6 @@ class Producer(QueueClient):
                 enqueued_task(t, r, now_ms, self.max_retries)
                 for t, r in zip(chunk, outcomes, strict=True)
             )
-        return out
 
     def _new_task(self, *args: Any, **kwargs: Any) -> NewTask:
         return new_task(self.max_retries, self.max_payload_bytes, *args, **kwargs)

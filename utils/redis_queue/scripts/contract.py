@@ -79,7 +79,10 @@ CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id"))
 CLAIM = Script(
     "claim",
     ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled"),
-    ("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
+    (
+        *("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
+        *("max_score", "want_head"),
+    ),
     rest="task types served",
 )
 CLEAR_FINISHED = Script("clear_finished", ("completed", "cancelled"), ("base", "age_ms", "limit"))
@@ -178,6 +181,8 @@ def claim(
     use_dlq: bool,
     suspects: bool,
     task_types: Sequence[str],
+    max_score: int | None = None,
+    want_head: bool = False,
 ) -> ScriptCall:
     named = {
         "base": keys.base,
@@ -187,6 +192,8 @@ def claim(
         "max_lease_losses": max_lease_losses,
         "use_dlq": _flag(use_dlq),
         "suspects": _flag(suspects),
+        "max_score": "" if max_score is None else max_score,
+        "want_head": _flag(want_head),
     }
     return CLAIM.call(keys, named, task_types)
 

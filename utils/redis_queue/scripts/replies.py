@@ -64,12 +64,14 @@ class ClaimReply:
     next_event_ms: int  # earliest delayed due time or lease deadline; -1 = none
     served: list[str]  # the task types the claim considered
     rows: list[tuple[str, int, list[Any]]]  # (task id, lease token, flat HGETALL)
+    head: int | None = None  # best pending score left (when asked for); None = none left
 
 
 def claim_reply(reply: list[Any]) -> ClaimReply:
-    rows = [(raw_id.decode(), int(token), flat) for raw_id, token, flat in reply[3:]]
+    rows = [(raw_id.decode(), int(token), flat) for raw_id, token, flat in reply[4:]]
     served = [codec.as_text(t) for t in reply[2]]
-    return ClaimReply(int(reply[0]), int(reply[1]), served, rows)
+    head = int(reply[3]) if reply[3] else None
+    return ClaimReply(int(reply[0]), int(reply[1]), served, rows, head)
 
 
 def cancel_outcome(reply: list[Any]) -> CancelOutcome:

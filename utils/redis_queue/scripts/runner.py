@@ -1,5 +1,7 @@
 """Loading the Lua sources and running script calls: EVALSHA, and on NOSCRIPT (a
-restarted or flushed server) the source is loaded and the call sent once more."""
+restarted, flushed or newly promoted server) the same call as EVAL with the source, which
+also caches the script on that server. EVAL goes where EVALSHA went (the node of the
+call's keys on a cluster), so no SCRIPT LOAD has to reach every node."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from importlib import resources
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from ..connection import translate_error
+from ..errors import DurabilityError
+from ..topology import AnyRedis
 from .contract import SCRIPTS, ScriptCall
 from .replies import raise_for_code
 
@@ -47,29 +52,74 @@ def script_sha(name: str) -> str:
 class Scripts:
     """Runs ScriptCalls on one async client; negative replies raise the mapped error."""
 
-    def __init__(self, redis: Redis, url: str) -> None:
+    def __init__(self, redis: AnyRedis, url: str) -> None:
         self._redis = redis
         self._url = url
 
     async def run(self, call: ScriptCall, task_id: str = "") -> Any:
         name = call.script.name
-        sha = script_sha(name)
         try:
             try:
-                reply = await self._redis.evalsha(sha, len(call.keys), *call.keys, *call.args)
+                reply = await self._redis.evalsha(
+                    script_sha(name), len(call.keys), *call.keys, *call.args
+                )
             except NoScriptError:
-                await self._redis.script_load(script_source(name))
-                reply = await self._redis.evalsha(sha, len(call.keys), *call.keys, *call.args)
+                reply = await self._redis.eval(
+                    script_source(name), len(call.keys), *call.keys, *call.args
+                )
         except RedisError as exc:  # the hot path: no context manager
             raise translate_error(self._url, exc) from exc
         if reply and isinstance(reply[0], int) and reply[0] < 0:
             raise_for_code(reply, task_id, name.replace("_", " "))
         return reply
 
+    async def run_durable(
+        self, call: ScriptCall, task_ids: Sequence[str], min_replicas: int, timeout_ms: int
+    ) -> Any:
+        """The call, then WAIT on the same connection (one pipeline, one round trip):
+        DurabilityError unless `min_replicas` replicas confirmed the write in time. The
+        call's own error replies raise first (nothing to confirm then)."""
+        name = call.script.name
+        replies = await self._pipelined_with_wait(call, min_replicas, timeout_ms, sha=True)
+        if isinstance(replies[0], NoScriptError):
+            replies = await self._pipelined_with_wait(call, min_replicas, timeout_ms, sha=False)
+        reply, acked = replies
+        for item in replies:
+            if isinstance(item, RedisError):
+                raise translate_error(self._url, item) from item
+        if reply and isinstance(reply[0], int) and reply[0] < 0:
+            raise_for_code(reply, task_ids[0] if len(task_ids) == 1 else "", name.replace("_", " "))
+        if int(acked) < min_replicas:
+            raise DurabilityError(list(task_ids), int(acked), min_replicas, timeout_ms)
+        return reply
 
-def run_pipelined(redis: SyncRedis, calls: Sequence[ScriptCall]) -> list[Any]:
+    async def _pipelined_with_wait(
+        self, call: ScriptCall, min_replicas: int, timeout_ms: int, *, sha: bool
+    ) -> list[Any]:
+        name = call.script.name
+        body = script_sha(name) if sha else script_source(name)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            if sha:
+                pipe.evalsha(body, len(call.keys), *call.keys, *call.args)
+            else:
+                pipe.eval(body, len(call.keys), *call.keys, *call.args)
+            if isinstance(self._redis, RedisCluster):
+                # WAIT counts the writes of its own connection: it must follow the script
+                # on the node (and so the connection) that ran it.
+                node = self._redis.get_node_from_key(call.keys[0])
+                pipe.execute_command("WAIT", min_replicas, timeout_ms, target_nodes=node)
+            else:
+                pipe.execute_command("WAIT", min_replicas, timeout_ms)
+            return list(await pipe.execute(raise_on_error=False))
+        except RedisError as exc:
+            raise translate_error(self._url, exc) from exc
+
+
+def run_pipelined(redis: SyncRedis | SyncRedisCluster, calls: Sequence[ScriptCall]) -> list[Any]:
     """Many calls in one pipeline on a sync client (the lease keeper), loading the
-    scripts again on NOSCRIPT. Replies are raw: failures are exception objects."""
+    scripts again on NOSCRIPT (on every primary of a cluster). Replies are raw: failures
+    are exception objects."""
 
     def send() -> list[Any]:
         pipe = redis.pipeline(transaction=False)
@@ -81,12 +131,15 @@ def run_pipelined(redis: SyncRedis, calls: Sequence[ScriptCall]) -> list[Any]:
     missing = {c.script.name for c, r in zip(calls, replies, strict=True) if _noscript(r)}
     if missing:
         for name in missing:
-            redis.script_load(script_source(name))
+            if isinstance(redis, SyncRedisCluster):
+                redis.script_load(script_source(name), target_nodes=SyncRedisCluster.PRIMARIES)  # type: ignore[call-arg]
+            else:
+                redis.script_load(script_source(name))
         replies = send()
     return replies
 
 
-def run_sync(redis: SyncRedis, call: ScriptCall) -> Any:
+def run_sync(redis: SyncRedis | SyncRedisCluster, call: ScriptCall) -> Any:
     """One call on a sync client (the metrics collector); errors raise as in Scripts.run,
     but redis-py's own exceptions are not translated."""
     (reply,) = run_pipelined(redis, [call])
