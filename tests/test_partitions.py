@@ -221,8 +221,13 @@ async def test_leases_of_long_tasks_are_renewed_in_every_partition(
     ids = [_ids_in(p, 1, "long")[0] for p in range(PARTS)]
     for task_id in ids:
         await q.enqueue(task_id, "sleep", {"seconds": 1.5})
-    stats = await Worker(q, registry, concurrency=PARTS, burst=True).run()
-    assert stats.done == PARTS
+    serving = asyncio.create_task(Worker(q, registry, concurrency=PARTS, burst=True).run())
+    reaper = make_queue(partitions=PARTS)
+    await reaper.connect()
+    while not serving.done():  # claims meanwhile: a lapsed lease would be reclaimed
+        await reaper.reap()
+        await asyncio.sleep(0.2)  # a reaper's pace
+    assert (await serving).done == PARTS
     for task_id in ids:
         task = await q.get_task(task_id)
         assert task is not None and task.attempts == 1 and task.lease_losses == 0

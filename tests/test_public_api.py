@@ -13,12 +13,13 @@ from utils.redis_queue import scripts
 PUBLIC = {
     "utils.redis_queue": {
         "BulkEnqueueError", "ClaimBatch", "CorruptQueue", "DurabilityError", "HandlerRegistry",
-        "InvalidPriority", "InvalidQueueName", "InvalidRedisUrl", "InvalidTaskError", "InvalidTaskId",
-        "InvalidTaskType", "LeaseLost", "NotConnected", "PayloadTooLarge", "PermanentFailure",
-        "QueueError", "RedisAuthError", "RedisTask", "RedisTaskQueue", "RedisUnavailable",
-        "ResultTimeout", "Retry", "RetryPolicy", "SerializationError", "Settlement",
-        "TaskCancelled", "TaskContext", "TaskFailed", "TaskNotFound", "TaskNotProcessing",
-        "TaskPriority", "TaskState", "TaskStateError", "TopologyError", "Worker", "WorkerStats",
+        "InvalidPriority", "InvalidQueueName", "InvalidRedisUrl", "InvalidTaskError",
+        "InvalidTaskId", "InvalidTaskType", "LeaseLost", "NotConnected", "PayloadTooLarge",
+        "PermanentFailure", "QueueError", "RedisAuthError", "RedisTask", "RedisTaskQueue",
+        "RedisUnavailable", "ResultTimeout", "Retry", "RetryPolicy", "SerializationError",
+        "Settlement", "TaskCancelled", "TaskContext", "TaskFailed", "TaskNotFound",
+        "TaskNotProcessing", "TaskPriority", "TaskState", "TaskStateError", "TopologyError",
+        "Worker", "WorkerStats",
     },
     "pipeline": {
         "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",

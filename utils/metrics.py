@@ -287,8 +287,8 @@ class RedisQueueCollector(Collector):
         pipe = self._redis.pipeline(transaction=False)
         for task_id in heads:
             pipe.hget(keys.task(task_id), "created")
-        pipe.time()
-        *created, (seconds, micros) = pipe.execute()
+        created = pipe.execute()
+        seconds, micros = self._redis.time()  # a cluster pipeline refuses keyless commands
         now_ms = seconds * 1000 + micros / 1000
         oldest = min((int(c) for c in created if c), default=None)
         return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
@@ -297,8 +297,8 @@ class RedisQueueCollector(Collector):
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys.workers)
         pipe.zrange(keys.worker_beats, 0, -1, withscores=True)
-        pipe.time()
-        raw, beats, (seconds, micros) = pipe.execute()
+        raw, beats = pipe.execute()
+        seconds, micros = self._redis.time()
         live = [w for w in workers_from(raw, beats, seconds * 1000 + micros // 1000) if w.alive]
         return len(live), sum(w.in_flight for w in live)
 

@@ -130,13 +130,19 @@ def enqueue(
 async def gather_info(queue: RedisTaskQueue) -> dict[str, Any]:
     stats = await queue.get_statistics()
     workers = [w.to_dict() for w in await list_workers(queue)]
-    return {"queue": queue.queue_name, "statistics": stats, "workers": workers}
+    return {
+        "queue": queue.queue_name,
+        "partitions": queue.partitions,
+        "statistics": stats,
+        "workers": workers,
+    }
 
 
 def render_info(info: dict[str, Any], rate: float | None) -> str:
     s = info["statistics"]
     lines = [
-        f"queue {info['queue']}",
+        f"queue {info['queue']}"
+        + (f" ({info['partitions']} partitions)" if info.get("partitions", 1) > 1 else ""),
         "  pending {pending}  delayed {delayed}  processing {processing}  completed {completed}"
         "  failed {failed}  cancelled {cancelled}  dlq {dlq}".format(**s),
         "  pending by priority: "

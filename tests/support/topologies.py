@@ -1,13 +1,10 @@
-"""Real Redis Cluster and Sentinel groups for tests: redis-server processes on free ports
-that a test fails over, kills, restarts and reshards while its workers run, so the queue
-meets the topologies it is deployed on rather than a single server.
+"""Real Redis Cluster and Sentinel groups for tests (`with ClusterGroup() as cluster:`):
+redis-server processes on free ports that a test fails over, kills, restarts and reshards
+while its workers run, so the queue meets the topologies it is deployed on.
 
-    with ClusterGroup() as cluster: ...  # 3 primaries, 1 replica each
-    with SentinelGroup() as ha: ...  # a primary, 2 replicas, 3 sentinels
-
-Every step waits, bounded, until the whole group agrees on the new state, so a test can
-assert right after it returns. The servers are foreign processes with nothing to await:
-the waits poll. A timeout raises TopologyError with the last thing found wrong.
+Every step waits, bounded, until the group agrees on the new state, so a test can assert
+right after it returns. The servers are foreign processes with nothing to await: waits
+poll. A timeout raises TopologyError with the last thing found wrong.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+from subprocess import DEVNULL
 from typing import Any, Self
 
 from redis import Redis
@@ -30,6 +27,7 @@ __all__ = ["ClusterGroup", "SentinelGroup", "TopologyError"]
 
 SLOTS = 16384
 POLL = 0.05  # seconds between looks at the group
+CLI = shutil.which("redis-cli") or "redis-cli"  # creates and reshards the cluster
 # a full sync waits 5 s by default (repl-diskless-sync-delay) for more replicas to join
 DATA_ARGS = ("--appendonly", "yes", "--repl-diskless-sync-delay", "0")
 
@@ -39,9 +37,8 @@ class TopologyError(RuntimeError):
 
 
 def ask(port: int, *args: str) -> Any:
-    """One command on a fresh connection: a poll must not reuse one to a node since killed.
-    Multi-word commands go as separate words and RESP2 is pinned (redis-py 8 may pick
-    RESP3), so the replies are the server's own, unparsed, the same with any client."""
+    """One command on a fresh connection (none kept to a node since killed). Words apart and
+    RESP2 pinned (redis-py 8 may pick RESP3): the server's own reply, unparsed."""
     client = Redis("127.0.0.1", port, protocol=2, decode_responses=True, socket_timeout=2)
     try:
         return client.execute_command(*args)  # type: ignore[no-untyped-call]
@@ -83,18 +80,19 @@ def pairs(flat: list[Any]) -> dict[str, str]:
 
 
 class Group:
-    """What both groups share: cleanup on exit, in a `with`, or at interpreter exit."""
+    """What both groups share: the processes by port, kill, and cleanup at the end of a
+    `with`, on cleanup(), or at interpreter exit (a crashed test leaves no servers)."""
 
-    def __init__(self) -> None:
-        self.started = False
-        self.cleaned = False
-        atexit.register(self.cleanup)  # a crashed test must not leave servers behind
-
-    def servers(self) -> list[RedisServer]:
-        raise NotImplementedError
+    def __init__(self, servers: dict[int, RedisServer]) -> None:
+        self.servers, self.started, self.cleaned = servers, False, False
+        atexit.register(self.cleanup)
 
     def start(self, timeout: float = 30.0) -> Self:
         raise NotImplementedError
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one process and wait for nothing: the test watches what follows."""
+        self.servers[port].kill()
 
     def cleanup(self) -> None:
         """Kill every process and remove every directory; safe to call again."""
@@ -102,19 +100,14 @@ class Group:
             return
         self.cleaned = True
         atexit.unregister(self.cleanup)
-        for server in self.servers():
+        for server in self.servers.values():
             server.kill()
             shutil.rmtree(server.dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self if self.started else self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.cleanup()
 
 
@@ -123,10 +116,10 @@ class ClusterNode:
 
     def __init__(self, line: str) -> None:
         fields = line.split()
-        self.id, flags, master = fields[0], fields[2].split(","), fields[3]
+        self.id, flags, master = fields[0], set(fields[2].split(",")), fields[3]
         self.port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
         self.primary = "master" in flags
-        self.gone = bool({"fail", "fail?", "handshake", "noaddr"} & set(flags))
+        self.gone = bool({"fail", "fail?", "handshake", "noaddr"} & flags)
         self.master_id = None if master == "-" else master
         self.slots = tuple(s for s in fields[8:] if not s.startswith("["))  # not migrations
 
@@ -136,11 +129,10 @@ class ClusterGroup(Group):
     replicas each, created by redis-cli. `extra_args` go to every node."""
 
     def __init__(self, primaries: int = 3, replicas_per_primary: int = 1, *extra_args: str):
-        super().__init__()
         self.replicas_per_primary = replicas_per_primary
         count = primaries * (1 + replicas_per_primary)
         ports = free_ports(2 * count)  # the bus port is not port+10000: that may pass 65535
-        self.nodes = {
+        super().__init__({
             port: RedisServer(
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", f"nodes-{port}.conf",
@@ -150,28 +142,25 @@ class ClusterGroup(Group):
                 port=port,
             )
             for port, bus in zip(ports[:count], ports[count:], strict=True)
-        }  # fmt: skip
+        })  # fmt: skip
         self.reshards: list[subprocess.Popen[bytes]] = []
-
-    def servers(self) -> list[RedisServer]:
-        return list(self.nodes.values())
 
     @property
     def ports(self) -> list[int]:
-        return list(self.nodes)
+        return list(self.servers)
 
     @property
     def url(self) -> str:
-        return self.nodes[self.ports[0]].url
+        return self.servers[self.ports[0]].url
 
     def start(self, timeout: float = 30.0) -> Self:
-        """Start the nodes, join them into a cluster and wait until every slot is served."""
+        """Start the nodes, join them into a cluster and wait until it is ok."""
         deadline = time.monotonic() + timeout
-        for server in self.nodes.values():
+        for server in self.servers.values():
             server.start(timeout)
         create = subprocess.run(
             [
-                cli(), "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+                CLI, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
                 "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes",
             ],
             capture_output=True, text=True, timeout=timeout,
@@ -183,7 +172,7 @@ class ClusterGroup(Group):
         return self
 
     def live_ports(self) -> list[int]:
-        return [port for port, server in self.nodes.items() if alive(server)]
+        return [port for port, server in self.servers.items() if alive(server)]
 
     def view(self, port: int | None = None) -> dict[int, ClusterNode]:
         """The cluster as one node (the first live one by default) sees it, by port."""
@@ -192,6 +181,10 @@ class ClusterGroup(Group):
 
     def node_id(self, port: int) -> str:
         return str(ask(port, "CLUSTER", "MYID"))
+
+    def is_primary(self, port: int) -> bool:
+        """As `port` itself says: it knows first."""
+        return self.view(port)[port].primary
 
     def primaries(self) -> list[int]:
         """The ports serving as primaries now, as the cluster says."""
@@ -211,9 +204,9 @@ class ClusterGroup(Group):
         raise TopologyError(f"no node serves slot {slot}")
 
     def problem(self) -> str | None:
-        """Why the cluster is not settled: every live node must report cluster_state:ok
-        with all slots served, see the same live nodes in the same roles with the same
-        slots, and every replica must be in sync."""
+        """Why the cluster is not ok: each live node must report cluster_state:ok, all slots
+        served, and the same live nodes, roles and slots as the others (so any node a
+        client asks answers alike); each replica must be in sync."""
         live, views = set(self.live_ports()), set()
         for port in live:
             info = dict(line.split(":", 1) for line in ask(port, "CLUSTER", "INFO").split())
@@ -236,13 +229,9 @@ class ClusterGroup(Group):
     def wait_ok(self, timeout: float = 30.0) -> None:
         wait_for(self.problem, timeout, "cluster ok")
 
-    def is_primary(self, port: int) -> bool:
-        """As `port` itself says: it knows first."""
-        return self.view(port)[port].primary
-
     def failover(self, replica_port: int, timeout: float = 30.0) -> None:
-        """CLUSTER FAILOVER on a replica: it and its primary swap roles, no write lost; waits
-        until it is primary and the whole cluster agrees."""
+        """CLUSTER FAILOVER on a replica: it and its primary swap roles, no write lost;
+        waits until it is primary and the cluster is ok."""
         ask(replica_port, "CLUSTER", "FAILOVER")
 
         def problem() -> str | None:
@@ -251,12 +240,12 @@ class ClusterGroup(Group):
         wait_for(problem, timeout, f"{replica_port} primary")
 
     def kill_primary(self, port: int, timeout: float = 30.0) -> int:
-        """SIGKILL a primary and wait until one of its replicas took over; returns that
-        replica's port. The process record stays: restart(port) brings it back."""
+        """SIGKILL a primary and wait until one of its replicas took over and the survivors
+        are ok; returns that replica's port. restart(port) brings the killed one back."""
         replicas = self.replicas_of(port)
         if not replicas:
             raise TopologyError(f"{port} has no replica to take over")
-        self.nodes[port].kill()
+        self.kill(port)
 
         def problem() -> str | None:
             promoted = any(map(self.is_primary, replicas))
@@ -265,43 +254,36 @@ class ClusterGroup(Group):
         wait_for(problem, timeout, f"a replica of {port} promoted")
         return next(filter(self.is_primary, replicas))
 
-    def kill(self, port: int) -> None:
-        """SIGKILL a node and wait for nothing."""
-        self.nodes[port].kill()
-
     def restart(self, port: int, timeout: float = 30.0) -> None:
         """Start a killed node on its own directory (AOF, nodes.conf): a former primary whose
         slots were taken over rejoins as a replica of the node that took them."""
-        self.nodes[port].start(timeout)
+        self.servers[port].start(timeout)
         self.wait_ok(timeout)
 
     def start_reshard(self, from_port: int, to_port: int, slots: int) -> subprocess.Popen[bytes]:
-        """redis-cli moving `slots` slots (and their keys) in the background, e.g. under
-        load. Its output goes to a file in from_port's directory: a pipe nobody reads
-        would stall it after 64 KiB."""
-        log = Path(self.nodes[from_port].dir) / f"reshard-{len(self.reshards)}.log"
+        """redis-cli moving `slots` slots and their keys, in the background (under load, say).
+        Output to a file: a pipe nobody reads would stall it after 64 KiB."""
+        log = Path(self.servers[from_port].dir) / f"reshard-{len(self.reshards)}.log"
         args = [
-            cli(), "--cluster", "reshard", f"127.0.0.1:{from_port}",
+            CLI, "--cluster", "reshard", f"127.0.0.1:{from_port}",
             "--cluster-from", self.node_id(from_port), "--cluster-to", self.node_id(to_port),
             "--cluster-slots", str(slots), "--cluster-yes",
         ]  # fmt: skip
         with log.open("wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        self.reshards.append(proc)
-        return proc
+            self.reshards.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT))
+        return self.reshards[-1]
 
     def reshard(self, from_port: int, to_port: int, slots: int, timeout: float = 60.0) -> None:
-        """start_reshard, then wait until it ended well and the cluster settled."""
+        """start_reshard, then wait until it ended well and the cluster is ok."""
         deadline = time.monotonic() + timeout
         proc = self.start_reshard(from_port, to_port, slots)
+        log = Path(self.servers[from_port].dir) / f"reshard-{len(self.reshards) - 1}.log"
         try:
-            code = proc.wait(timeout)
+            code: int | None = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            raise TopologyError(f"reshard {from_port}->{to_port} took over {timeout}s") from None
+            code = None  # still running: cleanup kills it
         if code != 0:
-            log = Path(self.nodes[from_port].dir) / f"reshard-{len(self.reshards) - 1}.log"
-            raise TopologyError(f"reshard exited {code}: {log.read_text()[-2000:]}")
+            raise TopologyError(f"reshard ended with {code}: {log.read_text()[-2000:]}")
         self.wait_ok(max(deadline - time.monotonic(), 1.0))
 
     def cleanup(self) -> None:
@@ -312,16 +294,9 @@ class ClusterGroup(Group):
         super().cleanup()
 
 
-def cli() -> str:
-    found = shutil.which("redis-cli")
-    if found is None:
-        raise TopologyError("redis-cli is not on PATH: it creates and reshards the cluster")
-    return found
-
-
 class Sentinel(RedisServer):
     """`redis-server S.conf --sentinel`: sentinel refuses to run without a config file it
-    can rewrite, and the file must be the first argument, so RedisServer.start won't do."""
+    can rewrite, and that must be the first argument, so RedisServer.start won't do."""
 
     def __init__(self, port: int, name: str, primary_port: int, down_after_ms: int) -> None:
         super().__init__(port=port)
@@ -337,10 +312,10 @@ class Sentinel(RedisServer):
 
     def start(self, timeout: float = 10.0) -> str:
         args = [self.binary, str(self.conf), "--sentinel"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = self.proc = subprocess.Popen(args, stdout=DEVNULL, stderr=DEVNULL)
 
         def problem() -> str | None:
-            if self.proc is not None and self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise TopologyError(f"sentinel {self.port} exited: {self.log()}")
             return None if ask(self.port, "PING") else "no PONG"
 
@@ -352,14 +327,13 @@ class SentinelGroup(Group):
     """A primary with 2 replicas watched by 3 sentinels (quorum 2) as `master_name`, with
     short timeouts so a failover takes seconds. `extra_args` go to the data nodes.
 
-    down_after_ms is 1500, not 1000: at 1000 a sentinel pings a primary it has just
-    switched to only as that 1 s runs out, so it can see it down before the reply comes;
-    two sentinels seeing that at once fail over again (2 of 9 kills, measured)."""
+    down_after_ms is 1500, not 1000: at 1000 a sentinel first pings a primary it has just
+    switched to only as that second runs out, and may call it down before the reply; two
+    sentinels doing so at once fail over a second time (2 kills in 9, measured)."""
 
     def __init__(
         self, master_name: str = "agentic-ha", *extra_args: str, down_after_ms: int = 1500
     ) -> None:
-        super().__init__()
         self.master_name = master_name
         self.extra_args = [*DATA_ARGS, *extra_args]
         primary, *replicas, s1, s2, s3 = free_ports(6)
@@ -370,9 +344,7 @@ class SentinelGroup(Group):
         self.sentinels = {
             port: Sentinel(port, master_name, primary, down_after_ms) for port in (s1, s2, s3)
         }
-
-    def servers(self) -> list[RedisServer]:
-        return [*self.sentinels.values(), *self.nodes.values()]  # sentinels first: no failover
+        super().__init__({**self.sentinels, **self.nodes})  # sentinels die first: no failover
 
     @property
     def sentinel_ports(self) -> list[int]:
@@ -388,8 +360,8 @@ class SentinelGroup(Group):
         return f"sentinel://{hosts}/{self.master_name}/0"
 
     def start(self, timeout: float = 30.0) -> Self:
-        """Start the data nodes, then the sentinels once the replicas are in sync (so the
-        sentinels' first INFO finds them), and wait until every sentinel knows them all."""
+        """Start the data nodes, then the sentinels once the replicas are in sync (so their
+        first INFO finds them), and wait until every sentinel knows everyone."""
         deadline = time.monotonic() + timeout
         for server in self.nodes.values():
             server.start(timeout)
@@ -408,39 +380,42 @@ class SentinelGroup(Group):
         """The primary's port as one sentinel names it."""
         return int(ask(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)[1])
 
+    def master_flags(self, sentinel: int) -> str:
+        """Just master once a failover is over, else also o_down, failover_in_progress..."""
+        return pairs(ask(sentinel, "SENTINEL", "MASTER", self.master_name))["flags"]
+
     def primary_port(self) -> int:
         """The primary, as the first live sentinel says."""
         return self.named_by(self.live_sentinels()[0])
-
-    def master_flags(self, sentinel: int) -> str:
-        """ "master" once a failover is over, else with o_down, failover_in_progress, ..."""
-        return pairs(ask(sentinel, "SENTINEL", "MASTER", self.master_name))["flags"]
 
     def replica_ports(self) -> list[int]:
         """The replicas connected to the primary now, as the primary says."""
         return [int(replica[1]) for replica in ask(self.primary_port(), "ROLE")[2]]
 
     def sync_problem(self, primary: int, skip: int = 0) -> str | None:
-        """Why `primary` is not a master with every other live data node (but `skip`) in
-        sync with it."""
-        if ask(primary, "ROLE")[0] != "master":
+        """Why `primary` is not a master with the other live data nodes (but skip) in sync,
+        as both sides say: a replica reports its link up a moment before the primary lists
+        it (ROLE shows online replicas only)."""
+        if (role := ask(primary, "ROLE"))[0] != "master":
             return f"{primary} is not a master"
+        online = {int(replica[1]) for replica in role[2]}
         for port, server in self.nodes.items():
             if port not in (primary, skip) and alive(server):
                 info = ask(port, "INFO", "replication")
-                if (info.get("master_port"), info.get("master_link_status")) != (primary, "up"):
-                    return f"{port} not in sync with {primary}: {info.get('master_link_status')}"
+                link = info.get("master_port"), info.get("master_link_status"), port in online
+                if link != (primary, "up", True):
+                    return f"{port} not in sync with {primary}: {link}"
         return None
 
     def problem(self, primary: int) -> str | None:
         """Why the group has not settled on `primary`: every live replica must be in sync
-        with it, and every live sentinel must name it, have no failover under way, see
-        every live replica healthy and know every other live sentinel."""
+        with it, and every live sentinel name it, have no failover under way, see every
+        live replica healthy and know every other live sentinel."""
         if found := self.sync_problem(primary):
             return found
-        name = self.master_name
+        name, sentinels = self.master_name, set(self.live_sentinels())
         replicas = {port for port, s in self.nodes.items() if port != primary and alive(s)}
-        for port in (sentinels := set(self.live_sentinels())):
+        for port in sentinels:
             if (said := self.named_by(port)) != primary:
                 return f"sentinel {port} names {said}"
             if (flags := self.master_flags(port)) != "master":
@@ -463,14 +438,14 @@ class SentinelGroup(Group):
         return None
 
     def wait_settled(self, primary: int, timeout: float = 30.0) -> None:
+        """Until problem(primary) is None: ~20 s after a failover (see wait_new_primary)."""
         wait_for(lambda: self.problem(primary), timeout, f"group settled on {primary}")
 
     def wait_new_primary(self, old: int, timeout: float) -> int:
-        """Until every live sentinel names the same primary other than `old` and has ended
-        its failover, that node answers ROLE as master and the other replicas (not `old`)
-        are in sync with it; returns its port. The whole group settles later (wait_settled):
-        sentinels demote a primary that comes back as one only after it has reported
-        itself for 8 s, and refresh what they know of replicas every 10 s."""
+        """Until all live sentinels name one primary but `old` and ended their failover, and
+        it answers ROLE master with the replicas (but `old`) in sync; returns its port. Not
+        until settled: sentinels demote a live `old` ~10 s later (it takes writes till then)
+        and see replicas' new state in an INFO sent every 10 s."""
         found: list[int] = []
 
         def problem() -> str | None:
@@ -487,28 +462,22 @@ class SentinelGroup(Group):
         return found[0]
 
     def failover(self, timeout: float = 30.0) -> int:
-        """SENTINEL FAILOVER: a replica is promoted without the primary failing first;
-        returns the new primary's port."""
+        """SENTINEL FAILOVER: a replica promoted with no failure first; returns its port."""
         old = self.primary_port()
         ask(self.live_sentinels()[0], "SENTINEL", "FAILOVER", self.master_name)
         return self.wait_new_primary(old, timeout)
 
     def kill_primary(self, timeout: float = 30.0) -> int:
         """SIGKILL the primary and wait until the sentinels promoted a replica; returns its
-        port. The process record stays: restart(port) brings it back as a replica."""
+        port. restart(port) brings the killed one back as a replica."""
         old = self.primary_port()
-        self.nodes[old].kill()
+        self.kill(old)
         return self.wait_new_primary(old, timeout)
 
-    def kill(self, port: int) -> None:
-        """SIGKILL a data node or a sentinel and wait for nothing."""
-        (self.sentinels.get(port) or self.nodes[port]).kill()
-
     def restart(self, port: int, timeout: float = 30.0) -> None:
-        """Start a killed node again on its own directory. A data node comes back as a
-        replica of the current primary (started as a primary it would take writes until
-        the sentinels demote it, and drop them); waits until it is in sync. A sentinel:
-        waits until the group settled."""
+        """Start a killed node on its own directory. A data node comes back as a replica of
+        the current primary (as a primary it would take writes until the sentinels demote
+        it, and drop them) and is waited for until in sync; a sentinel, until all settled."""
         primary = self.primary_port()
         if port in self.sentinels:
             self.sentinels[port].start(timeout)

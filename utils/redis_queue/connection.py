@@ -210,5 +210,7 @@ async def redis_errors(url: str) -> AsyncIterator[None]:
     """Translate redis-py's transport and command errors into the queue's exceptions."""
     try:
         yield
+    except QueueError:
+        raise  # already the queue's (RedisUnavailable is an OSError too)
     except (RedisError, OSError) as exc:
         raise translate_error(url, exc) from exc

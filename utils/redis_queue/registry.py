@@ -81,11 +81,13 @@ async def remove_worker(queue: RedisTaskQueue, worker_id: str) -> None:
 
 async def list_workers(queue: RedisTaskQueue) -> list[WorkerInfo]:
     """Every registered worker, marked alive or not by its last beat (server time)."""
-    async with redis_errors(queue.redis_url), queue.redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(queue.keys.workers)
-        pipe.zrange(queue.keys.worker_beats, 0, -1, withscores=True)
-        pipe.time()
-        raw, beats, (seconds, micros) = await pipe.execute()
+    async with redis_errors(queue.redis_url):
+        async with queue.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(queue.keys.workers)
+            pipe.zrange(queue.keys.worker_beats, 0, -1, withscores=True)
+            raw, beats = await pipe.execute()
+        # not pipelined: a cluster pipeline refuses keyless commands
+        seconds, micros = await queue.redis.time()
     return workers_from(raw, beats, seconds * 1000 + micros // 1000)
 
 

@@ -77,12 +77,17 @@ class Settler:
     async def _settle_with_retry(self, batch: list[Settlement]) -> list[Outcome]:
         """Keep the results while Redis is unreachable or refuses for a moment (a failover
         in progress, a busy script): once it answers they are recorded, or refused with
-        LeaseLost if the leases ran out meanwhile (the tasks then run again). Gives up
-        once `abandon` is set (the worker's grace period is over)."""
+        LeaseLost if the leases ran out meanwhile (the tasks then run again). On a
+        partitioned queue the settlements of a partition whose Redis is away are kept
+        and sent again while the others are recorded (sending one twice is safe: the
+        scripts know the settle they already applied). Gives up once `abandon` is set
+        (the worker's grace period is over)."""
+        outcomes: dict[int, Outcome] = {}
+        todo = list(range(len(batch)))
         backoff, refusals = 0.1, 0
         while True:
             try:
-                return await self.queue.settle_many(batch)
+                answers = await self.queue.settle_many([batch[i] for i in todo])
             except QueueError as exc:
                 if not isinstance(exc, RedisUnavailable):
                     refusals += 1
@@ -90,6 +95,19 @@ class Settler:
                         raise
                 if self.abandon.is_set():
                     raise
-                log.warning("acknowledging %d tasks failed, retrying: %s", len(batch), exc)
-                await wait_first(asyncio.sleep(backoff), self.abandon.wait())
-                backoff = min(backoff * 2, 5.0)
+                log.warning("acknowledging %d tasks failed, retrying: %s", len(todo), exc)
+            else:
+                left = []
+                for i, answer in zip(todo, answers, strict=True):
+                    if isinstance(answer, RedisUnavailable) and not self.abandon.is_set():
+                        left.append(i)
+                    else:
+                        outcomes[i] = answer
+                if not left:
+                    return [outcomes[i] for i in range(len(batch))]
+                log.warning(
+                    "acknowledging %d tasks failed, retrying: their Redis is away", len(left)
+                )
+                todo = left
+            await wait_first(asyncio.sleep(backoff), self.abandon.wait())
+            backoff = min(backoff * 2, 5.0)

@@ -16,19 +16,18 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry as SyncRetry
-from redis.sentinel import MasterNotFoundError
 from redis.sentinel import Sentinel as SyncSentinel
 
 from .connection import Topology
 from .errors import RedisUnavailable, TopologyError
 
-__all__ = ["AnyRedis", "async_client", "check_server", "sync_client"]
+__all__ = ["AnyRedis", "async_client", "check_server", "close_client", "sync_client"]
 
 AnyRedis = Redis | RedisCluster
 
@@ -100,6 +99,15 @@ def async_client(
     )
 
 
+async def close_client(client: AnyRedis) -> None:
+    """Close a client from async_client(), with the connections a Sentinel master client
+    keeps to the sentinels themselves."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
 def sync_client(
     topology: Topology, *, password: str | None, socket_timeout: float, connect_timeout: float
 ) -> SyncRedis | SyncRedisCluster:
@@ -115,7 +123,7 @@ def sync_client(
     if topology.kind == "sentinel":
         sentinel = SyncSentinel(  # type: ignore[no-untyped-call]
             topology.sentinels,
-            sentinel_kwargs=_sentinel_kwargs(topology, connect_timeout),
+            sentinel_kwargs=_sentinel_kwargs(topology, connect_timeout, sync=True),
             **options,
         )
         client: SyncRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
@@ -130,11 +138,16 @@ def sync_client(
     return SyncRedis.from_url(topology.url, retry=retry, **options)
 
 
-def _sentinel_kwargs(topology: Topology, connect_timeout: float) -> dict[str, Any]:
+def _sentinel_kwargs(
+    topology: Topology, connect_timeout: float, sync: bool = False
+) -> dict[str, Any]:
+    # No retries of its own: redis-py's default spends seconds per sentinel that is down,
+    # and the client already asks the next sentinel.
     kwargs: dict[str, Any] = {
         "socket_timeout": connect_timeout,
         "socket_connect_timeout": connect_timeout,
         "ssl": topology.ssl,
+        "retry": (SyncRetry if sync else Retry)(NoBackoff(), 0),
     }
     if topology.sentinel_password:
         kwargs["password"] = topology.sentinel_password
@@ -155,8 +168,8 @@ async def check_server(client: AnyRedis, topology: Topology) -> None:
         except ResponseError:  # INFO refused (ACLs, managed Redis): trust the configuration
             return
         cluster_info = await _cluster_enabled(client)
-    except MasterNotFoundError as exc:
-        raise await _sentinel_problem(topology, exc) from None
+    except MasterNotFoundError:
+        raise await _sentinel_problem(topology) from None
     except RedisClusterException as exc:
         raise TopologyError(
             f"Redis at {topology.shown} is not a usable cluster node ({exc}); without a "
@@ -184,7 +197,7 @@ async def _cluster_enabled(client: Redis) -> bool:
     return bool(int(info.get("cluster_enabled", 0) or 0))
 
 
-async def _sentinel_problem(topology: Topology, exc: MasterNotFoundError) -> Exception:
+async def _sentinel_problem(topology: Topology) -> Exception:
     """Tell a wrong master name (the sentinels answer but do not know it) from sentinels
     that are down or a primary that is failing over (RedisUnavailable: try again)."""
     answered, known = 0, False
@@ -192,10 +205,8 @@ async def _sentinel_problem(topology: Topology, exc: MasterNotFoundError) -> Exc
         sentinel = Redis(
             host=host,
             port=port,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
             password=topology.sentinel_password,
-            ssl=topology.ssl,
+            **_sentinel_kwargs(topology, 2.0),
         )
         try:
             masters = await sentinel.sentinel_masters()
@@ -210,4 +221,13 @@ async def _sentinel_problem(topology: Topology, exc: MasterNotFoundError) -> Exc
             f"the sentinels of {topology.shown} know no primary named "
             f"{topology.master_name!r}: check the master name in the URL"
         )
-    return RedisUnavailable(topology.shown, exc)
+    if not answered:
+        hosts = ", ".join(f"{h}:{p}" for h, p in topology.sentinels)
+        return RedisUnavailable(topology.shown, ConnectionError(f"no sentinel answered ({hosts})"))
+    return RedisUnavailable(
+        topology.shown,
+        ConnectionError(
+            f"the sentinels report no healthy primary {topology.master_name!r} "
+            "(a failover may be under way)"
+        ),
+    )

@@ -7,6 +7,9 @@
   KEYS[3] stats       hash
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
+  ARGV[3] request     an id unique to this call, kept with a task it cancels: the same call
+                      sent again (a re-send after a dropped connection) answers {1} again
+                      instead of "already finished"
 
   Returns {1} cancelled; {2} cancel requested from the running worker.
   Errors: {-1} no such task; {-4, state} already finished; {-10, key, type}.
@@ -20,8 +23,9 @@ local key = task_key(base, id)
 local t = redis.call('TYPE', key).ok
 if t == 'none' then return {E_NOT_FOUND} end
 if t ~= 'hash' then return {E_WRONGTYPE, key, t} end
-local f = redis.call('HMGET', key, 'state', 'type')
+local f = redis.call('HMGET', key, 'state', 'type', 'cancel_req')
 local state = f[1]
+if state == 'cancelled' and ARGV[3] ~= '' and f[3] == ARGV[3] then return {1} end
 if state == 'pending' and f[2] then
   redis.call('ZREM', pending_key(base, f[2]), id)
 elseif state == 'delayed' then
@@ -34,4 +38,5 @@ else
   return {E_BAD_STATE, state or ''}
 end
 mark_cancelled(base, key, id, now_ms(), KEYS[2], KEYS[3])
+if ARGV[3] ~= '' then redis.call('HSET', key, 'cancel_req', ARGV[3]) end
 return {1}

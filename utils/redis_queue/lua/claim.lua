@@ -22,7 +22,11 @@
                       claiming across partitions passes the best priority band another
                       partition holds, so no lower band is taken here while it waits)
   ARGV[9] want_head   '1': report the best score left among the served types
-  ARGV[10..] task types served (none = every known type)
+  ARGV[10] request    '' or an id unique to this call: the tasks it claims are remembered
+                      (for one lease time, per worker), so the same call sent again - redis-py
+                      re-sends a command whose connection dropped before the reply - gets
+                      the same tasks back instead of leasing more that nobody will run
+  ARGV[11..] task types served (none = every known type)
 
   Suspects run alone: a task that lost its lease twice (once when max_lease_losses is 1)
   may be what killed its worker (a poison task), and the tasks that ran beside it were
@@ -69,8 +73,8 @@ local want_head = ARGV[9] == '1'
 bad = check_types({KEYS[4], 'set'})
 if bad then return bad end
 local types = {}
-if #ARGV >= 10 then
-  for i = 10, #ARGV do types[#types + 1] = ARGV[i] end
+if #ARGV >= 11 then
+  for i = 11, #ARGV do types[#types + 1] = ARGV[i] end
 else
   types = redis.call('SMEMBERS', KEYS[4])
 end
@@ -84,6 +88,24 @@ bad = check_types(checks)
 if bad then return bad end
 
 local now = now_ms()
+
+local request = ARGV[10]
+local replay_key = base .. 'claimed:' .. ARGV[2]
+if request ~= '' then
+  local seen = redis.pcall('GET', replay_key)
+  if type(seen) == 'string' and string.sub(seen, 1, #request + 1) == request .. '\n' then
+    -- This call, sent again: the tasks it claimed, those still leased to it.
+    local again = {now, -1, types, ''}
+    for id, token in string.gmatch(string.sub(seen, #request + 2), '(%S+) (%S+)') do
+      local key = task_key(base, id)
+      local f = redis.pcall('HMGET', key, 'state', 'lease')
+      if type(f) == 'table' and not f.err and f[1] == 'processing' and f[2] == token then
+        again[#again + 1] = {id, tonumber(token), redis.call('HGETALL', key)}
+      end
+    end
+    return again
+  end
+end
 
 -- Promote due delayed tasks.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MAINT_BATCH)) do
@@ -275,6 +297,13 @@ end
 if #deadlines > 0 then
   redis.call('HSET', KEYS[3], 'fence', fence)
   call_sliced('ZADD', KEYS[1], deadlines)
+  if request ~= '' then
+    local granted = {request}
+    for i = 5, #out do
+      granted[#granted + 1] = out[i][1] .. ' ' .. string.format('%.0f', out[i][2])
+    end
+    redis.call('SET', replay_key, table.concat(granted, '\n'), 'PX', lease_ms)
+  end
 end
 for _, p in ipairs(put_back) do
   redis.call('ZADD', pending_key(base, p[2]), p[3], p[1])

@@ -16,13 +16,15 @@ local base, id, token = ARGV[1], ARGV[2], ARGV[3]
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'hash'})
 if bad then return bad end
 local key = task_key(base, id)
-local f
-bad, f = check_lease(key, token, 'type')
+local f, settled
+bad, f, settled = check_settle(key, token, 'type')
 if bad then return bad end
+if settled then return {0} end -- this call, sent again
 bad = check_pending_key(base, f[3] or '')
 if bad then return bad end
 redis.call('ZREM', KEYS[1], id)
 redis.call('HDEL', key, 'lease')
+if token ~= '' then redis.call('HSET', key, 'settled', token) end
 redis.call('HINCRBY', key, 'attempts', -1)
 make_pending(base, key, id, KEYS[2])
 return {0}

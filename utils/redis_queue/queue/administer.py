@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 from .. import scripts
@@ -19,7 +20,8 @@ class Administrator(Inspector):
         CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
         Raises TaskNotFound, or TaskStateError if it already finished."""
         validate_task_id(task_id)
-        reply = await self.run(scripts.cancel(self.keys_for(task_id), task_id=task_id), task_id)
+        call = scripts.cancel(self.keys_for(task_id), task_id=task_id, request=os.urandom(8).hex())
+        reply = await self.run(call, task_id)
         if scripts.cancel_outcome(reply) is scripts.CancelOutcome.CANCELLED:
             return TaskState.CANCELLED
         return TaskState.PROCESSING

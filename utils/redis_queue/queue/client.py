@@ -25,7 +25,7 @@ from ..keys import QueueKeys, QueueLayout, validate_queue_name, validate_task_id
 from ..models import RedisTask, RetryPolicy
 from ..scripts import ScriptCall, Scripts, removed_count
 from ..telemetry import MetricsSink, Telemetry
-from ..topology import AnyRedis, async_client, check_server
+from ..topology import AnyRedis, async_client, check_server, close_client
 from .partitions import PartitionHeads
 
 __all__ = ["BATCH", "MIN_BLOCK", "QueueClient"]
@@ -165,8 +165,8 @@ class QueueClient:
                 await _warn_about_server_settings(redis, self.url)
                 await self._check_layout(redis)
         except BaseException:
-            await redis.aclose()
-            await blocking.aclose()
+            await close_client(redis)
+            await close_client(blocking)
             raise
         self._redis, self._blocking = redis, blocking
         self._scripts = Scripts(redis, self.url)
@@ -195,7 +195,7 @@ class QueueClient:
         self._redis = self._blocking = self._scripts = None
         for client in (redis, blocking):
             if client is not None:
-                await client.aclose()
+                await close_client(client)
 
     async def __aenter__(self) -> Self:
         await self.connect()

@@ -4,12 +4,13 @@ handing back leases."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from .. import codec, scripts
 from ..connection import BLOCK_SLICE_SECONDS
-from ..errors import LeaseLost, QueueError
+from ..errors import LeaseLost, QueueError, RedisUnavailable
 from ..keys import QueueKeys, validate_task_type
 from ..models import ClaimBatch, RedisTask, Settlement, TaskState
 from ..new_task import check_seconds
@@ -105,51 +106,48 @@ class Consumer(QueueClient):
     async def _claim_across(
         self, worker_id: str, count: int, types: list[str], suspects: bool
     ) -> ClaimBatch:
+        """A claim over every partition (see partitions.py). A partition whose Redis is
+        unreachable (its primary failing over) is left out for a moment while the others
+        are served; the error surfaces only when no partition could be reached."""
         loop = asyncio.get_running_loop()
         heads = self._partition_heads()
-        if count == 0:  # housekeeping only: every partition
-            for index, keys in enumerate(self.layout.parts):
-                batch = await self._claim_partition(keys, worker_id, 0, types, False)
-                heads.report(index, batch.head, _event_at(loop.time(), batch), loop.time())
-            return ClaimBatch([], heads.wait_hint(loop.time()))
         tasks: list[RedisTask] = []
         served: set[str] = set()
-        tried: set[int] = set()
+        errors: list[QueueError] = []
+
+        async def visit(index: int, ask: int, max_score: int | None = None) -> None:
+            try:
+                batch = await self._claim_partition(
+                    self.layout.parts[index], worker_id, ask, types,
+                    suspects and not tasks and ask > 0, max_score,
+                )  # fmt: skip
+            except RedisUnavailable as exc:
+                heads.unreachable(index, loop.time())
+                errors.append(exc)
+                return
+            heads.report(index, batch.head, _event_at(loop.time(), batch), loop.time())
+            tasks.extend(batch.tasks)
+            served.update(batch.task_types)
+
         stale = heads.stale_ones(loop.time())
-        if len(stale) > 1:
+        if count == 0 or len(stale) > 1:
             # Two partitions of unknown content cannot be ranked against each other:
             # ask each for its head first (all at once, so one round trip of latency),
             # which also promotes their due tasks and reaps their expired leases.
-            probes = await asyncio.gather(
-                *(
-                    self._claim_partition(self.layout.parts[i], worker_id, 0, types, False, None)
-                    for i in stale
-                )
-            )
-            now = loop.time()
-            for index, batch in zip(stale, probes, strict=True):
-                heads.report(index, batch.head, _event_at(now, batch), now)
-                served.update(batch.task_types)
-        while len(tasks) < count:
+            todo = range(self.partitions) if count == 0 else stale
+            await asyncio.gather(*(visit(i, 0) for i in todo))
+        tried: set[int] = set()
+        while count and len(tasks) < count:
             choice = heads.next_claim(loop.time(), tried)
             if choice is None:
                 break
             index, max_score = choice
             tried.add(index)
-            batch = await self._claim_partition(
-                self.layout.parts[index],
-                worker_id,
-                count - len(tasks),
-                types,
-                suspects and not tasks,
-                max_score,
-            )
-            now = loop.time()
-            heads.report(index, batch.head, _event_at(now, batch), now)
-            tasks.extend(batch.tasks)
-            served.update(batch.task_types)
-            if any(t.lease_losses for t in batch.tasks):  # a suspect comes alone
+            await visit(index, count - len(tasks), max_score)
+            if any(t.lease_losses for t in tasks):  # a suspect comes alone
                 break
+        if errors and not tasks and heads.all_unreachable(loop.time()):
+            raise errors[0]
         return ClaimBatch(tasks, heads.wait_hint(loop.time()), sorted(served))
 
     def _partition_heads(self) -> PartitionHeads:
@@ -178,6 +176,7 @@ class Consumer(QueueClient):
             task_types=types,
             max_score=max_score,
             want_head=want_head,
+            request=os.urandom(8).hex() if count else "",
         )
         reply = scripts.claim_reply(await self.run(call))
         tasks = []

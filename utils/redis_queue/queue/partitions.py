@@ -35,6 +35,7 @@ from ..scripts import PENDING_BAND
 __all__ = ["HEAD_TTL", "PartitionHeads", "WakeWaiters"]
 
 HEAD_TTL = 0.1  # seconds a partition's reported head is trusted
+UNREACHABLE_PAUSE = 1.0  # seconds a partition whose Redis did not answer is left out
 log = logging.getLogger("agentic.queue")
 
 
@@ -43,6 +44,7 @@ class _Head:
     score: int | None = None  # best pending score; None = none ready
     known_at: float = float("-inf")  # loop time of the report; -inf = never visited
     next_event: float = float("inf")  # loop time of its next delayed due / lease deadline
+    down_until: float = float("-inf")  # its Redis did not answer: left out until then
 
 
 class PartitionHeads:
@@ -60,8 +62,17 @@ class PartitionHeads:
         h = self._heads[index]
         h.score, h.known_at, h.next_event = head, now, next_event
 
+    def unreachable(self, index: int, now: float) -> None:
+        h = self._heads[index]
+        h.score, h.known_at, h.down_until = None, float("-inf"), now + UNREACHABLE_PAUSE
+
+    def all_unreachable(self, now: float) -> bool:
+        return all(now < h.down_until for h in self._heads)
+
     def stale_ones(self, now: float) -> list[int]:
-        return [i for i, h in enumerate(self._heads) if not self._fresh(h, now)]
+        return [
+            i for i, h in enumerate(self._heads) if not self._fresh(h, now) and now >= h.down_until
+        ]
 
     def _fresh(self, h: _Head, now: float) -> bool:
         return now - h.known_at < HEAD_TTL and now < h.next_event
@@ -76,9 +87,9 @@ class PartitionHeads:
         best_key: tuple[int, int] | None = None
         for step in range(count):
             i = (self._turn + step) % count
-            if i in skip:
-                continue
             h = self._heads[i]
+            if i in skip or now < h.down_until:
+                continue
             if not self._fresh(h, now):
                 key = (0, 0)
             elif h.score is None:
@@ -102,7 +113,10 @@ class PartitionHeads:
 
     def wait_hint(self, now: float) -> float | None:
         """Seconds until the earliest known delayed due time or lease deadline."""
-        soonest = min(h.next_event for h in self._heads)
+        soonest = min(
+            min(h.next_event, h.down_until if h.down_until > now else float("inf"))
+            for h in self._heads
+        )
         return None if soonest == float("inf") else max(0.0, soonest - now)
 
 
@@ -119,6 +133,8 @@ class WakeWaiters:
         self._push_back = push_back  # (key) -> awaitable: hand a token back
         self._one_call = one_call  # one server: a single BLPOP over every key
         self._outstanding: dict[int, asyncio.Future[Any]] = {}
+        self._down_until: dict[int, float] = {}
+        self._error: BaseException | None = None
         self._waiting = False
 
     async def wait(
@@ -132,11 +148,15 @@ class WakeWaiters:
             by_key = {k: i for i, p in enumerate(partitions) for k in keys_of(p)}
             reply = await self._blpop(list(by_key), seconds)
             return {by_key[_text(reply[0])]} if reply else set()
+        now = asyncio.get_running_loop().time()
         for i, p in enumerate(partitions):
-            if i not in self._outstanding:
+            if i not in self._outstanding and now >= self._down_until.get(i, now):
                 task = asyncio.ensure_future(self._blpop(keys_of(p), seconds))
                 task.add_done_callback(lambda t, i=i: self._arrived(i, t))  # type: ignore[misc]
                 self._outstanding[i] = task
+        if not self._outstanding:  # every partition's Redis failed a moment ago
+            assert self._error is not None
+            raise self._error
         self._waiting = True
         try:
             done, _ = await asyncio.wait(
@@ -146,18 +166,24 @@ class WakeWaiters:
             )
         finally:
             self._waiting = False
-        woken, error = set(), None
+        woken: set[int] = set()
+        failed = False
         for i, finished in list(self._outstanding.items()):
             if finished in done:
                 del self._outstanding[i]
                 if finished.cancelled():
                     continue
-                if finished.exception() is not None:
-                    error = error or finished.exception()
+                error = finished.exception()
+                if error is not None:
+                    # That partition's Redis is away (a failover): wait on the others
+                    # and try it again in a moment.
+                    self._down_until[i] = asyncio.get_running_loop().time() + UNREACHABLE_PAUSE
+                    self._error, failed = error, True
                 elif finished.result():
                     woken.add(i)
-        if error is not None and not woken:
-            raise error  # e.g. Redis down: the caller backs off
+        if failed and not woken and not self._outstanding:
+            assert self._error is not None
+            raise self._error  # every partition failed: the caller backs off
         return woken
 
     def _arrived(self, index: int, task: asyncio.Future[Any]) -> None:

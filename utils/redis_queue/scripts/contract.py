@@ -75,13 +75,13 @@ def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
 
 
 _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
-CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id"))
+CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
 CLAIM = Script(
     "claim",
     ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled"),
     (
         *("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
-        *("max_score", "want_head"),
+        *("max_score", "want_head", "request"),
     ),
     rest="task types served",
 )
@@ -183,6 +183,7 @@ def claim(
     task_types: Sequence[str],
     max_score: int | None = None,
     want_head: bool = False,
+    request: str = "",
 ) -> ScriptCall:
     named = {
         "base": keys.base,
@@ -194,6 +195,7 @@ def claim(
         "suspects": _flag(suspects),
         "max_score": "" if max_score is None else max_score,
         "want_head": _flag(want_head),
+        "request": request,
     }
     return CLAIM.call(keys, named, task_types)
 
@@ -277,8 +279,8 @@ def release(keys: QueueKeys, *, task_id: str, token: str) -> ScriptCall:
     return RELEASE.call(keys, {"base": keys.base, "id": task_id, "token": token})
 
 
-def cancel(keys: QueueKeys, *, task_id: str) -> ScriptCall:
-    return CANCEL.call(keys, {"base": keys.base, "id": task_id})
+def cancel(keys: QueueKeys, *, task_id: str, request: str = "") -> ScriptCall:
+    return CANCEL.call(keys, {"base": keys.base, "id": task_id, "request": request})
 
 
 def retry_dlq(keys: QueueKeys, *, task_id: str) -> ScriptCall:

@@ -118,8 +118,10 @@ class Scripts:
 
 def run_pipelined(redis: SyncRedis | SyncRedisCluster, calls: Sequence[ScriptCall]) -> list[Any]:
     """Many calls in one pipeline on a sync client (the lease keeper), loading the
-    scripts again on NOSCRIPT (on every primary of a cluster). Replies are raw: failures
-    are exception objects."""
+    scripts again on NOSCRIPT. Replies are raw: failures are exception objects. On a
+    cluster (whose sync pipelines refuse scripts) each call goes alone to its node."""
+    if isinstance(redis, SyncRedisCluster):
+        return [_run_alone(redis, call) for call in calls]
 
     def send() -> list[Any]:
         pipe = redis.pipeline(transaction=False)
@@ -131,12 +133,20 @@ def run_pipelined(redis: SyncRedis | SyncRedisCluster, calls: Sequence[ScriptCal
     missing = {c.script.name for c, r in zip(calls, replies, strict=True) if _noscript(r)}
     if missing:
         for name in missing:
-            if isinstance(redis, SyncRedisCluster):
-                redis.script_load(script_source(name), target_nodes=SyncRedisCluster.PRIMARIES)  # type: ignore[call-arg]
-            else:
-                redis.script_load(script_source(name))
+            redis.script_load(script_source(name))
         replies = send()
     return replies
+
+
+def _run_alone(redis: SyncRedisCluster, call: ScriptCall) -> Any:
+    name = call.script.name
+    try:
+        try:
+            return redis.evalsha(script_sha(name), len(call.keys), *call.keys, *call.args)
+        except NoScriptError:
+            return redis.eval(script_source(name), len(call.keys), *call.keys, *call.args)
+    except RedisError as exc:
+        return exc
 
 
 def run_sync(redis: SyncRedis | SyncRedisCluster, call: ScriptCall) -> Any:

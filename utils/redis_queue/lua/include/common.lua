@@ -262,3 +262,16 @@ local function check_lease(key, token, ...)
   end
   return nil, f
 end
+
+-- The fencing check of the calls that end an attempt (complete, fail, release). They
+-- record the token whose attempt they ended (`settled`), so the same call sent again -
+-- redis-py re-sends a command when the connection drops before its reply - is told it
+-- already happened instead of being refused as a lost lease. Returns (error table or nil,
+-- fields as check_lease, the task's state when this token already settled it).
+local function check_settle(key, token, ...)
+  local bad, f = check_lease(key, token, ...)
+  if bad and bad[1] == E_LEASE_LOST and redis.call('HGET', key, 'settled') == token then
+    return nil, nil, bad[2]
+  end
+  return bad, f
+end

@@ -32,13 +32,18 @@ end
 -- batch of finished tasks older than keep_ms.
 local function complete_one(base, k, id, token, keep_ms, result)
   local key = task_key(base, id)
-  local bad, f = check_lease(key, token, 'error.count')
+  local bad, f, settled = check_settle(key, token, 'error.count')
   if bad then return bad end
+  if settled then return {0, tonumber(redis.call('HGET', key, 'completed')) or 0} end
   local now = now_ms()
   local stale = {'lease', 'cancel'}
   add_blob_names(stale, 'error', f[3])
   call_sliced('HDEL', key, stale)
   local fields = {'state', 'completed', 'completed', now}
+  if token ~= '' then
+    fields[#fields + 1] = 'settled'
+    fields[#fields + 1] = token
+  end
   add_blob(fields, 'result', result, true)
   call_sliced('HSET', key, fields)
   redis.call('ZREM', k.processing, id)
@@ -58,20 +63,30 @@ local function complete_one(base, k, id, token, keep_ms, result)
   return {0, now}
 end
 
+-- What fail_one answered when it ended this attempt (the state says which way it went).
+local function settled_fail_reply(key, state)
+  if state == 'dead_letter' then return {2} end
+  if state == 'failed' then return {3} end
+  if state == 'cancelled' then return {4} end
+  return {1, 0, tonumber(redis.call('HGET', key, 'retries')) or 0}
+end
+
 -- Fail: retry at once or after a backoff while retries remain (and `retry` is '1');
 -- otherwise dead-letter (or `failed` when use_dlq is false). `policy` is
 -- {first_immediate, base_ms, factor, cap_ms, default_max_retries, use_dlq}; `delay_ms`
 -- '' means use the policy; `jitter` is a multiplier in (0, 1].
 local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, err, policy)
   local key = task_key(base, id)
-  local bad, f = check_lease(key, token, 'cancel', 'retries', 'max_retries', 'type',
-                             'error.count')
+  local bad, f, settled = check_settle(key, token, 'cancel', 'retries', 'max_retries', 'type',
+                                       'error.count')
   if bad then return bad end
+  if settled then return settled_fail_reply(key, settled) end
   local cancel, retries, max_retries, task_type, error_count = f[3], f[4], f[5], f[6], f[7]
   if task_type then
     bad = check_pending_key(base, task_type)
     if bad then return bad end
   end
+  if token ~= '' then redis.call('HSET', key, 'settled', token) end
   local now = now_ms()
   redis.call('ZREM', k.processing, id)
   if cancel == '1' then
