@@ -70,7 +70,8 @@ async def run_under_fault(
         result.runs[ctx.task_id] += 1
         return ctx.task_id
 
-    pool = [Worker(make_queue(), registry, concurrency=8) for _ in range(workers)]
+    queues = [make_queue() for _ in range(workers)]
+    pool = [Worker(q, registry, concurrency=8) for q in queues]
     serving = [asyncio.create_task(w.run()) for w in pool]
     producer = make_queue(durable=durable)
     await producer.connect()
@@ -112,7 +113,8 @@ async def run_under_fault(
     for w in pool:
         w.request_stop()
     await asyncio.gather(*serving, return_exceptions=True)
-    await producer.close()
+    for q in [*queues, producer]:
+        await q.close()
     return result
 
 

@@ -23,6 +23,8 @@ from .topology import sync_client
 
 __all__ = ["main"]
 
+COMPLAINT_INTERVAL = 5.0
+
 
 @dataclass(slots=True)
 class _Lease:
@@ -56,6 +58,14 @@ class _Keeper:
         self.interval = float(config["interval"])
         self.leases: dict[str, _Lease] = {}
         self.parent = os.getppid()
+        self.last_complaint = float("-inf")
+
+    def complain(self, message: str) -> None:
+        """To stderr, at most every COMPLAINT_INTERVAL seconds (an outage repeats it)."""
+        now = time.monotonic()
+        if now - self.last_complaint >= COMPLAINT_INTERVAL:
+            self.last_complaint = now
+            print(f"lease keeper: {message}", file=sys.stderr, flush=True)
 
     def emit(self, event: str, task_id: str, token: str) -> None:
         sys.stdout.write(f"{event} {task_id} {token}\n")
@@ -82,15 +92,11 @@ class _Keeper:
         try:
             replies = self._extend_all(ids)
         except RedisError as exc:
-            print(f"lease keeper: renewal failed: {exc}", file=sys.stderr, flush=True)
+            self.complain(f"renewal failed: {exc}")
             return
         failed = [r for r in replies if isinstance(r, Exception)]
         if failed:  # tried again next interval; said, so a lapsing lease has a cause
-            print(
-                f"lease keeper: {len(failed)} of {len(ids)} renewals failed: {failed[0]}",
-                file=sys.stderr,
-                flush=True,
-            )
+            self.complain(f"{len(failed)} of {len(ids)} renewals failed: {failed[0]}")
         for task_id, reply in zip(ids, replies, strict=True):
             current = self.leases.get(task_id)
             if current is None or isinstance(reply, Exception):

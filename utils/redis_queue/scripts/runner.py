@@ -13,12 +13,12 @@ from importlib import resources
 from typing import Any
 
 from redis import Redis as SyncRedis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, TryAgainError
 
 from ..connection import translate_error
-from ..errors import DurabilityError
+from ..errors import DurabilityError, TopologyError
 from ..topology import AnyRedis
 from .contract import SCRIPTS, ScriptCall
 from .replies import raise_for_code
@@ -97,23 +97,40 @@ class Scripts:
         self, call: ScriptCall, min_replicas: int, timeout_ms: int, *, sha: bool
     ) -> list[Any]:
         name = call.script.name
-        body = script_sha(name) if sha else script_source(name)
+        script = ("EVALSHA", script_sha(name)) if sha else ("EVAL", script_source(name))
+        command = (*script, len(call.keys), *call.keys, *call.args)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            if sha:
-                pipe.evalsha(body, len(call.keys), *call.keys, *call.args)
-            else:
-                pipe.eval(body, len(call.keys), *call.keys, *call.args)
             if isinstance(self._redis, RedisCluster):
-                # WAIT counts the writes of its own connection: it must follow the script
-                # on the node (and so the connection) that ran it.
-                node = self._redis.get_node_from_key(call.keys[0])
-                pipe.execute_command("WAIT", min_replicas, timeout_ms, target_nodes=node)
-            else:
-                pipe.execute_command("WAIT", min_replicas, timeout_ms)
+                return await self._on_node(command, min_replicas, timeout_ms, call.keys[0])
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command("WAIT", min_replicas, timeout_ms)
             return list(await pipe.execute(raise_on_error=False))
         except RedisError as exc:
             raise translate_error(self._url, exc) from exc
+
+    async def _on_node(
+        self, command: tuple[Any, ...], min_replicas: int, timeout_ms: int, key: str
+    ) -> list[Any]:
+        """The script and WAIT on one connection of the node that serves `key`. WAIT counts
+        the writes of its own connection, and a cluster pipeline neither keeps two
+        commands on one connection nor takes scripts; MOVED/ASK (the slot moved) refreshes
+        the slot table and tries again on the new owner."""
+        assert isinstance(self._redis, RedisCluster)
+        for _ in range(3):
+            node = self._redis.get_node_from_key(key)
+            if node is None:
+                raise TopologyError(f"no node of the cluster at {self._url} serves {key!r}")
+            pair = [
+                PipelineCommand(0, *command),
+                PipelineCommand(1, "WAIT", min_replicas, timeout_ms),
+            ]
+            await node.execute_pipeline(pair)
+            if isinstance(pair[0].result, MovedError | AskError | TryAgainError):
+                await self._redis.nodes_manager.initialize()  # the slot moved: learn where
+                continue
+            return [pair[0].result, pair[1].result]
+        return [pair[0].result, pair[1].result]
 
 
 def run_pipelined(redis: SyncRedis | SyncRedisCluster, calls: Sequence[ScriptCall]) -> list[Any]:
