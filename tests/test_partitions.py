@@ -5,13 +5,16 @@ report summed over partitions, the stored partition count, workers draining it a
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.processes import ROOT, agentic_argv, agentic_env
 from tests.support.worker_apps import registry
 from utils.redis_queue import (
     RedisTaskQueue,
@@ -255,3 +258,44 @@ async def test_a_single_partition_queue_keeps_the_original_layout(
 def test_a_partition_count_out_of_range_is_refused(count: object) -> None:
     with pytest.raises(ValueError, match="partitions must be"):
         RedisTaskQueue("q", partitions=count)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "argv", [("--partitions", "0"), ("--partitions", "257"), ("--partitions", "x")]
+)
+def test_the_cli_refuses_a_partition_count_out_of_range(argv: tuple[str, ...]) -> None:
+    out = subprocess.run(
+        agentic_argv(*argv, "info"), env=agentic_env("redis://127.0.0.1:1/0", "q"), cwd=ROOT,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 2 and "--partitions" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_partition_count_from_the_environment_is_checked_too() -> None:
+    env = agentic_env("redis://127.0.0.1:1/0", "q", AGENTIC_PARTITIONS="0")
+    out = subprocess.run(
+        agentic_argv("info"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 2 and "partitions" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_the_dlq_commands_cover_every_partition(pq: RedisTaskQueue, redis_url: str) -> None:
+    ids = [f"dead{i}" for i in range(30)]
+    await pq.enqueue_many(_tasks(ids))
+    for task in await pq.claim("w", 30):
+        await pq.fail_task(task.task_id, "boom", retry=False)
+    env = agentic_env(redis_url, pq.queue_name)
+    argv = ("--partitions", str(PARTS), "dlq")
+    listed = subprocess.run(
+        agentic_argv(*argv, "list", "--limit", "100", "--json"), env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(t["task_id"] for t in json.loads(listed.stdout)) == sorted(ids)
+    retried = subprocess.run(
+        agentic_argv(*argv, "retry", "--all"), env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert retried.returncode == 0 and "retried 30 task(s)" in retried.stdout, retried.stderr
+    sizes = await pq.get_queue_size()
+    assert sizes["dlq"] == 0 and sizes["pending"] == 30

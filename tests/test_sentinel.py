@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.processes import ROOT, agentic_argv, agentic_env
+from tests.support.redis_server import RedisServer
 from tests.support.topologies import SentinelGroup
 from utils.redis_queue import (
     DurabilityError,
@@ -131,6 +132,17 @@ def test_a_malformed_sentinel_url_says_what_is_wrong(url: str) -> None:
         RedisTaskQueue("x", url)
 
 
+def test_several_hosts_without_cluster_mode_or_sentinel_are_refused() -> None:
+    with pytest.raises(InvalidRedisUrl, match="several hosts"):
+        RedisTaskQueue("x", "redis://a:1,b:2/0")
+    with pytest.raises(InvalidRedisUrl, match="host"):
+        RedisTaskQueue("x", "redis://a:1,b:x/0", cluster=True)
+    assert RedisTaskQueue("x", "redis://a:1,b:2/0", cluster=True).topology.seeds == (
+        ("a", 1),
+        ("b", 2),
+    )
+
+
 def test_a_sentinel_url_with_cluster_mode_is_refused() -> None:
     with pytest.raises(InvalidRedisUrl, match="not a cluster"):
         RedisTaskQueue("x", "sentinel://a:1/m", cluster=True)
@@ -146,3 +158,22 @@ def test_the_cli_maps_sentinel_mistakes_to_exit_codes(group: SentinelGroup) -> N
         )  # fmt: skip
         assert out.returncode == code, (url, out.stderr)
         assert "Traceback" not in out.stderr and out.stderr.startswith("error:")
+
+
+async def test_a_primary_demoted_under_a_plain_url_gives_a_typed_error_not_a_generic_one(
+    private_redis: RedisServer,
+) -> None:
+    other = RedisServer()
+    other.start()
+    q = RedisTaskQueue("demoted", private_redis.url)
+    try:
+        await q.connect()
+        await q.enqueue("before", "t", {})
+        admin = Redis.from_url(private_redis.url)
+        await admin.replicaof("127.0.0.1", str(other.port))  # what a failover does to it
+        await admin.aclose()
+        with pytest.raises(TopologyError, match="read-only replica now"):
+            await q.enqueue("after", "t", {})
+    finally:
+        await q.close()
+        other.cleanup()

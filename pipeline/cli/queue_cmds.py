@@ -307,7 +307,11 @@ def dlq_retry(state: CliState, task_id: str | None, retry_all: bool) -> None:
 async def _retry_everything(queue: RedisTaskQueue) -> int:
     """Retry every id in the DLQ (read with SSCAN, so records that cannot be decoded are
     retried too rather than ending the loop), with a progress line on stderr."""
-    ids = [codec.as_text(m) async for m in queue.redis.sscan_iter(queue.dlq_key, count=500)]
+    ids = [
+        codec.as_text(m)
+        for keys in queue.layout.parts  # every partition's DLQ
+        async for m in queue.redis.sscan_iter(keys.dlq, count=500)
+    ]
     err = sys.stderr
     done = 0
     for task_id in ids:

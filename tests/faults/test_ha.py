@@ -40,6 +40,8 @@ def _assert_nothing_lost_or_stuck(result: LoadResult) -> None:
     assert len(result.acked) > 100, result.summary()
     assert not result.lost, (result.summary(), result.lost[:5])
     assert not result.stuck, (result.summary(), [(t, result.final[t]) for t in result.stuck[:5]])
+    # a task runs twice only when it lost a lease (its worker's Redis went away meanwhile)
+    assert all(n > 0 for n in result.lease_losses.values()), result.lease_losses
 
 
 @pytest.mark.parametrize("fault", ["failover", "kill", "reshard"])
@@ -65,6 +67,25 @@ async def test_a_partitioned_queue_on_a_cluster_survives_a_fault_under_load(faul
         _assert_nothing_lost_or_stuck(result)
         if fault == "reshard":
             assert cluster.node_for_key(layout_probe.layout.parts[0].stats) == others[0]
+
+
+async def test_a_cluster_url_listing_its_nodes_starts_while_the_first_is_down() -> None:
+    with ClusterGroup() as cluster:
+        first = cluster.ports[0]
+        seeds = ",".join(f"127.0.0.1:{p}" for p in cluster.ports)
+        if cluster.is_primary(first):
+            cluster.kill_primary(first)
+        else:
+            cluster.kill(first)
+        q = RedisTaskQueue(f"ha-{uuid.uuid4().hex[:8]}", f"redis://{seeds}/0", cluster=True,
+                           partitions=PARTS)  # fmt: skip
+        await q.connect()
+        try:
+            await q.enqueue_many([{"task_id": f"s{i}", "task_type": "t", "payload": {}}
+                                  for i in range(60)])  # fmt: skip
+            assert len(await q.claim("w", 60)) == 60
+        finally:
+            await q.close()
 
 
 @pytest.mark.parametrize("fault", ["failover", "kill"])

@@ -4,6 +4,7 @@ primary, a slot migration), and what became of every acknowledged task afterward
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ class LoadResult:
     refused: int = 0  # enqueue raised (Redis away, DurabilityError): not acknowledged
     runs: Counter[str] = field(default_factory=Counter)  # handler runs per task id
     final: dict[str, str] = field(default_factory=dict)  # state at the end ('' = no record)
+    lease_losses: dict[str, int] = field(default_factory=dict)  # of the tasks run twice
 
     @property
     def lost(self) -> list[str]:
@@ -110,6 +112,10 @@ async def run_under_fault(
             result.final[task_id] = "unreadable"
             continue
         result.final[task_id] = "" if task is None else str(task.state)
+    for task_id in result.duplicated:
+        with contextlib.suppress(QueueError):
+            task = await producer.get_task(task_id)
+            result.lease_losses[task_id] = task.lease_losses if task else -1
     for w in pool:
         w.request_stop()
     await asyncio.gather(*serving, return_exceptions=True)

@@ -66,7 +66,8 @@ def check_url(url: object) -> str:
     shown = mask_url(url)
     try:
         parts = urlsplit(url)
-        if parts.scheme not in ("sentinel", "sentinels"):  # a sentinel URL lists hosts
+        # a sentinel URL and a cluster's nodes list hosts: checked by their parser
+        if "," not in parts.netloc and parts.scheme not in SENTINEL_SCHEMES:
             parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
     except ValueError as exc:
         raise InvalidRedisUrl(f"invalid Redis URL {shown}: {exc}") from None
@@ -80,6 +81,8 @@ def check_url(url: object) -> str:
         return url
     if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdigit():
         raise InvalidRedisUrl(f"invalid Redis URL {shown}: the database must be a number")
+    if "," in parts.netloc:
+        _hosts(url, "Redis URL", 6379)
     return url
 
 
@@ -96,6 +99,7 @@ class Topology:
     username: str | None = None
     password: str | None = None  # the URL's; a constructor password overrides it
     sentinel_password: str | None = field(default=None, repr=False)
+    seeds: tuple[tuple[str, int], ...] = ()  # a cluster URL's nodes, when it lists several
 
     @property
     def shown(self) -> str:
@@ -104,10 +108,19 @@ class Topology:
 
 
 def parse_topology(url: str, *, cluster: bool = False) -> Topology:
-    """The topology a URL (already checked by check_url) names."""
+    """The topology a URL (already checked by check_url) names. A cluster URL may list
+    several nodes (``redis://h1:7000,h2:7001``): any of them that answers will do, so a
+    client still starts while one is down."""
     scheme = url.split("://", 1)[0].lower()
     if scheme not in SENTINEL_SCHEMES:
-        return Topology(url, "cluster" if cluster else "single")
+        seeds = _hosts(url, "Redis URL", 6379) if "," in urlsplit(url).netloc else ()
+        if seeds and not cluster:
+            raise InvalidRedisUrl(
+                f"invalid Redis URL {mask_url(url)}: several hosts are a cluster's nodes "
+                "(add cluster=True, --cluster, AGENTIC_REDIS_CLUSTER=1) or a Sentinel "
+                "group's sentinels (use sentinel://)"
+            )
+        return Topology(url, "cluster" if cluster else "single", seeds=seeds)
     if cluster:
         raise InvalidRedisUrl(
             "a sentinel:// URL names a primary/replica group, not a cluster: drop cluster=True "
@@ -116,22 +129,29 @@ def parse_topology(url: str, *, cluster: bool = False) -> Topology:
     return _parse_sentinel_url(url)
 
 
-def _parse_sentinel_url(url: str) -> Topology:
-    parts = urlsplit(url)
-    shown = mask_url(url)
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, _, secret = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(secret) or None
-    sentinels: list[tuple[str, int]] = []
+def _hosts(url: str, what: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    """The comma-separated host[:port] list of a URL, or InvalidRedisUrl."""
+    hostlist = urlsplit(url).netloc.rpartition("@")[2]
+    hosts: list[tuple[str, int]] = []
     for item in hostlist.split(","):
         host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
         if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
             raise InvalidRedisUrl(
-                f"invalid Sentinel URL {shown}: each sentinel is host[:port], comma-separated"
+                f"invalid {what} {mask_url(url)}: each host is host[:port], comma-separated"
             )
-        sentinels.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
+        hosts.append((host, int(port) if port else default_port))
+    return tuple(hosts)
+
+
+def _parse_sentinel_url(url: str) -> Topology:
+    parts = urlsplit(url)
+    shown = mask_url(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    username = password = None
+    if userinfo:
+        user, _, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    sentinels = _hosts(url, "Sentinel URL", DEFAULT_SENTINEL_PORT)
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise InvalidRedisUrl(
@@ -155,7 +175,7 @@ def mask_url(url: str) -> str:
     """The URL with any password replaced, for error messages and logs."""
     try:
         parts = urlsplit(url)
-        if "," in parts.netloc:  # a sentinel URL: several hosts, one password
+        if "," in parts.netloc:  # several hosts (Sentinel, a cluster's nodes), one password
             userinfo, at, hosts = parts.netloc.rpartition("@")
             if not at or ":" not in userinfo:
                 return url

@@ -11,13 +11,16 @@ TopologyError instead of a generic failure later.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
@@ -59,7 +62,8 @@ def async_client(
     options = _options(topology, password, socket_timeout, connect_timeout)
     if topology.kind == "cluster":
         return RedisCluster.from_url(
-            topology.url,
+            _first_seed_url(topology),
+            startup_nodes=[AsyncClusterNode(h, p) for h, p in topology.seeds] or None,
             max_connections=max_connections,
             # MOVED, ASK, TRYAGAIN and a failover's CLUSTERDOWN are retried by the client
             # after refreshing its slot table.
@@ -115,7 +119,10 @@ def sync_client(
     options = _options(topology, password, socket_timeout, connect_timeout)
     if topology.kind == "cluster":
         return SyncRedisCluster.from_url(
-            topology.url, retry=SyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 6), **options
+            _first_seed_url(topology),
+            startup_nodes=[SyncClusterNode(h, p) for h, p in topology.seeds] or None,  # type: ignore[no-untyped-call]
+            retry=SyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 6),
+            **options,
         )
     retry = SyncRetry(
         ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(RedisConnectionError,)
@@ -136,6 +143,16 @@ def sync_client(
         )
         return client
     return SyncRedis.from_url(topology.url, retry=retry, **options)
+
+
+def _first_seed_url(topology: Topology) -> str:
+    """A one-host URL (what redis-py parses) for a cluster URL that lists several."""
+    if not topology.seeds:
+        return topology.url
+    parts = urlsplit(topology.url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    host, port = topology.seeds[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{port}"))
 
 
 def _sentinel_kwargs(
