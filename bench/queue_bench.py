@@ -4,6 +4,7 @@
     .venv/bin/python bench/queue_bench.py --quick --scenarios AE
     .venv/bin/python bench/queue_bench.py --scenarios C,D,E --profile-workers
     .venv/bin/python bench/queue_bench.py --redis-url redis://host:6379/0
+    .venv/bin/python bench/queue_bench.py --scenarios G      # the cluster layouts (~2 min)
 
 Starts a private redis-server (no persistence) on a free port unless --redis-url is
 given; then it uses a queue name of its own and deletes only keys matching
@@ -19,6 +20,13 @@ Scenarios:  A  enqueue() one at a time         B  enqueue_many() in chunks of 1,
             E0 enqueue -> wait_for_result round trip, seed loop in a subprocess
             E  enqueue -> wait_for_result round trip, idle `agentic worker` subprocess
             F  used_memory per pending task (enqueue_many, no worker)
+            G  (on request only) the same workload on (1) the bench's Redis, 1 partition,
+               (2) a private 3-primary cluster, 1 partition, (3) that cluster, 6
+               partitions: enqueue() and enqueue_many() rates in interleaved blocks (raw
+               LPUSH on both servers too), `agentic worker` drains (1 and 2 processes),
+               Redis CPU per task per primary and (3)'s share per primary; durable
+               enqueue (WAIT, 1 replica) against plain on (3); and the rank error of
+               3,000 mixed-priority tasks drained by 2 processes on (3), with (1) as control
 
 C, D and E run `python -m pipeline.cli worker --app bench.apps:registry` with
 AGENTIC_REDIS_URL / AGENTIC_QUEUE_NAME set (other AGENTIC_* variables removed) and stop it
@@ -60,7 +68,7 @@ from bench.harness.config import FULL, QUICK  # noqa: E402
 from bench.harness.context import Bench, clear_keys  # noqa: E402
 from bench.harness.load import busy_cpus, load_average, load_sample, others_cpus  # noqa: E402
 from bench.report import environment, print_report, report_dict, write_json  # noqa: E402
-from bench.scenarios import ALL_SCENARIOS, SCENARIOS  # noqa: E402
+from bench.scenarios import ALL_SCENARIOS, DEFAULT_SCENARIOS, SCENARIOS  # noqa: E402
 from bench.scenarios.baselines import run_baselines  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
@@ -73,8 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small N, for a smoke run")
     parser.add_argument(
         "--scenarios",
-        default=",".join(ALL_SCENARIOS),
-        help=f"subset of {','.join(ALL_SCENARIOS)} (e.g. AE, C0,E0 or CDE)",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"subset of {','.join(ALL_SCENARIOS)} (e.g. AE, C0,E0 or CDE; default: all but G,"
+        " which starts a Redis Cluster of its own)",
     )
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/)")
     parser.add_argument(

@@ -198,6 +198,11 @@ def print_report(
         for row in worker_rows:
             if row.data.get("worker_exit") != 0:
                 print(f"WARNING: {row.key}'s worker exited with {row.data.get('worker_exit')}")
+    for row in rows:
+        if row.key == "G":
+            from bench.cluster_report import g_text  # here: it imports table() from this
+
+            print(g_text(row))
     if profile_dir is not None:
         print("\nprofiled: the rates above include cProfile overhead")
         for path in sorted(profile_dir.glob("profile-*.prof")):

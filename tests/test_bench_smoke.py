@@ -45,3 +45,30 @@ def test_quick_benchmark_prints_the_table(redis_url: str, tmp_path: Path) -> Non
         assert results[key]["tasks_per_s"] > 0 and results[key]["startup_ms"] > 0
         assert results[key]["worker_exit"] == 0, proc.stdout + proc.stderr
     assert results["E"]["p50_ms"] > 0 and results["E"]["worker_exit"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_quick_cluster_scenario_g(redis_url: str, tmp_path: Path) -> None:
+    """G starts its own Redis Cluster and compares three layouts of one queue."""
+    out = tmp_path / "bench-g.json"
+    args = ["--quick", "--scenarios", "G", "--redis-url", redis_url, "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "G: one workload on three layouts" in proc.stdout, proc.stdout
+    assert "rank error (3)" in proc.stdout and "durable enqueue()" in proc.stdout
+    g = json.loads(out.read_text())["results"]["G"]
+    for workload in ("enqueue_one", "enqueue_many"):
+        assert {"1", "2", "3"} <= set(g[workload]), g[workload]
+    for runs in g["drain"].values():  # every pre-enqueued task ran on every layout
+        for key in ("1", "2", "3"):
+            assert runs[key]["tasks_per_s"] > 0 and runs[key]["worker_exit"] == 0
+        assert len(runs["3"]["primary_share"]) == 3
+    assert 0.0 <= g["rank"]["3"]["rank_error"] <= 1.0
+    assert sorted(g["partitions_per_primary"].values()) == [2, 2, 2]

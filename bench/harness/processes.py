@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +27,15 @@ WORKER_START_TIMEOUT = 60.0  # spawn -> first completion, on a loaded machine
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def worker_env(bench: Bench) -> dict[str, str]:
+def worker_env(bench: Bench, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """`agentic worker`'s environment: this benchmark's Redis and queue, and none of the
     caller's other AGENTIC_* settings (a lease or retry override would change what is
-    measured). A `.env` file in the repository root would still apply."""
+    measured) but `extra` (G: AGENTIC_REDIS_CLUSTER, AGENTIC_PARTITIONS). A `.env` file in
+    the repository root would still apply."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
     env["AGENTIC_REDIS_URL"] = bench.url
     env["AGENTIC_QUEUE_NAME"] = bench.queue_name
+    env.update(extra or {})
     return env
 
 
@@ -155,10 +157,14 @@ async def until_quiet(workers: WorkerProcs, quiet_s: float = 0.2, limit_s: float
 
 @contextlib.asynccontextmanager
 async def agentic_worker(
-    bench: Bench, processes: int = 1, profile_to: Path | None = None
+    bench: Bench,
+    processes: int = 1,
+    profile_to: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[WorkerProcs]:
     """`python -m pipeline.cli worker --app bench.apps:registry`, stopped with SIGTERM
-    (and waited for) on the way out. Yields at once: the caller awaits its first result."""
+    (and waited for) on the way out; `env` is added to worker_env(). Yields at once: the
+    caller awaits its first result."""
     argv = [sys.executable]
     if profile_to is not None:  # the profile is written when the worker exits cleanly
         argv += ["-m", "cProfile", "-o", str(profile_to)]
@@ -170,7 +176,7 @@ async def agentic_worker(
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=ROOT,
-            env=worker_env(bench),
+            env=worker_env(bench, env),
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=subprocess.STDOUT,
