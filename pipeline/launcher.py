@@ -28,9 +28,18 @@ class StageWorkers(WorkerPool):
         app: str = DEFAULT_APP,
         concurrency: Mapping[str, int] | None = None,
         grace_seconds: float = 10.0,
+        cluster: bool = False,
+        partitions: int = 1,
     ) -> None:
         # their logs would interleave with the run's progress (the manager warns itself)
-        env = {**os.environ, "AGENTIC_REDIS_URL": redis_url, "AGENTIC_LOG_LEVEL": "ERROR"}
+        env = {
+            **os.environ,
+            "AGENTIC_REDIS_URL": redis_url,
+            "AGENTIC_LOG_LEVEL": "ERROR",
+            # the manager's topology, however it was given (options or environment)
+            "AGENTIC_REDIS_CLUSTER": "1" if cluster else "0",
+            "AGENTIC_PARTITIONS": str(partitions),
+        }
         commands = {}
         for task_type, count in (concurrency or DEFAULT_CONCURRENCY).items():
             argv = [sys.executable, "-m", "pipeline.cli", "--queue", queue_name, "worker"]

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import RedisError
 
 from utils.redis_queue import scripts
@@ -35,7 +36,7 @@ from utils.redis_queue.keys import QueueKeys, QueueLayout
 from utils.redis_queue.models import TaskPriority
 from utils.redis_queue.registry import workers_from
 from utils.redis_queue.snapshot import merge_snapshots
-from utils.redis_queue.topology import sync_client
+from utils.redis_queue.topology import close_sync_client, sync_client
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -196,6 +197,9 @@ def _version() -> str:
         return "unknown"
 
 
+_Read = tuple[str, tuple[Any, ...]]  # a command name and its arguments
+
+
 class RedisQueueCollector(Collector):
     """Gauges read from Redis on every scrape. Uses its own short-timeout sync client
     (collect() runs on the HTTP server's thread), and never raises: a failed scrape is
@@ -225,6 +229,10 @@ class RedisQueueCollector(Collector):
 
     def describe(self) -> list[Metric]:
         return []  # registering must not touch Redis
+
+    def close(self) -> None:
+        """Close its Redis connections (a scrape after this reconnects)."""
+        close_sync_client(self._redis)
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
@@ -276,29 +284,47 @@ class RedisQueueCollector(Collector):
     def _oldest_pending_age(self, keys: QueueKeys, task_types: list[str]) -> float:
         """Age of the oldest pending task: the first task of each priority band of each
         type is the oldest there (FIFO), so only those few are read."""
-        pipe = self._redis.pipeline(transaction=False)
+        reads: list[_Read] = []
         for task_type in task_types:
             for p in TaskPriority:
                 low, high = scripts.pending_band(p)
-                pipe.zrangebyscore(keys.pending(task_type), low, f"({high}", 0, 1)
-        heads = [ids[0].decode() for ids in pipe.execute() if ids]
+                reads.append(("zrangebyscore", (keys.pending(task_type), low, f"({high}", 0, 1)))
+        heads = [ids[0].decode() for ids in self._many(reads) if ids]
         if not heads:
             return 0.0
-        pipe = self._redis.pipeline(transaction=False)
-        for task_id in heads:
-            pipe.hget(keys.task(task_id), "created")
-        created = pipe.execute()
-        seconds, micros = self._redis.time()  # a cluster pipeline refuses keyless commands
+        created = self._many([("hget", (keys.task(task_id), "created")) for task_id in heads])
+        seconds, micros = self._server_time(keys.stats)
         now_ms = seconds * 1000 + micros / 1000
         oldest = min((int(c) for c in created if c), default=None)
         return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
 
-    def _workers(self, keys: QueueKeys) -> tuple[int, int]:
+    def _many(self, reads: list[_Read]) -> list[Any]:
+        """Reads of one partition, pipelined on one server; one by one on a cluster
+        (redis-py 8.1's sync cluster pipeline leaves a socket open per node it used)."""
+        if isinstance(self._redis, SyncRedisCluster):
+            return [getattr(self._redis, name)(*args) for name, args in reads]
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys.workers)
-        pipe.zrange(keys.worker_beats, 0, -1, withscores=True)
-        raw, beats = pipe.execute()
-        seconds, micros = self._redis.time()
+        for name, args in reads:
+            getattr(pipe, name)(*args)
+        return list(pipe.execute())
+
+    def _server_time(self, near_key: str) -> tuple[int, int]:
+        """TIME, not pipelined (a cluster pipeline refuses keyless commands); on a cluster
+        sent to the node of `near_key`: redis-py's sync cluster client leaks the socket of
+        its default node when a keyless command goes there."""
+        if isinstance(self._redis, SyncRedisCluster):
+            node = self._redis.get_node_from_key(near_key)  # type: ignore[no-untyped-call]
+            reply = self._redis.time(target_nodes=node)
+        else:
+            reply = self._redis.time()
+        seconds, micros = reply
+        return int(seconds), int(micros)
+
+    def _workers(self, keys: QueueKeys) -> tuple[int, int]:
+        raw, beats = self._many(
+            [("hgetall", (keys.workers,)), ("zrange", (keys.worker_beats, 0, -1, False, True))]
+        )
+        seconds, micros = self._server_time(keys.workers)
         live = [w for w in workers_from(raw, beats, seconds * 1000 + micros // 1000) if w.alive]
         return len(live), sum(w.in_flight for w in live)
 

@@ -298,7 +298,9 @@ class _Session:
             if {str(s) for s in Stage} <= served:
                 self._say("workers: the live workers already serving this queue")
                 return None
-        workers = StageWorkers(queue.redis_url, queue.queue_name)
+        workers = StageWorkers(
+            queue.redis_url, queue.queue_name, cluster=queue.cluster, partitions=queue.partitions
+        )
         workers.start()
         types = ", ".join(workers.processes)
         self._say(f"workers: started one `agentic worker` process per task type ({types})")

