@@ -23,6 +23,7 @@ from utils.redis_queue import (
     TaskState,
     TopologyError,
 )
+from utils.redis_queue.models import Settlement
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,6 +82,32 @@ async def test_a_durable_enqueue_returns_once_both_replicas_have_the_task(
             await replica.aclose()
     await q.claim("w", 1)
     assert await q.complete_task("d1", None) is None
+
+
+async def test_durable_settle_confirms_each_acknowledgement_on_the_replicas(
+    group: SentinelGroup, sq: Callable[..., RedisTaskQueue]
+) -> None:
+    q = sq(durable_settle=True, min_replicas=2)
+    await q.connect()
+    await q.enqueue_many([{"task_id": f"a{i}", "task_type": "t", "payload": {}} for i in range(50)])
+    claimed = await q.claim("w", 50)
+    states = await q.settle_many([Settlement(t.task_id, t.lease_token, result=1) for t in claimed])
+    assert states == [TaskState.COMPLETED] * 50
+    for port in group.replica_ports():  # every replica has every completion on return
+        replica = Redis(host="127.0.0.1", port=port)
+        try:
+            assert await replica.zcard(q.keys.completed) == 50
+        finally:
+            await replica.aclose()
+    strict = sq(
+        queue_name=q.queue_name, durable_settle=True, min_replicas=3, durable_timeout_ms=100
+    )
+    await strict.connect()
+    await strict.enqueue("b", "t", {})
+    (task,) = await strict.claim("w", 1)
+    with pytest.raises(DurabilityError):
+        await strict.settle_many([Settlement("b", task.lease_token, result=1)])
+    assert (await strict.get_task("b")).state == TaskState.COMPLETED  # type: ignore[union-attr]
 
 
 async def test_more_replicas_than_exist_is_a_durability_error_that_says_the_task_exists(
