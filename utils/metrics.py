@@ -36,7 +36,7 @@ from utils.redis_queue.keys import QueueKeys, QueueLayout
 from utils.redis_queue.models import TaskPriority
 from utils.redis_queue.registry import workers_from
 from utils.redis_queue.snapshot import merge_snapshots
-from utils.redis_queue.topology import close_sync_client, sync_client
+from utils.redis_queue.topology import sync_client
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -232,7 +232,7 @@ class RedisQueueCollector(Collector):
 
     def close(self) -> None:
         """Close its Redis connections (a scrape after this reconnects)."""
-        close_sync_client(self._redis)
+        self._redis.close()
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
@@ -299,10 +299,7 @@ class RedisQueueCollector(Collector):
         return 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
 
     def _many(self, reads: list[_Read]) -> list[Any]:
-        """Reads of one partition, pipelined on one server; one by one on a cluster
-        (redis-py 8.1's sync cluster pipeline leaves a socket open per node it used)."""
-        if isinstance(self._redis, SyncRedisCluster):
-            return [getattr(self._redis, name)(*args) for name, args in reads]
+        """Reads of one partition (one slot), in one pipeline."""
         pipe = self._redis.pipeline(transaction=False)
         for name, args in reads:
             getattr(pipe, name)(*args)

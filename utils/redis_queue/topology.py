@@ -35,7 +35,6 @@ __all__ = [
     "async_client",
     "check_server",
     "close_client",
-    "close_sync_client",
     "sync_client",
 ]
 
@@ -119,16 +118,6 @@ async def close_client(client: AnyRedis) -> None:
         await sentinel.aclose()
 
 
-def close_sync_client(client: SyncRedis | SyncRedisCluster) -> None:
-    """Close a client from sync_client(). redis-py's sync cluster client closes the nodes
-    it found but not the connections it opened to its startup nodes to find them."""
-    client.close()
-    if isinstance(client, SyncRedisCluster):
-        for node in client.nodes_manager.startup_nodes.values():
-            if node.redis_connection is not None:
-                node.redis_connection.close()
-
-
 def sync_client(
     topology: Topology, *, password: str | None, socket_timeout: float, connect_timeout: float
 ) -> SyncRedis | SyncRedisCluster:
@@ -138,9 +127,6 @@ def sync_client(
         return SyncRedisCluster.from_url(
             _first_seed_url(topology),
             startup_nodes=[SyncClusterNode(h, p) for h, p in topology.seeds] or None,  # type: ignore[no-untyped-call]
-            # Keeps its startup nodes, so close_sync_client() can close what it opened to
-            # them (with True, redis-py replaces them and their sockets are never closed).
-            dynamic_startup_nodes=False,
             retry=SyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 6),
             **options,
         )

@@ -222,7 +222,7 @@ class Worker:
                 and not self._settler.unsettled
                 # an acknowledgement during the claim may have made a retry pending
                 and self._settler.batches == settled_before
-                and await self._nothing_scheduled()
+                and not await self.queue.has_delayed()
             ):
                 return
             waits: list[Any] = [
@@ -232,12 +232,6 @@ class Worker:
                 waits.append(self._slot_free.wait())
             await self._wait_for(*waits)
             self._slot_free.clear()
-
-    async def _nothing_scheduled(self) -> bool:
-        for keys in self.queue.layout.parts:
-            if await self.queue.redis.zcard(keys.delayed):
-                return False
-        return True
 
     async def _wait_for(self, *awaitables: Any) -> None:
         """Wait for the first of `awaitables` or a stop request; cancel the rest."""

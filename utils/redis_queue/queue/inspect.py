@@ -134,6 +134,14 @@ class Inspector(QueueClient):
                     continue
         return tasks
 
+    async def has_delayed(self) -> bool:
+        """Whether any partition holds a delayed task (one ZCARD each, no script)."""
+        async with self._command():
+            for keys in self.layout.parts:
+                if await self.redis.zcard(keys.delayed):
+                    return True
+        return False
+
     async def health_check(self) -> dict[str, Any]:
         """The seed's health check: never raises; 'unhealthy' with the error instead."""
         try:
