@@ -13,6 +13,7 @@ from utils.redis_queue import scripts
 PUBLIC = {
     "utils.redis_queue": {
         "BulkEnqueueError", "ClaimBatch", "CorruptQueue", "DurabilityError", "HandlerRegistry",
+        "InvalidLimit", "Limit", "LimitStatus", "RateLimited",
         "InvalidPriority", "InvalidQueueName", "InvalidRedisUrl", "InvalidTaskError",
         "InvalidTaskId", "InvalidTaskType", "LeaseLost", "NotConnected", "PayloadTooLarge",
         "PermanentFailure", "QueueError", "RedisAuthError", "RedisTask", "RedisTaskQueue",

@@ -54,7 +54,10 @@ DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
-OUTCOMES = ("completed", "failed", "retried", "dead_lettered", "cancelled", "lease_lost")
+OUTCOMES = (
+    *("completed", "failed", "retried", "dead_lettered", "cancelled", "lease_lost"),
+    "rate_limited",
+)
 STATES = ("pending", "delayed", "processing", "completed", "failed", "cancelled", "dlq")
 
 
@@ -73,7 +76,8 @@ class QueueMetrics:
         self.finished = Counter(
             "agentic_tasks_finished",
             "Task attempts that ended, by outcome: completed, failed (final, DLQ off), "
-            "retried, dead_lettered, cancelled, lease_lost (the result was refused).",
+            "retried, dead_lettered, cancelled, lease_lost (the result was refused), "
+            "rate_limited (handed back by a RateLimited handler, no attempt counted).",
             ["queue", "task_type", "outcome"],
             registry=self.registry,
         )
@@ -103,6 +107,13 @@ class QueueMetrics:
             ["queue"],
             registry=self.registry,
         )
+        self.limit_held_back_total = Counter(
+            "agentic_limit_deferred",
+            "Ready tasks a claim left pending because a limit admitted no more (labels: "
+            "the configured limit keys only).",
+            ["queue", "limit"],
+            registry=self.registry,
+        )
         # A gauge rather than an Info metric, which multiprocess mode cannot aggregate.
         Gauge(
             "agentic_build_info",
@@ -118,6 +129,9 @@ class QueueMetrics:
     def worker_time(self, queue: str, busy_seconds: float, slot_seconds: float) -> None:
         self.busy_seconds.labels(queue).inc(busy_seconds)
         self.slot_seconds.labels(queue).inc(slot_seconds)
+
+    def limit_held_back(self, queue: str, limit: str, count: int) -> None:
+        self.limit_held_back_total.labels(queue, limit).inc(count)
 
     def task_finished(
         self,

@@ -9,6 +9,7 @@ from .errors import (
     BulkEnqueueError,
     CorruptQueue,
     DurabilityError,
+    InvalidLimit,
     InvalidPriority,
     InvalidQueueName,
     InvalidRedisUrl,
@@ -30,7 +31,8 @@ from .errors import (
     TaskStateError,
     TopologyError,
 )
-from .handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
+from .handlers import HandlerRegistry, PermanentFailure, RateLimited, Retry, TaskContext
+from .limits import Limit, LimitStatus
 from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
 from .queue import RedisTaskQueue
 from .worker import Worker, WorkerStats
@@ -41,6 +43,7 @@ __all__ = [
     "CorruptQueue",
     "DurabilityError",
     "HandlerRegistry",
+    "InvalidLimit",
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidRedisUrl",
@@ -48,10 +51,13 @@ __all__ = [
     "InvalidTaskId",
     "InvalidTaskType",
     "LeaseLost",
+    "Limit",
+    "LimitStatus",
     "NotConnected",
     "PayloadTooLarge",
     "PermanentFailure",
     "QueueError",
+    "RateLimited",
     "RedisAuthError",
     "RedisTask",
     "RedisTaskQueue",

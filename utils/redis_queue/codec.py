@@ -162,6 +162,8 @@ def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) 
             cancel_requested=fields.get("cancel") == "1",
             timeout=int(fields["timeout"]) / 1000 if fields.get("timeout") else None,
             meta=meta,
+            limits=fields["limits"].split() if fields.get("limits") else [],
+            cost_tokens=int(fields["cost"]) if fields.get("cost") else None,
         )
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"corrupt task record {task_id!r}: bad {field} field ({exc})") from exc

@@ -34,6 +34,7 @@ __all__ = [
     "BulkEnqueueError",
     "CorruptQueue",
     "DurabilityError",
+    "InvalidLimit",
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidRedisUrl",
@@ -75,6 +76,10 @@ class InvalidTaskType(InvalidTaskError):
 
 class InvalidQueueName(InvalidTaskError):
     pass
+
+
+class InvalidLimit(InvalidTaskError):
+    """A limit key, a limit's numbers or a task's limits/cost_tokens that cannot be valid."""
 
 
 class InvalidPriority(InvalidTaskError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "Handler",
     "HandlerRegistry",
     "PermanentFailure",
+    "RateLimited",
     "RegisteredHandler",
     "Retry",
     "TaskContext",
@@ -39,6 +40,14 @@ class TaskContext:
     queue_name: str
     lease_token: int  # fencing token: pass it to external systems to reject stale writers
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens_used: int | None = None  # what report_tokens() added up
+
+    def report_tokens(self, tokens: int) -> None:
+        """Add `tokens` to what this attempt used: at settle, the token limits it is bound
+        by are charged this instead of the `cost_tokens` it reserved."""
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValueError(f"tokens must be an int >= 0, not {tokens!r}")
+        self.tokens_used = (self.tokens_used or 0) + tokens
 
     @property
     def task_id(self) -> str:
@@ -67,6 +76,23 @@ class Retry(Exception):
 
 class PermanentFailure(Exception):
     """Fail the task for good: dead-letter it now, without retries."""
+
+
+class RateLimited(Exception):
+    """The provider refused for now (an HTTP 429): the limits named (default: every limit
+    the task is bound by) admit nothing for `retry_after` seconds across the whole fleet,
+    and the task goes back to pending without counting the attempt or a retry."""
+
+    def __init__(
+        self,
+        retry_after: float,
+        *,
+        limits: str | Sequence[str] | None = None,
+        reason: str = "rate limited by the provider",
+    ) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.limits: tuple[str, ...] = (limits,) if isinstance(limits, str) else tuple(limits or ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from .errors import InvalidQueueName, InvalidTaskId, InvalidTaskType
+from .errors import InvalidLimit, InvalidQueueName, InvalidTaskId, InvalidTaskType
 
 __all__ = [
     "MAX_PARTITIONS",
@@ -30,6 +30,7 @@ __all__ = [
     "partition_keys",
     "partition_of",
     "partition_tag",
+    "validate_limit_key",
     "validate_queue_name",
     "validate_task_id",
     "validate_task_type",
@@ -40,6 +41,7 @@ MAX_PARTITIONS = 256
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:@]{0,199}")
 _TASK_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_LIMIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:@/]{0,127}")
 _KNOWN_TYPES: set[str] = set()
 
 
@@ -72,6 +74,16 @@ def validate_task_type(task_type: object) -> str:
     if len(_KNOWN_TYPES) < 1024:
         _KNOWN_TYPES.add(task_type)
     return task_type
+
+
+def validate_limit_key(key: object) -> str:
+    """A limit key: a task type, or a name such as "openai" or "tenant:acme"."""
+    if not isinstance(key, str) or not _LIMIT_KEY.fullmatch(key):
+        raise InvalidLimit(
+            f"invalid limit key {key!r}: use 1-128 characters from A-Z a-z 0-9 _ . - : @ / "
+            "starting with a letter or digit"
+        )
+    return key
 
 
 def check_partitions(partitions: object) -> int:
@@ -216,6 +228,24 @@ class QueueKeys:
     @property
     def worker_beats(self) -> str:
         return f"{self.base}worker_beats"
+
+    # Fleet-wide limits (queue-wide; lua/include/limits.lua reads and writes them).
+    @property
+    def limits(self) -> str:
+        """Hash: each limit's configuration, one field per kind (r:, c:, t:, p:<key>)."""
+        return f"{self.base}limits"
+
+    def limit_state(self, key: str) -> str:
+        """Hash: a limit's bucket times, pause and how many tasks it last held back."""
+        return f"{self.base}limit:{key}"
+
+    def limit_held(self, key: str) -> str:
+        """Sorted set: the tasks holding one of a limit's concurrency slots, by deadline."""
+        return f"{self.base}held:{key}"
+
+    def limit_waiters(self, key: str) -> str:
+        """Set: task types with tasks a limit holds back (woken when it frees)."""
+        return f"{self.base}lwait:{key}"
 
     # Pipeline runs that send their subtasks through this queue (owned by pipeline/).
     def run(self, run_id: str) -> str:

@@ -124,6 +124,8 @@ class RedisTask:
     cancel_requested: bool = False
     timeout: float | None = None  # Execution timeout for this task (seconds), if set
     meta: dict[str, str] = field(default_factory=dict)  # e.g. trace context
+    limits: list[str] = field(default_factory=list)  # limit keys it listed (its type's applies too)
+    cost_tokens: int | None = None  # tokens it expects to use, reserved from token limits
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +134,10 @@ class RedisTask:
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """How a claimed task ended, for RedisTaskQueue.settle_many: `error` None means it
-    completed with `result`; otherwise it failed, retried per `retry` / `delay`."""
+    completed with `result`; otherwise it failed, retried per `retry` / `delay`. With
+    `pause` (seconds) its handler was rate limited: the task goes back to pending without
+    counting the attempt, and `pause_limits` (none: every limit it is bound by) admit
+    nothing for that long, fleet-wide."""
 
     task_id: str
     lease_token: int | None
@@ -141,6 +146,9 @@ class Settlement:
     retry: bool = True
     delay: float | None = None
     meta: Mapping[str, str] | None = None  # the task's meta: its settle span joins its trace
+    tokens_used: int | None = None  # what the handler reported: token limits reconcile to it
+    pause: float | None = None
+    pause_limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +160,7 @@ class ClaimBatch:
     wait_hint: float | None
     task_types: list[str] = field(default_factory=list)  # the types the claim considered
     head: int | None = None  # best pending score left in the partition, when asked for
+    held_back: dict[str, int] = field(default_factory=dict)  # limit key -> tasks it held back
 
     def wait_limit(self, seconds: float) -> float:
         return seconds if self.wait_hint is None else min(seconds, self.wait_hint)

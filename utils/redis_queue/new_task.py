@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import InvalidTaskError, QueueError, SerializationError
-from .keys import validate_task_id, validate_task_type
+from .errors import InvalidLimit, InvalidTaskError, QueueError, SerializationError
+from .keys import validate_limit_key, validate_task_id, validate_task_type
 from .models import RedisTask, TaskPriority, TaskState, coerce_priority
 
 __all__ = ["MAX_SECONDS", "NewTask", "check_seconds", "enqueued_task", "new_task"]
@@ -33,6 +33,8 @@ class NewTask:
     meta: dict[str, str]
     payload_text: str
     meta_text: str  # '' when there is no meta
+    limits: tuple[str, ...] = ()
+    cost_tokens: int | None = None
 
     @property
     def timeout_ms(self) -> int:
@@ -56,6 +58,8 @@ def new_task(
     max_retries: int | None = None,
     meta: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    limits: Sequence[str] | None = None,
+    cost_tokens: int | None = None,
 ) -> NewTask:
     """Check every argument of enqueue(); raises before anything reaches Redis."""
     validate_task_id(task_id)
@@ -89,7 +93,33 @@ def new_task(
         meta_dict,
         text,
         meta_text,
+        check_limit_keys(limits) if limits else (),
+        check_cost_tokens(cost_tokens),
     )
+
+
+MAX_TASK_LIMITS = 16  # limit keys one task may list: each costs its claim a few reads
+MAX_COST_TOKENS = 10**12
+
+
+def check_limit_keys(limits: object) -> tuple[str, ...]:
+    """The limit keys a task lists, deduplicated in order, or InvalidLimit."""
+    if isinstance(limits, str) or not isinstance(limits, Sequence | set | frozenset):
+        raise InvalidLimit(f"limits must be a list of limit keys, not {limits!r}")
+    keys = tuple(dict.fromkeys(validate_limit_key(k) for k in limits))
+    if len(keys) > MAX_TASK_LIMITS:
+        raise InvalidLimit(f"a task may list at most {MAX_TASK_LIMITS} limits, not {len(keys)}")
+    return keys
+
+
+def check_cost_tokens(cost: object) -> int | None:
+    if cost is None:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= MAX_COST_TOKENS:
+        raise InvalidLimit(
+            f"cost_tokens must be an int from 0 to {MAX_COST_TOKENS:,}, not {cost!r}"
+        )
+    return cost
 
 
 MAX_SECONDS = 10 * 365 * 86400  # ten years: any delay or timeout beyond is a mistake
@@ -127,4 +157,6 @@ def enqueued_task(task: NewTask, reply: Any, now_ms: int, default_max_retries: i
         created_at=codec.iso_from_ms(str(now_ms)) or "",
         timeout=task.timeout,
         meta=task.meta,
+        limits=list(task.limits),
+        cost_tokens=task.cost_tokens,
     )

@@ -61,6 +61,9 @@ class MetricsSink(Protocol):
         wait_seconds: float | None,
     ) -> None: ...
 
+    def limit_held_back(self, queue: str, limit: str, count: int) -> None:
+        """A claim left `count` ready tasks pending because `limit` admitted no more."""
+
 
 class _NullMetrics:
     def task_enqueued(self, queue: str, task_type: str, count: int = 1) -> None:
@@ -77,6 +80,9 @@ class _NullMetrics:
         run_seconds: float | None,
         wait_seconds: float | None,
     ) -> None:
+        return None
+
+    def limit_held_back(self, queue: str, limit: str, count: int) -> None:
         return None
 
 
@@ -170,3 +176,7 @@ class Telemetry:
 
     def worker_time(self, busy_seconds: float, slot_seconds: float) -> None:
         self.metrics.worker_time(self.queue.queue_name, busy_seconds, slot_seconds)
+
+    def held_back(self, counts: dict[str, int]) -> None:
+        for limit, count in counts.items():
+            self.metrics.limit_held_back(self.queue.queue_name, limit, count)

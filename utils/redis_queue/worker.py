@@ -33,8 +33,16 @@ from .connection import BLOCK_SLICE_SECONDS
 from .crash_hook import CRASH_EXIT_CODE, CRASH_STEPS, crash_hook_from_env
 from .errors import LeaseLost, QueueError
 from .handler_run import describe, run_async_handler
-from .handlers import HandlerRegistry, PermanentFailure, RegisteredHandler, Retry, TaskContext
+from .handlers import (
+    HandlerRegistry,
+    PermanentFailure,
+    RateLimited,
+    RegisteredHandler,
+    Retry,
+    TaskContext,
+)
 from .lease_keeper import LeaseKeeper
+from .limits import check_pause
 from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
 from .registry import WorkerInfo, beat_forever, remove_worker
@@ -53,6 +61,7 @@ class WorkerStats:
     lost: int = 0  # leases lost: the result was not recorded
     released: int = 0  # handed back on shutdown
     abandoned: int = 0  # handler coroutines that ignored their cancellation
+    rate_limited: int = 0  # handed back because the provider said "too many requests"
 
 
 @dataclass(slots=True)
@@ -271,13 +280,17 @@ class Worker:
         try:
             run = functools.partial(self._run_handler, handler, ctx, timeout)
             result = await self.queue.telemetry.process(task, self.worker_id, run)
-            return Settlement(task.task_id, token, result=result)
+            return Settlement(task.task_id, token, result=result, tokens_used=ctx.tokens_used)
         except TimeoutError:
-            return Settlement(task.task_id, token, error=f"timed out after {timeout} s")
+            error = f"timed out after {timeout} s"
+            return Settlement(task.task_id, token, error=error, tokens_used=ctx.tokens_used)
         except Retry as exc:
             return Settlement(task.task_id, token, error=f"Retry: {exc}", delay=exc.delay)
         except PermanentFailure as exc:
             return Settlement(task.task_id, token, error=f"PermanentFailure: {exc}", retry=False)
+        except RateLimited as exc:
+            pause = check_pause(exc.retry_after)
+            return Settlement(task.task_id, token, pause=pause, pause_limits=exc.limits)
         except asyncio.CancelledError:
             running = self._running.get(task.task_id)
             reason = running.stop_reason if running is not None else None
@@ -405,6 +418,10 @@ class Worker:
             return
         elif outcome == TaskState.COMPLETED:
             self.stats.done += 1
+        elif settlement.pause is not None:
+            self.stats.rate_limited += 1
+            self._report(task, "rate_limited", run_seconds)
+            return
         else:
             self.stats.failed += 1
         label = "lease_lost" if isinstance(outcome, LeaseLost) else _OUTCOME_LABELS[outcome]

@@ -41,14 +41,22 @@
   finished task's id added back by hand) is only dropped from the structure and counted as
   `stale_dropped`: its record is left alone.
 
-  Returns {now_ms, next_event_ms, {types served}, head, {id, token, HGETALL...}, ...};
-  next_event_ms is the earliest delayed due time or lease deadline (-1 when there is
-  none), so an idle worker knows how long it may block; head is the best pending score
-  left after the claim ('' when none, or when not asked for).
+  Limits (include/limits.lua): a task is handed out only when every limit it is bound by
+  (its type's and those it listed) admits it; the claim charges them all at once. A type
+  whose own limit is exhausted is not read at all; a task held back by a listed limit is
+  put back where it was, untouched (no attempt, no retry), up to MAINT_BATCH per call, and
+  the next ready task is tried instead.
+
+  Returns {now_ms, next_event_ms, {types served}, head, {limit, held back, ...},
+  {id, token, HGETALL...}, ...}; next_event_ms is the earliest delayed due time, lease
+  deadline or time a limit that held a task back admits again (-1 when there is none), so
+  an idle worker knows how long it may block; head is the best pending score left after
+  the claim ('' when none, or when not asked for).
   Errors: {-10, key, type} a queue structure key holds the wrong Redis type;
           {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
+--@include limits
 
 local MAINT_BATCH = 100
 local base = ARGV[1]
@@ -95,7 +103,7 @@ if request ~= '' then
   local seen = redis.pcall('GET', replay_key)
   if type(seen) == 'string' and string.sub(seen, 1, #request + 1) == request .. '\n' then
     -- This call, sent again: the tasks it claimed, those still leased to it.
-    local again = {now, -1, types, ''}
+    local again = {now, -1, types, '', {}}
     for id, token in string.gmatch(string.sub(seen, #request + 2), '(%S+) (%S+)') do
       local key = task_key(base, id)
       local f = redis.pcall('HMGET', key, 'state', 'lease')
@@ -156,6 +164,22 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
   end
 end
 
+-- Limits: a served type whose own limit admits nothing now is left out of this claim.
+local L = lim_open(base, now)
+local open_types = types
+if L then
+  open_types = {}
+  for _, t in ipairs(types) do
+    local at = lim_block(L, t, 0)
+    if not at then
+      open_types[#open_types + 1] = t
+    else
+      local waiting = redis.call('ZCARD', pending_key(base, t))
+      if waiting > 0 then lim_note_block(L, t, at, t, waiting) end
+    end
+  end
+end
+
 -- A binary min-heap of cursors over the served types' pending sets, ordered by the score
 -- of each cursor's current head.
 local function heap_push(heap, c)
@@ -208,26 +232,29 @@ end
 -- types + k log(types) reads, not types * k.
 local function pick(k)
   local picked = {}
-  if #types == 1 and not max_score then
-    local popped = redis.call('ZPOPMIN', pending_key(base, types[1]), k)
-    for i = 1, #popped, 2 do picked[#picked + 1] = {popped[i], types[1], popped[i + 1]} end
+  if #open_types == 0 then return picked end
+  if #open_types == 1 and not max_score then
+    local popped = redis.call('ZPOPMIN', pending_key(base, open_types[1]), k)
+    for i = 1, #popped, 2 do
+      picked[#picked + 1] = {popped[i], open_types[1], popped[i + 1]}
+    end
     return picked
   end
-  if #types == 1 then
-    local key = pending_key(base, types[1])
+  if #open_types == 1 then
+    local key = pending_key(base, open_types[1])
     local rows = redis.call('ZRANGE', key, '-inf', '(' .. string.format('%.0f', max_score),
                             'BYSCORE', 'LIMIT', 0, k, 'WITHSCORES')
     local ids = {}
     for i = 1, #rows, 2 do
-      picked[#picked + 1] = {rows[i], types[1], rows[i + 1]}
+      picked[#picked + 1] = {rows[i], open_types[1], rows[i + 1]}
       ids[#ids + 1] = rows[i]
     end
     call_sliced('ZREM', key, ids)
     return picked
   end
-  local first_page = math.max(1, math.min(16, math.floor(k / #types) + 1))
+  local first_page = math.max(1, math.min(16, math.floor(k / #open_types) + 1))
   local heap = {}
-  for _, t in ipairs(types) do
+  for _, t in ipairs(open_types) do
     local c = {key = pending_key(base, t), type = t, rows = {}, pos = -1, offset = 0,
                page = first_page, exhausted = false}
     if advance(c) then heap_push(heap, c) end
@@ -249,7 +276,7 @@ local function pick(k)
   return picked
 end
 
-local out = {now, -1, types, ''}
+local out = {now, -1, types, '', {}}
 -- Fencing tokens: one more than the stored counter, but never below the server clock (ms
 -- since EPOCH_US, times 1,000), so a token is not handed out twice even when Redis lost the
 -- counter (a restart without persistence, a host crash with appendfsync everysec) while a
@@ -267,10 +294,26 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
   for _, p in ipairs(picked) do
     local id, task_type = p[1], p[2]
     local key = task_key(base, id)
-    local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts', 'lease_losses')
+    local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts', 'lease_losses', 'limits',
+                          'cost', 'held')
     local sound = type(f) == 'table' and not f.err and f[1] == 'pending' and f[2] == task_type
     local suspect = sound and (tonumber(f[4]) or 0) >= suspect_after
-    if solo or (suspect and (not take_suspects or claimed > 0)) then
+    local admitted, held = true, nil
+    if sound and L and not (solo or (suspect and (not take_suspects or claimed > 0))) then
+      admitted, held = lim_admit(L, lim_keys(task_type, f[5]), tonumber(f[6]) or 0, id,
+                                 now + lease_ms, task_type)
+    end
+    if not admitted then
+      put_back[#put_back + 1] = p -- held back by a limit: where it was, untouched
+      if held == task_type then -- its type's own limit: no more of the type this call
+        for i, t in ipairs(open_types) do
+          if t == task_type then
+            table.remove(open_types, i)
+            break
+          end
+        end
+      end
+    elseif solo or (suspect and (not take_suspects or claimed > 0)) then
       -- back where it was: skipped, or a suspect left to head the caller's next claim
       put_back[#put_back + 1] = p
       if take_suspects and suspect then solo = true end
@@ -279,6 +322,11 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       fence = fence + 1
       redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
                  'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1)
+      if held and #held > 0 then
+        redis.call('HSET', key, 'held', table.concat(held, ' '))
+      elseif f[7] then
+        redis.call('HDEL', key, 'held')
+      end
       deadlines[#deadlines + 1] = now + lease_ms
       deadlines[#deadlines + 1] = id
       out[#out + 1] = {id, fence, redis.call('HGETALL', key)}
@@ -299,7 +347,7 @@ if #deadlines > 0 then
   call_sliced('ZADD', KEYS[1], deadlines)
   if request ~= '' then
     local granted = {request}
-    for i = 5, #out do
+    for i = 6, #out do
       granted[#granted + 1] = out[i][1] .. ' ' .. string.format('%.0f', out[i][2])
     end
     redis.call('SET', replay_key, table.concat(granted, '\n'), 'PX', lease_ms)
@@ -313,7 +361,7 @@ end
 -- a token for it (for every served type: the claim may have taken another type's task
 -- with the token that announced this one).
 if claimed > 0 then
-  for _, t in ipairs(types) do
+  for _, t in ipairs(open_types) do
     if redis.call('ZCARD', pending_key(base, t)) > 0 then wake(base, t) end
   end
 end
@@ -323,6 +371,16 @@ local d = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if d[2] then next_event = tonumber(d[2]) end
 local p = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if p[2] and (next_event < 0 or tonumber(p[2]) < next_event) then next_event = tonumber(p[2]) end
+if L then
+  lim_close(L)
+  if L.retry_at and (next_event < 0 or L.retry_at < next_event) then
+    next_event = math.ceil(L.retry_at)
+  end
+  for name, n in pairs(L.deferred) do
+    out[5][#out[5] + 1] = name
+    out[5][#out[5] + 1] = n
+  end
+end
 out[2] = next_event
 if want_head then
   local best = nil

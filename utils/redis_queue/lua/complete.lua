@@ -18,6 +18,7 @@
           {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
+--@include limits
 --@include settle
 
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'hash'})

@@ -8,8 +8,10 @@
   ARGV[1] base       key prefix "<prefix>:{<queue>}:"
   ARGV[2..] tasks, three arguments each:
     header   "<id> <type> <priority 0-3> <max_retries or -> <delay_ms> <timeout_ms>"
-             (ids and types cannot contain spaces; '-' = the queue's max_retries,
-             delay 0 = ready now, timeout 0 = the worker's default)
+             then optionally " l=<limit>,<limit>..." (the limit keys it listed) and
+             " c=<tokens>" (the tokens it expects to use)
+             (ids, types and limit keys cannot contain spaces or commas; '-' = the queue's
+             max_retries, delay 0 = ready now, timeout 0 = the worker's default)
     meta     JSON object, or '' for none
     payload  JSON object, split here into chunks of at most 64 bytes
 
@@ -30,11 +32,17 @@ local seen_ids = {}
 local any_delayed = false
 local checks = {}
 for i = 2, #ARGV, 3 do
-  local id, task_type, prio, max_retries, delay, timeout =
-    string.match(ARGV[i], '^(%S+) (%S+) (%d) (%S+) (%d+) (%d+)$')
+  local id, task_type, prio, max_retries, delay, timeout, extra =
+    string.match(ARGV[i], '^(%S+) (%S+) (%d) (%S+) (%d+) (%d+)(.*)$')
   local t = {id = id, type = task_type, prio = tonumber(prio), max_retries = max_retries,
              delay = tonumber(delay), timeout = tonumber(timeout), meta = ARGV[i + 1],
              payload = ARGV[i + 2], key = task_key(base, id)}
+  if extra ~= '' then
+    for name, value in string.gmatch(extra, ' (%a)=(%S+)') do
+      if name == 'l' then t.limits = string.gsub(value, ',', ' ') end
+      if name == 'c' then t.cost = value end
+    end
+  end
   tasks[#tasks + 1] = t
   if not named[task_type] then
     named[task_type] = true
@@ -90,6 +98,14 @@ for _, t in ipairs(tasks) do
     if t.timeout > 0 then
       fields[#fields + 1] = 'timeout'
       fields[#fields + 1] = t.timeout
+    end
+    if t.limits then
+      fields[#fields + 1] = 'limits'
+      fields[#fields + 1] = t.limits
+    end
+    if t.cost then
+      fields[#fields + 1] = 'cost'
+      fields[#fields + 1] = t.cost
     end
     add_blob(fields, 'payload', t.payload, false)
     call_sliced('HSET', t.key, fields)

@@ -12,6 +12,7 @@
           {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
+--@include limits
 
 local base, id, token = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms, bad = number_arg(ARGV[4], 'lease_ms')
@@ -19,10 +20,12 @@ if bad then return bad end
 bad = check_types({KEYS[1], 'zset'})
 if bad then return bad end
 local key = task_key(base, id)
-bad = check_lease(key, token)
+local f
+bad, f = check_lease(key, token, 'cancel', 'held')
 if bad then return bad end
 local deadline = now_ms() + lease_ms
 redis.call('ZADD', KEYS[1], 'XX', deadline, id)
+lim_extend(base, id, f[4], deadline)
 local cancel = 0
-if redis.call('HGET', key, 'cancel') == '1' then cancel = 1 end
+if f[3] == '1' then cancel = 1 end
 return {0, deadline, cancel}

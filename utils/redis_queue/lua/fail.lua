@@ -29,6 +29,7 @@
           {-11, name, value} a numeric argument is not a number.
 ]]
 --@include common
+--@include limits
 --@include settle
 
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'zset',

@@ -16,17 +16,22 @@
   ARGV[8] max_retries (the queue's default): the retry policy, as in fail.lua
   ARGV[9..] items, each:
     complete: 'c', id, token, result
-    fail:     'f', id, token, "<retry 0|1> <corrupt 0|1> <jitter> <delay_ms or ->", error
+              'u', id, token, tokens used, result (the handler reported its token use)
+    fail:     'f', id, token, "<retry 0|1> <corrupt 0|1> <jitter> <delay_ms or -> [used]",
+              error
+    back off: 'b', id, token, "<pause_ms> [limit,limit...]" (a RateLimited handler)
 
   Returns one reply per item, as complete.lua or fail.lua would (errors included).
   Errors: {-10, key, type} a queue key holds the wrong Redis type; {-11, what, value} a
           malformed item (nothing is written in either case).
 ]]
 --@include common
+--@include limits
 --@include settle
 
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
-                         KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash'})
+                         KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash',
+                         ARGV[1] .. 'limits', 'hash'})
 if bad then return bad end
 -- Every item is parsed before the first one is applied: a malformed item further down
 -- must not fail the script after earlier items were written.
@@ -37,15 +42,32 @@ while i <= #ARGV do
   if op == 'c' and i + 3 <= #ARGV then
     items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2], text = ARGV[i + 3]}
     i = i + 4
+  elseif op == 'u' and i + 4 <= #ARGV then
+    if not tonumber(ARGV[i + 3]) then return {E_BAD_ARGUMENT, 'tokens used', ARGV[i + 3]} end
+    items[#items + 1] = {op = 'c', id = ARGV[i + 1], token = ARGV[i + 2], used = ARGV[i + 3],
+                         text = ARGV[i + 4]}
+    i = i + 5
   elseif op == 'f' and i + 4 <= #ARGV then
-    local retry, corrupt, jitter, delay = string.match(ARGV[i + 3], '^([01]) ([01]) (%S+) (%S+)$')
-    if not retry or not tonumber(jitter) or (delay ~= '-' and not tonumber(delay)) then
+    local retry, corrupt, jitter, delay, used =
+      string.match(ARGV[i + 3], '^([01]) ([01]) (%S+) (%S+) ?(%S*)$')
+    if not retry or not tonumber(jitter) or (delay ~= '-' and not tonumber(delay))
+        or (used ~= '' and not tonumber(used)) then
       return {E_BAD_ARGUMENT, 'fail options', ARGV[i + 3]}
     end
     if delay == '-' then delay = '' end
+    if used == '' then used = nil end
     items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2], retry = retry,
-                         corrupt = corrupt, jitter = jitter, delay = delay, text = ARGV[i + 4]}
+                         corrupt = corrupt, jitter = jitter, delay = delay, used = used,
+                         text = ARGV[i + 4]}
     i = i + 5
+  elseif op == 'b' and i + 3 <= #ARGV then
+    local pause_ms, listed = string.match(ARGV[i + 3], '^(%d+) ?(%S*)$')
+    if not pause_ms then return {E_BAD_ARGUMENT, 'back off', ARGV[i + 3]} end
+    local names = {}
+    for name in string.gmatch(listed, '[^,]+') do names[#names + 1] = name end
+    items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2],
+                         pause = tonumber(pause_ms), names = names}
+    i = i + 4
   else
     return {E_BAD_ARGUMENT, 'item', tostring(op)}
   end
@@ -60,10 +82,12 @@ if not tonumber(ARGV[2]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[2
 local out = {}
 for _, it in ipairs(items) do
   if it.op == 'c' then
-    out[#out + 1] = complete_one(base, k, it.id, it.token, ARGV[2], it.text)
+    out[#out + 1] = complete_one(base, k, it.id, it.token, ARGV[2], it.text, it.used)
+  elseif it.op == 'b' then
+    out[#out + 1] = back_off_one(base, k, it.id, it.token, it.pause, it.names)
   else
     out[#out + 1] = fail_one(base, k, it.id, it.token, it.retry, it.delay, it.jitter,
-                             it.corrupt, it.text, policy)
+                             it.corrupt, it.text, policy, it.used)
   end
 end
 return out

@@ -8,6 +8,7 @@
     inspect.py     get_task, wait_for_result, get_queue_size, get_statistics, list_tasks,
                    health_check
     administer.py  cancel, retry_dlq_task, purge_dlq, clear_completed
+    limiting.py    set_limit, get_limits, remove_limit, back_off_task (fleet-wide limits)
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
 first write and reads time from the Redis server; utils.redis_queue.scripts builds each
@@ -17,13 +18,13 @@ scripts and turn their replies into RedisTask objects and exceptions.
 
 from __future__ import annotations
 
-from .administer import Administrator
 from .client import QueueClient
 from .consume import MAX_CLAIM, Consumer
+from .limiting import Limiting
 from .produce import Producer
 
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Producer, Consumer, Administrator):
+class RedisTaskQueue(Producer, Consumer, Limiting):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

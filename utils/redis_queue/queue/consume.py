@@ -4,6 +4,7 @@ handing back leases."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -101,7 +102,9 @@ class Consumer(QueueClient):
             tasks.extend(batch.tasks)
             left, first = left - len(batch.tasks), False
             if left <= 0 or len(batch.tasks) < ask:  # drained, or a suspect came alone
-                return ClaimBatch(tasks, batch.wait_hint, batch.task_types, batch.head)
+                return ClaimBatch(
+                    tasks, batch.wait_hint, batch.task_types, batch.head, batch.held_back
+                )
 
     async def _claim_across(
         self, worker_id: str, count: int, types: list[str], suspects: bool
@@ -191,11 +194,14 @@ class Consumer(QueueClient):
             self._remember_lease(task_id, token)
             tasks.append(task)
         wait = reply.next_event_ms - reply.now_ms
+        if reply.held_back:
+            self.telemetry.held_back(reply.held_back)
         return ClaimBatch(
             tasks,
             None if reply.next_event_ms < 0 else max(0.0, wait / 1000),
             reply.served,
             reply.head,
+            reply.held_back or {},
         )
 
     async def wait_for_work(
@@ -335,20 +341,40 @@ class Consumer(QueueClient):
         calls = []
         for s in items:
             token = self._token_for(s.task_id, s.lease_token)
+            if s.pause is not None:
+                pause_ms = math.ceil(s.pause * 1000)
+                calls.append(
+                    scripts.SettleItem(
+                        s.task_id, token, pause_ms=pause_ms, pause_limits=s.pause_limits
+                    )
+                )
+                continue
+            used = s.tokens_used
             if s.error is None:
                 try:
                     text = codec.dumps(s.result, "result", self.max_payload_bytes)
                 except QueueError as exc:  # dead-lettered with the reason
                     error = codec.error_text(str(exc))
                     calls.append(
-                        scripts.SettleItem(s.task_id, token, error_text=error, retry=False)
+                        scripts.SettleItem(
+                            s.task_id, token, error_text=error, retry=False, tokens_used=used
+                        )
                     )
                 else:
-                    calls.append(scripts.SettleItem(s.task_id, token, result_text=text))
+                    calls.append(
+                        scripts.SettleItem(s.task_id, token, result_text=text, tokens_used=used)
+                    )
                 continue
             error = codec.error_text(s.error)
             calls.append(
-                scripts.SettleItem(s.task_id, token, error_text=error, retry=s.retry, delay=s.delay)
+                scripts.SettleItem(
+                    s.task_id,
+                    token,
+                    error_text=error,
+                    retry=s.retry,
+                    delay=s.delay,
+                    tokens_used=used,
+                )
             )
         call = scripts.settle_many(
             keys,

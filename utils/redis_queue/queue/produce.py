@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import scripts, telemetry
@@ -32,14 +32,28 @@ class Producer(QueueClient):
         meta: Mapping[str, str] | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        limits: Sequence[str] | None = None,
+        cost_tokens: int | None = None,
     ) -> RedisTask:
         """Add a task. `task_id` is the idempotency key: if a task with that id exists
         (in any state, until it is cleared), nothing changes and that task is returned.
         `delay` schedules it that many seconds ahead; `timeout` overrides the worker's
         execution timeout for this task. `durable` (default: the queue's) returns only
-        once min_replicas replicas have the task, else raises DurabilityError."""
+        once min_replicas replicas have the task, else raises DurabilityError.
+        `limits` names limit keys that bind it besides its type's (a key with no limit
+        set binds nothing until one is set); `cost_tokens` is what it expects to use,
+        reserved from its token limits at claim and reconciled with what it reports."""
         task = self._new_task(
-            task_id, task_type, payload, priority, delay, max_retries, meta, timeout
+            task_id,
+            task_type,
+            payload,
+            priority,
+            delay,
+            max_retries,
+            meta,
+            timeout,
+            limits,
+            cost_tokens,
         )
         wait = self.durable if durable is None else durable
         if telemetry.tracer is None and not wait:  # the hot path: skip the hook's closure

@@ -17,6 +17,7 @@ is loaded and the call sent once more.
 from __future__ import annotations
 
 from .contract import (
+    BACK_OFF,
     CANCEL,
     CLAIM,
     CLEAR_FINISHED,
@@ -37,6 +38,7 @@ from .contract import (
     Script,
     ScriptCall,
     SettleItem,
+    back_off,
     cancel,
     claim,
     clear_finished,
@@ -75,6 +77,7 @@ from .runner import (
 )
 
 __all__ = [
+    "BACK_OFF",
     "CANCEL",
     "CLAIM",
     "CLEAR_FINISHED",
@@ -98,6 +101,7 @@ __all__ = [
     "ScriptCall",
     "Scripts",
     "SettleItem",
+    "back_off",
     "cancel",
     "cancel_outcome",
     "claim",

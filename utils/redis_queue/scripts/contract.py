@@ -36,6 +36,9 @@ class FailOutcome(IntEnum):
     CANCELLED = 4  # a cancel was requested while it ran
 
 
+BACKED_OFF = 5  # a back-off (back_off.lua, a settle_many 'b' item): the task is pending
+
+
 class CancelOutcome(IntEnum):
     """cancel.lua's success codes."""
 
@@ -75,6 +78,9 @@ def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
 
 
 _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
+BACK_OFF = Script(
+    "back_off", ("processing", "stats"), ("base", "id", "token", "pause_ms"), rest="limit keys"
+)
 CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
 CLAIM = Script(
     "claim",
@@ -123,6 +129,7 @@ WORKER_BEAT = Script(
 SCRIPTS = {
     s.name: s
     for s in (
+        BACK_OFF,
         CANCEL,
         CLAIM,
         CLEAR_FINISHED,
@@ -165,7 +172,12 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
     rest: list[Any] = []
     for t in tasks:
         retries = "-" if t.stored_max_retries is None else t.stored_max_retries
-        rest.append(f"{t.task_id} {t.task_type} {t.priority} {retries} {t.delay_ms} {t.timeout_ms}")
+        header = f"{t.task_id} {t.task_type} {t.priority} {retries} {t.delay_ms} {t.timeout_ms}"
+        if t.limits:
+            header += " l=" + ",".join(t.limits)
+        if t.cost_tokens is not None:
+            header += f" c={t.cost_tokens}"
+        rest.append(header)
         rest.append(t.meta_text)
         rest.append(t.payload_text)
     return ENQUEUE.call(keys, {"base": keys.base}, rest)
@@ -246,6 +258,9 @@ class SettleItem:
     error_text: str | None = None
     retry: bool = True
     delay: float | None = None
+    tokens_used: int | None = None
+    pause_ms: int | None = None  # a back-off: pause these limits (none: the task's) this long
+    pause_limits: tuple[str, ...] = ()
 
 
 def settle_many(
@@ -261,11 +276,24 @@ def settle_many(
     named.update(_policy(policy), max_retries=max_retries)
     rest: list[Any] = []
     for item in items:
-        if item.error_text is None:
-            rest += ["c", item.task_id, item.token, item.result_text]
+        used = item.tokens_used
+        if item.pause_ms is not None:
+            rest += [
+                "b",
+                item.task_id,
+                item.token,
+                f"{item.pause_ms} {','.join(item.pause_limits)}",
+            ]
+        elif item.error_text is None:
+            if used is None:
+                rest += ["c", item.task_id, item.token, item.result_text]
+            else:
+                rest += ["u", item.task_id, item.token, used, item.result_text]
         else:
             delay = _delay_ms(item.delay) or "-"
             options = f"{_flag(item.retry)} 0 {policy.jitter_multiplier()!r} {delay}"
+            if used is not None:
+                options += f" {used}"
             rest += ["f", item.task_id, item.token, options, item.error_text]
     return SETTLE_MANY.call(keys, named, rest)
 
@@ -277,6 +305,13 @@ def extend(keys: QueueKeys, *, task_id: str, token: str, lease_ms: int) -> Scrip
 
 def release(keys: QueueKeys, *, task_id: str, token: str) -> ScriptCall:
     return RELEASE.call(keys, {"base": keys.base, "id": task_id, "token": token})
+
+
+def back_off(
+    keys: QueueKeys, *, task_id: str, token: str, pause_ms: int, limit_keys: Sequence[str]
+) -> ScriptCall:
+    named = {"base": keys.base, "id": task_id, "token": token, "pause_ms": pause_ms}
+    return BACK_OFF.call(keys, named, limit_keys)
 
 
 def cancel(keys: QueueKeys, *, task_id: str, request: str = "") -> ScriptCall:

@@ -17,7 +17,7 @@ from ..errors import (
 )
 from ..models import TaskPriority, TaskState
 from ..snapshot import QueueSnapshot
-from .contract import CancelOutcome, Code, FailOutcome
+from .contract import BACKED_OFF, CancelOutcome, Code, FailOutcome
 
 # Pending scores (lua/include/common.lua): a task of priority p scores in
 # [-p * BAND, (1 - p) * BAND), so each priority is one score band of its type's set.
@@ -55,6 +55,8 @@ def settle_state(reply: list[Any], task_id: str) -> TaskState | QueueError:
             return exc
     if len(reply) == 2 and int(reply[0]) == 0:  # complete: {0, now_ms}
         return TaskState.COMPLETED
+    if int(reply[0]) == BACKED_OFF:
+        return TaskState.PENDING
     return fail_state(reply)
 
 
@@ -65,13 +67,16 @@ class ClaimReply:
     served: list[str]  # the task types the claim considered
     rows: list[tuple[str, int, list[Any]]]  # (task id, lease token, flat HGETALL)
     head: int | None = None  # best pending score left (when asked for); None = none left
+    held_back: dict[str, int] | None = None  # limit key -> tasks it held back
 
 
 def claim_reply(reply: list[Any]) -> ClaimReply:
-    rows = [(raw_id.decode(), int(token), flat) for raw_id, token, flat in reply[4:]]
+    rows = [(raw_id.decode(), int(token), flat) for raw_id, token, flat in reply[5:]]
     served = [codec.as_text(t) for t in reply[2]]
     head = int(reply[3]) if reply[3] else None
-    return ClaimReply(int(reply[0]), int(reply[1]), served, rows, head)
+    flat = reply[4]
+    held = {codec.as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return ClaimReply(int(reply[0]), int(reply[1]), served, rows, head, held or None)
 
 
 def cancel_outcome(reply: list[Any]) -> CancelOutcome:

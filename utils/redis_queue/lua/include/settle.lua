@@ -4,7 +4,9 @@
   cost of several times the work of one transition).
 
   Both take `k` = {processing, completed, cancelled, delayed, dlq, failed, stats} (keys) and
-  return the reply of their single-task script.
+  return the reply of their single-task script. Both give back what the attempt held of
+  the queue's limits (include/limits.lua); `used` is the tokens the handler reported
+  (nil: none reported, the reservation stands).
 ]]
 
 local TRIM_EVERY = 10
@@ -30,13 +32,14 @@ end
 
 -- Complete: state completed with its result; every TRIM_EVERY completions, delete a
 -- batch of finished tasks older than keep_ms.
-local function complete_one(base, k, id, token, keep_ms, result)
+local function complete_one(base, k, id, token, keep_ms, result, used)
   local key = task_key(base, id)
-  local bad, f, settled = check_settle(key, token, 'error.count')
+  local bad, f, settled = check_settle(key, token, 'error.count', 'held', 'cost')
   if bad then return bad end
   if settled then return {0, tonumber(redis.call('HGET', key, 'completed')) or 0} end
+  lim_release(base, base, id, f[4], f[5], used)
   local now = now_ms()
-  local stale = {'lease', 'cancel'}
+  local stale = {'lease', 'cancel', 'held'}
   add_blob_names(stale, 'error', f[3])
   call_sliced('HDEL', key, stale)
   local fields = {'state', 'completed', 'completed', now}
@@ -75,12 +78,17 @@ end
 -- otherwise dead-letter (or `failed` when use_dlq is false). `policy` is
 -- {first_immediate, base_ms, factor, cap_ms, default_max_retries, use_dlq}; `delay_ms`
 -- '' means use the policy; `jitter` is a multiplier in (0, 1].
-local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, err, policy)
+local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, err, policy,
+                        used)
   local key = task_key(base, id)
   local bad, f, settled = check_settle(key, token, 'cancel', 'retries', 'max_retries', 'type',
-                                       'error.count')
+                                       'error.count', 'held', 'cost')
   if bad then return bad end
   if settled then return settled_fail_reply(key, settled) end
+  if f[8] then
+    lim_release(base, base, id, f[8], f[9], used)
+    redis.call('HDEL', key, 'held')
+  end
   local cancel, retries, max_retries, task_type, error_count = f[3], f[4], f[5], f[6], f[7]
   if task_type then
     bad = check_pending_key(base, task_type)
@@ -133,4 +141,40 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
   if corrupt == '1' then redis.call('HINCRBY', k.stats, 'corrupt', 1) end
   if policy.use_dlq then return {2} end
   return {3}
+end
+
+-- Back off: the handler was told "too many requests". Pauses `names` (none: every limit
+-- key the task is bound by) for pause_ms for the whole fleet and hands the task back
+-- without counting the attempt, at the place its creation time gives it (not behind the
+-- tasks enqueued since); its slots and tokens are given back. Returns {5, until_ms}.
+local function back_off_one(base, k, id, token, pause_ms, names)
+  local key = task_key(base, id)
+  local bad, f, settled = check_settle(key, token, 'type', 'held', 'cost', 'limits', 'created',
+                                       'prio')
+  if bad then return bad end
+  local now = now_ms()
+  local until_ms = now + math.max(0, pause_ms)
+  if settled then return {5, until_ms} end -- this call, sent again
+  local task_type = f[3] or ''
+  bad = check_pending_key(base, task_type)
+  if bad then return bad end
+  if #names == 0 then names = lim_keys(task_type, f[6]) end
+  for _, name in ipairs(names) do
+    local sk = base .. 'limit:' .. name
+    lim_sane(sk, 'hash')
+    local current = tonumber(redis.call('HGET', sk, 'pause')) or 0
+    if until_ms > current then redis.call('HSET', sk, 'pause', until_ms) end
+    redis.call('HSET', base .. 'limits', 'p:' .. name, '1')
+  end
+  redis.call('ZREM', k.processing, id)
+  lim_release(base, base, id, f[4], f[5], nil)
+  redis.call('HDEL', key, 'lease', 'held')
+  if token ~= '' then redis.call('HSET', key, 'settled', token) end
+  redis.call('HINCRBY', key, 'attempts', -1)
+  redis.call('HINCRBY', k.stats, 'rate_limited', 1)
+  local created = tonumber(f[7]) or now
+  redis.call('ZADD', pending_key(base, task_type),
+             pending_score(created * 1000 - EPOCH_US, tonumber(f[8]) or 1), id)
+  redis.call('HSET', key, 'state', 'pending')
+  return {5, until_ms}
 end

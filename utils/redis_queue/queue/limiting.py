@@ -1,0 +1,176 @@
+"""Limiting: configure fleet-wide limits, read their use, and back a task off when its
+provider said "too many requests". The claim and settle scripts enforce them
+(lua/include/limits.lua); this class only writes their configuration and reads state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .. import codec, scripts
+from ..errors import InvalidLimit, TopologyError
+from ..keys import validate_limit_key, validate_task_id
+from ..limits import Limit, LimitStatus, check_pause, limit_fields, parse_limits
+from ..models import TaskState
+from ..new_task import check_limit_keys
+from .administer import Administrator
+
+__all__ = ["Limiting"]
+
+_KINDS = ("r", "c", "t", "p")
+
+
+class Limiting(Administrator):
+    async def set_limit(
+        self,
+        key: str,
+        *,
+        rate: float | None = None,
+        per: float | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
+        tokens: int | None = None,
+    ) -> Limit:
+        """Set the kinds given for limit `key` (the others it has stay): `rate` tasks per
+        `per` seconds (default 1) with `burst` at once (default: ceil(rate)); `concurrency`
+        tasks running at once; `tokens` reserved per `per` seconds (default 60). Takes
+        effect at the next claim, for tasks already waiting too. Returns the whole limit."""
+        validate_limit_key(key)
+        if rate is None and concurrency is None and tokens is None:
+            raise InvalidLimit("set_limit needs rate=, concurrency= or tokens=")
+        if rate is not None and tokens is not None and per is not None:
+            raise InvalidLimit("give rate and tokens in two calls: each has its own per=")
+        self._limits_need_one_partition()
+        given = Limit(
+            key,
+            rate=rate,
+            per=1.0 if per is None else per,
+            burst=burst,
+            concurrency=concurrency,
+            tokens=tokens,
+            tokens_per=60.0 if per is None else per,
+        )
+        keys = self.keys
+        async with self._command():
+            flat = [item for pair in limit_fields(given).items() for item in pair]
+            await self.redis.hset(keys.limits, items=flat)
+        await self._wake_limit_waiters(key)
+        status = (await self.get_limits()).get(key)
+        return given if status is None else status.limit
+
+    async def remove_limit(self, key: str) -> bool:
+        """Remove limit `key` (every kind, its state and any pause); True if it existed.
+        Tasks it held back are admitted at once."""
+        validate_limit_key(key)
+        keys = self.keys
+        async with self._command():
+            removed = await self.redis.hdel(keys.limits, *(f"{k}:{key}" for k in _KINDS))
+        await self._wake_limit_waiters(key)
+        async with self._command():
+            await self.redis.delete(keys.limit_state(key), keys.limit_held(key))
+        return bool(removed)
+
+    async def get_limits(self) -> dict[str, LimitStatus]:
+        """Every configured (or paused) limit with its current use, by key."""
+        keys = self.keys
+        async with self._command():
+            fields = codec.text_fields(await self.redis.hgetall(keys.limits))
+        limits, paused = parse_limits(fields)
+        names = sorted(set(limits) | paused)
+        if not names:
+            return {}
+        async with self._command():
+            seconds, micros = await self.redis.time()
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hmget(keys.limit_state(name), "tat", "ttat", "pause", "waiting", "waiting_at")
+                pipe.zcount(keys.limit_held(name), now_ms, "+inf")  # expired slots are free
+            replies = await pipe.execute()
+        out: dict[str, LimitStatus] = {}
+        for i, name in enumerate(names):
+            state, held = replies[2 * i], replies[1 + 2 * i]
+            limit = limits.get(name, Limit(name))
+            out[name] = _status(limit, [_number(v) for v in state], int(held), now_ms)
+        return out
+
+    async def back_off_task(
+        self,
+        task_id: str,
+        lease_token: int | None,
+        retry_after: float,
+        limits: Sequence[str] | None = None,
+    ) -> float:
+        """A leased task's provider said "too many requests": its limits (`limits`, or every
+        limit key it is bound by) admit nothing for `retry_after` seconds, fleet-wide, and
+        the task goes back to pending without counting the attempt. Returns the pause in
+        seconds. Raises LeaseLost."""
+        validate_task_id(task_id)
+        names = check_limit_keys(limits) if limits else ()
+        pause = check_pause(retry_after)
+        call = scripts.back_off(
+            self.keys_for(task_id),
+            task_id=task_id,
+            token=self._token_for(task_id, lease_token),
+            pause_ms=math.ceil(pause * 1000),
+            limit_keys=names,
+        )
+        reply = await self._settling(task_id, self.run(call, task_id))
+        state = scripts.settle_state(reply, task_id)
+        if not isinstance(state, TaskState):
+            raise state
+        self._touched([task_id])
+        return pause
+
+    def _limits_need_one_partition(self) -> None:
+        if self.partitions > 1:
+            raise TopologyError(
+                "limits on a partitioned queue are not supported yet: a claim checks them "
+                "in the same script as the tasks, so they need partitions=1"
+            )
+
+    async def _wake_limit_waiters(self, key: str) -> None:
+        """Workers waiting on `key` claim again: a limit that changed may admit them."""
+        keys = self.keys
+        async with self._command():
+            types = await self.redis.smembers(keys.limit_waiters(key))
+            if not types:
+                return
+            pipe = self.redis.pipeline(transaction=False)
+            for raw in types:
+                wake = keys.wake(codec.as_text(raw))
+                pipe.lpush(wake, "1")
+                pipe.ltrim(wake, 0, 0)  # one token is enough (a woken claim chains the next)
+            pipe.delete(keys.limit_waiters(key))
+            await pipe.execute()
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(codec.as_text(value))
+    except ValueError:
+        return None
+
+
+def _status(limit: Limit, state: list[float | None], held: int, now_ms: int) -> LimitStatus:
+    tat, ttat, pause, waiting, waiting_at = state
+    rate_available = None
+    if limit.rate is not None:
+        interval = limit.per * 1000 / limit.rate
+        burst = limit.effective_burst or 1
+        rate_available = max(0.0, burst - max(0.0, (tat or 0) - now_ms) / interval)
+    tokens_available = None
+    if limit.tokens is not None:
+        per_token = limit.tokens_per * 1000 / limit.tokens
+        tokens_available = limit.tokens - max(0.0, (ttat or 0) - now_ms) / per_token
+    return LimitStatus(
+        limit,
+        running=held,
+        rate_available=None if rate_available is None else round(rate_available, 3),
+        tokens_available=None if tokens_available is None else round(tokens_available, 1),
+        paused_for=max(0.0, ((pause or 0) - now_ms) / 1000),
+        waiting=int(waiting or 0),
+        waiting_since=None if waiting_at is None else waiting_at / 1000,
+    )
