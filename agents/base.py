@@ -34,14 +34,24 @@ from typing import Any, ClassVar
 
 from utils.config import ModelSettings, PipelineSettings
 from utils.metrics import record_model_usage
-from utils.redis_queue.handlers import PermanentFailure, Retry, TaskContext
+from utils.redis_queue.handlers import PermanentFailure, RateLimited, Retry, TaskContext
 
-from .models import Message, ModelBackend, ModelError, ModelReply, ModelUsage, build_backend
+from .models import (
+    Message,
+    ModelBackend,
+    ModelError,
+    ModelRateLimited,
+    ModelReply,
+    ModelUsage,
+    build_backend,
+)
 from .request import AgentRequest, InvalidRequest
 
 __all__ = ["Agent", "BackendFactory"]
 
 log = logging.getLogger("agentic.agents")
+
+RATE_LIMITED_PAUSE = 5.0  # seconds, when a 429 came without a Retry-After
 
 BackendFactory = Callable[[Mapping[str, Any] | None], ModelBackend]
 """overrides (the payload's "model" object, or None) -> the backend to call."""
@@ -88,7 +98,12 @@ class Agent:
             workspace_must_exist=self.workspace_must_exist,
         )
         try:
-            return await self.run(request)
+            result = await self.run(request)
+        except ModelRateLimited as exc:
+            # The provider is saturated for everyone: pause its limit (the task's listed
+            # ones, else its type's) fleet-wide; this attempt does not count.
+            pause = exc.retry_after if exc.retry_after is not None else RATE_LIMITED_PAUSE
+            raise RateLimited(pause, limits=ctx.task.limits or None, reason=str(exc)) from exc
         except ModelError as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if not exc.retryable:
@@ -96,6 +111,11 @@ class Agent:
             if exc.retry_after is not None:
                 raise Retry(reason, delay=exc.retry_after) from exc
             raise
+        usage = result.get("usage") if isinstance(result, dict) else None
+        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+        if isinstance(tokens, int) and tokens >= 0:
+            ctx.report_tokens(tokens)  # token limits are charged this, not the reservation
+        return result
 
     async def ask(
         self, request: AgentRequest, messages: list[Message]

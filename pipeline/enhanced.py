@@ -13,7 +13,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -125,15 +125,30 @@ class EnhancedPipelineManager(StageFlow):
         return await self.submit_task(Stage.DEPLOY, task_id, subtask, **kwargs)
 
     async def submit_task(
-        self, stage: Stage | str, task_id: str, subtask: Any, **kwargs: Any
+        self,
+        stage: Stage | str,
+        task_id: str,
+        subtask: Any,
+        *,
+        limits: Sequence[str] = (),
+        cost_tokens: int | None = None,
+        **kwargs: Any,
     ) -> str:
         """Queue one subtask as task type `stage` with payload {"subtask": ..., **kwargs}
-        and the assigned priority. Submitting an id again changes nothing."""
+        and the assigned priority, bound by the queue limits `limits` (reserving
+        `cost_tokens`). Submitting an id again changes nothing."""
         if not self._started:
             raise RuntimeError("call `await manager.start()` first")
         priority = self.priority_for(stage, subtask)
         payload = {"subtask": subtask, **kwargs}
-        await self.executor.submit(task_id, task_type_for(stage), payload, priority)
+        await self.executor.submit(
+            task_id,
+            task_type_for(stage),
+            payload,
+            priority,
+            limits=limits,
+            cost_tokens=cost_tokens,
+        )
         return task_id
 
     async def collect_result(self, task_id: str, timeout: float | None = None) -> Any:

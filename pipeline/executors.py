@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from utils.aio import cancellable
 from utils.redis_queue import HandlerRegistry, RedisTaskQueue, TaskNotFound, TaskStateError, Worker
+
+if TYPE_CHECKING:
+    from .spec import ModelLimits
 
 __all__ = ["QueueExecutor", "StageExecutor"]
 
@@ -28,9 +32,20 @@ class StageExecutor(Protocol):
     async def stop(self) -> None: ...
 
     async def submit(
-        self, task_id: str, task_type: str, payload: dict[str, Any], priority: int
+        self,
+        task_id: str,
+        task_type: str,
+        payload: dict[str, Any],
+        priority: int,
+        *,
+        limits: Sequence[str] = (),
+        cost_tokens: int | None = None,
     ) -> None:
-        """Queue one task; an id already submitted is left as it is (idempotent)."""
+        """Queue one task; an id already submitted is left as it is (idempotent). `limits`
+        and `cost_tokens` bind it to the queue's fleet-wide limits."""
+
+    async def apply_limits(self, limits: ModelLimits) -> None:
+        """Make the provider's limits the queue's (an in-process executor has no fleet)."""
 
     async def outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
         """The task's result and how many attempts it took; raises TaskFailed,
@@ -65,6 +80,7 @@ class QueueExecutor:
         }
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[Any] | None = None
+        self._applied: dict[str, ModelLimits] = {}
 
     async def start(self) -> None:
         """Connect, and serve the handlers (when given) with a Worker in this process."""
@@ -81,9 +97,34 @@ class QueueExecutor:
             self._worker = self._worker_task = None
 
     async def submit(
-        self, task_id: str, task_type: str, payload: dict[str, Any], priority: int
+        self,
+        task_id: str,
+        task_type: str,
+        payload: dict[str, Any],
+        priority: int,
+        *,
+        limits: Sequence[str] = (),
+        cost_tokens: int | None = None,
     ) -> None:
-        await self.queue.enqueue(task_id, task_type, payload, priority)
+        await self.queue.enqueue(
+            task_id,
+            task_type,
+            payload,
+            priority,
+            limits=limits or None,
+            cost_tokens=cost_tokens if limits else None,
+        )
+
+    async def apply_limits(self, limits: ModelLimits) -> None:
+        if self._applied.get(limits.key) == limits:
+            return
+        if limits.rpm is not None:
+            await self.queue.set_limit(limits.key, rate=limits.rpm, per=60)
+        if limits.tpm is not None:
+            await self.queue.set_limit(limits.key, tokens=limits.tpm, per=60)
+        if limits.concurrency is not None:
+            await self.queue.set_limit(limits.key, concurrency=limits.concurrency)
+        self._applied[limits.key] = limits
 
     async def outcome(self, task_id: str, timeout: float) -> tuple[Any, int]:
         # cancellable: stop() and cancel_run() must not wait out a swallowed cancel

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,6 +37,7 @@ from .runs import (
     SubtaskState,
     Usage,
 )
+from .stages import stage_row
 from .store import RunStore
 
 __all__ = ["StageFlow"]
@@ -69,7 +70,14 @@ class StageFlow:
     # -- what the manager provides ------------------------------------------------------
 
     async def submit_task(
-        self, stage: Stage | str, task_id: str, subtask: Any, **kwargs: Any
+        self,
+        stage: Stage | str,
+        task_id: str,
+        subtask: Any,
+        *,
+        limits: Sequence[str] = (),
+        cost_tokens: int | None = None,
+        **kwargs: Any,
     ) -> str:
         raise NotImplementedError
 
@@ -213,7 +221,13 @@ class StageFlow:
         payload: dict[str, Any] = {"run_id": run.run_id, "workspace": run.workspace, **extra}
         if run.spec.model:
             payload["model"] = run.spec.model
-        await self.submit_task(stage, task_id, subtask, **payload)
+        limits: tuple[str, ...] = ()
+        cost: int | None = None
+        row, model_limits = stage_row(stage), run.spec.model_limits
+        if model_limits is not None and row is not None and row.uses_model:
+            await self.executor.apply_limits(model_limits)
+            limits, cost = (model_limits.key,), model_limits.tokens_per_call
+        await self.submit_task(stage, task_id, subtask, limits=limits, cost_tokens=cost, **payload)
         if await self.store.cancel_requested(run.run_id):  # a cancel raced the submit
             await self.executor.cancel(task_id)
         self._emit(run, "submitted", stage, subtask["id"], f"priority {record.priority}")

@@ -13,7 +13,8 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from utils.redis_queue import (
     RedisTask,
@@ -25,6 +26,9 @@ from utils.redis_queue import (
     TaskState,
 )
 from utils.redis_queue.handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
+
+if TYPE_CHECKING:
+    from .spec import ModelLimits
 
 __all__ = ["LocalExecutor"]
 
@@ -66,9 +70,17 @@ class LocalExecutor:
         await asyncio.gather(*loops, *running, return_exceptions=True)
 
     async def submit(
-        self, task_id: str, task_type: str, payload: dict[str, Any], priority: int
+        self,
+        task_id: str,
+        task_type: str,
+        payload: dict[str, Any],
+        priority: int,
+        *,
+        limits: Sequence[str] = (),
+        cost_tokens: int | None = None,
     ) -> None:
-        """Queue a task; an id already known is left as it is (idempotent, like enqueue)."""
+        """Queue a task; an id already known is left as it is (idempotent, like enqueue).
+        Limits bind a fleet: one process running its own tasks ignores them."""
         if task_id in self._tasks:
             return
         self._tasks[task_id] = RedisTask(
@@ -95,6 +107,9 @@ class LocalExecutor:
             state = self._tasks[task_id].state
             raise ResultTimeout(f"task {task_id!r} is still {state} after {timeout} s") from None
         return result, self._tasks[task_id].attempts
+
+    async def apply_limits(self, limits: ModelLimits) -> None:
+        return None  # one process, its own concurrency: nothing fleet-wide to limit
 
     async def cancel(self, task_id: str) -> None:
         task = self._tasks.get(task_id)

@@ -30,6 +30,7 @@ from pydantic import (
 from .errors import SpecError
 
 __all__ = [
+    "ModelLimits",
     "PipelineSpec",
     "SpecError",
     "SubtaskSpec",
@@ -74,6 +75,27 @@ class SubtaskSpec(BaseModel):
         return self
 
 
+class ModelLimits(BaseModel):
+    """What the model provider allows, enforced fleet-wide on the stages whose agents
+    call the model (dev, fix) through the queue limit `key`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-:@/]{0,127}$")
+    rpm: float | None = Field(None, gt=0, description="Requests (subtasks) per minute.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute.")
+    concurrency: int | None = Field(None, ge=1, description="Subtasks calling it at once.")
+    tokens_per_call: int = Field(
+        2000, ge=0, description="Tokens reserved per subtask (reconciled with its usage)."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_limit(self) -> ModelLimits:
+        if self.rpm is None and self.tpm is None and self.concurrency is None:
+            raise ValueError("model_limits needs rpm, tpm or concurrency")
+        return self
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,6 +106,9 @@ class PipelineSpec(BaseModel):
     max_fix_rounds: int | None = Field(None, ge=0, description="Default: the settings'.")
     model: dict[str, Any] | None = Field(
         None, description="Model backend override sent with every subtask (never a key)."
+    )
+    model_limits: ModelLimits | None = Field(
+        None, description="The provider's limits, applied fleet-wide to dev and fix."
     )
 
     @field_validator("subtasks")

@@ -24,13 +24,16 @@ class StageRow:
     base_priority: TaskPriority
     agent: str  # "module:Class" of the agent (in the agents layer, above this one)
     summary: str
+    uses_model: bool = False  # its agent calls the model: the spec's model_limits bind it
 
 
 STAGES: tuple[StageRow, ...] = (
-    StageRow(Stage.DEV, "dev", TaskPriority.NORMAL, "agents.dev:DevAgent", "write code"),
+    StageRow(Stage.DEV, "dev", TaskPriority.NORMAL, "agents.dev:DevAgent", "write code", True),
     # qa, fix and deploy finish work already started, so they outrank new dev work
     StageRow(Stage.QA, "qa", TaskPriority.HIGH, "agents.qa:QAAgent", "compile and run the tests"),
-    StageRow(Stage.FIX, "fix", TaskPriority.HIGH, "agents.fix:FixAgent", "make failing tests pass"),
+    StageRow(
+        Stage.FIX, "fix", TaskPriority.HIGH, "agents.fix:FixAgent", "make failing tests pass", True
+    ),
     StageRow(Stage.DEPLOY, "deploy", TaskPriority.HIGH, "agents.deploy:DeployAgent", "pack it"),
 )
 _BY_NAME = {str(row.stage): row for row in STAGES}

@@ -32,7 +32,7 @@ from agents import (
 )
 from tests.support.redis_server import free_port
 from utils.config import ModelSettings
-from utils.redis_queue.handlers import PermanentFailure, Retry, TaskContext
+from utils.redis_queue.handlers import PermanentFailure, RateLimited, TaskContext
 from utils.redis_queue.models import RedisTask
 
 MESSAGES = [{"role": "user", "content": "say hi"}]
@@ -292,13 +292,24 @@ async def test_an_agent_dead_letters_an_auth_error(server: ChatServer, tmp_path:
         await _agent_on(server.backend())(_dev_context(tmp_path))
 
 
-async def test_an_agent_retries_a_rate_limit_after_retry_after(
+async def test_an_agent_turns_a_rate_limit_into_a_fleet_wide_pause(
     server: ChatServer, tmp_path: Path
 ) -> None:
+    """A 429 (after the backend's own retries) pauses the task's limits for the provider's
+    Retry-After instead of spending an attempt (see tests/test_limits_fleet.py)."""
     server.script = [Answer(429, {"error": "quota"}, {"Retry-After": "0.01"})]
-    with pytest.raises(Retry) as caught:
+    with pytest.raises(RateLimited) as caught:
         await _agent_on(server.backend(max_retries=0))(_dev_context(tmp_path))
-    assert caught.value.delay == pytest.approx(0.01)
+    assert caught.value.retry_after == pytest.approx(0.01)
+    assert caught.value.limits == ()  # the task listed none: every limit it is bound by
+
+
+async def test_an_agent_reports_the_tokens_it_used(server: ChatServer, tmp_path: Path) -> None:
+    content = "Done.\n\nFile: calc.py\n```python\nX = 1\n```\n"
+    server.script = [Answer(body=completion(content, prompt=100, completion=20))]
+    ctx = _dev_context(tmp_path)
+    await _agent_on(server.backend())(ctx)
+    assert ctx.tokens_used == 120  # what token limits are charged at settle
 
 
 async def test_an_agent_writes_files_from_a_live_reply(server: ChatServer, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from utils.redis_queue import InvalidRedisUrl, TopologyError
 
 from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
+from .limits_cmd import limits
 from .metrics_cmd import metrics
 from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
@@ -77,7 +78,7 @@ def cli(
     ctx.obj = CliState(redis_url, queue_name, cluster=cluster, partitions=partitions)
 
 
-for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics):
+for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits):
     cli.add_command(command)
 
 

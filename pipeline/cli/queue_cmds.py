@@ -35,6 +35,7 @@ from .common import (
     pass_state,
     run,
 )
+from .limits_cmd import render_limits
 
 PRIORITIES = [p.name.lower() for p in TaskPriority]
 
@@ -83,6 +84,13 @@ def _load_payload(value: str) -> dict[str, Any]:
 @click.option("--id", "task_id", default=None, help="Task id (idempotency key); default: random.")
 @click.option("--delay", type=float, default=None, help="Run no earlier than this many seconds.")
 @click.option("--timeout", type=float, default=None, help="Execution timeout for this task (s).")
+@click.option(
+    "--limit",
+    "limit_keys",
+    multiple=True,
+    help="A limit key binding it besides its type's (repeatable), e.g. openai.",
+)
+@click.option("--cost-tokens", type=int, default=None, help="Tokens it expects to use.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--wait-timeout", type=float, default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
@@ -95,6 +103,8 @@ def enqueue(
     task_id: str | None,
     delay: float | None,
     timeout: float | None,
+    limit_keys: tuple[str, ...],
+    cost_tokens: int | None,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
@@ -110,7 +120,14 @@ def enqueue(
     async def go() -> tuple[RedisTask, Any]:
         async with state.queue() as queue:
             task = await queue.enqueue(
-                chosen_id, task_type, data, priority, delay=delay, timeout=timeout
+                chosen_id,
+                task_type,
+                data,
+                priority,
+                delay=delay,
+                timeout=timeout,
+                limits=list(limit_keys) or None,
+                cost_tokens=cost_tokens,
             )
             result = await queue.wait_for_result(task.task_id, wait_timeout) if wait else None
             return task, result
@@ -130,11 +147,14 @@ def enqueue(
 async def gather_info(queue: RedisTaskQueue) -> dict[str, Any]:
     stats = await queue.get_statistics()
     workers = [w.to_dict() for w in await list_workers(queue)]
+    limits = await queue.get_limits() if queue.partitions == 1 else {}
     return {
         "queue": queue.queue_name,
         "partitions": queue.partitions,
         "statistics": stats,
         "workers": workers,
+        "limits": [status.as_dict() for status in limits.values()],
+        "_limits": limits,
     }
 
 
@@ -162,6 +182,9 @@ def render_info(info: dict[str, Any], rate: float | None) -> str:
             f"  in flight {w['in_flight']}/{w['concurrency']}  done {w['done']}"
             f"  failed {w['failed']}  last beat {w['last_beat_at']}"
         )
+    if info.get("_limits"):
+        lines.append("limits:")
+        lines.append(render_limits(info["_limits"]))
     return "\n".join(lines)
 
 
@@ -180,7 +203,7 @@ def info(state: CliState, interval: float | None, as_json: bool) -> None:
     if interval is None:
         data = run(lambda: _once(state))
         if as_json:
-            emit_json(data)
+            emit_json({k: v for k, v in data.items() if not k.startswith("_")})
         else:
             click.echo(render_info(data, None))
         return
@@ -206,7 +229,8 @@ async def _watch(state: CliState, interval: float, as_json: bool) -> None:
                 rate = (finished - previous[1]) / max(now - previous[0], 1e-9)
             previous = (now, finished)
             if as_json:
-                click.echo(json.dumps({**data, "throughput": rate}, default=str))
+                shown = {k: v for k, v in data.items() if not k.startswith("_")}
+                click.echo(json.dumps({**shown, "throughput": rate}, default=str))
             else:
                 click.echo("\x1b[2J\x1b[H" + render_info(data, rate), nl=True)
             await asyncio.sleep(interval)  # the refresh period the user asked for

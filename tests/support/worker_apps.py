@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from utils.redis_queue.handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
+from utils.redis_queue.handlers import (
+    HandlerRegistry,
+    PermanentFailure,
+    RateLimited,
+    Retry,
+    TaskContext,
+)
 
 registry = HandlerRegistry()
 
@@ -139,3 +145,38 @@ async def stubborn(ctx: TaskContext) -> Any:
         except asyncio.CancelledError:
             continue
     return "outlived"
+
+
+# Flow control: handlers that leave wall-clock evidence of when they ran.
+
+
+def _stamp(ctx: TaskContext, tag: str) -> None:
+    ledger = ctx.payload.get("ledger")
+    if ledger:
+        with Path(ledger).open("a") as f:
+            f.write(f"{tag} {ctx.task_id} {time.time():.6f} {os.getpid()}\n")
+
+
+@registry.handler("stamp")
+async def stamp(ctx: TaskContext) -> Any:
+    """Records "start" and "end" with wall-clock times around a sleep of `seconds`."""
+    _stamp(ctx, "start")
+    await asyncio.sleep(float(ctx.payload.get("seconds", 0)))
+    _stamp(ctx, "end")
+    return "stamped"
+
+
+@registry.handler("provider")
+async def provider(ctx: TaskContext) -> Any:
+    """A model call: the task named `refuse` is told 429 on its first attempt (a marker
+    file remembers it), which pauses `limit` for `retry_after` seconds fleet-wide."""
+    _stamp(ctx, "start")
+    marker = Path(str(ctx.payload["ledger"]) + ".refused")
+    if ctx.task_id == ctx.payload.get("refuse") and not marker.exists():
+        marker.write_text("1")
+        _stamp(ctx, "refused")
+        raise RateLimited(float(ctx.payload["retry_after"]), limits=ctx.payload.get("limit"))
+    await asyncio.sleep(float(ctx.payload.get("seconds", 0)))
+    ctx.report_tokens(int(ctx.payload.get("used", 0)))
+    _stamp(ctx, "end")
+    return "answered"

@@ -227,6 +227,7 @@ class Worker:
                 continue
             if (
                 self.burst
+                and not batch.held_back  # ready work waits for a limit: not drained yet
                 and not self._running
                 and not self._settler.unsettled
                 # an acknowledgement during the claim may have made a retry pending
