@@ -69,6 +69,7 @@ def test_bad_limits_exit_2_with_the_reason(agentic: Any) -> None:
         (("limits", "set", "bad key", "--concurrency", "1"), "invalid limit key"),
         (("enqueue", "dev", "--limit", "a b"), "invalid limit key"),
         (("enqueue", "dev", "--cost-tokens", "-3"), "cost_tokens"),
+        (("enqueue", "dev", "--group", "a b"), "invalid group"),
     ]:
         out = agentic(*args)
         assert out.returncode == 2, (args, out.stderr)
@@ -80,10 +81,14 @@ async def test_info_shows_each_limits_use_and_the_tasks_it_holds_back(
 ) -> None:
     assert agentic("limits", "set", "dev", "--concurrency", "1").returncode == 0
     for i in range(3):
-        out = agentic("enqueue", "dev", "--id", f"d{i}", "--limit", "openai", "--cost-tokens", "5")
+        out = agentic(
+            "enqueue", "dev", "--id", f"d{i}", "--limit", "openai", "--cost-tokens", "5",
+            "--group", "tenant:a",
+        )  # fmt: skip
         assert out.returncode == 0, out.stderr
     task = await queue.get_task("d0")
     assert task is not None and (task.limits, task.cost_tokens) == (["openai"], 5)
+    assert task.group == "tenant:a"
     await queue.claim_ready("w", 5)  # one runs, two are held back
     info = _json(agentic("info", "--json"))
     (dev,) = info["limits"]

@@ -196,3 +196,23 @@ async def test_a_saturated_limit_does_not_slow_unlimited_types(
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         await wait_exit(proc, 30)
+
+
+async def test_a_small_group_finishes_within_its_share_across_worker_processes(
+    queue: RedisTaskQueue, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    payload = {"ledger": str(ledger)}
+    await queue.enqueue_many(
+        {"task_id": f"big{i}", "task_type": "stamp", "payload": payload, "group": "tenant:big"}
+        for i in range(1000)
+    )
+    await queue.enqueue_many(
+        {"task_id": f"small{i}", "task_type": "stamp", "payload": payload, "group": "tenant:small"}
+        for i in range(10)
+    )
+    assert await _run_to_the_end(workers, 2, "--concurrency", "5") == [0, 0]
+    starts = sorted(_stamps(ledger, "start"), key=lambda s: s[1])
+    assert len(starts) == 1010
+    position = {task: i for i, (task, _, _) in enumerate(starts)}
+    assert max(position[f"small{i}"] for i in range(10)) < 60  # not behind the 1,000

@@ -8,6 +8,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -340,3 +341,42 @@ async def test_utilisation_and_cancelled_outcome_are_counted(
     busy = _value(r, "agentic_worker_busy_seconds_total", queue=queue_name)
     slots = _value(r, "agentic_worker_slot_seconds_total", queue=queue_name)
     assert 0.3 < busy < slots  # about 0.4 s busy out of 2 slots x ~0.7 s
+
+
+async def test_limit_gauges_and_the_held_back_counter_follow_redis(
+    make_queue: QueueFactory, redis_url: str, queue_name: str
+) -> None:
+    metrics = QueueMetrics()
+    queue = make_queue(metrics=metrics)
+    await queue.connect()
+    await queue.set_limit("noop", concurrency=2)
+    await queue.set_limit("openai", tokens=1000, per=3600)
+    await queue.enqueue_many(
+        {"task_id": f"t{i}", "task_type": "noop", "payload": {}, "limits": ["openai"],
+         "cost_tokens": 100}
+        for i in range(5)
+    )  # fmt: skip
+    first = await queue.claim_ready("w", 10)
+    assert len(first.tasks) == 2
+    await queue.back_off_task(first.tasks[0].task_id, first.tasks[0].lease_token, 60, ["x"])
+    registry = CollectorRegistry()
+    collector = RedisQueueCollector(redis_url, [queue_name])
+    registry.register(collector)
+    try:
+        q = queue_name
+
+        def gauge(name: str, **labels: str) -> float:
+            return _value(registry, name, queue=q, **labels)
+
+        assert gauge("agentic_limit_capacity", limit="noop", kind="concurrency") == 2
+        assert gauge("agentic_limit_in_use", limit="noop", kind="concurrency") == 1
+        assert gauge("agentic_limit_capacity", limit="openai", kind="tokens") == 1000
+        assert gauge("agentic_limit_in_use", limit="openai", kind="tokens") == pytest.approx(
+            100, abs=1
+        )  # two reserved, one given back by the back-off
+        assert gauge("agentic_limit_waiting_tasks", limit="noop") == 3
+        assert 59 < gauge("agentic_limit_paused_seconds", limit="x") <= 60
+    finally:
+        collector.close()
+    deferred = _value(metrics.registry, "agentic_limit_deferred_total", queue=q, limit="noop")
+    assert deferred == 3

@@ -33,6 +33,7 @@ from utils.redis_queue import scripts
 from utils.redis_queue.connection import check_url, parse_topology
 from utils.redis_queue.errors import QueueError
 from utils.redis_queue.keys import QueueKeys, QueueLayout
+from utils.redis_queue.limits import STATE_FIELDS, Limit, LimitStatus, parse_limits, status_of
 from utils.redis_queue.models import TaskPriority
 from utils.redis_queue.registry import workers_from
 from utils.redis_queue.snapshot import merge_snapshots
@@ -294,6 +295,34 @@ class RedisQueueCollector(Collector):
         workers_live, in_flight = self._workers(layout.wide)
         families["workers"].add_metric([q], workers_live)
         families["in_flight"].add_metric([q], in_flight)
+        if layout.count == 1:  # limits need a queue of one partition (for now)
+            self._limits(layout.wide, families)
+
+    def _limits(
+        self, keys: QueueKeys, families: dict[str, GaugeMetricFamily | CounterMetricFamily]
+    ) -> None:
+        """Each limit's capacity and use by kind, its pause and its held-back tasks."""
+        (raw,) = self._many([("hgetall", (keys.limits,))])
+        limits, paused = parse_limits({k.decode(): v.decode() for k, v in raw.items()})
+        names = sorted(set(limits) | paused)
+        if not names:
+            return
+        seconds, micros = self._server_time(keys.limits)
+        now_ms = seconds * 1000 + micros // 1000
+        reads: list[_Read] = []
+        for name in names:
+            reads.append(("hmget", (keys.limit_state(name), *STATE_FIELDS)))
+            reads.append(("zcount", (keys.limit_held(name), now_ms, "+inf")))
+        replies = self._many(reads)
+        q = keys.queue
+        for i, name in enumerate(names):
+            limit = limits.get(name, Limit(name))
+            status = status_of(limit, replies[2 * i], int(replies[2 * i + 1]), now_ms)
+            for kind, capacity, used in _limit_use(status):
+                families["limit_capacity"].add_metric([q, name, kind], capacity)
+                families["limit_in_use"].add_metric([q, name, kind], used)
+            families["limit_waiting"].add_metric([q, name], status.waiting)
+            families["limit_paused"].add_metric([q, name], status.paused_for)
 
     def _oldest_pending_age(self, keys: QueueKeys, task_types: list[str]) -> float:
         """Age of the oldest pending task: the first task of each priority band of each
@@ -340,8 +369,42 @@ class RedisQueueCollector(Collector):
         return len(live), sum(w.in_flight for w in live)
 
 
+def _limit_use(status: LimitStatus) -> list[tuple[str, float, float]]:
+    """(kind, capacity, in use) of each kind a limit has."""
+    limit, out = status.limit, []
+    if limit.concurrency is not None:
+        out.append(("concurrency", float(limit.concurrency), float(status.running)))
+    if limit.rate is not None and status.rate_available is not None:
+        burst = float(limit.effective_burst or 1)
+        out.append(("rate", burst, burst - status.rate_available))
+    if limit.tokens is not None and status.tokens_available is not None:
+        out.append(("tokens", float(limit.tokens), limit.tokens - status.tokens_available))
+    return out
+
+
 def _queue_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
+    limit_labels = ["queue", "limit", "kind"]
     return {
+        "limit_capacity": GaugeMetricFamily(
+            "agentic_limit_capacity",
+            "A limit's capacity by kind: concurrency slots, rate burst, token budget.",
+            labels=limit_labels,
+        ),
+        "limit_in_use": GaugeMetricFamily(
+            "agentic_limit_in_use",
+            "What a limit's capacity holds now: running tasks, spent rate, reserved tokens.",
+            labels=limit_labels,
+        ),
+        "limit_waiting": GaugeMetricFamily(
+            "agentic_limit_waiting_tasks",
+            "Ready tasks a limit held back at the last claim that looked.",
+            labels=["queue", "limit"],
+        ),
+        "limit_paused": GaugeMetricFamily(
+            "agentic_limit_paused_seconds",
+            "Seconds a limit still admits nothing (a provider's Retry-After).",
+            labels=["queue", "limit"],
+        ),
         "enqueued": CounterMetricFamily(
             "agentic_queue_enqueued",
             "Tasks enqueued into the queue by any producer (Redis's own lifetime counter).",

@@ -91,6 +91,7 @@ def _load_payload(value: str) -> dict[str, Any]:
     help="A limit key binding it besides its type's (repeatable), e.g. openai.",
 )
 @click.option("--cost-tokens", type=int, default=None, help="Tokens it expects to use.")
+@click.option("--group", default=None, help="Fairness group (e.g. tenant:acme): groups take turns.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--wait-timeout", type=float, default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
@@ -105,6 +106,7 @@ def enqueue(
     timeout: float | None,
     limit_keys: tuple[str, ...],
     cost_tokens: int | None,
+    group: str | None,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
@@ -128,6 +130,7 @@ def enqueue(
                 timeout=timeout,
                 limits=list(limit_keys) or None,
                 cost_tokens=cost_tokens,
+                group=group,
             )
             result = await queue.wait_for_result(task.task_id, wait_timeout) if wait else None
             return task, result

@@ -11,12 +11,22 @@ once) and a token budget (tokens per `tokens_per` seconds, reserved from each ta
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InvalidLimit
 from .keys import validate_limit_key
 
-__all__ = ["MAX_PAUSE", "Limit", "LimitStatus", "check_pause", "limit_fields", "parse_limits"]
+__all__ = [
+    "MAX_PAUSE",
+    "STATE_FIELDS",
+    "Limit",
+    "LimitStatus",
+    "check_pause",
+    "limit_fields",
+    "parse_limits",
+    "status_of",
+]
 
 MAX_PER = 7 * 86400  # a week: a rate or budget window longer than that is a mistake
 MAX_RATE = 10**9
@@ -150,3 +160,39 @@ def parse_limits(fields: dict[str, str]) -> tuple[dict[str, Limit], set[str]]:
         except InvalidLimit:
             continue
     return limits, paused
+
+
+STATE_FIELDS = ("tat", "ttat", "pause", "waiting", "waiting_at")
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.decode() if isinstance(value, bytes) else str(value))
+    except ValueError:
+        return None
+
+
+def status_of(limit: Limit, state: Sequence[object], held: int, now_ms: int) -> LimitStatus:
+    """A limit's status from its state hash's STATE_FIELDS (as read), the live holders of
+    its slots and the server time."""
+    tat, ttat, pause, waiting, waiting_at = (_number(v) for v in state)
+    rate_available = None
+    if limit.rate is not None:
+        interval = limit.per * 1000 / limit.rate
+        burst = limit.effective_burst or 1
+        rate_available = max(0.0, burst - max(0.0, (tat or 0) - now_ms) / interval)
+    tokens_available = None
+    if limit.tokens is not None:
+        per_token = limit.tokens_per * 1000 / limit.tokens
+        tokens_available = limit.tokens - max(0.0, (ttat or 0) - now_ms) / per_token
+    return LimitStatus(
+        limit,
+        running=held,
+        rate_available=None if rate_available is None else round(rate_available, 3),
+        tokens_available=None if tokens_available is None else round(tokens_available, 1),
+        paused_for=max(0.0, ((pause or 0) - now_ms) / 1000),
+        waiting=int(waiting or 0),
+        waiting_since=None if waiting_at is None else waiting_at / 1000,
+    )

@@ -126,6 +126,7 @@ class RedisTask:
     meta: dict[str, str] = field(default_factory=dict)  # e.g. trace context
     limits: list[str] = field(default_factory=list)  # limit keys it listed (its type's applies too)
     cost_tokens: int | None = None  # tokens it expects to use, reserved from token limits
+    group: str | None = None  # fairness group: groups take turns within a priority
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

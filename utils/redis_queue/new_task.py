@@ -35,6 +35,7 @@ class NewTask:
     meta_text: str  # '' when there is no meta
     limits: tuple[str, ...] = ()
     cost_tokens: int | None = None
+    group: str | None = None
 
     @property
     def timeout_ms(self) -> int:
@@ -60,6 +61,7 @@ def new_task(
     timeout: float | None = None,
     limits: Sequence[str] | None = None,
     cost_tokens: int | None = None,
+    group: str | None = None,
 ) -> NewTask:
     """Check every argument of enqueue(); raises before anything reaches Redis."""
     validate_task_id(task_id)
@@ -95,6 +97,7 @@ def new_task(
         meta_text,
         check_limit_keys(limits) if limits else (),
         check_cost_tokens(cost_tokens),
+        None if group is None else validate_group(group),
     )
 
 
@@ -110,6 +113,17 @@ def check_limit_keys(limits: object) -> tuple[str, ...]:
     if len(keys) > MAX_TASK_LIMITS:
         raise InvalidLimit(f"a task may list at most {MAX_TASK_LIMITS} limits, not {len(keys)}")
     return keys
+
+
+def validate_group(group: object) -> str:
+    """A fairness group: the same characters as a limit key ("tenant:acme")."""
+    try:
+        return validate_limit_key(group)
+    except InvalidLimit:
+        raise InvalidTaskError(
+            f"invalid group {group!r}: use 1-128 characters from A-Z a-z 0-9 _ . - : @ / "
+            "starting with a letter or digit"
+        ) from None
 
 
 def check_cost_tokens(cost: object) -> int | None:
@@ -159,4 +173,5 @@ def enqueued_task(task: NewTask, reply: Any, now_ms: int, default_max_retries: i
         meta=task.meta,
         limits=list(task.limits),
         cost_tokens=task.cost_tokens,
+        group=task.group,
     )

@@ -210,12 +210,36 @@ local function heap_pop(heap)
   return top
 end
 
--- Reads the next page of a cursor's pending set; false once the set has no more.
+-- Priority aging (off unless the queue sets aging_ms): a task that waited a whole window
+-- ranks one priority higher, two after two windows, up to CRITICAL; within a rank the
+-- older task goes first. Each priority band of a type's set is then a cursor of its own,
+-- ranked by its head's aged key, which rises along the band (older heads rank higher).
+local aging_us = nil
+local aging_ms = tonumber(redis.call('HGET', KEYS[3], 'aging_ms') or '')
+if aging_ms and aging_ms > 0 then
+  aging_us = aging_ms * 1000
+  max_score = nil -- a band bound from other partitions does not rank aged tasks: each
+                  -- partition serves its own aged order, and partitions take turns
+end
+local now_tick = now * 1000 - EPOCH_US
+
+local function aged_key(score, band)
+  local tick = score + band * BAND_US
+  local rank = math.min(3, band + math.max(0, math.floor((now_tick - tick) / aging_us)))
+  return tick - rank * BAND_US
+end
+
+-- Reads the next page of a cursor's pending set (or band); false once it has no more.
 local function advance(c)
   c.pos = c.pos + 2
   if c.pos > #c.rows then
     if c.exhausted then return false end
-    c.rows = redis.call('ZRANGE', c.key, c.offset, c.offset + c.page - 1, 'WITHSCORES')
+    if c.band then
+      c.rows = redis.call('ZRANGE', c.key, c.low, c.high, 'BYSCORE', 'LIMIT', c.offset, c.page,
+                          'WITHSCORES')
+    else
+      c.rows = redis.call('ZRANGE', c.key, c.offset, c.offset + c.page - 1, 'WITHSCORES')
+    end
     c.exhausted = #c.rows < 2 * c.page
     c.offset = c.offset + c.page
     c.page = c.page * 2
@@ -223,6 +247,7 @@ local function advance(c)
     if #c.rows == 0 then return false end
   end
   c.head = tonumber(c.rows[c.pos + 1])
+  if c.band then c.head = aged_key(c.head, c.band) end
   return true
 end
 
@@ -233,14 +258,14 @@ end
 local function pick(k)
   local picked = {}
   if #open_types == 0 then return picked end
-  if #open_types == 1 and not max_score then
+  if #open_types == 1 and not max_score and not aging_us then
     local popped = redis.call('ZPOPMIN', pending_key(base, open_types[1]), k)
     for i = 1, #popped, 2 do
       picked[#picked + 1] = {popped[i], open_types[1], popped[i + 1]}
     end
     return picked
   end
-  if #open_types == 1 then
+  if #open_types == 1 and not aging_us then
     local key = pending_key(base, open_types[1])
     local rows = redis.call('ZRANGE', key, '-inf', '(' .. string.format('%.0f', max_score),
                             'BYSCORE', 'LIMIT', 0, k, 'WITHSCORES')
@@ -255,9 +280,17 @@ local function pick(k)
   local first_page = math.max(1, math.min(16, math.floor(k / #open_types) + 1))
   local heap = {}
   for _, t in ipairs(open_types) do
-    local c = {key = pending_key(base, t), type = t, rows = {}, pos = -1, offset = 0,
-               page = first_page, exhausted = false}
-    if advance(c) then heap_push(heap, c) end
+    local bands = aging_us and {3, 2, 1, 0} or {false}
+    for _, band in ipairs(bands) do
+      local c = {key = pending_key(base, t), type = t, rows = {}, pos = -1, offset = 0,
+                 page = first_page, exhausted = false, band = band}
+      if band then
+        local high = (1 - band) * BAND_US
+        c.low = string.format('%.0f', -band * BAND_US)
+        c.high = '(' .. string.format('%.0f', high)
+      end
+      if advance(c) then heap_push(heap, c) end
+    end
   end
   local taken = {} -- pending key -> ids, removed once the merge is over (offsets stay valid)
   while #picked < k and #heap > 0 and not (max_score and heap[1].head >= max_score) do
@@ -284,6 +317,7 @@ local out = {now, -1, types, '', {}}
 local fence = math.max(tonumber(redis.call('HGET', KEYS[3], 'fence')) or 0,
                        now * 1000 - EPOCH_US)
 local deadlines = {}
+local claimed_places = {} -- the place (score without its priority band) of each claimed task
 local claimed, quarantined = 0, 0
 local put_back, solo = {}, false
 -- Corrupt records found on the way are quarantined and replaced by the next ids, and
@@ -329,6 +363,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       end
       deadlines[#deadlines + 1] = now + lease_ms
       deadlines[#deadlines + 1] = id
+      claimed_places[#claimed_places + 1] = tonumber(p[3]) % BAND_US
       out[#out + 1] = {id, fence, redis.call('HGETALL', key)}
       claimed = claimed + 1
     elseif type(f) == 'table' and not f.err and f[2] == task_type and f[1] ~= 'pending'
@@ -343,7 +378,16 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
   end
 end
 if #deadlines > 0 then
-  redis.call('HSET', KEYS[3], 'fence', fence)
+  -- Fairness: remember how far the queue has served (the greatest place claimed); group
+  -- places behind it are no longer needed to place the next grouped task.
+  local served = tonumber(redis.call('HGET', KEYS[3], 'served') or '') or 0
+  for _, row in ipairs(claimed_places) do
+    if row > served then served = row end
+  end
+  redis.call('HSET', KEYS[3], 'fence', fence, 'served', string.format('%.0f', served))
+  if redis.call('EXISTS', base .. 'groups') == 1 then
+    redis.pcall('ZREMRANGEBYSCORE', base .. 'groups', '-inf', '(' .. string.format('%.0f', served))
+  end
   call_sliced('ZADD', KEYS[1], deadlines)
   if request ~= '' then
     local granted = {request}

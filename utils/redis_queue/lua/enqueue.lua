@@ -9,7 +9,8 @@
   ARGV[2..] tasks, three arguments each:
     header   "<id> <type> <priority 0-3> <max_retries or -> <delay_ms> <timeout_ms>"
              then optionally " l=<limit>,<limit>..." (the limit keys it listed) and
-             " c=<tokens>" (the tokens it expects to use)
+             " c=<tokens>" (the tokens it expects to use) and " g=<group>" (its fairness
+             group)
              (ids, types and limit keys cannot contain spaces or commas; '-' = the queue's
              max_retries, delay 0 = ready now, timeout 0 = the worker's default)
     meta     JSON object, or '' for none
@@ -41,6 +42,7 @@ for i = 2, #ARGV, 3 do
     for name, value in string.gmatch(extra, ' (%a)=(%S+)') do
       if name == 'l' then t.limits = string.gsub(value, ',', ' ') end
       if name == 'c' then t.cost = value end
+      if name == 'g' then t.group = value end
     end
   end
   tasks[#tasks + 1] = t
@@ -71,6 +73,13 @@ if any_delayed then
 end
 checks[#checks + 1] = KEYS[3]
 checks[#checks + 1] = 'set'
+for _, t in ipairs(tasks) do
+  if t.group then
+    checks[#checks + 1] = base .. 'groups'
+    checks[#checks + 1] = 'zset'
+    break
+  end
+end
 local bad = check_types(checks)
 if bad then return bad end
 local tick, err = last_tick(KEYS[2])
@@ -80,6 +89,25 @@ if err then return err end
 local added = call_sliced('SADD', KEYS[3], type_names)
 
 local now, now_us = server_now()
+
+-- Fairness: a grouped task is placed after its group's last task or at the point the
+-- queue has served up to (the greatest place claimed, `served`), whichever is later, so
+-- groups take turns: a group's 10,000th task does not come before another's first.
+local groups_key = base .. 'groups'
+local served = nil
+local function group_place(group)
+  if not served then
+    served = tonumber(redis.call('HGET', KEYS[2], 'served') or '')
+    if not served then -- nothing claimed yet: groups start level, at this point
+      served = now_us - 1
+      redis.call('HSET', KEYS[2], 'served', string.format('%.0f', served))
+    end
+  end
+  local last = tonumber(redis.call('ZSCORE', groups_key, group) or '') or 0
+  local place = math.max(served, last) + 1
+  redis.call('ZADD', groups_key, place, group)
+  return place
+end
 if now_us > tick then tick = now_us - 1 end
 local out = {now}
 local woken = {}
@@ -107,13 +135,19 @@ for _, t in ipairs(tasks) do
       fields[#fields + 1] = 'cost'
       fields[#fields + 1] = t.cost
     end
+    if t.group then
+      fields[#fields + 1] = 'group'
+      fields[#fields + 1] = t.group
+    end
     add_blob(fields, 'payload', t.payload, false)
     call_sliced('HSET', t.key, fields)
     if t.delay > 0 then
       schedule(base, KEYS[1], now + t.delay, t.id, t.type)
     else
       tick = tick + 1
-      redis.call('ZADD', pending_key(base, t.type), pending_score(tick, t.prio), t.id)
+      local place = tick
+      if t.group then place = group_place(t.group) end
+      redis.call('ZADD', pending_key(base, t.type), pending_score(place, t.prio), t.id)
       woken[t.type] = true
     end
     created = created + 1

@@ -10,9 +10,17 @@ from collections.abc import Sequence
 from .. import codec, scripts
 from ..errors import InvalidLimit, TopologyError
 from ..keys import validate_limit_key, validate_task_id
-from ..limits import Limit, LimitStatus, check_pause, limit_fields, parse_limits
+from ..limits import (
+    STATE_FIELDS,
+    Limit,
+    LimitStatus,
+    check_pause,
+    limit_fields,
+    parse_limits,
+    status_of,
+)
 from ..models import TaskState
-from ..new_task import check_limit_keys
+from ..new_task import check_limit_keys, check_seconds
 from .administer import Administrator
 
 __all__ = ["Limiting"]
@@ -84,14 +92,14 @@ class Limiting(Administrator):
             now_ms = int(seconds) * 1000 + int(micros) // 1000
             pipe = self.redis.pipeline(transaction=False)
             for name in names:
-                pipe.hmget(keys.limit_state(name), "tat", "ttat", "pause", "waiting", "waiting_at")
+                pipe.hmget(keys.limit_state(name), *STATE_FIELDS)
                 pipe.zcount(keys.limit_held(name), now_ms, "+inf")  # expired slots are free
             replies = await pipe.execute()
         out: dict[str, LimitStatus] = {}
         for i, name in enumerate(names):
             state, held = replies[2 * i], replies[1 + 2 * i]
             limit = limits.get(name, Limit(name))
-            out[name] = _status(limit, [_number(v) for v in state], int(held), now_ms)
+            out[name] = status_of(limit, state, int(held), now_ms)
         return out
 
     async def back_off_task(
@@ -122,6 +130,26 @@ class Limiting(Administrator):
         self._touched([task_id])
         return pause
 
+    async def set_priority_aging(self, window_seconds: float | None) -> None:
+        """Priority aging for this queue: a task that waited `window_seconds` ranks one
+        priority higher (two after two windows, up to CRITICAL), and within a rank the older
+        task goes first, so LOW work is never starved. None or 0 turns it off: strict
+        priority, FIFO within a priority. Takes effect at the next claim."""
+        if window_seconds:
+            window_ms = max(1, math.ceil(check_seconds("window_seconds", window_seconds) * 1000))
+        async with self._command():
+            for keys in self.layout.parts:
+                if window_seconds:
+                    await self.redis.hset(keys.stats, "aging_ms", window_ms)
+                else:
+                    await self.redis.hdel(keys.stats, "aging_ms")
+
+    async def get_priority_aging(self) -> float | None:
+        """The aging window in seconds, or None when priorities are strict."""
+        async with self._command():
+            raw = await self.redis.hget(self.keys.stats, "aging_ms")
+        return int(raw) / 1000 if raw else None
+
     def _limits_need_one_partition(self) -> None:
         if self.partitions > 1:
             raise TopologyError(
@@ -143,34 +171,3 @@ class Limiting(Administrator):
                 pipe.ltrim(wake, 0, 0)  # one token is enough (a woken claim chains the next)
             pipe.delete(keys.limit_waiters(key))
             await pipe.execute()
-
-
-def _number(value: object) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(codec.as_text(value))
-    except ValueError:
-        return None
-
-
-def _status(limit: Limit, state: list[float | None], held: int, now_ms: int) -> LimitStatus:
-    tat, ttat, pause, waiting, waiting_at = state
-    rate_available = None
-    if limit.rate is not None:
-        interval = limit.per * 1000 / limit.rate
-        burst = limit.effective_burst or 1
-        rate_available = max(0.0, burst - max(0.0, (tat or 0) - now_ms) / interval)
-    tokens_available = None
-    if limit.tokens is not None:
-        per_token = limit.tokens_per * 1000 / limit.tokens
-        tokens_available = limit.tokens - max(0.0, (ttat or 0) - now_ms) / per_token
-    return LimitStatus(
-        limit,
-        running=held,
-        rate_available=None if rate_available is None else round(rate_available, 3),
-        tokens_available=None if tokens_available is None else round(tokens_available, 1),
-        paused_for=max(0.0, ((pause or 0) - now_ms) / 1000),
-        waiting=int(waiting or 0),
-        waiting_since=None if waiting_at is None else waiting_at / 1000,
-    )

@@ -34,6 +34,7 @@ class Producer(QueueClient):
         durable: bool | None = None,
         limits: Sequence[str] | None = None,
         cost_tokens: int | None = None,
+        group: str | None = None,
     ) -> RedisTask:
         """Add a task. `task_id` is the idempotency key: if a task with that id exists
         (in any state, until it is cleared), nothing changes and that task is returned.
@@ -42,7 +43,9 @@ class Producer(QueueClient):
         once min_replicas replicas have the task, else raises DurabilityError.
         `limits` names limit keys that bind it besides its type's (a key with no limit
         set binds nothing until one is set); `cost_tokens` is what it expects to use,
-        reserved from its token limits at claim and reconciled with what it reports."""
+        reserved from its token limits at claim and reconciled with what it reports.
+        Tasks that share a `group` (a tenant, say) take turns with other groups within
+        their priority, so one group's backlog does not starve another's few tasks."""
         task = self._new_task(
             task_id,
             task_type,
@@ -54,6 +57,7 @@ class Producer(QueueClient):
             timeout,
             limits,
             cost_tokens,
+            group,
         )
         wait = self.durable if durable is None else durable
         if telemetry.tracer is None and not wait:  # the hot path: skip the hook's closure

@@ -177,6 +177,8 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
             header += " l=" + ",".join(t.limits)
         if t.cost_tokens is not None:
             header += f" c={t.cost_tokens}"
+        if t.group is not None:
+            header += f" g={t.group}"
         rest.append(header)
         rest.append(t.meta_text)
         rest.append(t.payload_text)

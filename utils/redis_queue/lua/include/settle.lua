@@ -146,7 +146,8 @@ end
 -- Back off: the handler was told "too many requests". Pauses `names` (none: every limit
 -- key the task is bound by) for pause_ms for the whole fleet and hands the task back
 -- without counting the attempt, at the place its creation time gives it (not behind the
--- tasks enqueued since); its slots and tokens are given back. Returns {5, until_ms}.
+-- tasks enqueued since); its slots and its whole token reservation are given back.
+-- Returns {5, until_ms}.
 local function back_off_one(base, k, id, token, pause_ms, names)
   local key = task_key(base, id)
   local bad, f, settled = check_settle(key, token, 'type', 'held', 'cost', 'limits', 'created',
@@ -167,7 +168,7 @@ local function back_off_one(base, k, id, token, pause_ms, names)
     redis.call('HSET', base .. 'limits', 'p:' .. name, '1')
   end
   redis.call('ZREM', k.processing, id)
-  lim_release(base, base, id, f[4], f[5], nil)
+  lim_release(base, base, id, f[4], f[5], '0') -- refused: its reserved tokens were not spent
   redis.call('HDEL', key, 'lease', 'held')
   if token ~= '' then redis.call('HSET', key, 'settled', token) end
   redis.call('HINCRBY', key, 'attempts', -1)
