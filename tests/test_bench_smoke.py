@@ -21,7 +21,7 @@ def test_quick_benchmark_prints_the_table(redis_url: str, tmp_path: Path) -> Non
         [sys.executable, str(BENCH), "--quick", "--redis-url", redis_url, "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=140,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -35,16 +35,18 @@ def test_quick_benchmark_prints_the_table(redis_url: str, tmp_path: Path) -> Non
         "seed loop: enqueue -> wait_for_result",
         "wait_for_result via `agentic worker`",
         "memory",
+        "limits configured, not binding",
     )
     for name in names:
         assert name in proc.stdout, proc.stdout
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"a", "b", "A", "B", "C0", "C", "D", "E0", "E", "F"}
+    assert set(report["results"]) == {"a", "b", "A", "B", "C0", "C", "D", "E0", "E", "F", "H"}
     results = report["results"]
     for key in ("C", "D"):  # every pre-enqueued task ran through `agentic worker`
         assert results[key]["tasks_per_s"] > 0 and results[key]["startup_ms"] > 0
         assert results[key]["worker_exit"] == 0, proc.stdout + proc.stderr
     assert results["E"]["p50_ms"] > 0 and results["E"]["worker_exit"] == 0
+    assert set(results["H"]["claim_settle_us_per_task"]) == {"0", "1", "3", "10"}
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ they compare with are in baselines.py.
     seed_loop  C0 the seed loop draining a queue, E0 round trips through it in a process
     workers    C, D  `agentic worker` processes draining a queue, E  round trips through one
     memory     F  used_memory per pending task
+    flow       H  C with limits configured but not binding (0, 1, 3, 10 keys per task)
     cluster    G  one workload on one Redis and on a 3-primary cluster (1 and 6 partitions):
                enqueue, drain, Redis CPU per primary, durable enqueue, rank error
                (cluster_enqueue, cluster_layouts: its streams and drains)
@@ -19,12 +20,13 @@ from collections.abc import Awaitable, Callable
 from bench.harness.context import Bench, Row
 from bench.scenarios.cluster import scenario_g
 from bench.scenarios.enqueue import scenario_a, scenario_b
+from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
-ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "G")
-DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F")  # G on request
+ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G")
+DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G on request
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "A": scenario_a,
@@ -36,4 +38,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "E": scenario_e,
     "F": scenario_f,
     "G": scenario_g,
+    "H": scenario_h,
 }

@@ -25,5 +25,7 @@ bad = check_types({KEYS[1], 'zset', KEYS[2], 'hash', ARGV[1] .. 'limits', 'hash'
 if bad then return bad end
 local names = {}
 for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
-return back_off_one(ARGV[1], {processing = KEYS[1], stats = KEYS[2]}, ARGV[2], ARGV[3],
-                    pause_ms, names)
+local reply = back_off_one(ARGV[1], {processing = KEYS[1], stats = KEYS[2]}, ARGV[2],
+                           ARGV[3], pause_ms, names)
+lim_flush(ARGV[1], ARGV[1])
+return reply

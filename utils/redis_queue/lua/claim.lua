@@ -354,12 +354,14 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
     elseif sound then
       if suspect then solo = true end
       fence = fence + 1
-      redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
-                 'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1)
       if held and #held > 0 then
-        redis.call('HSET', key, 'held', table.concat(held, ' '))
-      elseif f[7] then
-        redis.call('HDEL', key, 'held')
+        redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
+                   'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1,
+                   'held', table.concat(held, ' '))
+      else
+        redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
+                   'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1)
+        if f[7] then redis.call('HDEL', key, 'held') end
       end
       deadlines[#deadlines + 1] = now + lease_ms
       deadlines[#deadlines + 1] = id

@@ -25,4 +25,6 @@ local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS
 if bad then return bad end
 if not tonumber(ARGV[4]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[4])} end
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4]}
-return complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local reply = complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+lim_flush(ARGV[1], ARGV[1])
+return reply

@@ -43,5 +43,7 @@ if bad then return bad end
 if not tonumber(ARGV[10]) or (ARGV[11] ~= '' and not tonumber(ARGV[11])) then
   return {E_BAD_ARGUMENT, 'jitter or delay_ms', ARGV[10] .. ' ' .. ARGV[11]}
 end
-return fail_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[11], ARGV[10], ARGV[13],
-                ARGV[14], policy)
+local reply = fail_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[11], ARGV[10], ARGV[13],
+                       ARGV[14], policy)
+lim_flush(ARGV[1], ARGV[1])
+return reply

@@ -25,6 +25,7 @@ bad = check_pending_key(base, f[3] or '')
 if bad then return bad end
 redis.call('ZREM', KEYS[1], id)
 lim_release(base, base, id, f[4], f[5], nil)
+lim_flush(base, base)
 redis.call('HDEL', key, 'lease', 'held')
 if token ~= '' then redis.call('HSET', key, 'settled', token) end
 redis.call('HINCRBY', key, 'attempts', -1)

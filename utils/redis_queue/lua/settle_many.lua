@@ -90,4 +90,5 @@ for _, it in ipairs(items) do
                              it.corrupt, it.text, policy, it.used)
   end
 end
+lim_flush(base, base)
 return out

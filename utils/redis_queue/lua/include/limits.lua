@@ -10,6 +10,8 @@
     lbase .. 'held:' .. key    zset: the tasks holding a concurrency slot, by lease deadline
     lbase .. 'lwait:' .. key   set: the task types with tasks held back by it (woken when a
                                slot or tokens come back)
+    lbase .. 'lwaiting'        set: the keys that have an lwait set (one read tells a
+                               settle whether anyone waits on what it frees)
 
   Rate and tokens are GCRA buckets (one "theoretical arrival time" each): a rate of r per
   p ms with burst b admits at most b + r * w / p tasks in any w ms; a token limit of t per
@@ -52,7 +54,7 @@ local function lim_open(lbase, now)
   local raw = redis.pcall('HGETALL', lbase .. 'limits')
   if type(raw) ~= 'table' or raw.err or #raw == 0 then return nil end
   local L = {base = lbase, now = now, spec = {}, st = {}, retry_at = nil, deferred = {},
-             waits = {}, admitted = {}, dirty = {}}
+             waits = {}, admitted = {}, dirty = {}, adds = {}}
   lim_kinds(raw, L.spec)
   return L
 end
@@ -63,20 +65,31 @@ local function lim_sane(key, want)
   if t ~= 'none' and t ~= want then redis.call('DEL', key) end
 end
 
+-- A limit's state for this call, read once: a key of the wrong type (a hand edit; limit
+-- keys hold no task data) is replaced rather than failing the script.
 local function lim_state(L, name)
   local st = L.st[name]
   if st then return st end
   local s = L.spec[name]
   local sk = L.base .. 'limit:' .. name
-  lim_sane(sk, 'hash')
-  local f = redis.call('HMGET', sk, 'tat', 'ttat', 'pause', 'waiting')
+  local f = redis.pcall('HMGET', sk, 'tat', 'ttat', 'pause', 'waiting')
+  if type(f) ~= 'table' or f.err then
+    redis.call('DEL', sk)
+    f = {}
+  end
   st = {tat = tonumber(f[1]) or 0, ttat = tonumber(f[2]) or 0, pause = tonumber(f[3]) or 0,
         waiting = tonumber(f[4]) or 0}
   if s.slots then
     local hk = L.base .. 'held:' .. name
-    lim_sane(hk, 'zset')
-    redis.call('ZREMRANGEBYSCORE', hk, '-inf', L.now)
-    st.held = redis.call('ZCARD', hk)
+    local held = redis.pcall('ZCARD', hk)
+    if type(held) ~= 'number' then
+      redis.call('DEL', hk)
+      held = 0
+    elseif held >= s.slots then -- full: slots whose lease expired are free again
+      redis.call('ZREMRANGEBYSCORE', hk, '-inf', L.now)
+      held = redis.call('ZCARD', hk)
+    end
+    st.held = held
   end
   L.st[name] = st
   return st
@@ -119,7 +132,13 @@ local function lim_take(L, name, cost, id, deadline)
     L.dirty[name] = true
   end
   if s.slots then
-    redis.call('ZADD', L.base .. 'held:' .. name, deadline, id)
+    local adds = L.adds[name]
+    if not adds then
+      adds = {}
+      L.adds[name] = adds
+    end
+    adds[#adds + 1] = deadline
+    adds[#adds + 1] = id
     st.held = st.held + 1
     holds = true
   end
@@ -190,11 +209,14 @@ local function lim_close(L)
       local wk = L.base .. 'lwait:' .. name
       lim_sane(wk, 'set')
       call_sliced('SADD', wk, types)
+      lim_sane(L.base .. 'lwaiting', 'set')
+      redis.call('SADD', L.base .. 'lwaiting', name)
     elseif L.admitted[name] and st.waiting > 0 then
       fields[#fields + 1] = 'waiting'
       fields[#fields + 1] = 0
     end
     if #fields > 0 then call_sliced('HSET', L.base .. 'limit:' .. name, fields) end
+    if L.adds[name] then call_sliced('ZADD', L.base .. 'held:' .. name, L.adds[name]) end
     if L.spec[name].pause_marker and st.pause <= L.now then
       redis.call('HDEL', L.base .. 'limits', 'p:' .. name)
     end
@@ -205,41 +227,67 @@ end
 local function lim_wake(base, lbase, name)
   local wk = lbase .. 'lwait:' .. name
   local types = redis.pcall('SMEMBERS', wk)
-  if type(types) ~= 'table' or types.err then return end
-  for _, t in ipairs(types) do wake(base, t) end
+  if type(types) == 'table' and not types.err then
+    for _, t in ipairs(types) do wake(base, t) end
+  end
   redis.call('DEL', wk)
+  redis.pcall('SREM', lbase .. 'lwaiting', name)
 end
 
 -- A task that ends its attempt gives back what it holds (`held`: the keys recorded at
 -- claim): its concurrency slots, and - when the handler reported `used` tokens - the
--- difference from the `cost` it reserved. Then whoever waits on those keys is woken.
+-- difference from the `cost` it reserved. Slots are freed, and whoever waits on those
+-- keys woken, once per key when the script calls lim_flush (a settle of many tasks
+-- touches each limit once, not once per task).
+local lim_released = {} -- limit key -> ids that give a slot back in this script call
+
+local function lim_reconcile(lbase, name, cost, used)
+  local t = redis.pcall('HGET', lbase .. 'limits', 't:' .. name)
+  if type(t) ~= 'string' then return end
+  local spec = {}
+  lim_kinds({'t:' .. name, t}, spec)
+  local s = spec[name]
+  local delta = (tonumber(used) or 0) - (tonumber(cost) or 0)
+  if not (s and s.per_token and delta ~= 0) then return end
+  local sk = lbase .. 'limit:' .. name
+  lim_sane(sk, 'hash')
+  local now = now_ms()
+  local ttat = tonumber(redis.call('HGET', sk, 'ttat')) or 0
+  if delta > 0 then
+    ttat = math.max(ttat, now) + delta * s.per_token
+  elseif ttat > now then
+    ttat = math.max(now, ttat + delta * s.per_token)
+  end
+  redis.call('HSET', sk, 'ttat', string.format('%.3f', ttat))
+end
+
 local function lim_release(base, lbase, id, held, cost, used)
   if not held or held == '' then return end
-  local now = now_ms()
   local reconcile = used ~= nil and used ~= ''
   for name in string.gmatch(held, '%S+') do
-    redis.pcall('ZREM', lbase .. 'held:' .. name, id)
-    if reconcile then
-      local t = redis.pcall('HGET', lbase .. 'limits', 't:' .. name)
-      if type(t) == 'string' then
-        local spec = {}
-        lim_kinds({'t:' .. name, t}, spec)
-        local s = spec[name]
-        local delta = (tonumber(used) or 0) - (tonumber(cost) or 0)
-        if s and s.per_token and delta ~= 0 then
-          local sk = lbase .. 'limit:' .. name
-          lim_sane(sk, 'hash')
-          local ttat = tonumber(redis.call('HGET', sk, 'ttat')) or 0
-          if delta > 0 then
-            ttat = math.max(ttat, now) + delta * s.per_token
-          elseif ttat > now then
-            ttat = math.max(now, ttat + delta * s.per_token)
-          end
-          redis.call('HSET', sk, 'ttat', string.format('%.3f', ttat))
-        end
-      end
+    local ids = lim_released[name]
+    if not ids then
+      ids = {}
+      lim_released[name] = ids
     end
-    lim_wake(base, lbase, name)
+    ids[#ids + 1] = id
+    if reconcile then lim_reconcile(lbase, name, cost, used) end
+  end
+end
+
+local function lim_flush(base, lbase)
+  local names = {}
+  for name, ids in pairs(lim_released) do
+    names[#names + 1] = name
+    lim_sane(lbase .. 'held:' .. name, 'zset')
+    call_sliced('ZREM', lbase .. 'held:' .. name, ids)
+  end
+  lim_released = {}
+  if #names == 0 then return end
+  local waited = redis.pcall('SMISMEMBER', lbase .. 'lwaiting', unpack(names)) -- <= 17 a task
+  if type(waited) ~= 'table' or waited.err then return end
+  for i, flag in ipairs(waited) do
+    if flag == 1 then lim_wake(base, lbase, names[i]) end
   end
 end
 
