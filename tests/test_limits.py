@@ -369,3 +369,38 @@ async def test_a_hand_broken_limit_state_key_is_replaced_not_fatal(
     )
     assert len(await _ids(queue)) == 1  # concurrency still holds; the broken rate is ignored
     assert await raw_redis.type(queue.keys.limit_held("dev")) == b"zset"
+
+
+async def test_every_way_an_attempt_ends_gives_its_slot_back(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    """Release (a graceful stop), a cancel seen at settle, a retry, a dead letter and a
+    completion each free the slot, in the same script as the transition."""
+    await queue.set_limit("dev", concurrency=5)
+    await queue.enqueue_many(
+        {"task_id": f"t{i}", "task_type": "dev", "payload": {}, "max_retries": 1} for i in range(5)
+    )
+    claimed = {t.task_id: t for t in (await queue.claim_ready("w", 5)).tasks}
+    held = queue.keys.limit_held("dev")
+    assert await raw_redis.zcard(held) == 5
+    await queue.release_task("t0")
+    await queue.cancel("t1")  # running: flagged, ends cancelled when its worker settles
+    outcomes = await queue.settle_many(
+        [
+            Settlement("t1", claimed["t1"].lease_token, error="cancelled on request"),
+            Settlement("t2", claimed["t2"].lease_token, error="boom"),
+            Settlement("t3", claimed["t3"].lease_token, error="bad", retry=False),
+            Settlement("t4", claimed["t4"].lease_token, {"ok": 1}),
+        ]
+    )
+    assert outcomes == [
+        TaskState.CANCELLED,
+        TaskState.PENDING,
+        TaskState.DEAD_LETTER,
+        TaskState.COMPLETED,
+    ]
+    assert await raw_redis.zcard(held) == 0
+    for task_id in ("t0", "t2"):  # back to pending: the next claim charges them again
+        assert await raw_redis.hget(queue.keys.task(task_id), "held") is None
+    assert sorted(t.task_id for t in (await queue.claim_ready("w", 5)).tasks) == ["t0", "t2"]
+    assert await raw_redis.zcard(held) == 2

@@ -14,6 +14,7 @@ utils.tracing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ __all__ = [
     "QueueTracer",
     "Telemetry",
     "install_tracer",
+    "outcome_label",
+    "wait_seconds",
 ]
 
 T = TypeVar("T")
@@ -180,3 +183,26 @@ class Telemetry:
     def held_back(self, counts: dict[str, int]) -> None:
         for limit, count in counts.items():
             self.metrics.limit_held_back(self.queue.queue_name, limit, count)
+
+
+_OUTCOME_LABELS = {
+    "completed": "completed",
+    "pending": "retried",
+    "delayed": "retried",
+    "dead_letter": "dead_lettered",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def outcome_label(state: TaskState) -> str:
+    """The agentic_tasks_finished_total outcome of an attempt that left the task in `state`."""
+    return _OUTCOME_LABELS[str(state)]
+
+
+def wait_seconds(task: RedisTask) -> float | None:
+    """Enqueue to start of this attempt, from the task's server timestamps."""
+    if not task.started_at or not task.created_at:
+        return None
+    started = datetime.fromisoformat(task.started_at)
+    return max(0.0, (started - datetime.fromisoformat(task.created_at)).total_seconds())

@@ -23,7 +23,6 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from ..aio import cancel_all, wait_first
@@ -48,6 +47,7 @@ from .queue import RedisTaskQueue
 from .registry import WorkerInfo, beat_forever, remove_worker
 from .settler import Settler
 from .startup import connect_waiting, server_time_iso
+from .telemetry import outcome_label, wait_seconds
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats"]
 
@@ -425,11 +425,11 @@ class Worker:
             return
         else:
             self.stats.failed += 1
-        label = "lease_lost" if isinstance(outcome, LeaseLost) else _OUTCOME_LABELS[outcome]
+        label = "lease_lost" if isinstance(outcome, LeaseLost) else outcome_label(outcome)
         self._report(task, label, run_seconds)
 
     def _report(self, task: RedisTask, outcome: str, run_seconds: float | None) -> None:
-        self.queue.telemetry.finished(task.task_type, outcome, run_seconds, _wait_seconds(task))
+        self.queue.telemetry.finished(task.task_type, outcome, run_seconds, wait_seconds(task))
 
     # -- cancels, registry, shutdown ----------------------------------------------------------
 
@@ -498,21 +498,3 @@ class Worker:
             while self._settler.unsettled:  # the settle loop gives up promptly now
                 await self._wait_for(self._slot_free.wait())
                 self._slot_free.clear()
-
-
-_OUTCOME_LABELS = {
-    TaskState.COMPLETED: "completed",
-    TaskState.PENDING: "retried",
-    TaskState.DELAYED: "retried",
-    TaskState.DEAD_LETTER: "dead_lettered",
-    TaskState.FAILED: "failed",
-    TaskState.CANCELLED: "cancelled",
-}
-
-
-def _wait_seconds(task: RedisTask) -> float | None:
-    """Enqueue to start of this attempt, from the task's server timestamps."""
-    if not task.started_at or not task.created_at:
-        return None
-    started = datetime.fromisoformat(task.started_at)
-    return max(0.0, (started - datetime.fromisoformat(task.created_at)).total_seconds())
