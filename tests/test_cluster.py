@@ -276,3 +276,37 @@ async def test_the_queue_keys_are_spread_over_every_primary(
         await raw.aclose()
     assert len(keys) > 60
     assert {cluster.node_for_key(k) for k in keys} == set(cluster.primaries())
+
+
+async def test_limits_are_global_across_a_clusters_partitions(
+    cluster: ClusterGroup, cq: Callable[..., RedisTaskQueue], name: str
+) -> None:
+    """Concurrency 2 and a fleet-wide pause hold over 6 partitions on 3 primaries: the
+    limits live under the queue-wide tag, checked after each partition's claim."""
+    a, b = cq(), cq()
+    await a.connect()
+    await b.connect()
+    await a.set_limit("noop", concurrency=2)
+    ids = [f"t{i}" for i in range(24)]
+    await a.enqueue_many(_tasks(ids))
+    assert len({cluster.node_for_key(a.keys_for(i).task(i)) for i in ids}) == 3
+    claimed = (await a.claim_ready("wa", 20)).tasks + (await b.claim_ready("wb", 20)).tasks
+    assert len(claimed) == 2
+    status = (await a.get_limits())["noop"]
+    assert status.running == 2
+    sizes = await a.get_queue_size()
+    assert (sizes["pending"], sizes["processing"]) == (22, 2)
+    first = claimed[0]
+    owner = a if first.task_id in a._leases else b
+    await owner.back_off_task(first.task_id, first.lease_token, 30)
+    assert (await a.get_limits())["noop"].paused_for > 25
+    other = b if owner is a else a
+    other._gate_woken()
+    await asyncio.sleep(1.05)  # past any hint: the limits are asked again, and refuse
+    assert (await other.claim_ready("w", 20)).tasks == []
+    await a.remove_limit("noop")
+    await asyncio.sleep(1.05)
+    assert (
+        len((await b.claim_ready("wb", 30)).tasks) + len((await a.claim_ready("wa", 30)).tasks)
+        == 23
+    )  # all but the one still running (the backed-off one is back)

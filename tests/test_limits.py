@@ -18,7 +18,6 @@ from utils.redis_queue import (
     RedisTaskQueue,
     Settlement,
     TaskState,
-    TopologyError,
 )
 
 QueueFactory = Callable[..., RedisTaskQueue]
@@ -350,11 +349,17 @@ async def test_a_worker_waiting_on_a_limit_wakes_when_a_slot_frees(
     assert len((await waiter.claim_ready("b", 1, task_types=["dev"])).tasks) == 1
 
 
-async def test_limits_need_one_partition_for_now(make_queue: QueueFactory) -> None:
+async def test_a_partitioned_queues_limits_are_queue_wide(
+    make_queue: QueueFactory, raw_redis: Redis
+) -> None:
     partitioned = make_queue(partitions=3)
     await partitioned.connect()
-    with pytest.raises(TopologyError, match="partition"):
-        await partitioned.set_limit("dev", concurrency=1)
+    await partitioned.set_limit("dev", concurrency=1)
+    assert await raw_redis.exists(partitioned.layout.wide.limits)
+    for part in partitioned.layout.parts:  # no partition holds a copy of its own
+        assert part.limits == partitioned.layout.wide.limits or not await raw_redis.exists(
+            part.limits
+        )
 
 
 async def test_a_hand_broken_limit_state_key_is_replaced_not_fatal(

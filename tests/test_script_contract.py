@@ -61,6 +61,13 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
     calls = {
         "back_off": scripts.back_off(keys, task_id="t", token="1", pause_ms=5, limit_keys=["x"]),
         "cancel": scripts.cancel(keys, task_id="t"),
+        "permit": scripts.permit(
+            keys, lease_ms=5, tasks=[scripts.PermitItem("t", "dev", ["openai"], 10)]
+        ),
+        "unpermit": scripts.unpermit(
+            keys, items=[scripts.HeldItem("t", "openai", 10, None)], pause_ms=5, pause_keys=["x"]
+        ),
+        "extend_permits": scripts.extend_permits(keys, lease_ms=5, held=[("t", "openai")]),
         "claim": scripts.claim(
             keys,
             worker_id="w",

@@ -295,8 +295,7 @@ class RedisQueueCollector(Collector):
         workers_live, in_flight = self._workers(layout.wide)
         families["workers"].add_metric([q], workers_live)
         families["in_flight"].add_metric([q], in_flight)
-        if layout.count == 1:  # limits need a queue of one partition (for now)
-            self._limits(layout.wide, families)
+        self._limits(layout.wide, families)  # queue-wide, whatever the partitions
 
     def _limits(
         self, keys: QueueKeys, families: dict[str, GaugeMetricFamily | CounterMetricFamily]

@@ -150,7 +150,7 @@ def enqueue(
 async def gather_info(queue: RedisTaskQueue) -> dict[str, Any]:
     stats = await queue.get_statistics()
     workers = [w.to_dict() for w in await list_workers(queue)]
-    limits = await queue.get_limits() if queue.partitions == 1 else {}
+    limits = await queue.get_limits()
     return {
         "queue": queue.queue_name,
         "partitions": queue.partitions,

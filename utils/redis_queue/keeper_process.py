@@ -31,6 +31,7 @@ class _Lease:
     token: str
     hard_deadline: float | None  # monotonic
     cancel_reported: bool = False
+    held: str = ""  # limit keys whose slots it holds (a partitioned queue's), space-separated
 
 
 def _parent_is_stopped(pid: int) -> bool:
@@ -73,10 +74,11 @@ class _Keeper:
 
     def handle(self, line: str) -> None:
         parts = line.split()
-        if len(parts) == 4 and parts[0] == "+":
+        if len(parts) in (4, 5) and parts[0] == "+":
             limit = float(parts[3])
             deadline = time.monotonic() + limit if limit > 0 else None
-            self.leases[parts[1]] = _Lease(parts[2], deadline)
+            held = parts[4].replace(",", " ") if len(parts) == 5 else ""
+            self.leases[parts[1]] = _Lease(parts[2], deadline, held=held)
         elif len(parts) == 2 and parts[0] == "-":
             self.leases.pop(parts[1], None)
 
@@ -110,6 +112,26 @@ class _Keeper:
             ):
                 current.cancel_reported = True
                 self.emit("cancel", task_id, current.token)
+        self._extend_permits(ids, replies)
+
+    def _extend_permits(self, ids: list[str], replies: list[Any]) -> None:
+        """Renew the limit slots of the leases just renewed (a partitioned queue keeps
+        them in the limits' own slot, which the leases' scripts cannot reach)."""
+        held = [
+            (task_id, self.leases[task_id].held)
+            for task_id, reply in zip(ids, replies, strict=True)
+            if task_id in self.leases
+            and self.leases[task_id].held
+            and not isinstance(reply, Exception)
+            and int(reply[0]) == 0
+        ]
+        if not held:
+            return
+        call = scripts.extend_permits(self.layout.wide, lease_ms=self.lease_ms, held=held)
+        try:
+            scripts.run_sync(self.redis, call)
+        except RedisError as exc:
+            self.complain(f"renewing limit slots failed: {exc}")
 
     def _extend_all(self, ids: list[str]) -> list[Any]:
         calls = [

@@ -5,7 +5,11 @@ The worker starts `python -m utils.redis_queue.keeper_process CONFIG_JSON` (that
 the keeper's side) and talks to it over
 pipes, one line per message:
 
-    worker -> keeper   "+ <task_id> <token> <hard_limit_seconds>"   start renewing (0 = no limit)
+    worker -> keeper   "+ <task_id> <token> <hard_limit_seconds> [<held>]"
+                                                    start renewing (0 = no limit); <held>:
+                                                    the limit keys (comma-separated) whose
+                                                    slots a partitioned queue's task holds,
+                                                    renewed with the lease
                        "- <task_id>"                                stop renewing
     keeper -> worker   "ready"                      first line, once it can take leases
                        "lost <task_id> <token>"     the lease was lost (reclaimed): stop it
@@ -92,9 +96,10 @@ class LeaseKeeper:
             raise RuntimeError(f"lease keeper did not start (said {first!r})")
         self._reader = asyncio.create_task(self._read_events(), name="lease-keeper-events")
 
-    def add(self, task_id: str, token: int, hard_limit: float | None) -> None:
+    def add(self, task_id: str, token: int, hard_limit: float | None, held: str = "") -> None:
         """Start renewing (sent on the next flush())."""
-        line = f"+ {task_id} {token} {hard_limit or 0}\n"
+        extra = f" {held.replace(' ', ',')}" if held else ""
+        line = f"+ {task_id} {token} {hard_limit or 0}{extra}\n"
         self._renewing[task_id] = line
         self._pending.append(line)
 

@@ -259,7 +259,9 @@ class Worker:
         assert self._keeper is not None
         # The keeper stops renewing a little after the timeout even if this loop is stuck.
         hard_limit = timeout + self.queue.lease_seconds if timeout else None
-        self._keeper.add(task.task_id, task.lease_token or 0, hard_limit)
+        self._keeper.add(
+            task.task_id, task.lease_token or 0, hard_limit, self.queue.permit_of(task.task_id)
+        )
         if task.lease_losses:
             self._suspect = (task.task_id, task.lease_token)
         self._mark_busy()

@@ -21,12 +21,16 @@
   ARGV[8] max_score   '' or a score: only tasks that sort before it are claimed (a caller
                       claiming across partitions passes the best priority band another
                       partition holds, so no lower band is taken here while it waits)
-  ARGV[9] want_head   '1': report the best score left among the served types
+  ARGV[9] want_head   '1': report the best score left among the served types a limit
+                      does not hold back
   ARGV[10] request    '' or an id unique to this call: the tasks it claims are remembered
                       (for one lease time, per worker), so the same call sent again - redis-py
                       re-sends a command whose connection dropped before the reply - gets
                       the same tasks back instead of leasing more that nobody will run
-  ARGV[11..] task types served (none = every known type)
+  ARGV[11] blocked     limit keys a partitioned queue's caller knows admit nothing now
+                      (space-separated; its limits are checked by permit.lua in another
+                      slot): tasks bound by them are left where they are, as a limit would
+  ARGV[12..] task types served (none = every known type)
 
   Suspects run alone: a task that lost its lease twice (once when max_lease_losses is 1)
   may be what killed its worker (a poison task), and the tasks that ran beside it were
@@ -81,8 +85,8 @@ local want_head = ARGV[9] == '1'
 bad = check_types({KEYS[4], 'set'})
 if bad then return bad end
 local types = {}
-if #ARGV >= 11 then
-  for i = 11, #ARGV do types[#types + 1] = ARGV[i] end
+if #ARGV >= 12 then
+  for i = 12, #ARGV do types[#types + 1] = ARGV[i] end
 else
   types = redis.call('SMEMBERS', KEYS[4])
 end
@@ -165,7 +169,10 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
 end
 
 -- Limits: a served type whose own limit admits nothing now is left out of this claim.
+-- A partitioned queue's limits live in another slot: its caller passes the keys it knows
+-- are blocked, and they hold tasks back here as a limit would (permit.lua decides).
 local L = lim_open(base, now)
+if not L and ARGV[11] ~= '' then L = lim_blocked(base, now, ARGV[11]) end
 local open_types = types
 if L then
   open_types = {}
@@ -428,9 +435,9 @@ if L then
   end
 end
 out[2] = next_event
-if want_head then
+if want_head then -- among what a claim could take now (not types a limit holds back)
   local best = nil
-  for _, t in ipairs(types) do
+  for _, t in ipairs(open_types) do
     local h = redis.call('ZRANGE', pending_key(base, t), 0, 0, 'WITHSCORES')
     if h[2] and (best == nil or tonumber(h[2]) < best) then best = tonumber(h[2]) end
   end

@@ -4,6 +4,7 @@ handing back leases."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -15,10 +16,13 @@ from ..errors import LeaseLost, QueueError, RedisUnavailable
 from ..keys import QueueKeys, validate_task_type
 from ..models import ClaimBatch, RedisTask, Settlement, TaskState
 from ..new_task import check_seconds
-from .client import MIN_BLOCK, QueueClient
+from .client import MIN_BLOCK
+from .gate import Gate
 from .partitions import PartitionHeads, WakeWaiters
 
 __all__ = ["MAX_CLAIM", "SETTLE_CHUNK", "Consumer"]
+
+log = logging.getLogger("agentic.queue")
 
 SETTLE_CHUNK = 200  # settlements per settle_many script call
 MAX_CLAIM = 1000  # tasks per claim script call (MAX_BATCH in lua/include/common.lua)
@@ -28,7 +32,7 @@ def _event_at(now: float, batch: ClaimBatch) -> float:
     return float("inf") if batch.wait_hint is None else now + batch.wait_hint
 
 
-class Consumer(QueueClient):
+class Consumer(Gate):
     _waiters: WakeWaiters | None = None
 
     async def dequeue(self, worker_id: str, timeout: float = 5.0) -> RedisTask | None:
@@ -117,6 +121,7 @@ class Consumer(QueueClient):
         tasks: list[RedisTask] = []
         served: set[str] = set()
         errors: list[QueueError] = []
+        held_back: dict[str, int] = {}
 
         async def visit(index: int, ask: int, max_score: int | None = None) -> None:
             try:
@@ -129,8 +134,12 @@ class Consumer(QueueClient):
                 errors.append(exc)
                 return
             heads.report(index, batch.head, _event_at(loop.time(), batch), loop.time())
+            if batch.held_back:  # ready work a limit holds: not "nothing here", look again
+                heads.stale(index)
             tasks.extend(batch.tasks)
             served.update(batch.task_types)
+            for key, n in batch.held_back.items():
+                held_back[key] = held_back.get(key, 0) + n
 
         stale = heads.stale_ones(loop.time())
         if count == 0 or len(stale) > 1:
@@ -151,7 +160,14 @@ class Consumer(QueueClient):
                 break
         if errors and not tasks and heads.all_unreachable(loop.time()):
             raise errors[0]
-        return ClaimBatch(tasks, heads.wait_hint(loop.time()), sorted(served))
+        if not tasks:
+            for key, n in self._gate_held_back().items():
+                held_back.setdefault(key, n)
+        wait = heads.wait_hint(loop.time())
+        hint = self._gate_wait()
+        if hint is not None:
+            wait = hint if wait is None else min(wait, hint)
+        return ClaimBatch(tasks, wait, sorted(served), held_back=held_back)
 
     def _partition_heads(self) -> PartitionHeads:
         if self._heads is None:
@@ -180,6 +196,7 @@ class Consumer(QueueClient):
             max_score=max_score,
             want_head=want_head,
             request=os.urandom(8).hex() if count else "",
+            blocked=self._gate_hint(),
         )
         reply = scripts.claim_reply(await self.run(call))
         tasks = []
@@ -193,16 +210,18 @@ class Consumer(QueueClient):
                 continue
             self._remember_lease(task_id, token)
             tasks.append(task)
-        wait = reply.next_event_ms - reply.now_ms
-        if reply.held_back:
+        wait: float | None = None
+        if reply.next_event_ms >= 0:
+            wait = max(0.0, (reply.next_event_ms - reply.now_ms) / 1000)
+        held_back = dict(reply.held_back or {})
+        if self.partitions > 1:  # its limits are in another slot: asked after the claim
+            tasks = await self._gate_admit(tasks, held_back)
+            hint = self._gate_wait()
+            if hint is not None:
+                wait = hint if wait is None else min(wait, hint)
+        elif reply.held_back:
             self.telemetry.held_back(reply.held_back)
-        return ClaimBatch(
-            tasks,
-            None if reply.next_event_ms < 0 else max(0.0, wait / 1000),
-            reply.served,
-            reply.head,
-            reply.held_back or {},
-        )
+        return ClaimBatch(tasks, wait, reply.served, reply.head, held_back)
 
     async def wait_for_work(
         self,
@@ -230,6 +249,7 @@ class Consumer(QueueClient):
                 return
             for index in await self._wake_waiters().wait(self.layout.parts, wake_keys, wait):
                 self._partition_heads().stale(index)
+                self._gate_woken()
         except QueueError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
@@ -277,6 +297,7 @@ class Consumer(QueueClient):
             result_text=text,
         )
         await self._settling(task_id, self.run(call, task_id))
+        await self._gate_settled(task_id, TaskState.COMPLETED)
 
     async def fail_task(
         self,
@@ -293,7 +314,9 @@ class Consumer(QueueClient):
         token = self._token_for(task_id, lease_token)
         call = self._fail_call(task_id, token, error, retry, delay)
         reply = await self._settling(task_id, self.run(call, task_id))
-        return scripts.fail_state(reply)
+        state = scripts.fail_state(reply)
+        await self._gate_settled(task_id, state)
+        return state
 
     async def settle_many(self, settlements: Iterable[Settlement]) -> list[TaskState | QueueError]:
         """Complete or fail many tasks in one round trip and one script call per 200
@@ -333,7 +356,12 @@ class Consumer(QueueClient):
                 continue
             for p, state in zip(positions, reply, strict=True):
                 out[p] = state
-        return [o for o in out if o is not None]
+        settled = [o for o in out if o is not None]
+        try:
+            await self._gate_release(zip(items, settled, strict=True))
+        except QueueError as exc:  # the slots expire with their leases; tokens stay spent
+            log.warning("giving back limits after a settle failed: %s", exc)
+        return settled
 
     async def _settle_partition(
         self, keys: QueueKeys, items: list[Settlement]
@@ -341,8 +369,8 @@ class Consumer(QueueClient):
         calls = []
         for s in items:
             token = self._token_for(s.task_id, s.lease_token)
-            if s.pause is not None:
-                pause_ms = math.ceil(s.pause * 1000)
+            if s.pause is not None:  # a partitioned queue pauses in its limits' slot
+                pause_ms = math.ceil(s.pause * 1000) if self.partitions == 1 else 0
                 calls.append(
                     scripts.SettleItem(
                         s.task_id, token, pause_ms=pause_ms, pause_limits=s.pause_limits
@@ -416,6 +444,7 @@ class Consumer(QueueClient):
         token = self._token_for(task_id, lease_token)
         call = scripts.release(self.keys_for(task_id), task_id=task_id, token=token)
         await self._settling(task_id, self.run(call, task_id))
+        await self._gate_settled(task_id, TaskState.PENDING)
         self._touched([task_id])
 
     async def reap(self) -> None:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 
 from .. import codec, scripts
-from ..errors import InvalidLimit, TopologyError
+from ..errors import InvalidLimit
 from ..keys import validate_limit_key, validate_task_id
 from ..limits import (
     STATE_FIELDS,
@@ -19,16 +19,17 @@ from ..limits import (
     parse_limits,
     status_of,
 )
-from ..models import TaskState
+from ..models import Settlement, TaskState
 from ..new_task import check_limit_keys, check_seconds
 from .administer import Administrator
+from .gate import Gate
 
 __all__ = ["Limiting"]
 
 _KINDS = ("r", "c", "t", "p")
 
 
-class Limiting(Administrator):
+class Limiting(Administrator, Gate):
     async def set_limit(
         self,
         key: str,
@@ -48,7 +49,6 @@ class Limiting(Administrator):
             raise InvalidLimit("set_limit needs rate=, concurrency= or tokens=")
         if rate is not None and tokens is not None and per is not None:
             raise InvalidLimit("give rate and tokens in two calls: each has its own per=")
-        self._limits_need_one_partition()
         given = Limit(
             key,
             rate=rate,
@@ -116,17 +116,21 @@ class Limiting(Administrator):
         validate_task_id(task_id)
         names = check_limit_keys(limits) if limits else ()
         pause = check_pause(retry_after)
+        partitioned = self.partitions > 1  # then it pauses in the limits' own slot
         call = scripts.back_off(
             self.keys_for(task_id),
             task_id=task_id,
             token=self._token_for(task_id, lease_token),
-            pause_ms=math.ceil(pause * 1000),
+            pause_ms=0 if partitioned else math.ceil(pause * 1000),
             limit_keys=names,
         )
         reply = await self._settling(task_id, self.run(call, task_id))
         state = scripts.settle_state(reply, task_id)
         if not isinstance(state, TaskState):
             raise state
+        if partitioned:
+            settlement = Settlement(task_id, lease_token, pause=pause, pause_limits=names)
+            await self._gate_release([(settlement, state)])
         self._touched([task_id])
         return pause
 
@@ -150,24 +154,20 @@ class Limiting(Administrator):
             raw = await self.redis.hget(self.keys.stats, "aging_ms")
         return int(raw) / 1000 if raw else None
 
-    def _limits_need_one_partition(self) -> None:
-        if self.partitions > 1:
-            raise TopologyError(
-                "limits on a partitioned queue are not supported yet: a claim checks them "
-                "in the same script as the tasks, so they need partitions=1"
-            )
-
     async def _wake_limit_waiters(self, key: str) -> None:
         """Workers waiting on `key` claim again: a limit that changed may admit them."""
         keys = self.keys
+        if self._gate is not None:
+            self._gate.active_until = float("-inf")  # this client: look again at once
         async with self._command():
             types = await self.redis.smembers(keys.limit_waiters(key))
             if not types:
                 return
-            pipe = self.redis.pipeline(transaction=False)
-            for raw in types:
-                wake = keys.wake(codec.as_text(raw))
-                pipe.lpush(wake, "1")
-                pipe.ltrim(wake, 0, 0)  # one token is enough (a woken claim chains the next)
-            pipe.delete(keys.limit_waiters(key))
-            await pipe.execute()
+            for part in self.layout.parts:  # a partitioned queue's wake-ups are per partition
+                pipe = self.redis.pipeline(transaction=False)
+                for raw in types:
+                    wake = part.wake(codec.as_text(raw))
+                    pipe.lpush(wake, "1")
+                    pipe.ltrim(wake, 0, 0)  # one token is enough (a woken claim chains the next)
+                await pipe.execute()
+            await self.redis.delete(keys.limit_waiters(key))

@@ -87,7 +87,7 @@ CLAIM = Script(
     ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled"),
     (
         *("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
-        *("max_score", "want_head", "request"),
+        *("max_score", "want_head", "request", "blocked"),
     ),
     rest="task types served",
 )
@@ -107,6 +107,8 @@ FAIL = Script(
         *("max_retries", "corrupt", "error"),
     ),
 )
+EXTEND_PERMITS = Script("extend_permits", ("limits",), ("base", "lease_ms"), rest="items")
+PERMIT = Script("permit", ("limits",), ("base", "lease_ms"), rest="tasks")
 PURGE_DLQ = Script("purge_dlq", ("dlq",), ("base", "limit"))
 RELEASE = Script("release", ("processing", "stats"), ("base", "id", "token"))
 RETRY_DLQ = Script("retry_dlq", ("dlq", "failed", "stats"), ("base", "id"), flags="")
@@ -115,6 +117,9 @@ SETTLE_MANY = Script(
     ("processing", "completed", "cancelled", "delayed", "dlq", "failed", "stats"),
     ("base", "keep_ms", "use_dlq", *_FAIL_POLICY, "max_retries"),
     rest="items",
+)
+UNPERMIT = Script(
+    "unpermit", ("limits",), ("base", "pause_ms", "pause_keys"), rest="items", flags="allow-oom"
 )
 SIZES = Script(
     "sizes",
@@ -136,12 +141,15 @@ SCRIPTS = {
         COMPLETE,
         ENQUEUE,
         EXTEND,
+        EXTEND_PERMITS,
         FAIL,
+        PERMIT,
         PURGE_DLQ,
         RELEASE,
         RETRY_DLQ,
         SETTLE_MANY,
         SIZES,
+        UNPERMIT,
         WORKER_BEAT,
     )
 }
@@ -198,6 +206,7 @@ def claim(
     max_score: int | None = None,
     want_head: bool = False,
     request: str = "",
+    blocked: Sequence[str] = (),
 ) -> ScriptCall:
     named = {
         "base": keys.base,
@@ -210,6 +219,7 @@ def claim(
         "max_score": "" if max_score is None else max_score,
         "want_head": _flag(want_head),
         "request": request,
+        "blocked": " ".join(blocked),
     }
     return CLAIM.call(keys, named, task_types)
 
@@ -307,6 +317,51 @@ def extend(keys: QueueKeys, *, task_id: str, token: str, lease_ms: int) -> Scrip
 
 def release(keys: QueueKeys, *, task_id: str, token: str) -> ScriptCall:
     return RELEASE.call(keys, {"base": keys.base, "id": task_id, "token": token})
+
+
+@dataclass(frozen=True, slots=True)
+class PermitItem:
+    """A claimed task of a partitioned queue, for permit.lua."""
+
+    task_id: str
+    task_type: str
+    limits: Sequence[str]
+    cost_tokens: int | None
+
+
+def permit(keys: QueueKeys, *, lease_ms: int, tasks: Sequence[PermitItem]) -> ScriptCall:
+    rest: list[Any] = []
+    for t in tasks:
+        rest += [t.task_id, t.task_type, " ".join(t.limits), t.cost_tokens or 0]
+    return PERMIT.call(keys, {"base": keys.base, "lease_ms": lease_ms}, rest)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldItem:
+    """What a settled attempt of a partitioned queue gives back, for unpermit.lua."""
+
+    task_id: str
+    held: str  # space-separated limit keys
+    cost_tokens: int | None
+    tokens_used: int | None
+
+
+def unpermit(
+    keys: QueueKeys, *, items: Sequence[HeldItem], pause_ms: int = 0, pause_keys: Sequence[str] = ()
+) -> ScriptCall:
+    named = {"base": keys.base, "pause_ms": pause_ms, "pause_keys": " ".join(pause_keys)}
+    rest: list[Any] = []
+    for item in items:
+        used = "" if item.tokens_used is None else item.tokens_used
+        rest += [item.task_id, item.held, item.cost_tokens or 0, used]
+    return UNPERMIT.call(keys, named, rest)
+
+
+def extend_permits(
+    keys: QueueKeys, *, lease_ms: int, held: Sequence[tuple[str, str]]
+) -> ScriptCall:
+    rest = [value for pair in held for value in pair]
+    return EXTEND_PERMITS.call(keys, {"base": keys.base, "lease_ms": lease_ms}, rest)
 
 
 def back_off(

@@ -79,6 +79,21 @@ def claim_reply(reply: list[Any]) -> ClaimReply:
     return ClaimReply(int(reply[0]), int(reply[1]), served, rows, head, held or None)
 
 
+@dataclass(frozen=True, slots=True)
+class PermitReply:
+    retry_in_ms: int | None  # when a limit that held a task back admits again (None: unknown)
+    held_back: dict[str, int]
+    held: list[str | None]  # per task: the limit keys it holds, or None when not admitted
+
+
+def permit_reply(reply: list[Any]) -> PermitReply:
+    flat = reply[0]
+    held_back = {codec.as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    held = [None if isinstance(r, int) else codec.as_text(r) for r in reply[2:]]
+    retry = int(reply[1])
+    return PermitReply(None if retry < 0 else retry, held_back, held)  # ms from now
+
+
 def cancel_outcome(reply: list[Any]) -> CancelOutcome:
     return CancelOutcome(int(reply[0]))
 

@@ -59,6 +59,17 @@ local function lim_open(lbase, now)
   return L
 end
 
+-- Limits that admit nothing (keys a caller knows are blocked), for a partition whose real
+-- limits are in another slot: tasks bound by them are held back as by a limit.
+local function lim_blocked(base, now, names)
+  local L = {base = base, now = now, spec = {}, st = {}, retry_at = nil, deferred = {},
+             waits = {}, admitted = {}, dirty = {}, adds = {}, hint = true}
+  for name in string.gmatch(names, '%S+') do
+    L.spec[name] = {}
+  end
+  return L
+end
+
 -- A key that holds no task data but the wrong Redis type is replaced, not fatal.
 local function lim_sane(key, want)
   local t = redis.call('TYPE', key).ok
@@ -100,6 +111,7 @@ end
 local function lim_block(L, name, cost)
   local s = L.spec[name]
   if not s then return nil end
+  if L.hint then return -1 end -- blocked, until when its caller knows
   local st = lim_state(L, name)
   local now = L.now
   if st.pause > now then return st.pause end
@@ -193,6 +205,7 @@ end
 -- Writes what the call changed, one HSET per limit: bucket times, how many tasks it held
 -- back (and the types to wake for them), expired pauses.
 local function lim_close(L)
+  if L.hint then return end -- nothing here is state: the caller records what it held back
   for name, st in pairs(L.st) do
     local fields = {}
     if L.dirty[name] then
@@ -224,11 +237,13 @@ local function lim_close(L)
 end
 
 -- Wakes the workers of every task type held back by `name`.
-local function lim_wake(base, lbase, name)
+local function lim_wake(base, lbase, name, woken)
   local wk = lbase .. 'lwait:' .. name
   local types = redis.pcall('SMEMBERS', wk)
   if type(types) == 'table' and not types.err then
-    for _, t in ipairs(types) do wake(base, t) end
+    for _, t in ipairs(types) do
+      if woken then woken[t] = true else wake(base, t) end
+    end
   end
   redis.call('DEL', wk)
   redis.pcall('SREM', lbase .. 'lwaiting', name)
@@ -275,7 +290,9 @@ local function lim_release(base, lbase, id, held, cost, used)
   end
 end
 
-local function lim_flush(base, lbase)
+-- With `woken` (a table), the types to wake are collected there instead of woken here
+-- (a partitioned queue's wake-up keys are in its partitions' slots).
+local function lim_flush(base, lbase, woken)
   local names = {}
   for name, ids in pairs(lim_released) do
     names[#names + 1] = name
@@ -287,7 +304,18 @@ local function lim_flush(base, lbase)
   local waited = redis.pcall('SMISMEMBER', lbase .. 'lwaiting', unpack(names)) -- <= 17 a task
   if type(waited) ~= 'table' or waited.err then return end
   for i, flag in ipairs(waited) do
-    if flag == 1 then lim_wake(base, lbase, names[i]) end
+    if flag == 1 then lim_wake(base, lbase, names[i], woken) end
+  end
+end
+
+-- Pauses limit keys until `until_ms` (a pause never shortens one).
+local function lim_pause(lbase, names, until_ms)
+  for _, name in ipairs(names) do
+    local sk = lbase .. 'limit:' .. name
+    lim_sane(sk, 'hash')
+    local current = tonumber(redis.call('HGET', sk, 'pause')) or 0
+    if until_ms > current then redis.call('HSET', sk, 'pause', until_ms) end
+    redis.call('HSET', lbase .. 'limits', 'p:' .. name, '1')
   end
 end
 

@@ -159,20 +159,16 @@ local function back_off_one(base, k, id, token, pause_ms, names)
   local task_type = f[3] or ''
   bad = check_pending_key(base, task_type)
   if bad then return bad end
-  if #names == 0 then names = lim_keys(task_type, f[6]) end
-  for _, name in ipairs(names) do
-    local sk = base .. 'limit:' .. name
-    lim_sane(sk, 'hash')
-    local current = tonumber(redis.call('HGET', sk, 'pause')) or 0
-    if until_ms > current then redis.call('HSET', sk, 'pause', until_ms) end
-    redis.call('HSET', base .. 'limits', 'p:' .. name, '1')
+  if pause_ms > 0 then -- 0: only hand it back (a partitioned queue pauses in another slot)
+    if #names == 0 then names = lim_keys(task_type, f[6]) end
+    lim_pause(base, names, until_ms)
+    redis.call('HINCRBY', k.stats, 'rate_limited', 1)
   end
   redis.call('ZREM', k.processing, id)
   lim_release(base, base, id, f[4], f[5], '0') -- refused: its reserved tokens were not spent
   redis.call('HDEL', key, 'lease', 'held')
   if token ~= '' then redis.call('HSET', key, 'settled', token) end
   redis.call('HINCRBY', key, 'attempts', -1)
-  redis.call('HINCRBY', k.stats, 'rate_limited', 1)
   local created = tonumber(f[7]) or now
   redis.call('ZADD', pending_key(base, task_type),
              pending_score(created * 1000 - EPOCH_US, tonumber(f[8]) or 1), id)
