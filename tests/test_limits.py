@@ -409,3 +409,37 @@ async def test_every_way_an_attempt_ends_gives_its_slot_back(
         assert await raw_redis.hget(queue.keys.task(task_id), "held") is None
     assert sorted(t.task_id for t in (await queue.claim_ready("w", 5)).tasks) == ["t0", "t2"]
     assert await raw_redis.zcard(held) == 2
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+async def test_a_thousand_task_claim_with_sixteen_limits_each_and_many_tenants(
+    make_queue: QueueFactory, raw_redis: Redis, partitions: int
+) -> None:
+    """The extremes a claim and a settle meet: 1,000 tasks in one claim, each bound by 16
+    limits (15 shared, one of its own among 500 tenants), then settled 200 at a time."""
+    queue = make_queue(partitions=partitions)
+    await queue.connect()
+    shared = [f"k{i}" for i in range(15)]
+    for key in shared:
+        await queue.set_limit(key, concurrency=100_000, rate=1_000_000, burst=1_000_000)
+    for t in range(500):
+        await queue.set_limit(f"tenant:{t}", concurrency=10)
+    await queue.enqueue_many(
+        {
+            "task_id": f"t{i}",
+            "task_type": "dev",
+            "payload": {},
+            "limits": [*shared, f"tenant:{i % 500}"],
+            "cost_tokens": 1,
+        }
+        for i in range(1000)
+    )
+    batch = await queue.claim_ready("w", 1000)
+    assert len(batch.tasks) == 1000
+    wide = queue.layout.wide
+    assert await raw_redis.zcard(wide.limit_held("k0")) == 1000
+    assert await raw_redis.zcard(wide.limit_held("tenant:7")) == 2
+    states = await queue.settle_many(Settlement(t.task_id, t.lease_token, {}) for t in batch.tasks)
+    assert states == [TaskState.COMPLETED] * 1000
+    for key in (*shared, "tenant:0", "tenant:499"):
+        assert await raw_redis.zcard(wide.limit_held(key)) == 0

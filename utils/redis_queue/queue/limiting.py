@@ -63,7 +63,7 @@ class Limiting(Administrator, Gate):
             flat = [item for pair in limit_fields(given).items() for item in pair]
             await self.redis.hset(keys.limits, items=flat)
         await self._wake_limit_waiters(key)
-        status = (await self.get_limits()).get(key)
+        status = (await self._statuses(key)).get(key)
         return given if status is None else status.limit
 
     async def remove_limit(self, key: str) -> bool:
@@ -80,11 +80,16 @@ class Limiting(Administrator, Gate):
 
     async def get_limits(self) -> dict[str, LimitStatus]:
         """Every configured (or paused) limit with its current use, by key."""
+        return await self._statuses()
+
+    async def _statuses(self, only: str | None = None) -> dict[str, LimitStatus]:
         keys = self.keys
         async with self._command():
             fields = codec.text_fields(await self.redis.hgetall(keys.limits))
         limits, paused = parse_limits(fields)
         names = sorted(set(limits) | paused)
+        if only is not None:
+            names = [n for n in names if n == only]
         if not names:
             return {}
         async with self._command():
