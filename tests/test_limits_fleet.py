@@ -14,6 +14,7 @@ from tests.support.processes import (
     WorkerProcesses,
     eventually,
     ledger_lines,
+    most_at_once,
     wait_exit,
     worker_processes,
 )
@@ -77,15 +78,7 @@ async def test_concurrency_two_over_three_workers_never_runs_three(
         for i in range(24)
     )
     assert await _run_to_the_end(workers, 3, "--concurrency", "4") == [0, 0, 0]
-    events = sorted(
-        [(t, 1) for _, t, _ in _stamps(ledger, "start")]
-        + [(t, -1) for _, t, _ in _stamps(ledger, "end")]
-    )
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    assert peak == 2
+    assert most_at_once(ledger) == (2, 48)
     assert (await queue.get_queue_size())["completed"] == 24
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.processes import WorkerProcesses, ledger_lines, wait_exit, worker_processes
+from tests.support.processes import WorkerProcesses, most_at_once, wait_exit, worker_processes
 from utils.redis_queue import RedisTaskQueue, Settlement, TaskState
 
 QueueFactory = Callable[..., RedisTaskQueue]
@@ -145,14 +145,5 @@ async def test_worker_processes_keep_a_partitioned_limit_and_renew_its_slots(
     env = {"AGENTIC_PARTITIONS": str(PARTS)}
     procs = [workers.start("--burst", "--concurrency", "2", lease=0.5, **env) for _ in range(2)]
     assert [await wait_exit(p, 50) for p in procs] == [0, 0]
-    events = sorted(
-        (float(line[2]), 1 if line[0] == "start" else -1)
-        for line in ledger_lines(ledger)
-        if line[0] in ("start", "end")
-    )
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    assert peak == 1 and len(events) == 6
+    assert most_at_once(ledger) == (1, 6)
     assert (await queue.get_limits())["stamp"].running == 0

@@ -119,3 +119,18 @@ def ledger_lines(path: Path) -> list[list[str]]:
     if not path.exists():
         return []
     return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def most_at_once(path: Path) -> tuple[int, int]:
+    """From a ledger of "start"/"end" stamps (worker_apps' stamp handlers: the third field
+    is the wall-clock time): (the most handlers running at once, how many stamps)."""
+    events = sorted(
+        (float(line[2]), 1 if line[0] == "start" else -1)
+        for line in ledger_lines(path)
+        if line[0] in ("start", "end")
+    )
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak, len(events)
