@@ -33,8 +33,6 @@ __all__ = ["BATCH", "MIN_BLOCK", "QueueClient"]
 if TYPE_CHECKING:
     from utils.config import Settings
 
-    from .gate import _GateState
-
 BATCH = 500  # items per call of the chunked admin scripts
 MIN_BLOCK = 0.01  # BLPOP treats 0 as "forever"
 _MAX_REMEMBERED_LEASES = 100_000
@@ -106,7 +104,6 @@ class QueueClient:
         self._blocking: AnyRedis | None = None
         self._scripts: Scripts | None = None
         self._heads: PartitionHeads | None = None  # consume.py: what claims last saw
-        self._gate: _GateState | None = None  # gate.py: a partitioned queue's limits
         self._slots: asyncio.Semaphore | None = None
         self._blocking_slots: asyncio.Semaphore | None = None
         # Fencing tokens of the leases this instance was granted, so the seed's

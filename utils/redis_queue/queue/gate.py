@@ -39,6 +39,8 @@ class Permit:
 
 
 class Gate(QueueClient):
+    _gate: _GateState | None = None  # created by the first claim that needs it
+
     def _gate_state(self) -> _GateState:
         if self._gate is None:
             self._gate = _GateState()
