@@ -95,3 +95,13 @@ async def test_info_shows_each_limits_use_and_the_tasks_it_holds_back(
     assert (dev["key"], dev["running"], dev["waiting"]) == ("dev", 1, 2)
     text = agentic("info").stdout
     assert "limits:" in text and "running 1/1" in text and "waiting 2" in text
+
+
+def test_limits_aging_sets_shows_and_turns_off(agentic: Any) -> None:
+    assert agentic("limits", "aging").stdout.strip() == "off (strict priority)"
+    assert agentic("limits", "aging", "30").stdout.strip() == "30 s"
+    assert agentic("limits", "aging").stdout.strip() == "30 s"
+    assert agentic("limits", "aging", "off").stdout.strip() == "off (strict priority)"
+    for bad in ("soon", "-5"):
+        out = agentic("limits", "aging", bad)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr

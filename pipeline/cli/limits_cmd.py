@@ -118,3 +118,26 @@ def render_limits(found: dict[str, LimitStatus]) -> str:
         use.append(f"waiting {status.waiting}")
         lines.append(f"  {_describe(status.limit.as_dict())}\n    " + "  ".join(use))
     return "\n".join(lines)
+
+
+@limits.command("aging")
+@click.argument("window", required=False)
+@pass_state
+def limits_aging(state: CliState, window: str | None) -> None:
+    """Priority aging: WINDOW seconds (a task that waited that long ranks one priority up),
+    `off` for strict priority, or nothing to print the current setting."""
+    seconds: float | None = None
+    if window is not None and window != "off":
+        try:
+            seconds = float(window)
+        except ValueError:
+            raise click.BadParameter("a number of seconds, or off", param_hint="WINDOW") from None
+
+    async def go() -> float | None:
+        async with state.queue() as queue:
+            if window is not None:
+                await queue.set_priority_aging(seconds)
+            return await queue.get_priority_aging()
+
+    current = run(go)
+    click.echo("off (strict priority)" if current is None else f"{current:g} s")

@@ -222,7 +222,10 @@ end
 -- older task goes first. Each priority band of a type's set is then a cursor of its own,
 -- ranked by its head's aged key, which rises along the band (older heads rank higher).
 local aging_us = nil
-local aging_ms = tonumber(redis.call('HGET', KEYS[3], 'aging_ms') or '')
+-- One read of the counters this claim needs: the aging window, the fencing counter and
+-- how far the queue has served (fairness).
+local counters = redis.call('HMGET', KEYS[3], 'aging_ms', 'fence', 'served')
+local aging_ms = tonumber(counters[1] or '')
 if aging_ms and aging_ms > 0 then
   aging_us = aging_ms * 1000
   max_score = nil -- a band bound from other partitions does not rank aged tasks: each
@@ -321,7 +324,7 @@ local out = {now, -1, types, '', {}}
 -- since EPOCH_US, times 1,000), so a token is not handed out twice even when Redis lost the
 -- counter (a restart without persistence, a host crash with appendfsync everysec) while a
 -- worker still holds a lease: claims never run a thousand a millisecond for long.
-local fence = math.max(tonumber(redis.call('HGET', KEYS[3], 'fence')) or 0,
+local fence = math.max(tonumber(counters[2] or '') or 0,
                        now * 1000 - EPOCH_US)
 local deadlines = {}
 local claimed_places = {} -- the place (score without its priority band) of each claimed task
@@ -389,7 +392,7 @@ end
 if #deadlines > 0 then
   -- Fairness: remember how far the queue has served (the greatest place claimed); group
   -- places behind it are no longer needed to place the next grouped task.
-  local served = tonumber(redis.call('HGET', KEYS[3], 'served') or '') or 0
+  local served = tonumber(counters[3] or '') or 0
   for _, row in ipairs(claimed_places) do
     if row > served then served = row end
   end
