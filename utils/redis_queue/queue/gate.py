@@ -15,11 +15,12 @@ whose lease lapsed expires with it, as on one partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .. import codec, scripts
-from ..errors import LeaseLost
+from ..errors import LeaseLost, QueueError
 from ..models import RedisTask, Settlement, TaskState
 from .client import QueueClient
 
@@ -101,7 +102,14 @@ class Gate(QueueClient):
         call = scripts.permit(
             self.layout.wide, lease_ms=int(self.lease_seconds * 1000), tasks=items
         )
-        reply = scripts.permit_reply(await self.run(call))
+        try:
+            reply = scripts.permit_reply(await self.run(call))
+        except QueueError:
+            # The limits' slot is away (its primary failing over): the tasks go back now,
+            # uncounted, rather than wait for their leases to lapse (which would count).
+            with contextlib.suppress(QueueError):
+                await self._refuse(tasks)
+            raise
         state = self._gate_state()
         now = asyncio.get_running_loop().time()
         for key, count in reply.held_back.items():
