@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from tests.support.ha_load import LoadResult, run_under_fault
 from tests.support.topologies import ClusterGroup, SentinelGroup
@@ -49,7 +50,8 @@ async def test_a_partitioned_queue_on_a_cluster_survives_a_fault_under_load(faul
     with ClusterGroup() as cluster:
         make = _factory(cluster.url, cluster=True, partitions=PARTS)
         layout_probe = make()
-        victim = cluster.node_for_key(layout_probe.layout.parts[0].stats)
+        stats_key = layout_probe.layout.parts[0].stats
+        victim = cluster.node_for_key(stats_key)
         others = [p for p in cluster.primaries() if p != victim]
 
         def strike() -> None:
@@ -57,8 +59,9 @@ async def test_a_partitioned_queue_on_a_cluster_survives_a_fault_under_load(faul
                 cluster.failover(cluster.replicas_of(victim)[0])
             elif fault == "kill":
                 cluster.kill_primary(victim)
-            else:  # the victim's first 2,000 slots (partition 0's among them) move away
-                cluster.reshard(victim, others[0], 2000)
+            else:  # the victim's first slots, up to partition 0's, move away (reshard
+                # takes a source's slots from its lowest; partition 0's sits in 1365-4095)
+                cluster.reshard(victim, others[0], key_slot(stats_key.encode()) + 1)
 
         # kill -9 can drop writes the replica had not received: durable enqueue is what
         # makes an acknowledged task survive that; the other two faults lose nothing anyway.
