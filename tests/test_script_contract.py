@@ -59,7 +59,6 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
     policy = RetryPolicy()
     task = new_task(3, 1000, "t1", "dev", {"a": 1}, delay=1.5, timeout=0.0004, meta={"m": "v"})
     calls = {
-        "back_off": scripts.back_off(keys, task_id="t", token="1", pause_ms=5, limit_keys=["x"]),
         "cancel": scripts.cancel(keys, task_id="t"),
         "permit": scripts.permit(
             keys, lease_ms=5, tasks=[scripts.PermitItem("t", "dev", ["openai"], 10)]

@@ -259,9 +259,8 @@ class Worker:
         assert self._keeper is not None
         # The keeper stops renewing a little after the timeout even if this loop is stuck.
         hard_limit = timeout + self.queue.lease_seconds if timeout else None
-        self._keeper.add(
-            task.task_id, task.lease_token or 0, hard_limit, self.queue.permit_of(task.task_id)
-        )
+        held = self.queue.permit_of(task.task_id)  # a partitioned queue's limit slots
+        self._keeper.add(task.task_id, task.lease_token or 0, hard_limit, held)
         if task.lease_losses:
             self._suspect = (task.task_id, task.lease_token)
         self._mark_busy()

@@ -19,12 +19,12 @@ scripts and turn their replies into RedisTask objects and exceptions.
 from __future__ import annotations
 
 from .client import QueueClient
-from .consume import MAX_CLAIM, Consumer
+from .consume import MAX_CLAIM
 from .limiting import Limiting
 from .produce import Producer
 
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Producer, Consumer, Limiting):
+class RedisTaskQueue(Producer, Limiting):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

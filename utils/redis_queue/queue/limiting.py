@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .. import codec, scripts
+from .. import codec
 from ..errors import InvalidLimit
 from ..keys import validate_limit_key, validate_task_id
 from ..limits import (
@@ -22,14 +22,14 @@ from ..limits import (
 from ..models import Settlement, TaskState
 from ..new_task import check_limit_keys, check_seconds
 from .administer import Administrator
-from .gate import Gate
+from .consume import Consumer
 
 __all__ = ["Limiting"]
 
 _KINDS = ("r", "c", "t", "p")
 
 
-class Limiting(Administrator, Gate):
+class Limiting(Administrator, Consumer):
     async def set_limit(
         self,
         key: str,
@@ -121,21 +121,10 @@ class Limiting(Administrator, Gate):
         validate_task_id(task_id)
         names = check_limit_keys(limits) if limits else ()
         pause = check_pause(retry_after)
-        partitioned = self.partitions > 1  # then it pauses in the limits' own slot
-        call = scripts.back_off(
-            self.keys_for(task_id),
-            task_id=task_id,
-            token=self._token_for(task_id, lease_token),
-            pause_ms=0 if partitioned else math.ceil(pause * 1000),
-            limit_keys=names,
-        )
-        reply = await self._settling(task_id, self.run(call, task_id))
-        state = scripts.settle_state(reply, task_id)
+        settlement = Settlement(task_id, lease_token, pause=pause, pause_limits=names)
+        (state,) = await self.settle_many([settlement])  # how a worker backs off, too
         if not isinstance(state, TaskState):
             raise state
-        if partitioned:
-            settlement = Settlement(task_id, lease_token, pause=pause, pause_limits=names)
-            await self._gate_release([(settlement, state)])
         self._touched([task_id])
         return pause
 
@@ -166,13 +155,7 @@ class Limiting(Administrator, Gate):
             self._gate.active_until = float("-inf")  # this client: look again at once
         async with self._command():
             types = await self.redis.smembers(keys.limit_waiters(key))
-            if not types:
-                return
-            for part in self.layout.parts:  # a partitioned queue's wake-ups are per partition
-                pipe = self.redis.pipeline(transaction=False)
-                for raw in types:
-                    wake = part.wake(codec.as_text(raw))
-                    pipe.lpush(wake, "1")
-                    pipe.ltrim(wake, 0, 0)  # one token is enough (a woken claim chains the next)
-                await pipe.execute()
-            await self.redis.delete(keys.limit_waiters(key))
+            if types:
+                await self.redis.delete(keys.limit_waiters(key))
+        if types:
+            await self._wake_everywhere(sorted(codec.as_text(t) for t in types))

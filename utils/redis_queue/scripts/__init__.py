@@ -17,7 +17,6 @@ is loaded and the call sent once more.
 from __future__ import annotations
 
 from .contract import (
-    BACK_OFF,
     CANCEL,
     CLAIM,
     CLEAR_FINISHED,
@@ -43,7 +42,6 @@ from .contract import (
     Script,
     ScriptCall,
     SettleItem,
-    back_off,
     cancel,
     claim,
     clear_finished,
@@ -87,7 +85,6 @@ from .runner import (
 )
 
 __all__ = [
-    "BACK_OFF",
     "CANCEL",
     "CLAIM",
     "CLEAR_FINISHED",
@@ -117,7 +114,6 @@ __all__ = [
     "ScriptCall",
     "Scripts",
     "SettleItem",
-    "back_off",
     "cancel",
     "cancel_outcome",
     "claim",

@@ -36,7 +36,7 @@ class FailOutcome(IntEnum):
     CANCELLED = 4  # a cancel was requested while it ran
 
 
-BACKED_OFF = 5  # a back-off (back_off.lua, a settle_many 'b' item): the task is pending
+BACKED_OFF = 5  # a back-off (a settle_many 'b' item): the task is pending again
 
 
 class CancelOutcome(IntEnum):
@@ -78,9 +78,6 @@ def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
 
 
 _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
-BACK_OFF = Script(
-    "back_off", ("processing", "stats"), ("base", "id", "token", "pause_ms"), rest="limit keys"
-)
 CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
 CLAIM = Script(
     "claim",
@@ -118,9 +115,7 @@ SETTLE_MANY = Script(
     ("base", "keep_ms", "use_dlq", *_FAIL_POLICY, "max_retries"),
     rest="items",
 )
-UNPERMIT = Script(
-    "unpermit", ("limits",), ("base", "pause_ms", "pause_keys"), rest="items", flags="allow-oom"
-)
+UNPERMIT = Script("unpermit", ("limits",), ("base", "pause_ms", "pause_keys"), rest="items")
 SIZES = Script(
     "sizes",
     ("processing", "delayed", "completed", "failed", "cancelled", "dlq", "stats", "types"),
@@ -134,7 +129,6 @@ WORKER_BEAT = Script(
 SCRIPTS = {
     s.name: s
     for s in (
-        BACK_OFF,
         CANCEL,
         CLAIM,
         CLEAR_FINISHED,
@@ -362,13 +356,6 @@ def extend_permits(
 ) -> ScriptCall:
     rest = [value for pair in held for value in pair]
     return EXTEND_PERMITS.call(keys, {"base": keys.base, "lease_ms": lease_ms}, rest)
-
-
-def back_off(
-    keys: QueueKeys, *, task_id: str, token: str, pause_ms: int, limit_keys: Sequence[str]
-) -> ScriptCall:
-    named = {"base": keys.base, "id": task_id, "token": token, "pause_ms": pause_ms}
-    return BACK_OFF.call(keys, named, limit_keys)
 
 
 def cancel(keys: QueueKeys, *, task_id: str, request: str = "") -> ScriptCall:
