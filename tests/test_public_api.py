@@ -12,8 +12,8 @@ from utils.redis_queue import scripts
 # The public surface of each package, pinned: a name added or dropped shows up here.
 PUBLIC = {
     "utils.redis_queue": {
-        "BulkEnqueueError", "ClaimBatch", "CorruptQueue", "DurabilityError", "HandlerRegistry",
-        "InvalidLimit", "Limit", "LimitStatus", "RateLimited",
+        "AttemptRecord", "BulkEnqueueError", "ClaimBatch", "CorruptQueue", "DurabilityError",
+        "HandlerRegistry", "InvalidLimit", "Limit", "LimitStatus", "MinuteCounts", "RateLimited",
         "InvalidPriority", "InvalidQueueName", "InvalidRedisUrl", "InvalidTaskError",
         "InvalidTaskId", "InvalidTaskType", "LeaseLost", "NotConnected", "PayloadTooLarge",
         "PermanentFailure", "QueueError", "RedisAuthError", "RedisTask", "RedisTaskQueue",

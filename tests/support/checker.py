@@ -6,7 +6,9 @@
                 `unexplained` are those whose record shows no lost lease (lease_losses 0)
     structural  an id in two state structures or in none, a record whose state disagrees
                 with its structure, a lease outside `processing` (or the reverse), a lease
-                token above the fencing counter, counters that disagree with the sets
+                token above the fencing counter, counters that disagree with the sets, the
+                DLQ's time order out of step with the DLQ, per-minute history that does not
+                add up to the lifetime counters (the same scripts write both)
 
 A "standard pass" is lost = 0, structural = 0 and every duplicate explained by a lost lease.
 """
@@ -23,6 +25,7 @@ from tests.support.ledger import Ledger
 from tests.support.state import ZSETS, read_queue, single_state_violations
 from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.keys import QueueKeys
+from utils.redis_queue.queue.history import COUNTERS
 
 FINAL = {"completed", "dead_letter", "failed", "cancelled"}
 
@@ -85,6 +88,12 @@ async def check(
     for name, value in expect.items():
         if counters.get(name, 0) != value:
             report.structural.append(f"counter {name}={counters.get(name, 0)} but expected {value}")
+    for name in COUNTERS:
+        if view.history.get(name, 0) != counters.get(name, 0):
+            report.structural.append(
+                f"history {name}={view.history.get(name, 0)} but counter {name}="
+                f"{counters.get(name, 0)}"
+            )
 
     acks = ledger.acks()
     report.acknowledged = len(acks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -73,12 +73,15 @@ async def _members(redis: Redis, key: str) -> list[str]:
 @dataclass
 class QueueView:
     """Everything a queue holds, read directly: which structures list each id, every task
-    record, the stats hash, and records that are not hashes."""
+    record, the stats hash, records that are not hashes, the DLQ's time order (`dlq_at`)
+    and every field of the per-minute history summed."""
 
     structures: dict[str, list[str]]
     records: dict[str, dict[str, str]]
     stats: dict[str, str]
     not_hashes: dict[str, str]
+    dlq_order: list[str] = field(default_factory=list)
+    history: dict[str, int] = field(default_factory=dict)
 
 
 async def read_queue(redis: Redis, keys: QueueKeys) -> QueueView:
@@ -111,14 +114,24 @@ async def read_queue(redis: Redis, keys: QueueKeys) -> QueueView:
             continue
         records[task_id] = {_text(k): _text(v) for k, v in flat.items()}
     stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.stats)).items()}
-    return QueueView(structures, records, stats, not_hashes)
+    dlq_order = await _members(redis, keys.dlq_order)
+    history: dict[str, int] = {}
+    async for key in redis.scan_iter(match=keys.history(0)[:-1] + "*", count=1000):
+        for name, value in (await redis.hgetall(key)).items():
+            history[_text(name)] = history.get(_text(name), 0) + int(value)
+    return QueueView(structures, records, stats, not_hashes, dlq_order, history)
 
 
 def single_state_violations(view: QueueView) -> list[str]:
     """Invariant 1 over every task of a queue: each id is in exactly the structure its
     record's state names, a lease exists exactly while processing and never above the
-    fencing counter, and no structure lists an id without a record."""
+    fencing counter, no structure lists an id without a record, and the DLQ's time order
+    (`dlq_at`) holds exactly the ids of the DLQ set."""
     out = [f"{task_id}: record is a {kind}" for task_id, kind in view.not_hashes.items()]
+    dead = {task_id for task_id, where in view.structures.items() if "dead_letter" in where}
+    ordered = set(view.dlq_order)
+    out += [f"{task_id}: in the dlq set but not in dlq_at" for task_id in dead - ordered]
+    out += [f"{task_id}: in dlq_at but not in the dlq set" for task_id in ordered - dead]
     fence = int(view.stats.get("fence", "0"))
     for task_id in set(view.structures) | set(view.records):
         where = view.structures.get(task_id, [])

@@ -33,11 +33,21 @@ from .errors import (
 )
 from .handlers import HandlerRegistry, PermanentFailure, RateLimited, Retry, TaskContext
 from .limits import Limit, LimitStatus
-from .models import ClaimBatch, RedisTask, RetryPolicy, Settlement, TaskPriority, TaskState
+from .models import (
+    AttemptRecord,
+    ClaimBatch,
+    MinuteCounts,
+    RedisTask,
+    RetryPolicy,
+    Settlement,
+    TaskPriority,
+    TaskState,
+)
 from .queue import RedisTaskQueue
 from .worker import Worker, WorkerStats
 
 __all__ = [
+    "AttemptRecord",
     "BulkEnqueueError",
     "ClaimBatch",
     "CorruptQueue",
@@ -53,6 +63,7 @@ __all__ = [
     "LeaseLost",
     "Limit",
     "LimitStatus",
+    "MinuteCounts",
     "NotConnected",
     "PayloadTooLarge",
     "PermanentFailure",

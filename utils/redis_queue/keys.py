@@ -23,6 +23,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from .errors import InvalidLimit, InvalidQueueName, InvalidTaskId, InvalidTaskType
 
 __all__ = [
+    "HISTORY_TTL_SECONDS",
     "MAX_PARTITIONS",
     "QueueKeys",
     "QueueLayout",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 MAX_PARTITIONS = 256
+# How long a minute's history hash lives (lua/include/common.lua HISTORY_TTL_S): a day of
+# charts, whatever the hour they are drawn.
+HISTORY_TTL_SECONDS = 25 * 3600
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:@]{0,199}")
@@ -216,6 +220,18 @@ class QueueKeys:
     @property
     def stats(self) -> str:
         return f"{self.base}stats"
+
+    @property
+    def dlq_order(self) -> str:
+        """Sorted set: the DLQ's ids by the time they were dead-lettered (ms), kept in step
+        with the `dlq` set (which stays a set: the seed reads it with SCARD)."""
+        return f"{self.base}dlq_at"
+
+    def history(self, minute: int) -> str:
+        """Hash with a TTL (HISTORY_TTL_SECONDS): one minute's counters (enqueued,
+        completed, failed, retried, dead_lettered, cancelled), `minute` = server ms //
+        60,000; lua/include/common.lua writes it (flush_history)."""
+        return f"{self.base}hist:{minute}"
 
     @property
     def types(self) -> str:

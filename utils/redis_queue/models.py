@@ -1,4 +1,5 @@
-"""The queue's value types: priorities, states, the retry policy and RedisTask."""
+"""The queue's value types: priorities, states, the retry policy, RedisTask, and what the
+queue's history holds (MinuteCounts, AttemptRecord)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from .errors import InvalidPriority
 
 __all__ = [
+    "AttemptRecord",
     "ClaimBatch",
+    "MinuteCounts",
     "RedisTask",
     "RetryPolicy",
     "Settlement",
@@ -165,3 +168,36 @@ class ClaimBatch:
 
     def wait_limit(self, seconds: float) -> float:
         return seconds if self.wait_hint is None else min(seconds, self.wait_hint)
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCounts:
+    """What one minute of a queue counted (server time; every partition summed): tasks
+    created, completed, failed for good, retried, dead-lettered and cancelled. `minute`
+    is the minute's start in epoch seconds."""
+
+    minute: int
+    enqueued: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of a task that ended in an error (a failure, a timeout, a lost lease):
+    its number (1 = the first run), the error as stored, when it ended (naive ISO, server
+    clock, like RedisTask's timestamps) and the worker that ran it."""
+
+    attempt: int
+    error: str
+    at: str | None
+    worker_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -4,7 +4,7 @@
 
   KEYS[1] delayed     zset
   KEYS[2] cancelled   zset
-  KEYS[3] stats       hash
+  KEYS[3] stats       hash (and this minute's history, see include/common.lua)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
   ARGV[3] request     an id unique to this call, kept with a task it cancels: the same call
@@ -39,4 +39,5 @@ else
 end
 mark_cancelled(base, key, id, now_ms(), KEYS[2], KEYS[3])
 if ARGV[3] ~= '' then redis.call('HSET', key, 'cancel_req', ARGV[3]) end
+flush_history(base)
 return {1}

@@ -10,6 +10,7 @@
   KEYS[5] dlq         set
   KEYS[6] failed      zset
   KEYS[7] cancelled   zset
+  KEYS[8] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] worker_id
   ARGV[3] lease_ms
@@ -39,6 +40,10 @@
   down with it at most twice and only the poison reaches max_lease_losses. One lost lease
   is not enough: a killed worker or an outage longer than the lease costs every task in
   flight one, and isolating all of those would run them one per worker.
+
+  A reclaimed lease ends its attempt with an error: the task's attempt records keep it
+  (include/common.lua add_attempt), and what the reaper and quarantine count goes into
+  this minute's history too, once per call.
 
   An id whose record is corrupt (not a hash, no type, no state) is quarantined: dead-lettered
   with the reason. An id whose record is sound but in another state (a stale entry, say a
@@ -91,7 +96,7 @@ else
   types = redis.call('SMEMBERS', KEYS[4])
 end
 local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[5], 'set',
-                KEYS[6], 'zset', KEYS[7], 'zset'}
+                KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'zset'}
 for _, t in ipairs(types) do
   checks[#checks + 1] = pending_key(base, t)
   checks[#checks + 1] = 'zset'
@@ -100,6 +105,7 @@ bad = check_types(checks)
 if bad then return bad end
 
 local now = now_ms()
+local ends = {dlq = KEYS[5], dlq_at = KEYS[8], failed = KEYS[6], stats = KEYS[3]}
 
 local request = ARGV[10]
 local replay_key = base .. 'claimed:' .. ARGV[2]
@@ -127,14 +133,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
     and check_pending_key(base, redis.call('HGET', key, 'type'))
   if broken_pending then
     quarantine(base, id, 'pending set ' .. broken_pending[2] .. ' is a ' .. broken_pending[3],
-               now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
+               now, ends, use_dlq)
   elseif is_sound(key, 'delayed') then
     make_pending(base, key, id, KEYS[3])
   elseif is_stale_entry(key, 'delayed') then
     redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
   else
-    quarantine(base, id, 'corrupt task record found in the delayed set', now,
-               KEYS[5], KEYS[6], KEYS[3], use_dlq)
+    quarantine(base, id, 'corrupt task record found in the delayed set', now, ends, use_dlq)
   end
 end
 
@@ -146,25 +151,31 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
     and check_pending_key(base, redis.call('HGET', key, 'type'))
   if broken_pending then
     quarantine(base, id, 'pending set ' .. broken_pending[2] .. ' is a ' .. broken_pending[3],
-               now, KEYS[5], KEYS[6], KEYS[3], use_dlq)
+               now, ends, use_dlq)
   elseif is_sound(key, 'processing') then
     local losses = redis.call('HINCRBY', key, 'lease_losses', 1)
     redis.call('HINCRBY', KEYS[3], 'reclaimed', 1)
-    if redis.call('HGET', key, 'cancel') == '1' then
+    local f = redis.call('HMGET', key, 'cancel', 'error.count', 'attempts', 'worker', 'att.n')
+    local stale, fields = {}, {}
+    local lost = 'lease lost ' .. losses .. ' times (worker died or stalled)'
+    add_attempt(stale, fields, key, f[5], f[3], now, f[4], lost)
+    if f[1] == '1' then
+      call_sliced('HDEL', key, stale)
+      call_sliced('HSET', key, fields)
       mark_cancelled(base, key, id, now, KEYS[7], KEYS[3])
     elseif losses > max_losses then
-      local reason = 'lease lost ' .. losses .. ' times (worker died or stalled)'
-      finalize_failure(base, key, id, reason, redis.call('HGET', key, 'error.count'), now,
-                       KEYS[5], KEYS[6], KEYS[3], use_dlq)
+      finalize_failure(base, key, id, lost, f[2], now, ends, use_dlq, stale, fields)
     else
-      redis.call('HDEL', key, 'lease')
+      stale[#stale + 1] = 'lease'
+      call_sliced('HDEL', key, stale)
+      call_sliced('HSET', key, fields)
       make_pending(base, key, id, KEYS[3])
     end
   elseif is_stale_entry(key, 'processing') then
     redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
   else
-    quarantine(base, id, 'corrupt task record found in the processing set', now,
-               KEYS[5], KEYS[6], KEYS[3], use_dlq)
+    quarantine(base, id, 'corrupt task record found in the processing set', now, ends,
+               use_dlq)
   end
 end
 
@@ -383,8 +394,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
       quarantined = quarantined + 1 -- bounded like corrupt ones
     else
-      quarantine(base, id, 'corrupt task record found in the pending set', now,
-                 KEYS[5], KEYS[6], KEYS[3], use_dlq)
+      quarantine(base, id, 'corrupt task record found in the pending set', now, ends, use_dlq)
       quarantined = quarantined + 1
     end
   end
@@ -446,4 +456,5 @@ if want_head then -- among what a claim could take now (not types a limit holds 
   end
   if best then out[4] = string.format('%.0f', best) end
 end
+flush_history(base)
 return out

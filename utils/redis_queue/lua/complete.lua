@@ -5,7 +5,7 @@
   KEYS[1] processing  zset
   KEYS[2] completed   zset (score = completion time, ms)
   KEYS[3] cancelled   zset
-  KEYS[4] stats       hash
+  KEYS[4] stats       hash (and this minute's history, see include/common.lua)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
   ARGV[3] token       fencing token of the caller's lease ('' = no lease held)
@@ -27,4 +27,5 @@ if not tonumber(ARGV[4]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[4
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4]}
 local reply = complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 lim_flush(ARGV[1], ARGV[1])
+flush_history(ARGV[1])
 return reply

@@ -3,7 +3,7 @@
   before the first write.
 
   KEYS[1] delayed    zset
-  KEYS[2] stats      hash
+  KEYS[2] stats      hash (and this minute's history of created tasks, include/common.lua)
   KEYS[3] types      set
   ARGV[1] base       key prefix "<prefix>:{<queue>}:"
   ARGV[2..] tasks, three arguments each:
@@ -155,8 +155,9 @@ for _, t in ipairs(tasks) do
   end
 end
 if created > 0 then
-  redis.call('HINCRBY', KEYS[2], 'enqueued', created)
+  tally(KEYS[2], 'enqueued', created)
   redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick))
+  flush_history(base)
 end
 for task_type, _ in pairs(woken) do wake(base, task_type) end
 -- Workers that serve every type block on the wake keys of the types they know, plus this

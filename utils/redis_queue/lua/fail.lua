@@ -1,13 +1,15 @@
 --[[
   Fail a leased task: retry it (at once or after a backoff) or, when retries are spent or
-  not wanted, move it to the DLQ (or to `failed` when the DLQ is off).
+  not wanted, move it to the DLQ (or to `failed` when the DLQ is off). The attempt's error
+  is kept in the task's attempt records too (the last 10, include/common.lua add_attempt).
 
   KEYS[1] processing  zset
   KEYS[2] delayed     zset
   KEYS[3] dlq         set
   KEYS[4] failed      zset
   KEYS[5] cancelled   zset
-  KEYS[6] stats       hash
+  KEYS[6] stats       hash (and this minute's history, see include/common.lua)
+  KEYS[7] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
   ARGV[3] token       fencing token of the caller's lease ('' = no lease held)
@@ -33,10 +35,10 @@
 --@include settle
 
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'zset',
-                         KEYS[5], 'zset', KEYS[6], 'hash'})
+                         KEYS[5], 'zset', KEYS[6], 'hash', KEYS[7], 'zset'})
 if bad then return bad end
 local k = {processing = KEYS[1], delayed = KEYS[2], dlq = KEYS[3], failed = KEYS[4],
-           cancelled = KEYS[5], stats = KEYS[6]}
+           cancelled = KEYS[5], stats = KEYS[6], dlq_at = KEYS[7]}
 local policy
 policy, bad = read_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[12], ARGV[5])
 if bad then return bad end
@@ -46,4 +48,5 @@ end
 local reply = fail_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[11], ARGV[10], ARGV[13],
                        ARGV[14], policy)
 lim_flush(ARGV[1], ARGV[1])
+flush_history(ARGV[1])
 return reply

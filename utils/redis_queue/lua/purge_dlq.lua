@@ -2,6 +2,7 @@
   Delete up to `limit` dead-lettered tasks. Called in a loop by the client.
 
   KEYS[1] dlq         set
+  KEYS[2] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] limit       capped at MAX_BATCH
 
@@ -13,10 +14,11 @@
 local base = ARGV[1]
 local limit, bad = number_arg(ARGV[2], 'limit')
 if bad then return bad end
-bad = check_types({KEYS[1], 'set'})
+bad = check_types({KEYS[1], 'set', KEYS[2], 'zset'})
 if bad then return bad end
 local ids = redis.call('SPOP', KEYS[1], math.max(0, math.min(limit, MAX_BATCH)))
 for _, id in ipairs(ids) do
   redis.call('DEL', task_key(base, id), done_key(base, id))
 end
+call_sliced('ZREM', KEYS[2], ids)
 return {#ids}

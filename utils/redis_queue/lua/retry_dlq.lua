@@ -4,6 +4,7 @@
   KEYS[1] dlq         set
   KEYS[2] failed      zset
   KEYS[3] stats       hash
+  KEYS[4] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
 
@@ -13,7 +14,7 @@
 --@include common
 
 local base, id = ARGV[1], ARGV[2]
-local bad = check_types({KEYS[1], 'set', KEYS[2], 'zset', KEYS[3], 'hash'})
+local bad = check_types({KEYS[1], 'set', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'zset'})
 if bad then return bad end
 local key = task_key(base, id)
 local t = redis.call('TYPE', key).ok
@@ -27,6 +28,7 @@ end
 bad = check_pending_key(base, task_type)
 if bad then return bad end
 redis.call('SREM', KEYS[1], id)
+redis.call('ZREM', KEYS[4], id)
 redis.call('ZREM', KEYS[2], id)
 redis.call('HSET', key, 'retries', 0, 'lease_losses', 0)
 local stale = {'completed', 'worker', 'started'}

@@ -8,7 +8,8 @@
   KEYS[4] delayed     zset
   KEYS[5] dlq         set
   KEYS[6] failed      zset
-  KEYS[7] stats       hash
+  KEYS[7] stats       hash (and this minute's history, written once per call)
+  KEYS[8] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] keep_ms     as in complete.lua
   ARGV[3] use_dlq     '1' or '0'
@@ -30,7 +31,7 @@
 --@include settle
 
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
-                         KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash',
+                         KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash', KEYS[8], 'zset',
                          ARGV[1] .. 'limits', 'hash'})
 if bad then return bad end
 -- Every item is parsed before the first one is applied: a malformed item further down
@@ -74,7 +75,7 @@ while i <= #ARGV do
 end
 local base = ARGV[1]
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], delayed = KEYS[4],
-           dlq = KEYS[5], failed = KEYS[6], stats = KEYS[7]}
+           dlq = KEYS[5], failed = KEYS[6], stats = KEYS[7], dlq_at = KEYS[8]}
 local policy
 policy, bad = read_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[3])
 if bad then return bad end
@@ -91,4 +92,5 @@ for _, it in ipairs(items) do
   end
 end
 lim_flush(base, base)
+flush_history(base)
 return out

@@ -9,6 +9,7 @@
                    health_check
     administer.py  cancel, retry_dlq_task, purge_dlq, clear_completed
     limiting.py    set_limit, get_limits, remove_limit, back_off_task (fleet-wide limits)
+    history.py     get_history (per-minute counters), get_attempts (a task's failed attempts)
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
 first write and reads time from the Redis server; utils.redis_queue.scripts builds each
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 from .client import QueueClient
 from .consume import MAX_CLAIM
+from .history import History
 from .limiting import Limiting
 from .produce import Producer
 
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Producer, Limiting):
+class RedisTaskQueue(Producer, Limiting, History):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

@@ -81,7 +81,7 @@ _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
 CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
 CLAIM = Script(
     "claim",
-    ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled"),
+    ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled", "dlq_order"),
     (
         *("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
         *("max_score", "want_head", "request", "blocked"),
@@ -98,7 +98,7 @@ ENQUEUE = Script("enqueue", ("delayed", "stats", "types"), ("base",), rest="task
 EXTEND = Script("extend", ("processing",), ("base", "id", "token", "lease_ms"))
 FAIL = Script(
     "fail",
-    ("processing", "delayed", "dlq", "failed", "cancelled", "stats"),
+    ("processing", "delayed", "dlq", "failed", "cancelled", "stats", "dlq_order"),
     (
         *("base", "id", "token", "retry", "use_dlq", *_FAIL_POLICY, "jitter", "delay_ms"),
         *("max_retries", "corrupt", "error"),
@@ -106,12 +106,12 @@ FAIL = Script(
 )
 EXTEND_PERMITS = Script("extend_permits", ("limits",), ("base", "lease_ms"), rest="items")
 PERMIT = Script("permit", ("limits",), ("base", "lease_ms"), rest="tasks")
-PURGE_DLQ = Script("purge_dlq", ("dlq",), ("base", "limit"))
+PURGE_DLQ = Script("purge_dlq", ("dlq", "dlq_order"), ("base", "limit"))
 RELEASE = Script("release", ("processing", "stats"), ("base", "id", "token"))
-RETRY_DLQ = Script("retry_dlq", ("dlq", "failed", "stats"), ("base", "id"), flags="")
+RETRY_DLQ = Script("retry_dlq", ("dlq", "failed", "stats", "dlq_order"), ("base", "id"), flags="")
 SETTLE_MANY = Script(
     "settle_many",
-    ("processing", "completed", "cancelled", "delayed", "dlq", "failed", "stats"),
+    ("processing", "completed", "cancelled", "delayed", "dlq", "failed", "stats", "dlq_order"),
     ("base", "keep_ms", "use_dlq", *_FAIL_POLICY, "max_retries"),
     rest="items",
 )

@@ -9,6 +9,7 @@
     base .. 'wake:' .. type    list: wake-up token for workers serving that type
     base .. 'wake'             list: wake-up token for workers serving every type
     base .. 'done:' .. id      list: pushed once when the task reaches a final state
+    base .. 'hist:' .. minute  hash with a TTL: one minute's counters (flush_history)
 
   Error replies are tables whose first element is a negative code (see errors.py).
   Every redis.call costs about a microsecond inside a script, so the hot paths read what
@@ -42,15 +43,45 @@ local BAND_US = 1000000000000000
 local DONE_TTL_MS = 60000
 local CHUNK = 64 -- hash-max-listpack-value: longer values cost the hash its compact encoding
 
+local last_ms = nil -- the server time this script call last read (flush_history's minute)
+
 -- Server time as {ms, microseconds since EPOCH_US}.
 local function server_now()
   local t = redis.call('TIME')
   local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  return math.floor(us / 1000), us - EPOCH_US
+  last_ms = math.floor(us / 1000)
+  return last_ms, us - EPOCH_US
 end
 
 local function now_ms()
   return (server_now())
+end
+
+-- Per-minute history (keys.py QueueKeys.history, HISTORY_TTL_SECONDS): every lifetime
+-- counter a script bumps through tally() is also added up here, and written to the
+-- minute's hash once, at the end of the script call (flush_history): a settle of 200
+-- tasks costs one HINCRBY per outcome, not one per task.
+local HISTORY_TTL_S = 90000 -- 25 hours: a whole day of charts at any hour
+local history = {}
+
+-- Adds n to a lifetime counter and to this minute's history; returns the lifetime value.
+local function tally(stats_key, field, n)
+  history[field] = (history[field] or 0) + n
+  return redis.call('HINCRBY', stats_key, field, n)
+end
+
+-- Writes what tally() added up. The TTL is set when a field is new to the minute (the
+-- hash may be new): once per field and minute, not once per call.
+local function flush_history(base)
+  local key, fresh = nil, false
+  for field, n in pairs(history) do
+    if not key then
+      key = base .. 'hist:' .. string.format('%d', math.floor((last_ms or now_ms()) / 60000))
+    end
+    if redis.call('HINCRBY', key, field, n) == n then fresh = true end
+  end
+  if fresh then redis.call('EXPIRE', key, HISTORY_TTL_S, 'NX') end
+  history = {}
 end
 
 local function task_key(base, id) return base .. 'task:' .. id end
@@ -166,51 +197,80 @@ local function add_blob_names(out, name, count)
   out[#out + 1] = name .. '.count'
 end
 
--- Final failure of a task with a readable hash: to the DLQ, or to `failed` when the DLQ is
--- off. `error_count` is the task's current error.count field (or nil).
-local function finalize_failure(base, key, id, err, error_count, now, dlq_key, failed_key,
-                                stats_key, use_dlq)
-  local stale = {'lease', 'cancel'}
+-- Each task keeps the errors of its last ATTEMPTS_KEPT attempts that ended in one (a
+-- failure, a timeout, a lost lease; models.AttemptRecord): `att.n` numbers them, and record
+-- s is `att.<s>` = "<attempt> <server ms> <worker id>" with its error in the counted blob
+-- `err.<s>`. Appends record seq + 1 to `fields` (for HSET) and the names of the record it
+-- pushes out to `stale` (for HDEL); `seq` is the task's att.n as read (or nil).
+local ATTEMPTS_KEPT = 10
+local function add_attempt(stale, fields, key, seq, attempt, now, worker, err)
+  local s = (tonumber(seq) or 0) + 1
+  fields[#fields + 1] = 'att.n'
+  fields[#fields + 1] = s
+  fields[#fields + 1] = 'att.' .. s
+  fields[#fields + 1] = (tonumber(attempt) or 0) .. ' ' .. string.format('%d', now) .. ' '
+    .. (worker or '')
+  add_blob(fields, 'err.' .. s, err, true)
+  if s > ATTEMPTS_KEPT then
+    local old = s - ATTEMPTS_KEPT
+    stale[#stale + 1] = 'att.' .. old
+    add_blob_names(stale, 'err.' .. old, redis.call('HGET', key, 'err.' .. old .. '.count'))
+  end
+end
+
+-- Final failure of a task with a readable hash: to the DLQ (the `dlq` set, and `dlq_at`
+-- by time), or to `failed` when the DLQ is off. `error_count` is the task's current
+-- error.count field (or nil); `k` = {dlq, dlq_at, failed, stats} (keys); `stale` and
+-- `fields`, when given, are more field names to delete and pairs to set (add_attempt).
+local function finalize_failure(base, key, id, err, error_count, now, k, use_dlq, stale, fields)
+  stale = stale or {}
+  stale[#stale + 1] = 'lease'
+  stale[#stale + 1] = 'cancel'
   add_blob_names(stale, 'error', error_count)
   call_sliced('HDEL', key, stale)
-  local fields = {'completed', now, 'state', use_dlq and 'dead_letter' or 'failed'}
+  fields = fields or {}
+  fields[#fields + 1] = 'completed'
+  fields[#fields + 1] = now
+  fields[#fields + 1] = 'state'
+  fields[#fields + 1] = use_dlq and 'dead_letter' or 'failed'
   add_blob(fields, 'error', err, true)
   call_sliced('HSET', key, fields)
   if use_dlq then
-    redis.call('SADD', dlq_key, id)
-    redis.call('HINCRBY', stats_key, 'dead_lettered', 1)
+    redis.call('SADD', k.dlq, id)
+    redis.call('ZADD', k.dlq_at, now, id)
+    tally(k.stats, 'dead_lettered', 1)
   else
-    redis.call('ZADD', failed_key, now, id)
+    redis.call('ZADD', k.failed, now, id)
   end
-  redis.call('HINCRBY', stats_key, 'failed', 1)
+  tally(k.stats, 'failed', 1)
   notify_done(base, id)
 end
 
 -- A task whose record cannot be trusted goes to the DLQ with the reason. A record that is
 -- not a hash is replaced by a minimal one; an id without any record is dropped, since
--- nothing is left to keep.
-local function quarantine(base, id, reason, now, dlq_key, failed_key, stats_key, use_dlq)
+-- nothing is left to keep. `k` as in finalize_failure.
+local function quarantine(base, id, reason, now, k, use_dlq)
   local key = task_key(base, id)
   local t = redis.call('TYPE', key).ok
   if t == 'none' then
-    redis.call('HINCRBY', stats_key, 'orphans_dropped', 1)
+    redis.call('HINCRBY', k.stats, 'orphans_dropped', 1)
     return
   end
-  local count = nil
+  local error_count = nil
   if t ~= 'hash' then
     redis.call('DEL', key)
   else
-    count = redis.call('HGET', key, 'error.count')
+    error_count = redis.call('HGET', key, 'error.count')
   end
-  finalize_failure(base, key, id, reason, count, now, dlq_key, failed_key, stats_key, use_dlq)
-  redis.call('HINCRBY', stats_key, 'corrupt', 1)
+  finalize_failure(base, key, id, reason, error_count, now, k, use_dlq)
+  redis.call('HINCRBY', k.stats, 'corrupt', 1)
 end
 
 local function mark_cancelled(base, key, id, now, cancelled_key, stats_key)
   redis.call('HDEL', key, 'lease', 'cancel')
   redis.call('HSET', key, 'state', 'cancelled', 'completed', now)
   redis.call('ZADD', cancelled_key, now, id)
-  redis.call('HINCRBY', stats_key, 'cancelled', 1)
+  tally(stats_key, 'cancelled', 1)
   notify_done(base, id)
 end
 

@@ -3,7 +3,8 @@
   settle_many.lua (which runs many of them in one script call: a script call has a fixed
   cost of several times the work of one transition).
 
-  Both take `k` = {processing, completed, cancelled, delayed, dlq, failed, stats} (keys) and
+  Both take `k` = {processing, completed, cancelled, delayed, dlq, dlq_at, failed, stats}
+  (keys; each script fills those its transitions use) and
   return the reply of their single-task script. Both give back what the attempt held of
   the queue's limits (include/limits.lua); `used` is the tokens the handler reported
   (nil: none reported, the reservation stands).
@@ -51,7 +52,7 @@ local function complete_one(base, k, id, token, keep_ms, result, used)
   call_sliced('HSET', key, fields)
   redis.call('ZREM', k.processing, id)
   redis.call('ZADD', k.completed, now, id)
-  local done = redis.call('HINCRBY', k.stats, 'completed', 1)
+  local done = tally(k.stats, 'completed', 1)
   notify_done(base, id)
   if done % TRIM_EVERY == 0 then
     local cutoff = now - tonumber(keep_ms)
@@ -82,7 +83,8 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
                         used)
   local key = task_key(base, id)
   local bad, f, settled = check_settle(key, token, 'cancel', 'retries', 'max_retries', 'type',
-                                       'error.count', 'held', 'cost')
+                                       'error.count', 'held', 'cost', 'attempts', 'worker',
+                                       'att.n')
   if bad then return bad end
   if settled then return settled_fail_reply(key, settled) end
   if f[8] then
@@ -97,11 +99,12 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
   if token ~= '' then redis.call('HSET', key, 'settled', token) end
   local now = now_ms()
   redis.call('ZREM', k.processing, id)
+  -- This attempt's record, written with the error below (no extra call).
+  local stale, fields = {}, {}
+  add_attempt(stale, fields, key, f[12], f[10], now, f[11], err)
   if cancel == '1' then
-    local stale = {}
     add_blob_names(stale, 'error', error_count)
     call_sliced('HDEL', key, stale)
-    local fields = {}
     add_blob(fields, 'error', err, true)
     call_sliced('HSET', key, fields)
     mark_cancelled(base, key, id, now, k.cancelled, k.stats)
@@ -122,13 +125,14 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
       delay = math.min(policy.base_ms * policy.factor ^ exponent, policy.cap_ms)
       delay = math.floor(delay * tonumber(jitter))
     end
-    local stale = {'lease'}
+    stale[#stale + 1] = 'lease'
     add_blob_names(stale, 'error', error_count)
     call_sliced('HDEL', key, stale)
-    local fields = {'retries', retries}
+    fields[#fields + 1] = 'retries'
+    fields[#fields + 1] = retries
     add_blob(fields, 'error', err, true)
     call_sliced('HSET', key, fields)
-    redis.call('HINCRBY', k.stats, 'retried', 1)
+    tally(k.stats, 'retried', 1)
     if delay <= 0 then
       make_pending(base, key, id, k.stats)
     else
@@ -137,7 +141,7 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
     end
     return {1, delay, retries}
   end
-  finalize_failure(base, key, id, err, error_count, now, k.dlq, k.failed, k.stats, policy.use_dlq)
+  finalize_failure(base, key, id, err, error_count, now, k, policy.use_dlq, stale, fields)
   if corrupt == '1' then redis.call('HINCRBY', k.stats, 'corrupt', 1) end
   if policy.use_dlq then return {2} end
   return {3}
