@@ -17,7 +17,7 @@ from ..keys import QueueKeys, validate_task_id
 from ..models import AttemptRecord, MinuteCounts
 from .client import QueueClient
 
-__all__ = ["ATTEMPTS_KEPT", "MAX_HISTORY_MINUTES", "History"]
+__all__ = ["ATTEMPTS_KEPT", "COUNTERS", "MAX_HISTORY_MINUTES", "History"]
 
 MAX_HISTORY_MINUTES = 24 * 60  # what keys.HISTORY_TTL_SECONDS keeps, with an hour to spare
 ATTEMPTS_KEPT = 10  # lua/include/common.lua ATTEMPTS_KEPT: failed attempts a task keeps
