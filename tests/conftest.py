@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from tests.support.redis_server import RedisServer
 from utils import tracing
 from utils.redis_queue import RedisTaskQueue, RetryPolicy, telemetry
+from utils.redis_queue.keys import queue_index
 
 # Tests shrink the seed's 2 s / 4 s backoff instead of sleeping through it.
 FAST_RETRY = RetryPolicy(first_immediate=True, base_seconds=0.05, factor=2.0, cap_seconds=0.2)
@@ -79,6 +80,7 @@ async def make_queue(
     yield factory
     for q in made:
         await q.close()
+        await raw_redis.srem(queue_index(q.layout.prefix), q.queue_name)  # registered at connect
     # `{<queue>}` and each partition's `{<queue>:<i>...}` (queue names here are unique)
     async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}*}}:*", count=1000):
         await raw_redis.delete(key)

@@ -103,8 +103,8 @@ async def test_dlq_list_retry_and_purge(agentic: Any, queue: RedisTaskQueue) -> 
         await queue.dequeue("w", timeout=1)
         await queue.fail_task(f"d{i}", f"broke {i}", retry=False)
     listed = _json(agentic("dlq", "list", "--json"))
-    assert sorted(t["task_id"] for t in listed) == ["d0", "d1", "d2"]
-    assert {t["error"] for t in listed} == {"broke 0", "broke 1", "broke 2"}
+    assert [t["task_id"] for t in listed["tasks"]] == ["d2", "d1", "d0"]  # newest first
+    assert [t["error_line"] for t in listed["tasks"]] == ["broke 2", "broke 1", "broke 0"]
     assert agentic("dlq", "retry", "d0").returncode == 0
     out = agentic("dlq", "retry", "--all")
     assert out.returncode == 0 and "retried 2" in out.stdout

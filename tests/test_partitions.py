@@ -291,7 +291,8 @@ async def test_the_dlq_commands_cover_every_partition(pq: RedisTaskQueue, redis_
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
-    assert sorted(t["task_id"] for t in json.loads(listed.stdout)) == sorted(ids)
+    page = json.loads(listed.stdout)
+    assert sorted(t["task_id"] for t in page["tasks"]) == sorted(ids) and page["total"] == 30
     retried = subprocess.run(
         agentic_argv(*argv, "retry", "--all"), env=env, cwd=ROOT,
         capture_output=True, text=True, timeout=30,

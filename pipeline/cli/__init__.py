@@ -15,6 +15,7 @@ from utils.redis_queue import InvalidRedisUrl, TopologyError
 
 from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
 from .limits_cmd import limits
+from .listing_cmds import dlq_list, task_list, task_search
 from .metrics_cmd import metrics
 from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
@@ -80,6 +81,8 @@ def cli(
 
 for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits):
     cli.add_command(command)
+for group, sub in ((task, task_list), (task, task_search), (dlq, dlq_list)):
+    group.add_command(sub)
 
 
 # The group's options, with whether each takes a value: accepted after the subcommand too

@@ -153,7 +153,9 @@ def status_cmd(state: CliState, run_id: str, as_json: bool) -> None:
 
 
 @pipeline.command("list")
-@click.option("--limit", type=int, default=20, help="How many of the newest runs.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, help="How many of the newest runs."
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def list_cmd(state: CliState, limit: int, as_json: bool) -> None:

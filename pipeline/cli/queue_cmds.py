@@ -290,27 +290,6 @@ def dlq() -> None:
     """List, retry or purge dead-lettered tasks."""
 
 
-@dlq.command("list")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@pass_state
-def dlq_list(state: CliState, limit: int, as_json: bool) -> None:
-    """Dead-lettered tasks with their last error."""
-
-    async def go() -> list[RedisTask]:
-        async with state.queue() as queue:
-            return await queue.list_tasks(TaskState.DEAD_LETTER, limit=limit)
-
-    tasks = run(go)
-    if as_json:
-        emit_json([t.to_dict() for t in tasks])
-        return
-    for t in tasks:
-        first_line = (t.error or "").splitlines()[0] if t.error else ""
-        click.echo(f"{t.task_id}  {t.task_type}  retries {t.retry_count}  {first_line}")
-    click.echo(f"{len(tasks)} task(s)", err=True)
-
-
 @dlq.command("retry")
 @click.argument("task_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every dead-lettered task.")

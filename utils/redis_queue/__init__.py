@@ -44,6 +44,7 @@ from .models import (
     TaskState,
 )
 from .queue import RedisTaskQueue
+from .summaries import SearchResult, TaskPage, TaskSummary
 from .worker import Worker, WorkerStats
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "RetryPolicy",
+    "SearchResult",
     "SerializationError",
     "Settlement",
     "TaskCancelled",
@@ -83,9 +85,11 @@ __all__ = [
     "TaskFailed",
     "TaskNotFound",
     "TaskNotProcessing",
+    "TaskPage",
     "TaskPriority",
     "TaskState",
     "TaskStateError",
+    "TaskSummary",
     "TopologyError",
     "Worker",
     "WorkerStats",

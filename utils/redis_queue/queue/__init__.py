@@ -5,8 +5,8 @@
     produce.py     enqueue, enqueue_many
     consume.py     dequeue, claim, claim_ready, wait_for_work, complete_task, fail_task,
                    settle_many, extend_lease (heartbeat), release_task, reap
-    inspect.py     get_task, wait_for_result, get_queue_size, get_statistics, list_tasks,
-                   health_check
+    inspect.py     get_task, wait_for_result, get_queue_size, get_statistics, health_check
+    listing.py     page_tasks, list_tasks, search_tasks, queue_names
     administer.py  cancel, retry_dlq_task, purge_dlq, clear_completed
     limiting.py    set_limit, get_limits, remove_limit, back_off_task (fleet-wide limits)
     history.py     get_history (per-minute counters), get_attempts (a task's failed attempts)
@@ -23,10 +23,11 @@ from .client import QueueClient
 from .consume import MAX_CLAIM
 from .history import History
 from .limiting import Limiting
+from .listing import Lister
 from .produce import Producer
 
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Producer, Limiting, History):
+class RedisTaskQueue(Producer, Limiting, History, Lister):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

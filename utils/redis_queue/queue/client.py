@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from .. import codec
 from ..connection import BLOCK_SLICE_SECONDS, check_url, mask_url, parse_topology, redis_errors
 from ..errors import LeaseLost, NotConnected, QueueError, TopologyError
-from ..keys import QueueKeys, QueueLayout, validate_queue_name, validate_task_id
+from ..keys import QueueKeys, QueueLayout, queue_index, validate_queue_name, validate_task_id
 from ..models import RedisTask, RetryPolicy
 from ..scripts import ScriptCall, Scripts, removed_count
 from ..telemetry import MetricsSink, Telemetry
@@ -164,6 +164,7 @@ class QueueClient:
                 await _check_server_version(redis, self.url)
                 await _warn_about_server_settings(redis, self.url)
                 await self._check_layout(redis)
+                await _register(redis, self.layout.prefix, self.queue_name)
         except BaseException:
             await close_client(redis)
             await close_client(blocking)
@@ -321,6 +322,16 @@ class QueueClient:
 async def _bounded(slots: asyncio.Semaphore, url: str) -> AsyncIterator[None]:
     async with slots, redis_errors(url):
         yield
+
+
+async def _register(redis: AnyRedis, prefix: str, queue: str) -> None:
+    """Add the queue's name to the prefix's registry (queue_names, the dashboard): a
+    server that refuses the write (an ACL limited to the queue's keys, out of memory)
+    still serves the queue, so the refusal is only logged."""
+    try:
+        await redis.sadd(queue_index(prefix), queue)
+    except ResponseError as exc:
+        log.debug("queue %s not registered: %s", queue, exc)
 
 
 _warned_urls: set[str] = set()

@@ -8,13 +8,13 @@ from typing import Any
 from redis.exceptions import OutOfMemoryError
 
 from ...aio import raise_if_cancelled
-from .. import codec, scripts
+from .. import scripts
 from ..connection import BLOCK_SLICE_SECONDS
 from ..errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
 from ..keys import validate_task_id
 from ..models import RedisTask, TaskState
 from ..new_task import check_seconds
-from ..snapshot import QueueSnapshot, ids_in_state, merge_snapshots
+from ..snapshot import QueueSnapshot, merge_snapshots
 from .client import MIN_BLOCK, QueueClient
 
 __all__ = ["Inspector"]
@@ -107,32 +107,6 @@ class Inspector(QueueClient):
             "total_corrupt": counters.get("corrupt", 0),
             "success_rate": round(100.0 * completed / finished, 2) if finished else 100.0,
         }
-
-    async def list_tasks(
-        self, state: TaskState | str | None = None, limit: int = 100
-    ) -> list[RedisTask]:
-        """Up to `limit` tasks in `state` (pending ones in dequeue order, finished ones
-        oldest first). Records that cannot be decoded are skipped."""
-        wanted = TaskState(state) if state else TaskState.PENDING
-        async with self._command():
-            ranked: list[tuple[float, str]] = []
-            for keys in self.layout.parts:
-                ranked.extend(await ids_in_state(self.redis, keys, wanted, limit))
-            ids = [task_id for _, task_id in sorted(ranked)[:limit]]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hgetall(self.keys_for(task_id).task(task_id))
-                rows = await pipe.execute()
-        tasks = []
-        for task_id, flat in zip(ids, rows, strict=True):
-            if flat:
-                try:
-                    tasks.append(
-                        codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
-                    )
-                except ValueError:
-                    continue
-        return tasks
 
     async def has_delayed(self) -> bool:
         """Whether any partition holds a delayed task (one ZCARD each, no script)."""
