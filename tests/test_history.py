@@ -16,6 +16,7 @@ from tests.support.state import assert_every_task_in_one_state, command_calls, r
 from tests.support.worker_apps import registry
 from utils.redis_queue import (
     AttemptRecord,
+    CorruptQueue,
     MinuteCounts,
     RedisTaskQueue,
     Settlement,
@@ -394,3 +395,24 @@ async def test_the_invariant_checker_reports_a_dlq_out_of_step(
     found = single_state_violations(await read_queue(raw_redis, queue.keys))
     assert "d: in the dlq set but not in dlq_at" in found
     assert "ghost: in dlq_at but not in the dlq set" in found
+
+
+async def test_a_dlq_at_of_the_wrong_type_refuses_failures_before_any_write(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue_many(
+        [{"task_id": f"w{i}", "task_type": "dev", "payload": {}} for i in range(3)]
+    )
+    claimed = {t.task_id: t for t in await queue.claim("w", 3)}
+    await raw_redis.set(queue.keys.dlq_order, "not a zset")
+    before = await raw_redis.hgetall(queue.keys.task("w0"))
+    with pytest.raises(CorruptQueue, match="dlq_at"):
+        await queue.fail_task("w0", "no", retry=False, lease_token=claimed["w0"].lease_token)
+    with pytest.raises(CorruptQueue, match="dlq_at"):  # the whole batch: nothing written
+        await queue.settle_many([Settlement("w1", claimed["w1"].lease_token, error="x")])
+    assert await raw_redis.hgetall(queue.keys.task("w0")) == before
+    assert (await queue.get_task("w1")).state == TaskState.PROCESSING  # type: ignore[union-attr]
+    # Completions never touch it: a batch of them goes through.
+    (state,) = await queue.settle_many([Settlement("w2", claimed["w2"].lease_token, result=1)])
+    assert state == TaskState.COMPLETED
+    await raw_redis.delete(queue.keys.dlq_order)

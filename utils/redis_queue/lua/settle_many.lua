@@ -30,13 +30,10 @@
 --@include limits
 --@include settle
 
-local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
-                         KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash', KEYS[8], 'zset',
-                         ARGV[1] .. 'limits', 'hash'})
-if bad then return bad end
 -- Every item is parsed before the first one is applied: a malformed item further down
 -- must not fail the script after earlier items were written.
 local items = {}
+local any_fail = false
 local i = 9
 while i <= #ARGV do
   local op = ARGV[i]
@@ -57,6 +54,7 @@ while i <= #ARGV do
     end
     if delay == '-' then delay = '' end
     if used == '' then used = nil end
+    any_fail = true
     items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2], retry = retry,
                          corrupt = corrupt, jitter = jitter, delay = delay, used = used,
                          text = ARGV[i + 4]}
@@ -73,6 +71,14 @@ while i <= #ARGV do
     return {E_BAD_ARGUMENT, 'item', tostring(op)}
   end
 end
+local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
+                KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash', ARGV[1] .. 'limits', 'hash'}
+if any_fail then -- only a failure can dead-letter: a batch of completions skips the check
+  checks[#checks + 1] = KEYS[8]
+  checks[#checks + 1] = 'zset'
+end
+local bad = check_types(checks)
+if bad then return bad end
 local base = ARGV[1]
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], delayed = KEYS[4],
            dlq = KEYS[5], failed = KEYS[6], stats = KEYS[7], dlq_at = KEYS[8]}
