@@ -96,6 +96,34 @@ async def test_the_queue_api_works_across_slots_and_nodes(
     assert task is not None and task.state == TaskState.COMPLETED
 
 
+async def test_paged_listing_search_and_the_registry_work_across_the_cluster(
+    cq: Callable[..., RedisTaskQueue], name: str
+) -> None:
+    q = cq()
+    await q.connect()
+    await q.enqueue_many(_tasks([f"l{i:03d}" for i in range(300)]))
+    claimed: list[Any] = []
+    while len(claimed) < 300:  # a claim serves one partition at a time
+        claimed += await q.claim("w", 300 - len(claimed))
+    for task in claimed[:40]:
+        await q.fail_task(task.task_id, f"lost {task.task_id}", retry=False)
+    listed, cursor, pages = [], None, 0
+    while True:
+        page = await q.page_tasks(TaskState.PROCESSING, limit=7, cursor=cursor)
+        listed += [t.task_id for t in page.tasks]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(listed) == sorted(t.task_id for t in claimed[40:]) and pages == 38
+    dead = await q.page_tasks(TaskState.DEAD_LETTER, limit=1000)
+    assert dead.total == 40 and {t.task_id for t in dead.tasks} == {t.task_id for t in claimed[:40]}
+    found = await q.search_tasks(f"lost {claimed[5].task_id}")
+    assert [t.task_id for t in found.tasks] == [claimed[5].task_id] and found.complete
+    assert name in await q.queue_names()
+    await q.redis.srem("agentic:queues", name)
+
+
 async def test_three_worker_processes_drain_3000_tasks_none_lost_or_run_twice(
     cluster: ClusterGroup, cq: Callable[..., RedisTaskQueue], name: str, tmp_path: Path
 ) -> None:
