@@ -5,6 +5,7 @@
     .venv/bin/python bench/queue_bench.py --scenarios C,D,E --profile-workers
     .venv/bin/python bench/queue_bench.py --redis-url redis://host:6379/0
     .venv/bin/python bench/queue_bench.py --scenarios G      # the cluster layouts (~2 min)
+    .venv/bin/python bench/queue_bench.py --scenarios I      # the dashboard (~5 min)
 
 Starts a private redis-server (no persistence) on a free port unless --redis-url is
 given; then it uses a queue name of its own and deletes only keys matching
@@ -27,6 +28,12 @@ Scenarios:  A  enqueue() one at a time         B  enqueue_many() in chunks of 1,
                Redis CPU per task per primary and (3)'s share per primary; durable
                enqueue (WAIT, 1 replica) against plain on (3); and the rank error of
                3,000 mixed-priority tasks drained by 2 processes on (3), with (1) as control
+            H  C with limits configured but not binding
+            I  (on request only) `agentic dashboard` over one queue of 100,000 tasks in
+               mixed states (and a small one): p50/p95/p99 of each page over HTTP against
+               PING/HGETALL baselines, Redis commands, Redis time and dashboard CPU per
+               request, and the Redis commands per second of one idle headless Chromium
+               on the overview (~5 min; needs /usr/bin/chromium and Playwright)
 
 C, D and E run `python -m pipeline.cli worker --app bench.apps:registry` with
 AGENTIC_REDIS_URL / AGENTIC_QUEUE_NAME set (other AGENTIC_* variables removed) and stop it
@@ -83,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
         help=f"subset of {','.join(ALL_SCENARIOS)} (e.g. AE, C0,E0 or CDE; default: all but G,"
-        " which starts a Redis Cluster of its own)",
+        " which starts a Redis Cluster of its own, and I, which opens a browser)",
     )
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/)")
     parser.add_argument(

@@ -203,6 +203,10 @@ def print_report(
             from bench.cluster_report import g_text  # here: it imports table() from this
 
             print(g_text(row))
+        if row.key == "I":
+            from bench.dashboard_report import i_text  # here: it imports table() from this
+
+            print(i_text(row))
     if profile_dir is not None:
         print("\nprofiled: the rates above include cProfile overhead")
         for path in sorted(profile_dir.glob("profile-*.prof")):

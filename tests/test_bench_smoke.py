@@ -74,3 +74,28 @@ def test_quick_cluster_scenario_g(redis_url: str, tmp_path: Path) -> None:
         assert len(runs["3"]["primary_share"]) == 3
     assert 0.0 <= g["rank"]["3"]["rank_error"] <= 1.0
     assert sorted(g["partitions_per_primary"].values()) == [2, 2, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_quick_dashboard_scenario_i(redis_url: str, tmp_path: Path) -> None:
+    """I serves a filled queue with `agentic dashboard` and opens it in headless Chromium."""
+    out = tmp_path / "bench-i.json"
+    args = ["--quick", "--scenarios", "I", "--redis-url", redis_url, "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "I: the dashboard" in proc.stdout and "idle load" in proc.stdout, proc.stdout
+    i = json.loads(out.read_text())["results"]["I"]
+    for name, page in i["pages"].items():  # every page answered 200, every time
+        assert page["n"] >= 20 and page["p95_ms"] > 0, name
+    assert i["deep_page"]["tasks"] == 50
+    assert i["search"]["no_match"]["scanned"] > 0 and i["search"]["no_match"]["found"] == 0
+    assert i["search"]["early_hit"]["found"] == 50
+    assert i["idle"]["browser_requests"].get("/?partial=1", 0) >= 1  # it refreshed itself
+    assert i["idle"]["net_commands_per_s"] > 0

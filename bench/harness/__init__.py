@@ -6,4 +6,5 @@ probe      what a measured section cost: wall time, CPU, Redis command counters
 context    Bench (what a scenario gets) and Row (what it returns)
 processes  `agentic worker` subprocesses and their CPU, read from /proc
 load       how busy the machine is with other processes
+dashboard  I's `agentic dashboard` subprocess, timed requests, Redis command rates, a browser
 """

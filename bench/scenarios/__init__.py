@@ -9,8 +9,11 @@ they compare with are in baselines.py.
     cluster    G  one workload on one Redis and on a 3-primary cluster (1 and 6 partitions):
                enqueue, drain, Redis CPU per primary, durable enqueue, rank error
                (cluster_enqueue, cluster_layouts: its streams and drains)
+    dashboard  I  `agentic dashboard` over a queue of 100,000 tasks: each page's latency,
+               and the Redis load of one idle browser (headless Chromium)
 
-G starts a Redis Cluster of its own (6 servers): it runs only when asked (--scenarios G).
+G starts a Redis Cluster of its own (6 servers) and I a browser (~5 min): they run only
+when asked (--scenarios G, --scenarios I).
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ from collections.abc import Awaitable, Callable
 
 from bench.harness.context import Bench, Row
 from bench.scenarios.cluster import scenario_g
+from bench.scenarios.dashboard import scenario_i
 from bench.scenarios.enqueue import scenario_a, scenario_b
 from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
-ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G")
-DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G on request
+ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I")
+DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "A": scenario_a,
@@ -39,4 +43,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "F": scenario_f,
     "G": scenario_g,
     "H": scenario_h,
+    "I": scenario_i,
 }
