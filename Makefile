@@ -1,5 +1,6 @@
 # `make test` and `make bench` need nothing but Python 3.11+: the venv is created and the
-# project installed with its dev extra on first use; tests start their own Redis.
+# project installed with its dev extra on first use; tests start their own Redis, and
+# `make test` installs Debian's chromium for the dashboard's browser tests when missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,6 +29,7 @@ demo: $(STAMP)
 	$(DEMO_ENV) $(BIN)/agentic pipeline run examples/calculator/spec.json --metrics-port 0
 
 test: $(STAMP)
+	ops/install-test-deps.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

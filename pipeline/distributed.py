@@ -81,25 +81,27 @@ class DistributedPipelineManager(EnhancedPipelineManager):
 
     async def resume_runs(self) -> list[str]:
         """Start driving every unfinished run nobody drives; returns their ids."""
-        resumed = []
-        for run_id in await self.store.active_ids():
-            if run_id in self._drivers:
-                continue
-            if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
-                continue  # its manager is alive
-            try:
-                run = await self.store.load(run_id)
-            except RunStoreError as exc:  # one unreadable run must not stop the others
-                log.error("cannot resume: %s", exc)
-                await self.store.release(run_id, self.manager_id)
-                continue
-            if run is None or run.status.is_final:
-                await self.store.release(run_id, self.manager_id)
-                continue
-            log.info("resuming pipeline run %s at stage %s", run_id, run.stage)
-            self._drive_in_background(run, resumed=True)
-            resumed.append(run_id)
-        return resumed
+        return [run_id for run_id in await self.store.active_ids() if await self.resume_run(run_id)]
+
+    async def resume_run(self, run_id: str) -> bool:
+        """Start driving one unfinished run if nobody drives it (its manager is gone or
+        stopped); False when another manager holds it, it ended or cannot be read."""
+        if run_id in self._drivers:
+            return False
+        if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
+            return False  # its manager is alive
+        try:
+            run = await self.store.load(run_id)
+        except RunStoreError as exc:  # one unreadable run must not stop the others
+            log.error("cannot resume: %s", exc)
+            await self.store.release(run_id, self.manager_id)
+            return False
+        if run is None or run.status.is_final:
+            await self.store.release(run_id, self.manager_id)
+            return False
+        log.info("resuming pipeline run %s at stage %s", run_id, run.stage)
+        self._drive_in_background(run, resumed=True)
+        return True
 
     async def held_runs(self) -> list[tuple[str, str, float]]:
         """Unfinished runs another manager's lock still holds: (run id, manager, seconds

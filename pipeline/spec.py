@@ -36,6 +36,7 @@ __all__ = [
     "SubtaskSpec",
     "load_spec",
     "parse_spec",
+    "secret_like",
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -43,7 +44,7 @@ _SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "cred
                  "credentials", "auth", "authorization"}  # fmt: skip
 
 
-def _secret_like(name: str) -> bool:
+def secret_like(name: str) -> bool:
     """A field name that says it holds a secret: api_key, auth-token, PASSWORD, ..."""
     words = re.split(r"[^a-z0-9]+", name.lower())
     return any(word in _SECRET_WORDS for word in words)
@@ -66,7 +67,7 @@ class SubtaskSpec(BaseModel):
     @model_validator(mode="after")
     def _no_secret_fields(self) -> SubtaskSpec:
         # extra fields travel to the workers in the payload and stay in the run's state
-        named = sorted(name for name in self.model_extra or {} if _secret_like(name))
+        named = sorted(name for name in self.model_extra or {} if secret_like(name))
         if named:
             raise ValueError(
                 f"a subtask must not carry secrets (fields {', '.join(named)}); "

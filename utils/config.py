@@ -15,7 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from utils.redis_queue.models import RetryPolicy
 
-__all__ = ["ModelSettings", "PipelineSettings", "RetrySettings", "Settings", "WorkerSettings"]
+__all__ = [
+    "DashboardSettings",
+    "ModelSettings",
+    "PipelineSettings",
+    "RetrySettings",
+    "Settings",
+    "WorkerSettings",
+]
 
 
 class RetrySettings(BaseModel):
@@ -85,6 +92,26 @@ class PipelineSettings(BaseModel):
     )
 
 
+class DashboardSettings(BaseModel):
+    """Defaults of `agentic dashboard` (each also a command-line option)."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8420, ge=0, le=65535, description="Port to listen on (0: any free one).")
+    read_only: bool = Field(False, description="Hide and refuse every action.")
+    auth_token: SecretStr | None = Field(
+        None, description="Token every request must carry; required off loopback."
+    )
+    trace_url: str | None = Field(
+        None,
+        description="Link for a trace id, with {trace_id} in it, e.g. "
+        "http://localhost:16686/trace/{trace_id}.",
+    )
+    refresh_seconds: float = Field(2.0, ge=0.5, description="How often open pages refresh.")
+    queues: str | None = Field(
+        None, description="Comma-separated queue names to show besides those registered."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AGENTIC_",
@@ -147,6 +174,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     def password(self) -> str | None:
         """The Redis password in clear, for a client; None when unset."""

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from utils.redis_queue import InvalidRedisUrl, TopologyError
 
 from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
+from .dashboard_cmd import dashboard
 from .limits_cmd import limits
 from .listing_cmds import dlq_list, task_list, task_search
 from .metrics_cmd import metrics
@@ -79,7 +80,7 @@ def cli(
     ctx.obj = CliState(redis_url, queue_name, cluster=cluster, partitions=partitions)
 
 
-for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits):
+for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits, dashboard):
     cli.add_command(command)
 for group, sub in ((task, task_list), (task, task_search), (dlq, dlq_list)):
     group.add_command(sub)

@@ -15,18 +15,14 @@ import click
 
 from utils.redis_queue import (
     InvalidPriority,
-    QueueError,
     RedisTask,
     RedisTaskQueue,
-    RedisUnavailable,
     TaskPriority,
     TaskState,
-    TaskStateError,
-    codec,
 )
 from utils.redis_queue.models import coerce_priority
-from utils.redis_queue.registry import list_workers
 
+from ..reports import gather_info
 from .common import (
     EXIT_UNAVAILABLE,
     CliState,
@@ -147,20 +143,6 @@ def enqueue(
 # -- info ------------------------------------------------------------------------------------
 
 
-async def gather_info(queue: RedisTaskQueue) -> dict[str, Any]:
-    stats = await queue.get_statistics()
-    workers = [w.to_dict() for w in await list_workers(queue)]
-    limits = await queue.get_limits()
-    return {
-        "queue": queue.queue_name,
-        "partitions": queue.partitions,
-        "statistics": stats,
-        "workers": workers,
-        "limits": [status.as_dict() for status in limits.values()],
-        "_limits": limits,
-    }
-
-
 def render_info(info: dict[str, Any], rate: float | None) -> str:
     s = info["statistics"]
     lines = [
@@ -174,6 +156,14 @@ def render_info(info: dict[str, Any], rate: float | None) -> str:
         f"  completed {s['total_completed']}  failed {s['total_failed']}"
         f"  retried {s['total_retried']}",
     ]
+    hour, oldest = info.get("last_hour"), info.get("oldest_waiting_seconds")
+    if hour is not None:
+        waited = "-" if oldest is None else f"{oldest:,.1f} s"
+        lines.append(
+            f"  oldest waiting {waited}  last hour: enqueued {hour['enqueued']}"
+            f"  completed {hour['completed']}  failed {hour['failed']}"
+            f" ({100 * hour['failure_rate']:.1f}%)"
+        )
     if rate is not None:
         lines.append(f"  throughput {rate:,.1f} tasks/s (completed + failed)")
     alive = [w for w in info["workers"] if w["alive"]]
@@ -311,28 +301,15 @@ def dlq_retry(state: CliState, task_id: str | None, retry_all: bool) -> None:
 
 
 async def _retry_everything(queue: RedisTaskQueue) -> int:
-    """Retry every id in the DLQ (read with SSCAN, so records that cannot be decoded are
-    retried too rather than ending the loop), with a progress line on stderr."""
-    ids = [
-        codec.as_text(m)
-        for keys in queue.layout.parts  # every partition's DLQ
-        async for m in queue.redis.sscan_iter(keys.dlq, count=500)
-    ]
+    """Retry every dead-lettered task, with a progress line on stderr."""
     err = sys.stderr
-    done = 0
-    for task_id in ids:
-        try:
-            await queue.retry_dlq_task(task_id)
-        except RedisUnavailable:
-            raise
-        except TaskStateError:  # retried or purged by someone else meanwhile
-            continue
-        except QueueError as exc:  # e.g. moved, but its record cannot be read back
-            err.write(f"\n{task_id}: {exc}\n")
-        done += 1
-        if err.isatty() or done % 500 == 0 or done == len(ids):
-            err.write(f"\rretrying {done}/{len(ids)}")
+
+    def progress(done: int, total: int) -> None:
+        if err.isatty() or done % 500 == 0 or done == total:
+            err.write(f"\rretrying {done}/{total}")
             err.flush()
+
+    done = await queue.retry_all_dlq(progress)
     if done:
         err.write("\n")
     return done

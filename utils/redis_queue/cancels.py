@@ -37,7 +37,7 @@ async def listen_for_cancels(
             log.warning("cancel subscription dropped, resubscribing: %s", exc)
             await asyncio.sleep(1.0)  # back off while Redis is unreachable
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
 
 async def _cancel_flagged(

@@ -31,6 +31,7 @@ __all__ = [
     "partition_keys",
     "partition_of",
     "partition_tag",
+    "queue_index",
     "validate_limit_key",
     "validate_queue_name",
     "validate_task_id",
@@ -88,6 +89,12 @@ def validate_limit_key(key: object) -> str:
             "starting with a letter or digit"
         )
     return key
+
+
+def queue_index(prefix: str) -> str:
+    """Set (outside every queue's hash tag): the names of the queues under `prefix`, added
+    by each client at connect, so an operator's tools find them without scanning the keyspace."""
+    return f"{prefix}:queues"
 
 
 def check_partitions(partitions: object) -> int:

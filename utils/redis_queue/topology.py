@@ -82,7 +82,7 @@ def async_client(
         ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(RedisConnectionError,)
     )
     if topology.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             topology.sentinels,
             sentinel_kwargs=_sentinel_kwargs(topology, connect_timeout),
             **options,
@@ -134,12 +134,12 @@ def sync_client(
         ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(RedisConnectionError,)
     )
     if topology.kind == "sentinel":
-        sentinel = SyncSentinel(  # type: ignore[no-untyped-call]
+        sentinel = SyncSentinel(
             topology.sentinels,
             sentinel_kwargs=_sentinel_kwargs(topology, connect_timeout, sync=True),
             **options,
         )
-        client: SyncRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: SyncRedis = sentinel.master_for(
             topology.master_name,
             db=topology.db,
             username=topology.username,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from functools import partial
 
-from .. import scripts
-from ..errors import TaskNotFound
+from .. import codec, scripts
+from ..errors import QueueError, RedisUnavailable, TaskNotFound, TaskStateError
 from ..keys import QueueKeys, validate_task_id
 from ..models import RedisTask, TaskState
 from .inspect import Inspector
 
 __all__ = ["Administrator"]
+
+log = logging.getLogger("agentic.queue")
 
 
 class Administrator(Inspector):
@@ -35,6 +39,33 @@ class Administrator(Inspector):
         if task is None:  # deleted in between by someone else
             raise TaskNotFound(task_id)
         return task
+
+    async def retry_all_dlq(self, on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Retry every dead-lettered task (one retry_dlq_task each, so each is one atomic
+        transition); returns how many were retried. Ids are read with SSCAN first, so a
+        record that cannot be decoded is retried too instead of ending the loop; an id
+        retried or purged by someone else meanwhile is skipped. `on_progress(done, total)`
+        is called after each one."""
+        async with self._command():
+            ids = [
+                codec.as_text(member)
+                for keys in self.layout.parts  # every partition's DLQ
+                async for member in self.redis.sscan_iter(keys.dlq, count=500)
+            ]
+        done = 0
+        for task_id in ids:
+            try:
+                await self.retry_dlq_task(task_id)
+            except (TaskStateError, TaskNotFound):  # retried or purged meanwhile
+                continue
+            except RedisUnavailable:
+                raise
+            except QueueError as exc:  # moved, but its record cannot be read back
+                log.warning("retried %s, but: %s", task_id, exc)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, len(ids))
+        return done
 
     async def purge_dlq(self) -> int:
         """Delete every dead-lettered task; returns how many."""
