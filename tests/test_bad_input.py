@@ -832,6 +832,8 @@ async def test_a_server_older_than_redis_7_is_refused_with_its_version() -> None
                 parts = [await _bulk(reader) for _ in range(int(line[1:]))]
                 if parts[0].upper() == b"PING":
                     writer.write(b"+PONG\r\n")
+                elif parts[0].upper() == b"HELLO":  # redis-py >= 8.2 speaks RESP3 first
+                    writer.write(b"%1\r\n+proto\r\n:3\r\n")
                 elif parts[0].upper() == b"INFO":
                     body = b"# Server\r\nredis_version:6.2.14\r\n"
                     writer.write(b"$%d\r\n%s\r\n" % (len(body), body))

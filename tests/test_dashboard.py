@@ -28,6 +28,7 @@ from tests.support.dashboard import (
 )
 from tests.support.pipeline import ROOT, spec
 from tests.support.processes import agentic_argv, agentic_env, eventually
+from tests.support.redis_server import RedisServer
 from utils.config import Settings
 from utils.redis_queue import RedisTaskQueue
 
@@ -377,3 +378,45 @@ async def test_search_reads_at_most_its_bound_and_offers_to_go_further(
     hit = (await site.get("/api/queues/jobs/search?text=boom")).json()
     assert {t["task_id"] for t in hit["tasks"]} == set(population.ids["dead_letter"])
     assert (await site.get("/api/queues/jobs/search?text=x&scan=0")).status_code == 400
+
+
+async def test_extremes_many_types_a_large_payload_and_odd_ids(
+    site: httpx.AsyncClient, config: Settings
+) -> None:
+    queue = RedisTaskQueue.from_settings(config)
+    big = {"blob": "é<b>" * 110_000}  # ~1 MB of JSON once escaped (the limit is 1 MiB)
+    async with queue:
+        await queue.enqueue_many(
+            [{"task_id": f"ty-{i}", "task_type": f"type-{i}", "payload": {}} for i in range(600)]
+        )
+        await queue.enqueue("odd:id@x.y-1", "email", big)
+    doc = (await site.get("/api/queues/jobs")).json()
+    assert doc["statistics"]["pending"] == 4 + 600 + 1
+    assert doc["oldest_waiting_seconds"] is not None
+    by_type = doc["statistics"]["pending_by_type"]
+    assert all(by_type[f"type-{i}"] == 1 for i in range(600)) and by_type["email"] == 5
+    page = await site.get("/queues/jobs/tasks/odd:id@x.y-1")
+    assert page.status_code == 200 and "é&lt;b&gt;" in page.text
+    listed = (await site.get("/api/queues/jobs/tasks?state=pending&limit=1000")).json()
+    assert listed["total"] == 605 and len(listed["tasks"]) == 605
+    html = (await site.get("/queues/jobs/tasks?state=pending&limit=1000")).text
+    assert 'href="/queues/jobs/tasks/odd%3Aid%40x.y-1"' in html
+
+
+async def test_a_redis_outage_is_a_clear_503_and_the_dashboard_recovers(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
+    config = dashboard_settings(tmp_path, private_redis.url).model_copy(
+        update={"socket_timeout": 1.0, "connect_timeout": 1.0}
+    )
+    await populate(config, with_run=False)
+    async with serve(config) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        assert (await client.get("/api/queues/jobs")).status_code == 200
+        private_redis.kill()
+        down = await client.get("/api/queues/jobs")
+        assert down.status_code == 503 and "unreachable" in down.json()["error"]
+        page = await client.get("/queues/jobs")
+        assert page.status_code == 503 and "Traceback" not in page.text
+        private_redis.restart()
+        back = await client.get("/api/queues/jobs")
+        assert back.status_code == 200, back.text  # (a restart without persistence: empty)

@@ -83,7 +83,9 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+    env.filters["tojson_pretty"] = lambda v: json.dumps(
+        v, indent=2, sort_keys=True, default=str, ensure_ascii=False
+    )
     env.filters["seconds"] = _seconds
     env.filters["q"] = lambda v: quote(str(v), safe="")
 
