@@ -1,6 +1,7 @@
 """The stage flow of a pipeline run, shared by both managers.
 
-    dev subtasks (in parallel) -> qa -> [fix -> qa] x up to max_fix_rounds -> deploy
+    dev subtasks (in dependency order, independent ones in parallel)
+        -> qa -> [fix -> qa] x up to max_fix_rounds -> deploy
 
 Every subtask is submitted with the priority PriorityAssigner gives it and its result
 is recorded in the run's state, which is saved after every change. The flow is a pure
@@ -17,13 +18,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from utils import tracing
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
+from .dag import dependants
 from .errors import RunInterrupted, RunOwnershipLost
 from .executors import StageExecutor
 from .runs import (
@@ -162,9 +164,7 @@ class StageFlow:
 
     async def _flow(self, run: RunState) -> None:
         async with self._stage(run, Stage.DEV):
-            dev = [s.model_dump(mode="json", exclude_none=True) for s in run.spec.subtasks]
-            steps = [self._step(run, Stage.DEV, {**s, "stage": "dev"}) for s in dev]
-            outcomes = await asyncio.gather(*steps, return_exceptions=True)
+            outcomes = await self._dev_graph(run)
         for outcome in outcomes:  # cancel, takeover, outage or a bug: not a dev failure
             if isinstance(outcome, BaseException) and not isinstance(outcome, _StageFailed):
                 raise outcome
@@ -199,6 +199,52 @@ class StageFlow:
                 qa_evidence=qa,
             )
         run.artifact = deploy.get("artifact")
+
+    async def _dev_graph(self, run: RunState) -> list[Any]:
+        """Every dev subtask, each started once all it depends on passed (pipeline/dag.py):
+        independent ones at once. A subtask whose dependency failed fails with that
+        reason, unsubmitted; returns each subtask's result or exception, in spec order."""
+        edges = run.spec.edges()
+        waiting_on_it = dependants(edges)
+        steps: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+        async def dev(spec: dict[str, Any]) -> dict[str, Any]:
+            needs = [steps[need] for need in edges[spec["id"]]]
+            await asyncio.gather(*needs, return_exceptions=True)
+            for need, step in zip(edges[spec["id"]], needs, strict=True):
+                problem = step.exception()
+                if isinstance(problem, _StageFailed):
+                    await self._blocked(run, spec, need)
+                if problem is not None:  # cancel, takeover, outage: the same for this one
+                    raise problem
+            dependants_of = {"dependants": waiting_on_it[spec["id"]]}
+            return await self._step(run, Stage.DEV, {**spec, "stage": "dev", **dependants_of})
+
+        for subtask in run.spec.subtasks:  # a dependency is always created first (acyclic)
+            spec = subtask.model_dump(mode="json", exclude_none=True)
+            steps[subtask.id] = asyncio.ensure_future(dev(spec))
+        try:
+            return list(await asyncio.gather(*steps.values(), return_exceptions=True))
+        finally:
+            for step in steps.values():  # the driver was cancelled: no step outlives it
+                step.cancel()
+
+    async def _blocked(self, run: RunState, spec: dict[str, Any], need: str) -> NoReturn:
+        """Record a dev subtask that cannot run because `need` failed, and fail it."""
+        subtask_id = spec["id"]
+        task_id = f"{run.run_id}:{Stage.DEV}:{subtask_id}"
+        reason = f"its dependency {need} failed"
+        record = run.subtasks.get(task_id) or SubtaskRecord(
+            task_id=task_id,
+            stage=Stage.DEV,
+            subtask_id=subtask_id,
+            priority=self.priority_for(Stage.DEV, spec),
+        )
+        record.state, record.error, record.finished_at = SubtaskState.FAILED, reason, time.time()
+        run.subtasks[task_id] = record
+        await self._save(run)
+        self._emit(run, "failed", Stage.DEV, subtask_id, reason)
+        raise _StageFailed(f"dev subtask {subtask_id} was not run: {reason}")
 
     async def _step(
         self, run: RunState, stage: Stage, subtask: dict[str, Any], **extra: Any

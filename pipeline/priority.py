@@ -10,6 +10,9 @@ Rules, in order (the result is clamped to LOW..CRITICAL):
 4. +1 when the subtask is `blocking` or on the `critical_path`.
 5. +1 when its `deadline` is within `deadline_window_seconds` (or past).
 6. +1 when it has already been retried `retry_boost_after` times (`retries` key).
+7. +1 when at least `dependants_boost_at` other subtasks wait on it, directly or through
+   others (`dependants` key, counted by the flow from the spec's `depends_on`): work that
+   holds up much of the graph goes first. Rules 4-7 add up, then the clamp.
 
 A subtask is any mapping (or object with those attributes); missing keys are false.
 """
@@ -36,6 +39,7 @@ class PriorityRules:
     default_base: int = TaskPriority.NORMAL  # a stage not in stage_base
     deadline_window_seconds: float = 600.0
     retry_boost_after: int = 2
+    dependants_boost_at: int = 2
 
 
 class PriorityAssigner:
@@ -58,6 +62,9 @@ class PriorityAssigner:
             priority += 1
         retries = get("retries") or 0
         if self.rules.retry_boost_after and int(retries) >= self.rules.retry_boost_after:
+            priority += 1
+        waiting = get("dependants") or 0
+        if self.rules.dependants_boost_at and int(waiting) >= self.rules.dependants_boost_at:
             priority += 1
         return _clamp(priority)
 

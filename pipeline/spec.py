@@ -6,8 +6,10 @@
      "subtasks": [{"id": "calc", "description": "...", "files": ["calc.py", "test_calc.py"],
                    "critical_path": true}]}
 
-Each subtask is one dev subtask; they run in parallel. Keys the pipeline does not know
-are kept and reach the agents unchanged.
+Each subtask is one dev subtask. A subtask may list `depends_on: [ids]`: it starts once
+those passed their dev stage, and independent ones run in parallel (pipeline/dag.py; a
+cycle, an unknown id or a self-dependency is a SpecError naming them). Keys the pipeline
+does not know are kept and reach the agents unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from .dag import graph_problems
 from .errors import SpecError
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "PipelineSpec",
     "SpecError",
     "SubtaskSpec",
+    "file_problems",
     "load_spec",
     "parse_spec",
     "secret_like",
@@ -63,6 +67,9 @@ class SubtaskSpec(BaseModel):
     background: bool = False  # nice to have: always LOW unless overridden
     deadline: datetime | None = None
     priority: int | None = Field(None, ge=0, le=3, description="Explicit override.")
+    depends_on: list[str] = Field(
+        default_factory=list, description="Ids of the dev subtasks that must pass first."
+    )
 
     @model_validator(mode="after")
     def _no_secret_fields(self) -> SubtaskSpec:
@@ -121,6 +128,17 @@ class PipelineSpec(BaseModel):
             raise ValueError(f"subtask ids must be unique; repeated: {', '.join(repeated)}")
         return subtasks
 
+    @model_validator(mode="after")
+    def _a_dependency_graph(self) -> PipelineSpec:
+        problems = graph_problems(self.edges())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def edges(self) -> dict[str, list[str]]:
+        """Each subtask id and the ids it depends on."""
+        return {s.id: list(s.depends_on) for s in self.subtasks}
+
     @field_validator("model")
     @classmethod
     def _no_secrets(cls, model: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -159,3 +177,29 @@ def load_spec(path: str | Path) -> PipelineSpec:
         assert spec.model is not None
         spec.model["replay_file"] = str((source.parent / replay).resolve())
     return spec
+
+
+def file_problems(
+    spec: PipelineSpec, default_backend: str = "replay", default_replay: Path | None = None
+) -> list[str]:
+    """What `agentic pipeline validate` checks beyond the spec itself: when the backend
+    (the spec's, else the settings') replays, its replay file (the spec's, else the
+    settings') exists and is a JSON object. Run on a loaded spec (load_spec resolves
+    relative paths)."""
+    model = spec.model or {}
+    if model.get("backend", default_backend) != "replay":
+        return []
+    replay = model.get("replay_file") or default_replay
+    if replay is None:
+        return ["the replay backend needs a replay file: model.replay_file in the spec, "
+                "or AGENTIC_MODEL__REPLAY_FILE"]  # fmt: skip
+    path = Path(str(replay))
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return [f"replay file {path}: {exc.strerror}"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [f"replay file {path} is not JSON: {exc}"]
+    if not isinstance(recorded, dict):
+        return [f"replay file {path} is not a JSON object"]
+    return []

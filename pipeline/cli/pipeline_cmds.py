@@ -30,7 +30,7 @@ from ..enhanced import EnhancedPipelineManager
 from ..errors import SpecError
 from ..launcher import StageWorkers
 from ..runs import PipelineResult, RunStatus, Stage
-from ..spec import PipelineSpec, load_spec
+from ..spec import PipelineSpec, file_problems, load_spec
 from .common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -105,6 +105,24 @@ def run_cmd(
         resumable = "" if local else "; `agentic pipeline resume` drives it on"
         fail(f"interrupted: the run stopped{resumable}", EXIT_INTERRUPTED)
     _finish([result], session, as_json)
+
+
+@pipeline.command("validate")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@pass_state
+def validate_cmd(state: CliState, spec_path: str) -> None:
+    """Check SPEC without running it: its fields, its dependency graph (no cycle, no
+    unknown or self dependency) and its replay file. Exit 0 when it would run, else 2."""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        fail(str(exc), EXIT_USAGE)
+    model = state.settings.model
+    problems = file_problems(spec, model.backend, model.replay_file)
+    if problems:
+        fail(f"{spec_path}: " + "; ".join(problems), EXIT_USAGE)
+    edges = sum(len(s.depends_on) for s in spec.subtasks)
+    click.echo(f"{spec_path}: ok ({len(spec.subtasks)} dev subtask(s), {edges} dependency edge(s))")
 
 
 @pipeline.command("resume")
