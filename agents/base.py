@@ -23,6 +23,10 @@ Writing your own agent:
 `ask()` picks the backend (the worker's settings, or the payload's "model" override),
 prices the reply and counts its tokens in the agentic_model_* metrics. `result()` builds
 the common fields every agent returns: agent, ok, summary and usage.
+
+A model error leaves the task as one line ("ModelTimeout: no answer from ... within 120
+s"), the key and any bearer token already scrubbed from it; a wait the provider asked for
+is handed to the queue capped at RETRY_AFTER_CAP, like the backend's own waits.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from typing import Any, ClassVar
 
 from utils.config import ModelSettings, PipelineSettings
 from utils.metrics import record_model_usage
+from utils.redaction import first_line
 from utils.redis_queue.handlers import PermanentFailure, RateLimited, Retry, TaskContext
 
 from .models import (
+    RETRY_AFTER_CAP,
     Message,
     ModelBackend,
     ModelError,
@@ -80,11 +86,10 @@ class Agent:
         return f"{type(self).__name__}()"
 
     def timeout_seconds(self) -> float:
-        """The longest one run may take: by default the worst model call, every attempt
-        timing out with the backoff (capped at 30 s) between attempts. Agents that call
-        no model, or do more, override it."""
-        model = self.model_settings
-        return (model.max_retries + 1) * model.timeout_seconds + model.max_retries * 30.0
+        """The longest one run may take: by default one model call, which its backend
+        bounds by deadline_seconds across its retries. Agents that call no model, or do
+        more, override it."""
+        return self.model_settings.deadline_seconds
 
     async def run(self, request: AgentRequest) -> dict[str, Any]:
         raise NotImplementedError
@@ -103,14 +108,18 @@ class Agent:
             # The provider is saturated for everyone: pause its limit (the task's listed
             # ones, else its type's) fleet-wide; this attempt does not count.
             pause = exc.retry_after if exc.retry_after is not None else RATE_LIMITED_PAUSE
-            raise RateLimited(pause, limits=ctx.task.limits or None, reason=str(exc)) from exc
+            raise RateLimited(
+                min(pause, RETRY_AFTER_CAP), limits=ctx.task.limits or None, reason=str(exc)
+            ) from exc
         except ModelError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            # One line for the task's error (and the run's reason): a model error's
+            # traceback says nothing its message does not.
+            reason = first_line(f"{type(exc).__name__}: {exc}", 500)
+            log.warning("%s task %s: %s", self.name, ctx.task_id, reason)
             if not exc.retryable:
                 raise PermanentFailure(reason) from exc
-            if exc.retry_after is not None:
-                raise Retry(reason, delay=exc.retry_after) from exc
-            raise
+            delay = None if exc.retry_after is None else min(exc.retry_after, RETRY_AFTER_CAP)
+            raise Retry(reason, delay=delay) from exc
         usage = result.get("usage") if isinstance(result, dict) else None
         tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
         if isinstance(tokens, int) and tokens >= 0:
@@ -127,7 +136,7 @@ class Agent:
             raise InvalidRequest(str(exc)) from exc
         key = f"{self.name}:{request.subtask_id}"
         reply = await backend.complete(messages, key=key)
-        usage = ModelUsage.of(reply, self.model_settings)
+        usage = ModelUsage.of(reply, self.model_settings)  # counts in [0, 10**9]
         record_model_usage(self.name, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd)
         log.info(
             "%s: %d prompt + %d completion tokens (%s)",

@@ -58,8 +58,16 @@ class ModelSettings(BaseModel):
     base_url: str = Field("https://api.openai.com/v1", description="Chat-completions base URL.")
     name: str = Field("gpt-4o-mini", description="Model name sent to the endpoint.")
     api_key: SecretStr | None = Field(None, description="Bearer key (kept out of logs).")
-    timeout_seconds: float = Field(120.0, gt=0, description="Timeout of one model request.")
+    timeout_seconds: float = Field(
+        120.0, gt=0, description="Total deadline of one model request (a dripping reply too)."
+    )
     max_retries: int = Field(4, ge=0, description="Retries on 429, 5xx and timeouts.")
+    deadline_seconds: float = Field(
+        200.0,
+        gt=0,
+        description="Total deadline of one model call with its retries: a queue attempt of "
+        "an agent spends at most this on the model (4 attempts fit the 900 s subtask wait).",
+    )
     temperature: float = Field(0.0, ge=0, le=2)
     replay_file: Path | None = Field(None, description="Recorded replies for the replay backend.")
     prompt_price_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 prompt tokens.")
@@ -85,6 +93,9 @@ class PipelineSettings(BaseModel):
         30.0, gt=0, description="A dead manager's runs can be resumed after this long."
     )
     run_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long finished runs are kept.")
+    approval_timeout_seconds: float = Field(
+        86400.0, gt=0, description="How long a run waits for an approval its spec asks for."
+    )
     queue_name: str = Field(
         "agentic_pipeline",
         description="The pipeline's own queue, so handlers on the default queue never take "

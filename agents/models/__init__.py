@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from .base import Message, ModelBackend, ModelReply, ModelUsage
+from .base import MAX_TOKENS_PER_CALL, Message, ModelBackend, ModelReply, ModelUsage, token_count
 from .errors import (
+    RETRY_AFTER_CAP,
     ModelAuthError,
     ModelError,
     ModelRateLimited,
@@ -25,7 +26,9 @@ from .openai import OpenAIChatBackend
 from .replay import ReplayBackend
 
 __all__ = [
+    "MAX_TOKENS_PER_CALL",
     "OVERRIDABLE",
+    "RETRY_AFTER_CAP",
     "Message",
     "ModelAuthError",
     "ModelBackend",
@@ -43,4 +46,5 @@ __all__ = [
     "ReplayMissing",
     "build_backend",
     "resolve_settings",
+    "token_count",
 ]

@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from utils.config import ModelSettings
 
-__all__ = ["Message", "ModelBackend", "ModelReply", "ModelUsage"]
+__all__ = [
+    "MAX_TOKENS_PER_CALL",
+    "Message",
+    "ModelBackend",
+    "ModelReply",
+    "ModelUsage",
+    "token_count",
+]
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+MAX_TOKENS_PER_CALL = 10**9
+"""More tokens than any model reads or writes in one call: a provider's count above it is
+a bug (or hostile) and is clamped here, not billed as a $2M run."""
+
+
+def token_count(value: object) -> tuple[int, str | None]:
+    """A provider's token count as an int in [0, MAX_TOKENS_PER_CALL], and what was wrong
+    with it (None when nothing). Missing is 0 without a flag; an integral float or a
+    decimal string is taken; anything else counts 0 and is flagged, never raised, since the
+    reply it came with is valid and paid for."""
+    if value is None:
+        return 0, None
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value == int(value):
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,30}", value.strip()):
+        number = int(value.strip())
+    if number is None:
+        return 0, f"not a token count: {str(value)[:40]!r}"
+    if number < 0:
+        return 0, f"negative token count {number}"
+    if number > MAX_TOKENS_PER_CALL:
+        return MAX_TOKENS_PER_CALL, f"token count {number} clamped to {MAX_TOKENS_PER_CALL}"
+    return number, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +58,7 @@ class ModelReply:
     prompt_tokens: int
     completion_tokens: int
     model: str
+    usage_flags: tuple[str, ...] = ()  # what token_count corrected in the provider's usage
 
 
 class ModelBackend(Protocol):
@@ -40,12 +79,14 @@ class ModelUsage:
 
     @classmethod
     def of(cls, reply: ModelReply, settings: ModelSettings) -> ModelUsage:
-        """The usage of `reply`, priced with the worker's per-1k-token prices."""
+        """The usage of `reply`, priced with the worker's per-1k-token prices (its counts
+        checked again: a backend of one's own may not use token_count)."""
+        prompt, _ = token_count(reply.prompt_tokens)
+        completion, _ = token_count(reply.completion_tokens)
         cost = (
-            reply.prompt_tokens * settings.prompt_price_per_1k
-            + reply.completion_tokens * settings.completion_price_per_1k
+            prompt * settings.prompt_price_per_1k + completion * settings.completion_price_per_1k
         ) / 1000
-        return cls(reply.prompt_tokens, reply.completion_tokens, cost, reply.model)
+        return cls(prompt, completion, cost, reply.model)
 
     @property
     def total_tokens(self) -> int:

@@ -11,13 +11,19 @@
         └── ReplayMissing      no         no recorded reply for the key
 
 The OpenAI backend itself retries only ModelRateLimited, ModelTimeout and
-ModelUnavailable (with backoff, up to max_retries); the agents turn the non-retryable
-ones into PermanentFailure so the queue dead-letters them at once.
+ModelUnavailable (with backoff, up to max_retries, within its deadline); the agents turn
+the non-retryable ones into PermanentFailure so the queue dead-letters them at once.
+
+Every message is scrubbed of bearer tokens and sk- keys when the error is made (the
+backend also removes its own key first), so no error text can carry a key onwards.
 """
 
 from __future__ import annotations
 
+from utils.redaction import redact_secrets
+
 __all__ = [
+    "RETRY_AFTER_CAP",
     "ModelAuthError",
     "ModelError",
     "ModelRateLimited",
@@ -29,6 +35,11 @@ __all__ = [
     "ReplayMissing",
 ]
 
+RETRY_AFTER_CAP = 30.0
+"""The longest wait a provider's Retry-After buys, in seconds: the backend sleeps at most
+this long between its retries and the agents hand at most this to the queue (a fleet-wide
+pause or a retry delay); a longer ask is capped and its error says so."""
+
 
 class ModelError(Exception):
     """A model call failed. `status`: the HTTP status, when there was one;
@@ -39,7 +50,7 @@ class ModelError(Exception):
     def __init__(
         self, message: str, *, status: int | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact_secrets(message))
         self.status = status
         self.retry_after = retry_after
 

@@ -1,34 +1,44 @@
-"""A backend for any OpenAI-compatible chat-completions endpoint, over stdlib HTTP.
+"""A backend for any OpenAI-compatible chat-completions endpoint, over httpx's AsyncClient.
 
-One request is a blocking urllib call run in a thread, bounded by `timeout` both as the
-socket timeout and as a deadline around the whole call (a server that drips bytes cannot
-hold it longer). 429, 5xx, timeouts and connection errors are retried up to
-`max_retries` times with exponential backoff, or after the server's Retry-After when it
-sends one, never longer than `backoff_cap`. The API key goes only into the
-Authorization header: never into logs, reprs or errors.
+Native asyncio, no threads: a process has as many calls in flight as its worker runs
+tasks (`-c`), over one connection pool per backend and event loop.
+
+Budget of one `complete()` (documented in the README, "Model backend"):
+- each request has a total deadline, `timeout` (sending, waiting and reading the whole
+  body): a server that drips its reply a byte at a time is cut off at it, and the
+  cancellation closes the connection, so nothing outlives the call;
+- 429, 5xx, timeouts and connection errors are retried up to `max_retries` times with
+  exponential backoff, or after the server's Retry-After (at most RETRY_AFTER_CAP);
+- all of it within `deadline` seconds: no retry starts that its wait would push past the
+  deadline, and the last request gets only what is left. So one call costs at most
+  `max_retries + 1` requests and `deadline` seconds, whatever the provider does.
+
+The API key goes only into the Authorization header of requests to the configured URL
+(redirects are not followed): never into logs, reprs or errors, which lose it (and any
+bearer token or sk- key a provider echoes back) before they are raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
-import http.client
+import itertools
 import json
 import logging
 import random
-import re
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from email.message import Message as HeaderMap
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
-from utils.config import ModelSettings
+import httpx
 
-from .base import Message, ModelReply
+from utils.config import ModelSettings
+from utils.redaction import redact_secrets
+
+from .base import Message, ModelReply, token_count
 from .errors import (
+    RETRY_AFTER_CAP,
     ModelAuthError,
     ModelError,
     ModelRateLimited,
@@ -38,11 +48,18 @@ from .errors import (
     ModelUnavailable,
 )
 
-__all__ = ["OpenAIChatBackend"]
+__all__ = ["OpenAIChatBackend", "redact_key"]
 
 log = logging.getLogger("agentic.agents.model")
 
 _RETRIED = (ModelRateLimited, ModelTimeout, ModelUnavailable)
+MAX_BODY_BYTES = 16 * 2**20  # a chat completion is kilobytes; more is a broken server
+_ERROR_BODY_BYTES = 2000  # what an error reply may say, of which 300 characters are kept
+# httpcore's pool walks every connection of its pool for each request it places (checking
+# each idle one's socket), so one pool of 64 kept-alive connections costs ~1 s of CPU per
+# 64 calls; 16 pools taken in turn keep each small (64 calls at once: 0.15 s).
+_POOLS = 16
+_KEEPALIVE = 8  # idle connections kept per pool
 
 
 class OpenAIChatBackend:
@@ -58,7 +75,8 @@ class OpenAIChatBackend:
         max_retries: int = 4,
         temperature: float = 0.0,
         backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
+        backoff_cap: float = RETRY_AFTER_CAP,
+        deadline: float = 200.0,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.name = name
@@ -66,16 +84,20 @@ class OpenAIChatBackend:
         self.max_retries = max_retries
         self.temperature = temperature
         self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.backoff_cap = min(backoff_cap, RETRY_AFTER_CAP)
+        self.deadline = deadline
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": "agentic-pipeline",
         }
-        self._authorization = f"Bearer {api_key}" if api_key else None
-        self._redact = functools.partial(redact_key, key=api_key)
-        # Honours the *_proxy environment; refuses redirects, so the key never follows one.
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._key = api_key
+        # An AsyncClient belongs to the loop it first ran on: one per loop, closed with it.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pools] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> OpenAIChatBackend:
@@ -86,6 +108,7 @@ class OpenAIChatBackend:
             timeout=settings.timeout_seconds,
             max_retries=settings.max_retries,
             temperature=settings.temperature,
+            deadline=settings.deadline_seconds,
         )
 
     def __repr__(self) -> str:  # the key stays out on purpose
@@ -95,20 +118,30 @@ class OpenAIChatBackend:
         body = json.dumps(
             {"model": self.name, "messages": messages, "temperature": self.temperature}
         ).encode()
+        end = time.monotonic() + self.deadline
         attempt = 0
         while True:
+            left = end - time.monotonic()
             try:
-                return _parse(await self._send(body), self.name)
+                if left <= 0:
+                    raise ModelTimeout(f"{self.url}: the call's {self.deadline} s deadline passed")
+                return self._parse(await self._send(body, min(self.timeout, left)))
             except _RETRIED as exc:
-                if attempt >= self.max_retries:
-                    raise
                 delay = self._delay(attempt, exc)
+                if attempt >= self.max_retries or time.monotonic() + delay >= end:
+                    raise
                 attempt += 1
                 log.warning(
                     "model call %s failed (%s); retry %d/%d in %.2f s",
                     key, exc, attempt, self.max_retries, delay,
                 )  # fmt: skip
                 await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        """Close this loop's connections (they are also closed when the loop shuts down)."""
+        pools = self._clients.pop(asyncio.get_running_loop(), None)
+        if pools is not None:
+            await pools.aclose()
 
     def _delay(self, attempt: int, exc: ModelError) -> float:
         if exc.retry_after is not None:
@@ -117,75 +150,128 @@ class OpenAIChatBackend:
         backoff = min(self.backoff_cap, self.backoff_base * 2.0**attempt)
         return backoff * (0.5 + random.random() / 2)
 
-    async def _send(self, body: bytes) -> bytes:
+    async def _send(self, body: bytes, timeout: float) -> bytes:
+        """One request within `timeout` seconds in all; errors come out typed."""
+        client = await self._client()
         try:
-            call = asyncio.get_running_loop().run_in_executor(_CALLS, self._post, body)
-            return await asyncio.wait_for(call, self.timeout)
-        except TimeoutError:
-            raise ModelTimeout(f"no answer from {self.url} within {self.timeout} s") from None
+            async with asyncio.timeout(timeout):
+                async with client.stream(
+                    "POST", self.url, content=body, headers=self._headers
+                ) as response:
+                    if response.status_code >= 300:
+                        detail = await _read(response, _ERROR_BODY_BYTES, truncate=True)
+                        raise self._http_error(response, detail)
+                    return await _read(response, MAX_BODY_BYTES, truncate=False)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ModelTimeout(f"no answer from {self.url} within {timeout:.3g} s") from None
+        except httpx.ConnectError as exc:
+            raise ModelUnavailable(f"cannot reach {self.url}: {self._clean(exc)}") from None
+        except httpx.HTTPError as exc:  # dropped connections, protocol errors
+            reason = f"{type(exc).__name__}: {self._clean(exc)}"
+            raise ModelUnavailable(f"connection to {self.url} failed: {reason}") from None
 
-    def _post(self, body: bytes) -> bytes:
-        """One blocking request (in a worker thread); errors come out typed."""
-        request = urllib.request.Request(self.url, data=body, headers=self._headers)
-        if self._authorization:
-            request.add_unredirected_header("Authorization", self._authorization)
+    async def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        pools = self._clients.get(loop)
+        if pools is None:
+            pools = self._clients[loop] = _Pools(self.timeout)
+            await pools.close_with_loop()
+        return pools.next()
+
+    def _clean(self, exc: BaseException) -> str:
+        return " ".join(redact_secrets(str(exc) or repr(exc), self._key).split())
+
+    def _http_error(self, response: httpx.Response, raw: bytes) -> ModelError:
+        status = response.status_code
+        detail = " ".join(redact_secrets(raw.decode("utf-8", "replace"), self._key).split())
+        message = f"{self.url} answered {status}: {detail[:300]}"
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        if retry_after is not None and retry_after > RETRY_AFTER_CAP:
+            message += f" (Retry-After {retry_after:.0f} s, capped at {RETRY_AFTER_CAP:.0f} s)"
+            retry_after = RETRY_AFTER_CAP
+        if status in (401, 403):
+            return ModelAuthError(message, status=status)
+        if status == 429:
+            return ModelRateLimited(message, status=status, retry_after=retry_after)
+        if status >= 500 or status == 408:
+            return ModelUnavailable(message, status=status, retry_after=retry_after)
+        return ModelRejected(message, status=status)
+
+    def _parse(self, raw: bytes) -> ModelReply:
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                data: bytes = response.read()
-                return data
-        except urllib.error.HTTPError as exc:
-            with exc:  # closes the response it wraps
-                detail = self._redact(exc.read(500).decode("utf-8", "replace"))
-            raise _http_error(exc.code, exc.headers, detail, self.url) from None
-        except TimeoutError:
-            raise ModelTimeout(f"no answer from {self.url} within {self.timeout} s") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise ModelTimeout(f"{self.url}: {exc.reason}") from None
-            raise ModelUnavailable(f"cannot reach {self.url}: {exc.reason}") from None
-        except (http.client.HTTPException, OSError) as exc:
-            raise ModelUnavailable(f"connection to {self.url} failed: {exc!r}") from None
+            data: Any = json.loads(raw)
+            content = data["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            snippet = redact_secrets(raw[:200].decode("utf-8", "replace"), self._key)
+            raise ModelResponseError(f"not a chat completion ({exc!r}): {snippet!r}") from None
+        if not isinstance(content, str):
+            raise ModelResponseError(f"the first choice has no text content: {content!r}")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt, prompt_flag = token_count(usage.get("prompt_tokens"))
+        completion, completion_flag = token_count(usage.get("completion_tokens"))
+        flags = tuple(f"{name}: {flag}" for name, flag in (
+            ("prompt_tokens", prompt_flag), ("completion_tokens", completion_flag)) if flag
+        )  # fmt: skip
+        if flags:
+            log.warning("%s reported a bad usage (%s); counted as %d + %d tokens",
+                        self.url, "; ".join(flags), prompt, completion)  # fmt: skip
+        return ModelReply(content, prompt, completion, str(data.get("model") or self.name), flags)
 
 
-# Model calls block a thread each. Their own pool keeps a server that drips bytes from
-# starving the default executor (file I/O of the agents, the worker's sync handlers);
-# a call given up on by its deadline still holds its thread until its socket times out.
-_CALLS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="model-call")
+class _Pools:
+    """One backend's connection pools in one event loop, taken in turn, closed with the
+    loop: a suspended async generator is finished by the loop's shutdown_asyncgens()
+    (asyncio.run and asyncio.Runner call it before closing), after the loop's tasks were
+    cancelled, so closing never waits on a request and a finished loop leaves no socket."""
+
+    def __init__(self, timeout: float) -> None:
+        tls = httpx.create_ssl_context()  # one for all: each costs ~30 ms (the CA bundle)
+        self.clients = [
+            httpx.AsyncClient(
+                verify=tls,
+                timeout=httpx.Timeout(timeout),  # per operation; the total deadline is ours
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=_KEEPALIVE),
+                follow_redirects=False,  # the key never follows a redirect
+            )
+            for _ in range(_POOLS)
+        ]
+        self._turn = itertools.cycle(self.clients)
+        self._closer: AsyncIterator[None] | None = None
+
+    def next(self) -> httpx.AsyncClient:
+        return next(self._turn)
+
+    async def close_with_loop(self) -> None:
+        self._closer = self._close_at_loop_end()
+        await anext(self._closer)
+
+    async def _close_at_loop_end(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A chat-completions endpoint does not redirect a POST; following one would send
-    the request (and, with a plain header, the key) to a host nobody configured."""
-
-    def redirect_request(
-        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> None:
-        raise urllib.error.HTTPError(
-            req.full_url, code, f"redirect to {newurl} refused", headers, fp
-        )
+async def _read(response: httpx.Response, limit: int, *, truncate: bool) -> bytes:
+    """At most `limit` bytes of the body: an error's first ones, or a reply that is not
+    larger (a larger one is a ModelResponseError, not a memory hog)."""
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            if truncate:
+                return bytes(data[:limit])
+            raise ModelResponseError(f"a reply larger than {limit} bytes")
+    return bytes(data)
 
 
 def redact_key(text: str, key: str | None) -> str:
-    """`text` without the key, whole or in part: providers quote it back in errors, whole
-    or as a prefix and a suffix around stars (OpenAI: "sk-abc1****wxyz")."""
-    if not key:
-        return text
-    text = text.replace(key, "***")
-    if len(key) >= 12:  # the prefix of a short key would also match ordinary words
-        text = re.sub(re.escape(key[:8]) + r"\S*", "***", text)
-    return text
-
-
-def _http_error(status: int, headers: HeaderMap, detail: str, url: str) -> ModelError:
-    message = f"{url} answered {status}: {detail.strip()[:300]}"
-    retry_after = _retry_after(headers.get("Retry-After"))
-    if status in (401, 403):
-        return ModelAuthError(message, status=status)
-    if status == 429:
-        return ModelRateLimited(message, status=status, retry_after=retry_after)
-    if status >= 500 or status == 408:
-        return ModelUnavailable(message, status=status, retry_after=retry_after)
-    return ModelRejected(message, status=status)
+    """`text` without the key (whole or quoted from its prefix) and any bearer token."""
+    return redact_secrets(text, key)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -193,33 +279,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _parse(raw: bytes, default_model: str) -> ModelReply:
-    try:
-        data: Any = json.loads(raw)
-        content = data["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        snippet = raw[:200].decode("utf-8", "replace")
-        raise ModelResponseError(f"not a chat completion ({exc!r}): {snippet!r}") from None
-    if not isinstance(content, str):
-        raise ModelResponseError(f"the first choice has no text content: {content!r}")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return ModelReply(
-        content=content,
-        prompt_tokens=_int(usage.get("prompt_tokens")),
-        completion_tokens=_int(usage.get("completion_tokens")),
-        model=str(data.get("model") or default_model),
-    )
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer

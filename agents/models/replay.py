@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .base import Message, ModelReply
+from .base import Message, ModelReply, token_count
 from .errors import ReplayError, ReplayMissing
 
 __all__ = ["ReplayBackend"]
@@ -57,9 +57,11 @@ def _reply(key: str, entry: Any, model: str, path: Path) -> ModelReply:
     if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
         raise ReplayError(f"reply {key!r} in {path} needs a 'content' string")
     usage = entry.get("usage") or {}
-    try:
-        prompt = int(usage.get("prompt_tokens", 0))
-        completion = int(usage.get("completion_tokens", 0))
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ReplayError(f"reply {key!r} in {path} has a malformed 'usage'") from exc
+    if not isinstance(usage, dict):
+        raise ReplayError(f"reply {key!r} in {path} has a malformed 'usage'")
+    prompt, prompt_flag = token_count(usage.get("prompt_tokens", 0))
+    completion, completion_flag = token_count(usage.get("completion_tokens", 0))
+    flags = tuple(flag for flag in (prompt_flag, completion_flag) if flag)
+    if flags:
+        raise ReplayError(f"reply {key!r} in {path} has a malformed 'usage': {flags[0]}")
     return ModelReply(entry["content"], prompt, completion, str(entry.get("model") or model))

@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 
+from utils.redaction import first_line, redact_secrets
 from utils.redis_queue import TaskPriority
 
 from ..runs import PipelineResult, RunEvent, RunState, RunStatus
 
-__all__ = ["ProgressPrinter", "render_summary", "run_row"]
+__all__ = ["ProgressPrinter", "reason_line", "render_summary", "run_row"]
 
 _COLOURS = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "red", RunStatus.CANCELLED: "yellow"}
 
@@ -34,9 +35,17 @@ class ProgressPrinter:
             detail = f"priority {TaskPriority(priority).name}"
         elif event.kind == "finished":
             detail = _finished_detail(event.data)
+        elif event.kind == "failed":
+            detail = reason_line(detail)
         colour = "red" if event.kind == "failed" or "FAILED" in detail else None
         line = f"{elapsed}  {stage:<7} {event.subtask_id or '':<10} {what:<9} {detail}"
         click.secho(line.rstrip(), fg=colour)
+
+
+def reason_line(text: str) -> str:
+    """What a user reads of a failure: its first line, no secret in it. The whole text (a
+    traceback, say) stays in the run's record and the task's detail (`task show`)."""
+    return first_line(redact_secrets(text), 300)
 
 
 def _finished_detail(result: dict[str, Any]) -> str:
@@ -82,7 +91,7 @@ def render_summary(
         rows.append(("trace id", "(tracing off: set OTEL_TRACES_EXPORTER)"))
     if metrics_url:
         rows.append(("metrics", metrics_url))
-    rows += [("reason", reason) for reason in result.reasons]
+    rows += [("reason", reason_line(reason)) for reason in result.reasons]
     status = click.style(str(result.status), fg=_COLOURS.get(result.status), bold=True)
     head = f"Run {result.run_id} {status} in {result.duration_seconds:.1f} s"
     return "\n".join([head, *(f"  {name:<11} {value}" for name, value in rows)])
@@ -101,7 +110,7 @@ def run_row(run: RunState) -> dict[str, Any]:
         "tokens": usage.total_tokens,
         "cost_usd": round(usage.cost_usd, 6),
         "artifact": run.artifact,
-        "reasons": run.reasons,
+        "reasons": [reason_line(reason) for reason in run.reasons],
         "trace_id": run.trace_id,
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at)),
     }

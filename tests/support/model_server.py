@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -61,3 +63,145 @@ class RecordedModel:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+class ProviderServer:
+    """A chat-completions endpoint whose behaviour a test switches at run time (`mode`):
+
+    ok              answers a completion after `delay` seconds (usage: `usage`)
+    trickle         sends a valid reply a byte every `drip` seconds
+    echo-401        401 whose body quotes the Authorization header it was sent
+    echo-500        the same as a 500 (retried, so it reaches the retry log lines)
+    retry-after     429 with Retry-After `retry_after`
+    hang            accepts and never answers (until close())
+
+    It counts requests, requests in flight and their peak, and the dripped replies that
+    stopped because the client hung up (the proof that a deadline freed the connection).
+    """
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.content = "hi there"
+        self.delay = 0.0
+        self.drip = 0.05
+        self.retry_after = "3600"
+        self.usage: dict[str, Any] = {"prompt_tokens": 12, "completion_tokens": 3}
+        self.requests = 0
+        self.in_flight = 0
+        self.peak = 0
+        self.cut_off = 0  # trickles the client closed
+        self.first_at = self.last_at = 0.0  # monotonic: first request in, last answer out
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, so the client's pool is used
+            disable_nagle_algorithm = True  # headers and body go in separate writes
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with provider._lock:
+                    provider.first_at = provider.first_at or time.monotonic()
+                    provider.requests += 1
+                    provider.in_flight += 1
+                    provider.peak = max(provider.peak, provider.in_flight)
+                try:
+                    provider._answer(self, provider.mode)
+                finally:
+                    with provider._lock:
+                        provider.in_flight -= 1
+                        provider.last_at = time.monotonic()
+
+            def do_GET(self) -> None:  # GET /stats: the counters, for a server in a subprocess
+                stats = {"requests": provider.requests, "peak": provider.peak}
+                provider._send(self, 200, json.dumps(stats).encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # 64 connections at once must not wait on a SYN retry
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up is what several tests do on purpose
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def reply(self) -> bytes:
+        choice = {"index": 0, "message": {"role": "assistant", "content": self.content}}
+        return json.dumps({"model": "m-1", "choices": [choice], "usage": self.usage}).encode()
+
+    def _answer(self, handler: BaseHTTPRequestHandler, mode: str) -> None:
+        authorization = handler.headers.get("Authorization", "")
+        if mode == "hang":
+            self.closing.wait(30)
+            handler.close_connection = True
+            return
+        if mode in ("echo-401", "echo-500"):
+            body = {"error": {"message": f"bad request; you sent Authorization: {authorization}"}}
+            self._send(handler, 401 if mode == "echo-401" else 500, json.dumps(body).encode())
+            return
+        if mode == "retry-after":
+            self._send(handler, 429, b'{"error": "slow down"}', {"Retry-After": self.retry_after})
+            return
+        raw = self.reply()
+        if mode == "trickle":
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(raw)))
+            handler.end_headers()
+            try:
+                for i in range(len(raw)):
+                    if self.closing.wait(self.drip):
+                        return
+                    handler.wfile.write(raw[i : i + 1])
+                    handler.wfile.flush()
+            except OSError:
+                with self._lock:
+                    self.cut_off += 1
+            return
+        if self.delay:
+            self.closing.wait(self.delay)
+        self._send(handler, 200, raw)
+
+    @staticmethod
+    def _send(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        raw: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        handler.send_response(status)
+        for name, value in {**(headers or {}), "Content-Type": "application/json"}.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(raw)))
+        handler.end_headers()
+        handler.wfile.write(raw)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def main() -> None:
+    """`python -m tests.support.model_server DELAY`: a ProviderServer answering after DELAY
+    seconds in a process of its own (so its threads do not share the client's GIL), its URL
+    on the first line of stdout, until stdin closes."""
+    provider = ProviderServer()
+    provider.delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    print(provider.url, flush=True)
+    sys.stdin.read()
+    provider.close()
+
+
+if __name__ == "__main__":
+    main()
