@@ -22,7 +22,8 @@ from utils.config import Settings
 from utils.metrics import PipelineMetrics
 from utils.redis_queue.handlers import HandlerRegistry, as_registry, load_app
 
-from .errors import RunAlreadyDriven, RunNotFound
+from .approval import decision
+from .errors import PipelineError, RunAlreadyDriven, RunNotFound
 from .executors import StageExecutor
 from .flow import StageFlow
 from .local import LocalExecutor
@@ -212,6 +213,27 @@ class EnhancedPipelineManager(StageFlow):
     async def list_runs(self, limit: int = 20) -> list[RunState]:
         return await self.store.recent(limit)
 
+    async def approve_run(
+        self, run_id: str, *, by: str | None = None, comment: str | None = None
+    ) -> dict[str, Any]:
+        """Approve the run at its approval gate (or ahead of it); returns the decision that
+        stands: this one, or one given before (the first decision stands)."""
+        return await self._decide(run_id, decision("approved", by, comment))
+
+    async def reject_run(
+        self, run_id: str, reason: str, *, by: str | None = None
+    ) -> dict[str, Any]:
+        """Reject the run at its approval gate: it ends failed with `reason`."""
+        return await self._decide(run_id, decision("rejected", by, reason))
+
+    async def _decide(self, run_id: str, given: dict[str, Any]) -> dict[str, Any]:
+        run = await self.get_run(run_id)
+        if run.spec.approval is None:
+            raise PipelineError(f"run {run_id} has no approval gate (its spec has no approval)")
+        if run.status.is_final:
+            raise PipelineError(f"run {run_id} has ended ({run.status})")
+        return await self.store.decide(run_id, given)
+
     async def cancel_run(self, run_id: str) -> RunStatus:
         """Cancel a run: its queued subtasks are cancelled and its running ones stopped.
         Returns the run's status afterwards (CANCELLED, or how it had already ended)."""
@@ -228,7 +250,7 @@ class EnhancedPipelineManager(StageFlow):
         if driver is not None:
             return (await asyncio.shield(driver)).status
         if not await self.store.acquire(run_id, self.manager_id, self._lock_ms):
-            return RunStatus.RUNNING  # its manager sees the flag and ends it
+            return run.status  # its manager sees the flag and ends it
         # Nobody drives it (its manager is gone, or it just ended): read it again under
         # the lock, so a run that ended meanwhile is not overwritten.
         run = await self.get_run(run_id)

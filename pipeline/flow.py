@@ -25,6 +25,7 @@ from utils.config import Settings
 from utils.metrics import PipelineMetrics
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
+from .approval import decision, new_approval
 from .dag import dependants
 from .errors import RunInterrupted, RunOwnershipLost
 from .executors import StageExecutor
@@ -172,7 +173,10 @@ class StageFlow:
         if failed:
             raise _StageFailed("; ".join(failed))
         fix_round = 0
+        qa: dict[str, Any] | None = None
         while True:
+            if fix_round == 0:
+                await self._gate(run, Stage.QA, None)
             async with self._stage(run, Stage.QA):
                 qa = await self._step(run, Stage.QA, _qa_subtask(fix_round), round=fix_round)
             if qa.get("passed"):
@@ -183,11 +187,14 @@ class StageFlow:
                 )
             fix_round += 1
             run.fix_rounds = fix_round
+            if fix_round == 1:
+                await self._gate(run, Stage.FIX, qa)
             async with self._stage(run, Stage.FIX):
                 failure = str(qa.get("output") or qa.get("summary") or "")
                 await self._step(
                     run, Stage.FIX, _fix_subtask(fix_round), round=fix_round, failure=failure
                 )
+        await self._gate(run, Stage.DEPLOY, qa)
         async with self._stage(run, Stage.DEPLOY):
             deploy = await self._step(
                 run,
@@ -199,6 +206,39 @@ class StageFlow:
                 qa_evidence=qa,
             )
         run.artifact = deploy.get("artifact")
+
+    async def _gate(self, run: RunState, stage: Stage, qa: dict[str, Any] | None) -> None:
+        """Wait before `stage` for the approval the spec asks for (pipeline/approval.py);
+        a run resumed at its gate waits on until the same deadline."""
+        wanted = run.spec.approval
+        if wanted is None or wanted.stage != stage:
+            return
+        gate = run.approval
+        if gate is None or gate.stage != stage:
+            timeout = wanted.timeout_seconds or self.settings.pipeline.approval_timeout_seconds
+            gate = run.approval = new_approval(run, stage, timeout, wanted.on_timeout, qa)
+        if gate.decision is None:
+            run.status = RunStatus.AWAITING_APPROVAL
+            await self._save(run)
+            hint = f"agentic pipeline approve|reject {run.run_id}"
+            self._emit(run, "approval", stage, message=f"awaiting approval to {stage}: {hint}")
+            left = None if gate.deadline is None else max(0.0, gate.deadline - time.time())
+            decided = await self.store.await_decision(run.run_id, left)
+            if decided is None:  # recorded like a decision, unless one came just now
+                late = "approved" if gate.on_timeout == "approve" else "timed_out"
+                decided = await self.store.decide(run.run_id, decision(late, "timeout"))
+            if decided.get("decision") == "cancelled":
+                raise _RunCancelled
+            gate.decision, gate.decided_by = str(decided["decision"]), decided.get("by")
+            gate.decided_at, gate.comment = decided.get("at"), decided.get("comment")
+            run.status = RunStatus.RUNNING
+            await self._save(run)
+            self._emit(run, gate.decision, stage, message=f"by {gate.decided_by}")
+        if gate.decision != "approved":
+            why = f": {gate.comment}" if gate.comment else ""
+            raise _StageFailed(
+                f"{stage} was {gate.decision.replace('_', ' ')} by {gate.decided_by}{why}"
+            )
 
     async def _dev_graph(self, run: RunState) -> list[Any]:
         """Every dev subtask, each started once all it depends on passed (pipeline/dag.py):

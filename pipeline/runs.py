@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from .spec import PipelineSpec
 
 __all__ = [
+    "Approval",
     "PipelineResult",
     "RunEvent",
     "RunState",
@@ -31,13 +32,14 @@ __all__ = [
 
 class RunStatus(StrEnum):
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"  # stopped before a gated stage (spec `approval`)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        return self is not RunStatus.RUNNING
+        return self not in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
 class Stage(StrEnum):
@@ -96,6 +98,22 @@ class SubtaskRecord(BaseModel):
         return None if self.finished_at is None else self.finished_at - self.submitted_at
 
 
+class Approval(BaseModel):
+    """A run's approval gate: what was asked (when, before which stage, what is to ship,
+    until when) and, once given, the decision: approved, rejected or timed_out, by whom,
+    when and why."""
+
+    stage: Stage
+    requested_at: float
+    deadline: float | None = None  # server-independent wall time; None: waits for ever
+    on_timeout: str = "fail"  # or "approve"
+    summary: dict[str, Any] = Field(default_factory=dict)
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    comment: str | None = None
+
+
 class RunState(BaseModel):
     run_id: str
     spec: PipelineSpec
@@ -110,6 +128,7 @@ class RunState(BaseModel):
     artifact: str | None = None
     trace_context: dict[str, str] = Field(default_factory=dict)
     trace_id: str | None = None
+    approval: Approval | None = None
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     finished_at: float | None = None

@@ -18,7 +18,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,7 @@ from .dag import graph_problems
 from .errors import SpecError
 
 __all__ = [
+    "ApprovalSpec",
     "ModelLimits",
     "PipelineSpec",
     "SpecError",
@@ -104,6 +105,18 @@ class ModelLimits(BaseModel):
         return self
 
 
+class ApprovalSpec(BaseModel):
+    """A human approval before `stage` (default deploy): the run waits, durably, for
+    `agentic pipeline approve|reject RUN_ID` (or the API) up to `timeout_seconds` (default:
+    the settings' approval_timeout_seconds), then fails or goes on as `on_timeout` says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["qa", "fix", "deploy"] = "deploy"
+    timeout_seconds: float | None = Field(None, gt=0, le=30 * 86400)
+    on_timeout: Literal["fail", "approve"] = "fail"
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +130,9 @@ class PipelineSpec(BaseModel):
     )
     model_limits: ModelLimits | None = Field(
         None, description="The provider's limits, applied fleet-wide to dev and fix."
+    )
+    approval: ApprovalSpec | None = Field(
+        None, description="A human approval before a stage (deploy by default)."
     )
 
     @field_validator("subtasks")

@@ -6,27 +6,32 @@ In Redis, next to the queue's keys (utils/redis_queue/keys.py):
     run:<id>        hash   state (the RunState JSON), cancel ("1" once requested)
     run_lock:<id>   string the manager driving the run, with a TTL it keeps renewing
     runs            zset   every run id by creation time (ms), for `list`
+    run_decision:<id> list the approval decision of a run at its gate (JSON), or a cancel
     active_runs     set    runs not ended: what a restarted manager resumes
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 from redis.exceptions import WatchError
 
 from utils.redis_queue import RedisTaskQueue
-from utils.redis_queue.connection import redis_errors
+from utils.redis_queue.connection import BLOCK_SLICE_SECONDS, redis_errors
 
 from .errors import RunOwnershipLost, RunStoreError
-from .runs import RunState, RunStatus
+from .runs import RunState
 
 __all__ = ["MemoryRunStore", "RedisRunStore", "RunStore"]
 
 log = logging.getLogger("agentic.pipeline")
 KEEP_FINISHED_IN_MEMORY = 1000  # runs a MemoryRunStore keeps after they ended
+CANCELLED: dict[str, Any] = {"decision": "cancelled"}  # a cancel, as an approval gate sees it
 
 
 class RunStore(Protocol):
@@ -47,6 +52,15 @@ class RunStore(Protocol):
         """The manager holding the run's lock and the seconds its lock has left."""
         ...
 
+    async def decide(self, run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
+        """Record a run's approval decision unless one stands; returns the one standing."""
+        ...
+
+    async def await_decision(self, run_id: str, timeout: float | None) -> dict[str, Any] | None:
+        """The run's decision, waited for up to `timeout` s (None: for ever); None if none
+        came. It stays recorded, for a manager that resumes the run."""
+        ...
+
 
 class MemoryRunStore:
     """Run state of one process: gone when it exits."""
@@ -57,6 +71,8 @@ class MemoryRunStore:
         self._runs: dict[str, str] = {}
         self._cancel: set[str] = set()
         self._owners: dict[str, str] = {}
+        self._decisions: dict[str, dict[str, Any]] = {}
+        self._decided: dict[str, asyncio.Event] = {}
 
     async def save(self, run: RunState, owner: str) -> None:
         if self._owners.get(run.run_id, owner) != owner:
@@ -66,10 +82,12 @@ class MemoryRunStore:
             self._forget_oldest_finished()
 
     def _forget_oldest_finished(self) -> None:
-        finished = [r for r in self._states() if r.status is not RunStatus.RUNNING]
+        finished = [r for r in self._states() if r.status.is_final]
         for run in sorted(finished, key=lambda r: r.created_at)[:-KEEP_FINISHED_IN_MEMORY]:
             del self._runs[run.run_id]
             self._cancel.discard(run.run_id)
+            self._decisions.pop(run.run_id, None)
+            self._decided.pop(run.run_id, None)
 
     def _states(self) -> list[RunState]:
         return [RunState.model_validate_json(raw) for raw in self._runs.values()]
@@ -86,9 +104,21 @@ class MemoryRunStore:
 
     async def request_cancel(self, run_id: str) -> None:
         self._cancel.add(run_id)
+        await self.decide(run_id, CANCELLED)  # wakes a run waiting at its approval gate
 
     async def cancel_requested(self, run_id: str) -> bool:
         return run_id in self._cancel
+
+    async def decide(self, run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
+        standing = self._decisions.setdefault(run_id, decision)
+        self._decided.setdefault(run_id, asyncio.Event()).set()
+        return standing
+
+    async def await_decision(self, run_id: str, timeout: float | None) -> dict[str, Any] | None:
+        decided = self._decided.setdefault(run_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(decided.wait(), timeout)
+        return self._decisions.get(run_id)
 
     async def acquire(self, run_id: str, owner: str, ttl_ms: int) -> bool:
         return self._owners.setdefault(run_id, owner) == owner
@@ -173,6 +203,41 @@ class RedisRunStore:
     async def request_cancel(self, run_id: str) -> None:
         async with redis_errors(self._url):
             await self._queue.redis.hset(self._keys.run(run_id), "cancel", "1")
+        await self.decide(run_id, CANCELLED)  # wakes a run waiting at its approval gate
+
+    async def decide(self, run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
+        key = self._keys.run_decision(run_id)
+        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    standing = await pipe.lindex(key, 0)
+                    if standing is not None:
+                        return dict(json.loads(standing))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.rpush(key, json.dumps(decision))
+                    pipe.expire(key, self._ttl)
+                    await pipe.execute()
+                    return decision
+                except WatchError:  # decided by someone else meanwhile: read theirs
+                    continue
+
+    async def await_decision(self, run_id: str, timeout: float | None) -> dict[str, Any] | None:
+        # Blocks in Redis (no polling), a slice at a time; BLMOVE of the list onto itself
+        # leaves the decision in place for a manager that resumes the run later.
+        key = self._keys.run_decision(run_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        client = self._queue.blocking_redis
+        while True:
+            wait = BLOCK_SLICE_SECONDS if deadline is None else deadline - loop.time()
+            if wait <= 0:
+                return None
+            async with redis_errors(self._url):
+                seconds = max(0.01, min(wait, BLOCK_SLICE_SECONDS))
+                found = await client.blmove(key, key, seconds)  # type: ignore[arg-type]
+            if found is not None:
+                return dict(json.loads(found))
 
     async def cancel_requested(self, run_id: str) -> bool:
         async with redis_errors(self._url):

@@ -29,6 +29,8 @@ from tests.support.dashboard import (
 from tests.support.pipeline import ROOT, spec
 from tests.support.processes import agentic_argv, agentic_env, eventually
 from tests.support.redis_server import RedisServer
+from tests.test_pipeline_approval import Gatekeeper
+from tests.test_pipeline_dag import Recorder, dag_spec
 from utils.config import Settings
 from utils.redis_queue import RedisTaskQueue
 
@@ -420,3 +422,28 @@ async def test_a_redis_outage_is_a_clear_503_and_the_dashboard_recovers(
         private_redis.restart()
         back = await client.get("/api/queues/jobs")
         assert back.status_code == 200, back.text  # (a restart without persistence: empty)
+
+
+async def test_approve_a_run_at_its_gate_from_the_dashboard(
+    config: Settings, population: Population
+) -> None:
+    gate = Gatekeeper()
+    handlers = Recorder(dev_seconds=0.01).registry()
+    async with DistributedPipelineManager(settings=config, handlers=handlers, on_event=gate) as m:
+        run_id = await m.start_run(dag_spec({"a": []}, approval={"stage": "deploy"}))
+        await gate.waiting.wait()
+        async with serve(config) as url, httpx.AsyncClient(base_url=url) as client:
+            page = await client.get(f"/runs/{run_id}")
+            assert "Approval before deploy" in page.text and ">Approve</button>" in page.text
+            assert (await client.get(f"/api/runs/{run_id}")).json()["status"] == (
+                "awaiting_approval"
+            )
+            answer = await client.post(
+                f"/runs/{run_id}/approve", data={"csrf": csrf_of(page), "comment": "go"}
+            )
+            assert answer.status_code == 303
+        result = await m.wait_run(run_id)
+        record = await m.get_run(run_id)
+    assert result.status is RunStatus.SUCCEEDED
+    assert record.approval is not None and record.approval.decided_by == "dashboard"
+    assert record.approval.comment == "go"

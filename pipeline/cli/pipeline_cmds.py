@@ -162,6 +162,17 @@ def status_cmd(state: CliState, run_id: str, as_json: bool) -> None:
         click.echo(f"{name:<11} {row[name]}")
     for reason in found.reasons:
         click.echo(f"{'reason':<11} {reason}")
+    gate = found.approval
+    if gate is not None:
+        if gate.decision is None:
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gate.deadline or 0))
+            said = f"waiting until {until} (then {gate.on_timeout})"
+        else:
+            said = f"{gate.decision} by {gate.decided_by}" + (
+                f": {gate.comment}" if gate.comment else ""
+            )
+        click.echo(f"{'approval':<11} before {gate.stage}: {said}")
+        click.echo(f"{'to ship':<11} {', '.join(gate.summary.get('files', [])) or '-'}")
     for record in found.subtasks.values():
         took = f"{record.duration_seconds:.1f}s" if record.duration_seconds is not None else ""
         click.echo(
@@ -194,6 +205,39 @@ def list_cmd(state: CliState, limit: int, as_json: bool) -> None:
         )
 
 
+@pipeline.command("approve")
+@click.argument("run_id")
+@click.option("--comment", default=None, help="Why, for the run's record.")
+@click.option("--by", "by", default=None, help="Who approves  [default: user@host]")
+@pass_state
+def approve_cmd(state: CliState, run_id: str, comment: str | None, by: str | None) -> None:
+    """Approve RUN_ID at its approval gate: it goes on to the gated stage."""
+    _decide(state, run_id, "approved", by, comment)
+
+
+@pipeline.command("reject")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why: the run's failure reason.")
+@click.option("--by", "by", default=None, help="Who rejects  [default: user@host]")
+@pass_state
+def reject_cmd(state: CliState, run_id: str, reason: str, by: str | None) -> None:
+    """Reject RUN_ID at its approval gate: it ends failed with REASON."""
+    _decide(state, run_id, "rejected", by, reason)
+
+
+def _decide(state: CliState, run_id: str, kind: str, by: str | None, text: str | None) -> None:
+    async def decide() -> dict[str, Any]:
+        async with _manager(state.settings) as manager:
+            if kind == "approved":
+                return await manager.approve_run(run_id, by=by, comment=text)
+            return await manager.reject_run(run_id, text or "", by=by)
+
+    standing = run(decide)
+    if standing["decision"] != kind:
+        fail(f"{run_id}: already {standing['decision']} by {standing.get('by')}")
+    click.echo(f"{run_id}: {kind} by {standing.get('by')}")
+
+
 @pipeline.command("cancel")
 @click.argument("run_id")
 @pass_state
@@ -205,7 +249,7 @@ def cancel_cmd(state: CliState, run_id: str) -> None:
             return await manager.cancel_run(run_id)
 
     status = run(cancel)
-    if status is RunStatus.RUNNING:
+    if not status.is_final:
         click.echo(f"{run_id}: cancel requested; the manager driving it ends it")
     else:
         click.echo(f"{run_id}: {status}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         v, indent=2, sort_keys=True, default=str, ensure_ascii=False
     )
     env.filters["seconds"] = _seconds
+    env.filters["clock"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
     env.filters["q"] = lambda v: quote(str(v), safe="")
 
     def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -275,6 +277,20 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
     async def do_resume_run(r: Request) -> str:
         return await console.resume_run(r.path_params["run_id"])
 
+    async def do_decide(r: Request, approve: bool) -> str:
+        form = await r.form() if "form" in r.headers.get("content-type", "") else {}
+        text = form.get("comment" if approve else "reason") or None
+        by = "dashboard" + ("" if guard.token is None else " (token holder)")
+        return await console.decide_run(
+            r.path_params["run_id"], approve, text if isinstance(text, str) else None, by
+        )
+
+    async def do_approve(r: Request) -> str:
+        return await do_decide(r, True)
+
+    async def do_reject(r: Request) -> str:
+        return await do_decide(r, False)
+
     # -- auth ----------------------------------------------------------------------------
 
     async def login_form(request: Request) -> Response:
@@ -345,6 +361,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         ("/queues/{queue}/dlq/purge", bulk(do_purge, "purge", queue_of)),
         ("/runs/{run_id}/cancel", action(do_cancel_run, run_url)),
         ("/runs/{run_id}/resume", action(do_resume_run, run_url)),
+        ("/runs/{run_id}/approve", action(do_approve, run_url)),
+        ("/runs/{run_id}/reject", action(do_reject, run_url)),
     ]
     routes: list[BaseRoute] = []
     for path, handler, methods in pages:

@@ -14,7 +14,7 @@ from pipeline.cli.progress import run_row
 from pipeline.distributed import DistributedPipelineManager
 from pipeline.errors import RunNotFound
 from pipeline.reports import HISTORY_MINUTES, gather_info, queue_overview, worker_rows
-from pipeline.runs import RunState, RunStatus
+from pipeline.runs import RunState
 from pipeline.spec import secret_like
 from utils.config import Settings
 from utils.redis_queue import MinuteCounts, RedisTaskQueue, TaskState, codec
@@ -199,9 +199,17 @@ class Console:
 
     async def cancel_run(self, run_id: str) -> str:
         status = await (await self.manager()).cancel_run(run_id)
-        if status is RunStatus.RUNNING:
+        if not status.is_final:
             return f"run {run_id}: cancel requested; the manager driving it ends it"
         return f"run {run_id}: {status}"
+
+    async def decide_run(self, run_id: str, approve: bool, text: str | None, by: str) -> str:
+        manager = await self.manager()
+        if approve:
+            standing = await manager.approve_run(run_id, by=by, comment=text)
+        else:
+            standing = await manager.reject_run(run_id, text or "rejected", by=by)
+        return f"run {run_id}: {standing['decision']} by {standing.get('by')}"
 
     async def resume_run(self, run_id: str) -> str:
         if await (await self.manager()).resume_run(run_id):

@@ -279,6 +279,11 @@ class QueueKeys:
         """String with a TTL: the manager driving the run; absent = free to resume."""
         return f"{self.base}run_lock:{run_id}"
 
+    def run_decision(self, run_id: str) -> str:
+        """List: the approval decision of a run waiting at its gate (JSON; the first one
+        stands), or a cancel's wake-up; kept with the run."""
+        return f"{self.base}run_decision:{run_id}"
+
     @property
     def runs(self) -> str:
         """Sorted set: every run id by creation time (ms)."""

@@ -239,6 +239,13 @@ class QueueClient:
     # -- internals shared by the queue's parts ----------------------------------
 
     @property
+    def blocking_redis(self) -> Redis:
+        """The client for blocking commands (BLPOP, BLMOVE): its socket timeout leaves
+        room for a wait of BLOCK_SLICE_SECONDS. For waits of the layers above (the
+        pipeline's approval gate); wrap each in redis_errors() like other direct reads."""
+        return self._blocking_client
+
+    @property
     def _blocking_client(self) -> Redis:
         if self._blocking is None:
             raise NotConnected("call `await queue.connect()` first")
