@@ -19,6 +19,7 @@ from tests.support.checker import reconcile
 from tests.support.fault_servers import FaultRedis
 from tests.support.ledger import Ledger
 from tests.support.load import drained, enqueue_all, payloads, poll, value
+from utils.redis_queue.registry import list_workers
 from utils.redis_queue.worker import CRASH_EXIT_CODE, CRASH_STEPS
 
 Factory = Callable[..., Any]
@@ -168,6 +169,13 @@ async def test_a_poison_task_that_kills_its_worker_is_dead_lettered_and_the_rest
         return await drained(q, acked, timeout=0)
 
     assert await poll(settled, timeout=60), await q.get_queue_size()
+
+    async def all_serving() -> bool:  # a worker restarted just now may still be importing:
+        # a SIGTERM before it installed its handlers would kill it (-15), not stop it
+        serving = {w.pid for w in await list_workers(q) if w.alive}
+        return all(proc.pid in serving for proc in workers.alive())
+
+    assert await poll(all_serving, timeout=30)
     assert await workers.stop_all() == [0, 0, 0]
     poison = await q.get_task("poison")
     assert poison is not None and poison.state == "dead_letter"
