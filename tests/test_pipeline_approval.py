@@ -24,7 +24,7 @@ from pipeline import (
     RunEvent,
     RunStatus,
 )
-from tests.support.pipeline import ROOT, settings, spec
+from tests.support.pipeline import EXAMPLE, ROOT, settings, spec
 from tests.support.processes import agentic_argv, agentic_env, eventually
 from tests.test_pipeline_dag import DIAMOND, Recorder, dag_spec
 from utils.redis_queue.handlers import HandlerRegistry
@@ -181,5 +181,26 @@ async def test_a_killed_manager_restarted_at_the_gate_goes_on_once_approved(
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert "approval    before deploy: approved by dana: looks good" in status.stdout
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)
+
+
+async def test_the_gated_example_runs_in_order_and_waits_for_its_approval(
+    tmp_path: Path, redis_url: str, queue_name: str, raw_redis: Redis
+) -> None:
+    config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
+    gate = Gatekeeper()
+    manager = DistributedPipelineManager(
+        settings=config, handlers=build_registry(config), on_event=gate, resume=False
+    )
+    async with manager:
+        run_id = await manager.start_run(EXAMPLE / "spec-gated.json")
+        await gate.waiting.wait()
+        await manager.approve_run(run_id, by="test")
+        result = await asyncio.wait_for(manager.wait_run(run_id), 60)
+    assert result.status is RunStatus.SUCCEEDED, result.reasons
+    dev = {r.subtask_id: r for r in result.subtasks if r.stage == "dev"}
+    assert dev["textstats"].submitted_at >= (dev["calc"].finished_at or 0)
+    assert result.artifact is not None
     async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
         await raw_redis.delete(key)
