@@ -26,6 +26,7 @@ from utils.metrics import PipelineMetrics
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
 from .approval import decision, new_approval
+from .budget import over_budget, seconds_left
 from .dag import dependants
 from .errors import RunInterrupted, RunOwnershipLost
 from .executors import StageExecutor
@@ -52,6 +53,10 @@ log = logging.getLogger("agentic.pipeline")
 
 class _StageFailed(Exception):
     """The run cannot go on: the reason is the exception's message."""
+
+
+class _BudgetExceeded(_StageFailed):
+    """The run used more than its budget: it ends with this reason alone."""
 
 
 class _RunCancelled(Exception):
@@ -151,7 +156,7 @@ class StageFlow:
         pause = OUTAGE_FIRST_PAUSE
         while True:
             try:
-                await self._flow(run)
+                await self._flow_within_budget(run)
                 return
             except RedisUnavailable as exc:
                 log.warning(
@@ -163,11 +168,39 @@ class StageFlow:
             if run.run_id in self._cancelling:
                 raise _RunCancelled
 
+    async def _check_budget(self, run: RunState) -> None:
+        reason = over_budget(run)
+        if reason is not None:
+            await self._cancel_queued(run)
+            raise _BudgetExceeded(reason)
+
+    async def _cancel_queued(self, run: RunState) -> None:
+        for record in run.subtasks.values():
+            if record.state == SubtaskState.QUEUED:
+                await self.executor.cancel(record.task_id)
+
+    async def _flow_within_budget(self, run: RunState) -> None:
+        await self._check_budget(run)  # a resumed run may be past it already
+        left = seconds_left(run)
+        if left is None:
+            return await self._flow(run)
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                return await self._flow(run)
+        except TimeoutError:
+            await self._cancel_queued(run)
+            budget = run.spec.budget
+            assert budget is not None and budget.max_seconds is not None
+            raise _BudgetExceeded(f"budget exceeded: {budget.max_seconds:g} s") from None
+
     async def _flow(self, run: RunState) -> None:
         async with self._stage(run, Stage.DEV):
             outcomes = await self._dev_graph(run)
         for outcome in outcomes:  # cancel, takeover, outage or a bug: not a dev failure
             if isinstance(outcome, BaseException) and not isinstance(outcome, _StageFailed):
+                raise outcome
+        for outcome in outcomes:  # the budget's reason alone, not the cancels it caused
+            if isinstance(outcome, _BudgetExceeded):
                 raise outcome
         failed = [str(o) for o in outcomes if isinstance(o, _StageFailed)]
         if failed:
@@ -253,6 +286,8 @@ class StageFlow:
             await asyncio.gather(*needs, return_exceptions=True)
             for need, step in zip(edges[spec["id"]], needs, strict=True):
                 problem = step.exception()
+                if isinstance(problem, _BudgetExceeded):
+                    raise problem
                 if isinstance(problem, _StageFailed):
                     await self._blocked(run, spec, need)
                 if problem is not None:  # cancel, takeover, outage: the same for this one
@@ -344,6 +379,7 @@ class StageFlow:
             used.add(result.get("usage"))
             self.metrics.subtask_used(str(stage), used.total_tokens, used.cost_usd)
         self._emit(run, "finished", stage, subtask["id"], str(result.get("summary", "")), result)
+        await self._check_budget(run)
         if stage is not Stage.QA and result.get("ok") is False:
             raise _StageFailed(f"{stage} subtask {subtask['id']}: {result.get('summary')}")
         return result

@@ -34,6 +34,7 @@ from .errors import SpecError
 
 __all__ = [
     "ApprovalSpec",
+    "BudgetSpec",
     "ModelLimits",
     "PipelineSpec",
     "SpecError",
@@ -117,6 +118,17 @@ class ApprovalSpec(BaseModel):
     on_timeout: Literal["fail", "approve"] = "fail"
 
 
+class BudgetSpec(BaseModel):
+    """What a run may spend: tokens, USD and wall seconds (each optional); past any of
+    them the run ends failed with the reason and its queued subtasks are cancelled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_seconds: float | None = Field(None, gt=0)
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,6 +146,7 @@ class PipelineSpec(BaseModel):
     approval: ApprovalSpec | None = Field(
         None, description="A human approval before a stage (deploy by default)."
     )
+    budget: BudgetSpec | None = Field(None, description="What the run may spend.")
 
     @field_validator("subtasks")
     @classmethod

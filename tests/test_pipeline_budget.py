@@ -1,0 +1,95 @@
+"""A run's budget, on both managers: tokens and cost checked as results arrive, time as
+a deadline on the whole flow; past it the run fails with the reason and what was queued
+is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from pipeline import DistributedPipelineManager, EnhancedPipelineManager, RunStatus
+from tests.support.pipeline import settings
+from tests.test_pipeline_dag import Recorder, dag_spec
+from utils.redis_queue.handlers import HandlerRegistry, TaskContext
+
+pytestmark = pytest.mark.timeout(60)
+ManagerFactory = Callable[..., EnhancedPipelineManager]
+CHAIN = {"a": [], "b": ["a"], "c": ["b"], "d": ["c"], "e": ["d"]}
+
+
+class Spender(Recorder):
+    """Dev subtasks that each report 1,000 tokens costing 0.01 USD."""
+
+    async def dev(self, ctx: TaskContext) -> dict[str, Any]:
+        result = await super().dev(ctx)
+        usage = {"prompt_tokens": 600, "completion_tokens": 400, "cost_usd": 0.01}
+        return {**result, "usage": usage}
+
+
+@pytest.fixture(params=["local", "redis"])
+async def make_manager(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    raw_redis: Redis,
+) -> AsyncIterator[ManagerFactory]:
+    def factory(handlers: HandlerRegistry) -> EnhancedPipelineManager:
+        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
+        if request.param == "local":
+            return EnhancedPipelineManager(handlers, settings=config)
+        return DistributedPipelineManager(settings=config, handlers=handlers, resume=False)
+
+    yield factory
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)
+
+
+async def test_a_token_budget_stops_the_run_at_the_result_that_passes_it(
+    make_manager: ManagerFactory,
+) -> None:
+    spender = Spender(dev_seconds=0.01)
+    async with make_manager(spender.registry()) as manager:
+        result = await manager.run(dag_spec(CHAIN, budget={"max_tokens": 2500}))
+    assert result.status is RunStatus.FAILED
+    assert result.reasons == ["budget exceeded: 3,000 tokens used, 2,500 allowed"]
+    assert set(spender.spans) == {"a", "b", "c"}, "nothing ran past the result that passed it"
+    assert result.usage.total_tokens == 3000
+    assert not any(r.stage == "qa" for r in result.subtasks)
+
+
+async def test_a_cost_budget_counts_usd(make_manager: ManagerFactory) -> None:
+    async with make_manager(Spender(dev_seconds=0.01).registry()) as manager:
+        result = await manager.run(dag_spec(CHAIN, budget={"max_cost_usd": 0.015}))
+    assert result.status is RunStatus.FAILED
+    assert result.reasons == ["budget exceeded: 0.0200 USD spent, 0.0150 allowed"]
+
+
+async def test_a_time_budget_ends_the_run_and_cancels_what_was_queued(
+    make_manager: ManagerFactory,
+) -> None:
+    slow = Spender(dev_seconds=30)
+    async with make_manager(slow.registry()) as manager:
+        started = asyncio.get_running_loop().time()
+        result = await manager.run(dag_spec({"a": [], "b": []}, budget={"max_seconds": 0.5}))
+        took = asyncio.get_running_loop().time() - started
+        states = {
+            r.subtask_id: r.state for r in (await manager.get_run(result.run_id)).subtasks.values()
+        }
+    assert result.status is RunStatus.FAILED
+    assert result.reasons == ["budget exceeded: 0.5 s"]
+    assert took < 10
+    assert set(states) == {"a", "b"}
+
+
+async def test_a_run_within_its_budget_is_not_disturbed(make_manager: ManagerFactory) -> None:
+    budget = {"max_tokens": 10_000, "max_cost_usd": 1.0, "max_seconds": 60}
+    async with make_manager(Spender(dev_seconds=0.01).registry()) as manager:
+        result = await manager.run(dag_spec(CHAIN, budget=budget))
+    assert result.status is RunStatus.SUCCEEDED, result.reasons
+    assert result.usage.total_tokens == 5000
