@@ -45,7 +45,7 @@ class ProgressPrinter:
 def reason_line(text: str) -> str:
     """What a user reads of a failure: its first line, no secret in it. The whole text (a
     traceback, say) stays in the run's record and the task's detail (`task show`)."""
-    return first_line(redact_secrets(text), 300)
+    return first_line(redact_secrets(text), 600)
 
 
 def _finished_detail(result: dict[str, Any]) -> str:
