@@ -2,7 +2,9 @@
 
 A test suite may start processes of its own or hang; on timeout (or when the task is
 cancelled) the whole group is SIGKILLed, and leftovers of a run that exited are killed
-too, so nothing outlives the QA step or holds its output pipe open.
+too, so nothing outlives the QA step or holds its output pipe open. The command also
+dies (SIGKILL, parent-death signal) with the worker that started it, even a SIGKILLed one;
+processes it starts itself are left to its own clean-up in that case.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from utils.parent_death import dying_with_this_process
 
 __all__ = ["ProcessResult", "run_process"]
 
@@ -35,7 +39,7 @@ async def run_process(
 ) -> ProcessResult:
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        *dying_with_this_process(argv),
         cwd=cwd,
         env=dict(env),
         stdin=asyncio.subprocess.DEVNULL,

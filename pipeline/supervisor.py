@@ -1,28 +1,41 @@
 """WorkerPool: worker processes by slot, the one supervisor behind `agentic worker -p N`
 and the per-task-type workers `agentic pipeline run` starts (pipeline/launcher.py).
 
-Each slot runs one command. `run()` supervises until every child has exited: SIGTERM and
-SIGINT are forwarded to the children, and a child that exits with an error while the pool
-is not stopping is started again after a backoff (0.5 s, doubling up to 30 s while it
-keeps crashing quickly; a child that ran for a minute starts again from 0.5 s).
-`respawn_dead()` restarts exited children at once, for callers that poll; `stop()` sends
-SIGTERM to every child, waits up to the grace period, then kills what is left.
+Each slot runs one command; its child gets SUPERVISOR_PID_ENV, so an `agentic worker` child
+ties itself to this process (parent-death signal: it stops when the pool's process dies,
+even by SIGKILL) and leaves the stop's deadline to the pool. `run()` supervises until every
+child has exited. A stop (SIGTERM, SIGINT or SIGHUP to this process, or `stop()`) sends
+SIGTERM to every child once, waits for the grace plus a margin for the hand-back, then
+SIGKILLs what is left (a stopped or stuck child cannot hold the pool up); a second signal
+kills at once. Whatever delivered the signal (the terminal's process group, systemd's whole
+cgroup, or a kill of this pid alone), it is one graceful stop.
+
+While the pool is not stopping, the pool size is kept: a child that exits, whatever its
+code, is started again after a backoff (0.5 s, doubling up to 30 s while it keeps exiting
+quickly; a child that ran for a minute starts again from 0.5 s). The exceptions: an exit 0
+when `restart_clean_exits` is off (burst mode: the queue was drained), and an exit code in
+`fatal_codes` (a usage error, such as a worker id already in use), which stops the pool.
+`respawn_dead()` restarts exited children at once, for callers that poll.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from utils.parent_death import SUPERVISOR_PID_ENV
 
 __all__ = [
     "HEALTHY_RUN_SECONDS",
     "RESTART_BASE_SECONDS",
     "RESTART_CAP_SECONDS",
+    "STOP_MARGIN_SECONDS",
     "Command",
     "WorkerPool",
 ]
@@ -32,7 +45,11 @@ log = logging.getLogger("agentic.supervisor")
 RESTART_BASE_SECONDS = 0.5
 RESTART_CAP_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
-_POLL_SECONDS = 0.2  # the supervisor only watches child exits: there is nothing to await
+# After the grace a worker still hands back unfinished tasks, stops its lease keeper and
+# leaves the registry: a few Redis round trips.
+STOP_MARGIN_SECONDS = 3.0
+_POLL_SECONDS = 0.1  # the supervisor only watches child exits: there is nothing to await
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +72,12 @@ class WorkerPool:
     grace_seconds: float = 10.0
     stdout: int | IO[Any] | None = None
     on_exit: Callable[[int], None] | None = None  # called with the pid of every child that exits
+    restart_clean_exits: bool = True
+    fatal_codes: Collection[int] = ()
     children: dict[str, _Child] = field(default_factory=dict)
     stopping: bool = False
+    exit_code: int = 0
+    _kill_at: float = 0.0  # > 0: SIGKILL every child still running at this monotonic time
 
     @property
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
@@ -68,7 +89,8 @@ class WorkerPool:
 
     def _spawn(self, slot: str) -> None:
         command = self.commands[slot]
-        env = dict(command.env) if command.env is not None else None
+        env = dict(command.env if command.env is not None else os.environ)
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())
         proc = subprocess.Popen(list(command.argv), env=env, stdout=self.stdout)
         delay = self.children[slot].delay if slot in self.children else RESTART_BASE_SECONDS
         self.children[slot] = _Child(proc, time.monotonic(), delay=delay)
@@ -80,7 +102,7 @@ class WorkerPool:
 
     def respawn_dead(self) -> list[str]:
         """Start again, at once, the children that exited; returns their slots."""
-        dead = self.dead()
+        dead = [] if self.stopping else self.dead()
         for slot in dead:
             self._spawn(slot)
         return dead
@@ -90,46 +112,86 @@ class WorkerPool:
             if child.proc.poll() is None:
                 child.proc.send_signal(signum)
 
-    def stop(self) -> None:
-        """SIGTERM to every child, then SIGKILL to those still running after the grace."""
+    def begin_stop(self) -> None:
+        """SIGTERM to every child, once; what still runs after the grace will be killed."""
+        if self.stopping:
+            return
         self.stopping = True
+        self._kill_at = time.monotonic() + self.grace_seconds + STOP_MARGIN_SECONDS
         self.send_signal(signal.SIGTERM)
-        for child in self.children.values():
-            try:
-                child.proc.wait(self.grace_seconds + 5)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
-        self.children.clear()
+
+    def stop(self) -> None:
+        """Stop every child: SIGTERM, then SIGKILL to those still running after the grace."""
+        self.begin_stop()
+        while self.children:
+            self._watch()
+            time.sleep(_POLL_SECONDS)
 
     def run(self) -> int:
-        """Start every slot and supervise until every child has exited; returns 0 when
-        all stopped cleanly, else the first failing exit code (negative: a signal)."""
+        """Start every slot and supervise until every child has exited. Returns 0 when all
+        stopped cleanly, else 1, or the fatal exit code a child stopped the pool with."""
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in _STOP_SIGNALS}
+        try:
+            self.start()
+            while self.children:
+                time.sleep(_POLL_SECONDS)
+                self._watch()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self.exit_code
 
-        def on_signal(signum: int, _frame: object) -> None:
-            self.stopping = True
-            self.send_signal(signum)
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.stopping:
+            log.warning("%s while stopping: killing the worker processes now", name)
+            self._kill_at = time.monotonic()
+            return
+        log.info(
+            "%s: stopping %d worker processes (grace %.1f s)",
+            name, len(self.children), self.grace_seconds,
+        )  # fmt: skip
+        self.begin_stop()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        self.start()
-        exit_code = 0
-        while self.children:
-            time.sleep(_POLL_SECONDS)
-            for slot, child in list(self.children.items()):
-                code = child.proc.poll()
-                if code is None:
-                    continue
-                if self.on_exit is not None and child.restart_at == 0.0:
-                    self.on_exit(child.proc.pid)
-                if self.stopping or code == 0:
-                    del self.children[slot]
-                    exit_code = exit_code or (0 if code in (0, -signal.SIGTERM) else code)
-                elif child.restart_at == 0.0:
-                    self._schedule_restart(slot, child, code)
-                elif time.monotonic() >= child.restart_at:
-                    self._spawn(slot)
-        return exit_code
+    def _watch(self) -> None:
+        """One look at every child: reap, restart or (past the deadline) kill."""
+        now = time.monotonic()
+        if self.stopping and now >= self._kill_at:
+            self._kill_leftovers()
+        for slot, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            first_look = child.restart_at == 0.0
+            if self.on_exit is not None and first_look:
+                self.on_exit(child.proc.pid)
+            if self.stopping:
+                del self.children[slot]
+                if first_look and code not in (0, -signal.SIGTERM):
+                    self.exit_code = self.exit_code or 1
+            elif code in self.fatal_codes:
+                log.error("worker process %s (pid %d) exited with %d: stopping the pool",
+                          slot, child.proc.pid, code)  # fmt: skip
+                del self.children[slot]
+                self.exit_code = code
+                self.begin_stop()
+            elif code == 0 and not self.restart_clean_exits:
+                del self.children[slot]
+            elif first_look:
+                self._schedule_restart(slot, child, code)
+            elif now >= child.restart_at:
+                self._spawn(slot)
+
+    def _kill_leftovers(self) -> None:
+        for slot, child in self.children.items():
+            if child.proc.poll() is None:
+                log.warning(
+                    "worker process %s (pid %d) still running after the grace: killing it",
+                    slot, child.proc.pid,
+                )  # fmt: skip
+                child.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+                child.proc.wait()
+                self.exit_code = self.exit_code or 1
 
     def _schedule_restart(self, slot: str, child: _Child, code: int) -> None:
         if time.monotonic() - child.started >= HEALTHY_RUN_SECONDS:

@@ -20,7 +20,7 @@ PUBLIC = {
         "RedisUnavailable", "ResultTimeout", "Retry", "RetryPolicy", "SerializationError",
         "Settlement", "TaskCancelled", "TaskContext", "TaskFailed", "TaskNotFound",
         "TaskNotProcessing", "TaskPriority", "TaskState", "TaskStateError", "TopologyError",
-        "Worker", "WorkerStats", "SearchResult", "TaskPage", "TaskSummary",
+        "Worker", "WorkerIdInUse", "WorkerStats", "SearchResult", "TaskPage", "TaskSummary",
     },
     "pipeline": {
         "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",

@@ -23,6 +23,7 @@ from utils.redis_queue import (
     RedisTaskQueue,
     RedisUnavailable,
     TopologyError,
+    WorkerIdInUse,
 )
 
 EXIT_OK = 0
@@ -109,7 +110,8 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         fail(str(exc), EXIT_UNAVAILABLE)
     except RedisAuthError as exc:
         fail(str(exc), EXIT_NOPERM)
-    except (InvalidTaskError, InvalidRedisUrl, TopologyError) as exc:  # bad input or settings
+    # bad input or settings; a worker id held by a live worker
+    except (InvalidTaskError, InvalidRedisUrl, TopologyError, WorkerIdInUse) as exc:
         fail(str(exc), EXIT_USAGE)
     except (QueueError, PipelineError) as exc:
         fail(str(exc))

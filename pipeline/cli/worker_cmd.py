@@ -1,10 +1,15 @@
-"""`agentic worker`: serve handlers, in one process or N under a restarting supervisor."""
+"""`agentic worker`: serve handlers, in one process or N under a restarting supervisor.
+
+Signals: SIGTERM, SIGINT and SIGHUP each stop gracefully within --grace (see
+utils/redis_queue/signals.py and pipeline/supervisor.py). Under `-p N`, child i of
+`--worker-id X` is `X.i` (1-based); a worker id a live worker holds is refused (exit 2)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -19,6 +24,7 @@ from utils.metrics import (
     multiprocess_dir,
     serve_metrics,
 )
+from utils.parent_death import SUPERVISOR_PID_ENV, die_with_parent
 from utils.redis_queue import handlers
 from utils.redis_queue.handlers import HandlerRegistry
 from utils.redis_queue.signals import install_signal_handlers
@@ -39,11 +45,13 @@ def serve_process_metrics(state: CliState, port: int) -> QueueMetrics:
     return metrics
 
 
-def _supervise_with_metrics(state: CliState, processes: int, port: int | None) -> int:
+def _supervise_with_metrics(
+    state: CliState, processes: int, port: int | None, grace: float, burst: bool
+) -> int:
     """Supervise; with a metrics port, the children write their counters to a shared
     directory (prometheus_client multiprocess mode) and this process serves the sum."""
     if port is None:
-        return supervise(_child_argv(sys.argv[1:]), processes)
+        return supervise(sys.argv[1:], processes, grace=grace, burst=burst)
     path = tempfile.mkdtemp(prefix="agentic-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # inherited by the children
     registry = aggregating_registry(path)
@@ -52,8 +60,10 @@ def _supervise_with_metrics(state: CliState, processes: int, port: int | None) -
     log.info("serving the metrics of %d processes on port %d", processes, port)
     try:
         return supervise(
-            _child_argv(sys.argv[1:]),
+            sys.argv[1:],
             processes,
+            grace=grace,
+            burst=burst,
             on_exit=lambda pid: mark_process_dead(pid, path),  # type: ignore[no-untyped-call]
         )
     finally:
@@ -143,6 +153,9 @@ def worker(
     exit_on_unavailable: bool | None,
 ) -> None:
     """Run a worker serving the handlers of --app."""
+    supervisor = os.environ.pop(SUPERVISOR_PID_ENV, None)  # not for this worker's children
+    if supervisor is not None:  # a pool's child stops (gracefully) when the pool's process dies
+        die_with_parent(signal.SIGTERM, int(supervisor))
     ws = state.settings.worker
     app = app or ws.app
     if not app:
@@ -150,8 +163,9 @@ def worker(
     registry = load_app(app)
     state.default_queue(registry.default_queue)  # the app's own queue (the pipeline's agents)
     processes = processes or ws.processes
+    grace = ws.grace_seconds if grace is None else grace
     if processes > 1:
-        sys.exit(_supervise_with_metrics(state, processes, metrics_port))
+        sys.exit(_supervise_with_metrics(state, processes, metrics_port, grace, burst))
     metrics: QueueMetrics | None = None
     if multiprocess_dir():  # a supervisor's child: it aggregates and serves
         metrics = QueueMetrics()
@@ -168,18 +182,19 @@ def worker(
             concurrency=concurrency or ws.concurrency,
             task_types=task_types,
             default_timeout=timeout or ws.timeout_seconds,
-            shutdown_grace=ws.grace_seconds if grace is None else grace,
+            shutdown_grace=grace,
             burst=burst,
             exit_on_unavailable=exit_on_unavailable or ws.exit_on_unavailable,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    stats = run(lambda: _serve(w))
+    # WorkerIdInUse exits 2 (common.run): a usage error, like a bad --app
+    stats = run(lambda: _serve(w, supervised=supervisor is not None))
     logging.getLogger("agentic.worker").info("worker %s stopped: %s", w.worker_id, stats)
 
 
-async def _serve(w: Worker) -> WorkerStats:
-    install_signal_handlers(w)
+async def _serve(w: Worker, *, supervised: bool) -> WorkerStats:
+    install_signal_handlers(w, supervised=supervised)
     stats = await w.run()
     if w.still_running:
         # Their tasks are settled; waiting for them (asyncio.run's clean-up, the thread
@@ -194,34 +209,52 @@ async def _serve(w: Worker) -> WorkerStats:
     return stats
 
 
-_SUPERVISOR_ONLY = ("-p", "--processes", "--metrics-port")
+# what only the supervisor handles: each child runs one process, the supervisor serves the
+# children's metrics, and each child gets its own worker id
+_SUPERVISOR_ONLY = ("-p", "--processes", "--metrics-port", "--worker-id")
 
 
-def _child_argv(argv: list[str]) -> list[str]:
-    """The supervisor's own arguments minus what only it handles: `--processes N` (each
-    child runs one) and `--metrics-port N` (it serves the children's metrics)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in _SUPERVISOR_ONLY:
-            skip = True
-            continue
-        if arg.startswith(tuple(f"{name}=" for name in _SUPERVISOR_ONLY)):
-            continue
-        out.append(arg)
+def _child_argv(argv: list[str], number: int) -> list[str]:
+    """The supervisor's own arguments for child `number` (1-based): without the options
+    only the supervisor handles, and `--worker-id X.number` if it was given `X`."""
+    out, worker_id, i = [], None, 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name not in _SUPERVISOR_ONLY:
+            out.append(argv[i])
+        elif not eq:  # `--name value`: the value is the next argument
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+            i += 1
+        if name == "--worker-id":
+            worker_id = value
+        i += 1
+    if worker_id is not None:  # one id per process, or they would share one registry entry
+        out += ["--worker-id", f"{worker_id}.{number}"]
     return [sys.executable, "-m", "pipeline.cli", *out, "--processes", "1"]
 
 
 def supervise(
-    child_argv: list[str], processes: int, on_exit: Callable[[int], None] | None = None
+    argv: list[str],
+    processes: int,
+    *,
+    grace: float,
+    burst: bool = False,
+    on_exit: Callable[[int], None] | None = None,
 ) -> int:
-    """Run `processes` children of `child_argv` under a WorkerPool (restarts, signal
-    forwarding); exit 0 once every child exited cleanly after a stop."""
+    """Run `processes` children of `agentic <argv>` under a WorkerPool (restarts, one
+    graceful stop per signal, a kill after the grace); 0 once every child stopped cleanly,
+    1 if one had to be killed or failed, 2 if one was refused its worker id."""
     commands = {
-        str(slot): Command(child_argv, dict(os.environ, AGENTIC_WORKER_SLOT=str(slot)))
+        str(slot): Command(
+            _child_argv(argv, slot + 1), dict(os.environ, AGENTIC_WORKER_SLOT=str(slot))
+        )
         for slot in range(processes)
     }
-    exit_code = WorkerPool(commands, on_exit=on_exit).run()
-    return exit_code if exit_code >= 0 else EXIT_USAGE
+    pool = WorkerPool(
+        commands,
+        grace_seconds=grace,
+        on_exit=on_exit,
+        restart_clean_exits=not burst,  # a burst child exits 0 when the queue is drained
+        fatal_codes={EXIT_USAGE},  # a usage error (an id in use) does not heal by restarting
+    )
+    return pool.run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,22 @@ async def provider(ctx: TaskContext) -> Any:
     ctx.report_tokens(int(ctx.payload.get("used", 0)))
     _stamp(ctx, "end")
     return "answered"
+
+
+@registry.handler("qa_like")
+async def qa_like(ctx: TaskContext) -> Any:
+    """Runs a long command the way the QA agent runs a workspace's tests (agents.process);
+    the command writes "child <pid>" to the ledger first."""
+    from agents.process import run_process
+
+    _record(ctx, "start")
+    ledger = str(ctx.payload["ledger"])
+    code = (
+        "import os, sys, time\n"
+        "open(sys.argv[1], 'a').write(f'child {os.getpid()}\\n')\n"
+        "time.sleep(120)\n"
+    )
+    argv = [sys.executable, "-c", code, ledger]
+    env = {"PATH": os.environ.get("PATH", "")}
+    result = await run_process(argv, cwd=Path(ledger).parent, env=env, timeout=120)
+    return result.returncode

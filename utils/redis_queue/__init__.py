@@ -30,6 +30,7 @@ from .errors import (
     TaskNotProcessing,
     TaskStateError,
     TopologyError,
+    WorkerIdInUse,
 )
 from .handlers import HandlerRegistry, PermanentFailure, RateLimited, Retry, TaskContext
 from .limits import Limit, LimitStatus
@@ -92,5 +93,6 @@ __all__ = [
     "TaskSummary",
     "TopologyError",
     "Worker",
+    "WorkerIdInUse",
     "WorkerStats",
 ]

@@ -23,6 +23,7 @@ QueueError
 │                                           (a replica, cluster vs not, a wrong master name,
 │                                           a partition count that differs from the queue's)
 ├── DurabilityError                         WAIT confirmed a write on fewer replicas than asked
+├── WorkerIdInUse                           a live worker already holds this worker id
 └── RedisUnavailable (also ConnectionError) Redis could not be reached; names the URL
 """
 
@@ -55,6 +56,7 @@ __all__ = [
     "TaskNotProcessing",
     "TaskStateError",
     "TopologyError",
+    "WorkerIdInUse",
 ]
 
 
@@ -195,3 +197,16 @@ class DurabilityError(QueueError):
         self.task_ids = task_ids
         self.acked = acked
         self.wanted = wanted
+
+
+class WorkerIdInUse(QueueError):
+    """A live worker (beating, and not a dead process of this host) holds this worker id:
+    two workers under one id would overwrite each other's registry entry, and the first
+    to stop would remove the entry of the other."""
+
+    def __init__(self, worker_id: str, host: str, pid: int) -> None:
+        super().__init__(
+            f"worker id {worker_id!r} is in use by a live worker (host {host}, pid {pid}); "
+            "choose another --worker-id"
+        )
+        self.worker_id, self.host, self.pid = worker_id, host, pid

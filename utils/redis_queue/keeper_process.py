@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -169,6 +170,10 @@ class _Keeper:
 
 
 def main() -> None:
+    # A terminal's Ctrl-C or a systemd stop signals the worker's whole group: the keeper
+    # must go on renewing while the worker drains, and ends when the worker does (EOF).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     _Keeper(json.loads(sys.argv[1])).run()
 
 

@@ -81,6 +81,10 @@ class LeaseKeeper:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            # Out of the worker's process group: a terminal's Ctrl-C or a killpg must not
+            # end it while it starts or while the worker drains. It ends with the worker
+            # (EOF on its stdin), even a SIGKILLed one.
+            start_new_session=True,
         )
         # Leases handed to a keeper that is still starting would not be renewed: with a
         # short lease on a busy host they lapsed before its first renewal. So the worker

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import codec, scripts
 from .connection import redis_errors
-from .errors import QueueError
+from .errors import QueueError, WorkerIdInUse
 from .queue import RedisTaskQueue
 
 log = logging.getLogger("agentic.worker")
@@ -19,6 +21,7 @@ log = logging.getLogger("agentic.worker")
 __all__ = [
     "WorkerInfo",
     "beat_forever",
+    "join_registry",
     "list_workers",
     "record_worker",
     "remove_worker",
@@ -57,6 +60,33 @@ async def record_worker(queue: RedisTaskQueue, info: WorkerInfo) -> None:
         queue.keys, worker_id=info.worker_id, info=json.dumps(data), prune_ms=PRUNE_SECONDS * 1000
     )
     await queue.run(call)
+
+
+async def join_registry(queue: RedisTaskQueue, info: WorkerInfo) -> None:
+    """Record a starting worker's first beat; WorkerIdInUse if a live worker holds its id.
+    An entry left by a dead process of this host (a crashed child its supervisor restarts
+    under the same id) is taken over at once rather than after its beats lapse. The check
+    and the write are two calls: two workers started within the same few milliseconds can
+    both pass (the registry then shows one of them)."""
+    for other in await list_workers(queue):
+        if other.worker_id == info.worker_id and other.alive and not _is_gone(other, info):
+            raise WorkerIdInUse(info.worker_id, other.host, other.pid)
+    await record_worker(queue, info)
+
+
+def _is_gone(other: WorkerInfo, me: WorkerInfo) -> bool:
+    """The holder is this process, or a process of this host that no longer exists."""
+    if other.host != me.host or other.host != socket.gethostname():
+        return False
+    if other.pid == me.pid:
+        return True
+    try:
+        os.kill(other.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, another user's
+        return False
+    return False
 
 
 async def beat_forever(

@@ -1,4 +1,12 @@
-"""How a worker process answers signals: SIGTERM and SIGINT ask for a graceful stop."""
+"""How a worker process answers signals.
+
+SIGTERM, SIGINT and SIGHUP each ask for one graceful stop (SIGHUP: the terminal went away,
+or an operator's "stop"; there is no configuration to reload, so it stops like SIGTERM).
+A second signal to a worker that runs alone exits at once (an operator pressing Ctrl-C
+twice). A worker under a supervisor ignores repeats: a terminal's Ctrl-C or a systemd stop
+signals the whole process group, so it gets the signal both directly and forwarded by its
+parent, and the parent, not the child, kills what is still running after the grace.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,11 @@ import os
 import signal
 from typing import Protocol
 
-__all__ = ["Stoppable", "install_signal_handlers"]
+__all__ = ["STOP_SIGNALS", "Stoppable", "install_signal_handlers"]
 
 log = logging.getLogger("agentic.worker")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Stoppable(Protocol):
@@ -23,17 +33,21 @@ class Stoppable(Protocol):
     def request_stop(self) -> None: ...
 
 
-def install_signal_handlers(worker: Stoppable) -> None:
-    """SIGTERM/SIGINT: graceful stop; a second signal exits at once (leases then expire
-    and the tasks are reclaimed by other workers)."""
+def install_signal_handlers(worker: Stoppable, *, supervised: bool = False) -> None:
+    """Each stop signal: a graceful stop; a second one exits at once unless `supervised`
+    (then leases of unfinished tasks expire and other workers reclaim them)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
         if worker.stopping:
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            if supervised:
+                log.info("%s: already stopping (the supervisor enforces the grace)", name)
+                return
+            log.warning("second %s: exiting now", name)
             os._exit(128 + signum)
-        log.info("%s: stopping (grace %.1f s)", signal.Signals(signum).name, worker.shutdown_grace)
+        log.info("%s: stopping (grace %.1f s)", name, worker.shutdown_grace)
         worker.request_stop()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)

@@ -44,7 +44,7 @@ from .lease_keeper import LeaseKeeper
 from .limits import check_pause
 from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
-from .registry import WorkerInfo, beat_forever, remove_worker
+from .registry import WorkerInfo, beat_forever, join_registry, remove_worker
 from .settler import Settler
 from .startup import connect_waiting, server_time_iso
 from .telemetry import outcome_label, wait_seconds
@@ -148,6 +148,8 @@ class Worker:
         at once with `exit_on_unavailable`)."""
         if not await connect_waiting(self.queue, self._stop, self.exit_on_unavailable):
             return self.stats
+        self._started_at = await server_time_iso(self.queue)
+        await join_registry(self.queue, self._describe())  # WorkerIdInUse: nothing to undo
         self._keeper = LeaseKeeper(
             redis_url=self.queue.redis_url,
             password=self.queue.password,
@@ -159,7 +161,6 @@ class Worker:
             partitions=self.queue.partitions,
         )
         await self._keeper.start()
-        self._started_at = await server_time_iso(self.queue)
         subscribed = asyncio.Event()
         helpers = [
             asyncio.create_task(self._settler.run(), name="settle"),
