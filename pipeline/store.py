@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from redis.exceptions import WatchError
 
 from utils.redis_queue import RedisTaskQueue
-from utils.redis_queue.connection import BLOCK_SLICE_SECONDS, redis_errors
+from utils.redis_queue.connection import BLOCK_SLICE_SECONDS
 
 from .errors import RunOwnershipLost, RunStoreError
 from .runs import RunState
@@ -144,12 +144,11 @@ class RedisRunStore:
         self._queue = queue
         self._keys = queue.keys
         self._ttl = ttl_seconds
-        self._url = queue.redis_url
 
     async def save(self, run: RunState, owner: str) -> None:
         key, lock = self._keys.run(run.run_id), self._keys.run_lock(run.run_id)
         state = run.model_dump_json()
-        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
+        async with self._queue.bounded(), self._queue.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(lock)  # fencing: no write once another manager took over
@@ -169,12 +168,12 @@ class RedisRunStore:
                     continue
 
     async def load(self, run_id: str) -> RunState | None:
-        async with redis_errors(self._url):
+        async with self._queue.bounded():
             raw = await self._queue.redis.hget(self._keys.run(run_id), "state")
         return None if raw is None else _decode(run_id, raw)
 
     async def recent(self, limit: int) -> list[RunState]:
-        async with redis_errors(self._url):
+        async with self._queue.bounded():
             ids = [
                 _text(i) for i in await self._queue.redis.zrevrange(self._keys.runs, 0, limit - 1)
             ]
@@ -196,18 +195,18 @@ class RedisRunStore:
         return runs
 
     async def active_ids(self) -> list[str]:
-        async with redis_errors(self._url):
+        async with self._queue.bounded():
             members = await self._queue.redis.smembers(self._keys.active_runs)
         return sorted(_text(m) for m in members)
 
     async def request_cancel(self, run_id: str) -> None:
-        async with redis_errors(self._url):
+        async with self._queue.bounded():
             await self._queue.redis.hset(self._keys.run(run_id), "cancel", "1")
         await self.decide(run_id, CANCELLED)  # wakes a run waiting at its approval gate
 
     async def decide(self, run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
         key = self._keys.run_decision(run_id)
-        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
+        async with self._queue.bounded(), self._queue.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key)
@@ -233,19 +232,19 @@ class RedisRunStore:
             wait = BLOCK_SLICE_SECONDS if deadline is None else deadline - loop.time()
             if wait <= 0:
                 return None
-            async with redis_errors(self._url):
+            async with self._queue.bounded(blocking=True):
                 seconds = max(0.01, min(wait, BLOCK_SLICE_SECONDS))
                 found = await client.blmove(key, key, seconds)  # type: ignore[arg-type]
             if found is not None:
                 return dict(json.loads(found))
 
     async def cancel_requested(self, run_id: str) -> bool:
-        async with redis_errors(self._url):
+        async with self._queue.bounded():
             return await self._queue.redis.hget(self._keys.run(run_id), "cancel") == b"1"
 
     async def acquire(self, run_id: str, owner: str, ttl_ms: int) -> bool:
         key = self._keys.run_lock(run_id)
-        async with redis_errors(self._url):
+        async with self._queue.bounded():
             if await self._queue.redis.set(key, owner, nx=True, px=ttl_ms):
                 return True
             return await self._queue.redis.get(key) == owner.encode()
@@ -260,7 +259,7 @@ class RedisRunStore:
 
     async def holder(self, run_id: str) -> tuple[str, float] | None:
         key = self._keys.run_lock(run_id)
-        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
+        async with self._queue.bounded(), self._queue.redis.pipeline(transaction=True) as pipe:
             pipe.get(key)
             pipe.pttl(key)
             owner, ttl_ms = await pipe.execute()
@@ -272,7 +271,7 @@ class RedisRunStore:
         """Renew (ttl_ms; also when the key is gone) or delete (None) the lock, unless
         another manager holds it."""
         key = self._keys.run_lock(run_id)
-        async with redis_errors(self._url), self._queue.redis.pipeline(transaction=True) as pipe:
+        async with self._queue.bounded(), self._queue.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
                 holder = await pipe.get(key)

@@ -40,6 +40,9 @@ T = TypeVar("T")
 log = logging.getLogger("agentic.queue")
 
 
+LISTENER_CONNECTIONS = 8  # pub/sub listeners (one per Worker) a queue object may hold
+
+
 class QueueClient:
     """Configuration, connections and script calls of one queue."""
 
@@ -148,7 +151,9 @@ class QueueClient:
         redis = async_client(
             self.topology,
             socket_timeout=self._socket_timeout,
-            max_connections=self.max_connections,
+            # room beyond the calls' bound for what holds a connection outside it: each
+            # worker's cancel listener (pub/sub) keeps one for its whole life
+            max_connections=self.max_connections + LISTENER_CONNECTIONS,
             **options,  # type: ignore[arg-type]
         )
         blocking = async_client(
@@ -268,6 +273,12 @@ class QueueClient:
             return await self._scripts.run_durable(
                 call, task_ids, self.min_replicas, self.durable_timeout_ms
             )
+
+    def bounded(self, *, blocking: bool = False) -> AbstractAsyncContextManager[None]:
+        """Around direct commands of the layers above (the pipeline's run store): waits
+        for one of the queue's connections (of `blocking_redis` with blocking=True) and
+        translates errors, like the queue's own calls."""
+        return self._blocking_command() if blocking else self._command()
 
     def _command(self) -> AbstractAsyncContextManager[None]:
         """Around direct commands: waits for a free connection, translates errors."""
