@@ -215,6 +215,19 @@ async def test_an_error_body_echoing_the_authorization_header_shows_no_key(
     await model.aclose()
 
 
+async def test_a_key_of_any_shape_is_scrubbed_when_quoted_bare(provider: ProviderServer) -> None:
+    """A key that looks like neither an sk- key nor a bearer token (a proxy's own token) is
+    scrubbed as the configured key, whole and by its prefix."""
+    provider.mode = "echo-401"
+    plain = "proxytoken-0123456789abcdef"
+    model = backend(provider, api_key=plain)
+    with pytest.raises(ModelAuthError) as caught:
+        await model.complete(MESSAGES, key="k")
+    assert plain not in str(caught.value) and plain[:8] not in str(caught.value)
+    assert "(key ***)" in str(caught.value)
+    await model.aclose()
+
+
 async def test_through_a_worker_the_task_error_in_redis_has_no_key_and_no_traceback(
     provider: ProviderServer,
     make_queue: Callable[..., RedisTaskQueue],

@@ -205,7 +205,8 @@ class OpenAIChatBackend:
             snippet = redact_secrets(raw[:200].decode("utf-8", "replace"), self._key)
             raise ModelResponseError(f"not a chat completion ({exc!r}): {snippet!r}") from None
         if not isinstance(content, str):
-            raise ModelResponseError(f"the first choice has no text content: {content!r}")
+            shown = redact_secrets(repr(content)[:200], self._key)
+            raise ModelResponseError(f"the first choice has no text content: {shown}")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         prompt, prompt_flag = token_count(usage.get("prompt_tokens"))
         completion, completion_flag = token_count(usage.get("completion_tokens"))

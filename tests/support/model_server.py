@@ -145,7 +145,9 @@ class ProviderServer:
             handler.close_connection = True
             return
         if mode in ("echo-401", "echo-500"):
-            body = {"error": {"message": f"bad request; you sent Authorization: {authorization}"}}
+            key = authorization.removeprefix("Bearer ")  # quoted bare too, as OpenAI does
+            said = f"bad request; you sent Authorization: {authorization} (key {key})"
+            body = {"error": {"message": said}}
             self._send(handler, 401 if mode == "echo-401" else 500, json.dumps(body).encode())
             return
         if mode == "retry-after":
