@@ -167,9 +167,12 @@ async def test_64_calls_against_a_one_second_provider_run_at_once() -> None:
         server.stdin.close()
         server.wait(10)
         server.stdout.close()
-    print(f"64 calls at once against a 1 s provider: {elapsed:.2f} s")
+    span = stats.pop("span")  # first request in to last answer out, at the provider
+    print(f"64 calls at once against a 1 s provider: {elapsed:.2f} s ({span:.2f} s there)")
     assert len(replies) == 64 and stats == {"requests": 64, "peak": 64}
-    assert elapsed < 1.6, f"64 calls took {elapsed:.2f} s"  # about 1.25 s here
+    assert span < 1.5, f"the provider saw 64 calls over {span:.2f} s"
+    # ~1.25 s on an idle machine; the margin is for a loaded CI host
+    assert elapsed < 2.0, f"64 calls took {elapsed:.2f} s"
 
 
 async def test_a_worker_at_c64_runs_64_model_calls_at_once(

@@ -114,7 +114,8 @@ class ProviderServer:
                         provider.last_at = time.monotonic()
 
             def do_GET(self) -> None:  # GET /stats: the counters, for a server in a subprocess
-                stats = {"requests": provider.requests, "peak": provider.peak}
+                span = round(provider.last_at - provider.first_at, 3)
+                stats = {"requests": provider.requests, "peak": provider.peak, "span": span}
                 provider._send(self, 200, json.dumps(stats).encode())
 
             def log_message(self, format: str, *args: Any) -> None:
