@@ -322,6 +322,7 @@ async def test_bad_usage_is_clamped_and_flagged_and_the_reply_kept(
         ModelSettings(prompt_price_per_1k=0.01), backend_factory=lambda _: model
     )(ctx)
     assert result["ok"] is True and result["usage"]["total_tokens"] == sum(counted)
+    assert bool(result["usage"].get("flags")) is flagged  # in the subtask's result, for the run
     assert result["usage"]["cost_usd"] <= MAX_TOKENS_PER_CALL / 1000 * 0.01
     assert ctx.tokens_used == sum(counted)
     assert provider.requests == 2  # one call each: a valid reply is never retried

@@ -76,17 +76,19 @@ class ModelUsage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     model: str = ""
+    flags: tuple[str, ...] = ()  # what was wrong with a provider's counts (see token_count)
 
     @classmethod
     def of(cls, reply: ModelReply, settings: ModelSettings) -> ModelUsage:
         """The usage of `reply`, priced with the worker's per-1k-token prices (its counts
         checked again: a backend of one's own may not use token_count)."""
-        prompt, _ = token_count(reply.prompt_tokens)
-        completion, _ = token_count(reply.completion_tokens)
+        prompt, prompt_flag = token_count(reply.prompt_tokens)
+        completion, completion_flag = token_count(reply.completion_tokens)
         cost = (
             prompt * settings.prompt_price_per_1k + completion * settings.completion_price_per_1k
         ) / 1000
-        return cls(prompt, completion, cost, reply.model)
+        flags = reply.usage_flags + tuple(f for f in (prompt_flag, completion_flag) if f)
+        return cls(prompt, completion, cost, reply.model, flags)
 
     @property
     def total_tokens(self) -> int:
@@ -98,6 +100,7 @@ class ModelUsage:
             self.completion_tokens + other.completion_tokens,
             self.cost_usd + other.cost_usd,
             other.model or self.model,
+            self.flags + other.flags,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,4 +110,5 @@ class ModelUsage:
             "total_tokens": self.total_tokens,
             "cost_usd": round(self.cost_usd, 8),  # sub-cent prices, without float noise
             "model": self.model,
+            **({"flags": list(self.flags)} if self.flags else {}),  # only when the provider erred
         }
