@@ -139,6 +139,19 @@ async def test_a_cancelled_call_returns_at_once_and_frees_its_connection(
     await model.aclose()
 
 
+def test_a_backends_connections_close_with_their_event_loop(provider: ProviderServer) -> None:
+    """asyncio.run() ends the loop's async generators before closing it; the backend's
+    pools close there, so a finished loop (a CLI run, a test) leaves no socket behind."""
+    model = backend(provider)
+
+    async def call() -> Any:
+        await model.complete(MESSAGES, key="k")
+        return model._clients[asyncio.get_running_loop()]
+
+    pools = asyncio.run(call())
+    assert pools.clients and all(client.is_closed for client in pools.clients)
+
+
 # -- concurrency -----------------------------------------------------------------------------
 
 
