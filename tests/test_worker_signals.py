@@ -304,3 +304,19 @@ async def test_the_qa_steps_test_process_dies_with_its_worker(
     os.kill(worker.pid, signal.SIGKILL)
     assert await wait_exit(worker, 5) == -signal.SIGKILL
     await eventually(lambda: _true(not running(pid)), timeout=5)
+
+
+async def test_a_worker_stopped_while_it_starts_exits_0_having_claimed_nothing(
+    queue: RedisTaskQueue, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    await queue.enqueue("waiting", "noop", {"value": 1})
+    marker = tmp_path / "importing"
+    argv = agentic_argv("worker", "--app", "tests.support.slow_app:registry")
+    env = workers.env(SLOW_APP_MARKER=str(marker), AGENTIC_LOG_LEVEL="INFO")
+    with (tmp_path / "log").open("ab") as stderr:
+        worker = workers.spawn(argv, env, stderr=stderr)
+    await eventually(lambda: _true(marker.exists()), timeout=20)
+    os.killpg(worker.pid, signal.SIGTERM)  # before its event loop's handlers exist
+    assert await wait_exit(worker, 10) == 0
+    assert "SIGTERM: stopping" in (tmp_path / "log").read_text()
+    assert (await queue.get_queue_size())["pending"] == 1 and await list_workers(queue) == []

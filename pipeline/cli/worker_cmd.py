@@ -27,7 +27,7 @@ from utils.metrics import (
 from utils.parent_death import SUPERVISOR_PID_ENV, die_with_parent
 from utils.redis_queue import handlers
 from utils.redis_queue.handlers import HandlerRegistry
-from utils.redis_queue.signals import install_signal_handlers
+from utils.redis_queue.signals import install_signal_handlers, remember_early_stops
 from utils.redis_queue.worker import Worker, WorkerStats
 
 from ..supervisor import Command, WorkerPool
@@ -153,6 +153,7 @@ def worker(
     exit_on_unavailable: bool | None,
 ) -> None:
     """Run a worker serving the handlers of --app."""
+    early_stops = remember_early_stops()  # a stop while it starts is a graceful one
     supervisor = os.environ.pop(SUPERVISOR_PID_ENV, None)  # not for this worker's children
     if supervisor is not None:  # a pool's child stops (gracefully) when the pool's process dies
         die_with_parent(signal.SIGTERM, int(supervisor))
@@ -165,6 +166,8 @@ def worker(
     processes = processes or ws.processes
     grace = ws.grace_seconds if grace is None else grace
     if processes > 1:
+        if early_stops:  # stopped before it started anything
+            sys.exit(0)
         sys.exit(_supervise_with_metrics(state, processes, metrics_port, grace, burst))
     metrics: QueueMetrics | None = None
     if multiprocess_dir():  # a supervisor's child: it aggregates and serves
@@ -189,12 +192,12 @@ def worker(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     # WorkerIdInUse exits 2 (common.run): a usage error, like a bad --app
-    stats = run(lambda: _serve(w, supervised=supervisor is not None))
+    stats = run(lambda: _serve(w, supervised=supervisor is not None, early=early_stops))
     logging.getLogger("agentic.worker").info("worker %s stopped: %s", w.worker_id, stats)
 
 
-async def _serve(w: Worker, *, supervised: bool) -> WorkerStats:
-    install_signal_handlers(w, supervised=supervised)
+async def _serve(w: Worker, *, supervised: bool, early: list[int]) -> WorkerStats:
+    install_signal_handlers(w, supervised=supervised, early=early)
     stats = await w.run()
     if w.still_running:
         # Their tasks are settled; waiting for them (asyncio.run's clean-up, the thread

@@ -16,7 +16,7 @@ import os
 import signal
 from typing import Protocol
 
-__all__ = ["STOP_SIGNALS", "Stoppable", "install_signal_handlers"]
+__all__ = ["STOP_SIGNALS", "Stoppable", "install_signal_handlers", "remember_early_stops"]
 
 log = logging.getLogger("agentic.worker")
 
@@ -33,9 +33,22 @@ class Stoppable(Protocol):
     def request_stop(self) -> None: ...
 
 
-def install_signal_handlers(worker: Stoppable, *, supervised: bool = False) -> None:
+def remember_early_stops() -> list[int]:
+    """Until install_signal_handlers() runs, a stop signal is noted here instead of killing
+    the process: a worker stopped while it starts (a pool stopped just after a restart)
+    then stops gracefully, having claimed nothing, and exits 0."""
+    received: list[int] = []
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, _frame: received.append(signum))
+    return received
+
+
+def install_signal_handlers(
+    worker: Stoppable, *, supervised: bool = False, early: list[int] | None = None
+) -> None:
     """Each stop signal: a graceful stop; a second one exits at once unless `supervised`
-    (then leases of unfinished tasks expire and other workers reclaim them)."""
+    (then leases of unfinished tasks expire and other workers reclaim them). `early`:
+    what remember_early_stops() noted meanwhile."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -51,3 +64,5 @@ def install_signal_handlers(worker: Stoppable, *, supervised: bool = False) -> N
 
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    if early:
+        on_signal(early[0])  # the repeats were the same stop, delivered twice
