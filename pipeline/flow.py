@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
@@ -252,7 +252,7 @@ class StageFlow:
             gate = run.approval = new_approval(run, stage, timeout, wanted.on_timeout, qa)
         if gate.decision is None:
             run.status = RunStatus.AWAITING_APPROVAL
-            await self._save(run)
+            await self._save(run, ())
             hint = f"agentic pipeline approve|reject {run.run_id}"
             self._emit(run, "approval", stage, message=f"awaiting approval to {stage}: {hint}")
             left = None if gate.deadline is None else max(0.0, gate.deadline - time.time())
@@ -265,7 +265,7 @@ class StageFlow:
             gate.decision, gate.decided_by = str(decided["decision"]), decided.get("by")
             gate.decided_at, gate.comment = decided.get("at"), decided.get("comment")
             run.status = RunStatus.RUNNING
-            await self._save(run)
+            await self._save(run, ())
             self._emit(run, gate.decision, stage, message=f"by {gate.decided_by}")
         if gate.decision != "approved":
             why = f": {gate.comment}" if gate.comment else ""
@@ -317,7 +317,7 @@ class StageFlow:
         )
         record.state, record.error, record.finished_at = SubtaskState.FAILED, reason, time.time()
         run.subtasks[task_id] = record
-        await self._save(run)
+        await self._save(run, (task_id,))
         self._emit(run, "failed", Stage.DEV, subtask_id, reason)
         raise _StageFailed(f"dev subtask {subtask_id} was not run: {reason}")
 
@@ -337,7 +337,7 @@ class StageFlow:
                 priority=self.priority_for(stage, subtask),
             )
             run.subtasks[task_id] = record
-            await self._save(run)
+            await self._save(run, (task_id,))
         await self._raise_if_cancelled(run)
         payload: dict[str, Any] = {"run_id": run.run_id, "workspace": run.workspace, **extra}
         if run.spec.model:
@@ -357,7 +357,7 @@ class StageFlow:
         except TaskCancelled as exc:
             record.state, record.finished_at = SubtaskState.CANCELLED, time.time()
             record.attempts = exc.attempts
-            await self._save(run)
+            await self._save(run, (task_id,))
             await self._raise_if_cancelled(run)
             raise _StageFailed(f"{stage} subtask {subtask['id']} was cancelled") from None
         except (TaskFailed, ResultTimeout) as exc:
@@ -366,14 +366,14 @@ class StageFlow:
             record.state, record.finished_at = SubtaskState.FAILED, time.time()
             record.error = getattr(exc, "error", None) or str(exc)
             record.attempts = getattr(exc, "attempts", record.attempts)
-            await self._save(run)
+            await self._save(run, (task_id,))
             self._emit(run, "failed", stage, subtask["id"], record.error)
             raise _StageFailed(f"{stage} subtask {subtask['id']} failed: {record.error}") from exc
         if not isinstance(result, dict):
             result = {"ok": True, "summary": "", "value": result}
         record.state, record.result = SubtaskState.COMPLETED, result
         record.attempts, record.finished_at = attempts, time.time()
-        await self._save(run)
+        await self._save(run, (task_id,))
         if self.metrics:
             used = Usage()
             used.add(result.get("usage"))
@@ -420,9 +420,11 @@ class StageFlow:
             self.metrics.run_ended(str(status))
         self._emit(run, "ended", message=str(status), data={"reasons": run.reasons})
 
-    async def _save(self, run: RunState) -> None:
+    async def _save(self, run: RunState, changed: Collection[str] | None = None) -> None:
+        """Save the run's header and the subtask records `changed` (None: every one, for
+        the first save and the last), so a save costs the same at any width."""
         run.updated_at = time.time()
-        await self.store.save(run, self.manager_id)
+        await self.store.save(run, self.manager_id, changed)
 
     def _emit(
         self,

@@ -129,6 +129,9 @@ class RunState(BaseModel):
     trace_context: dict[str, str] = Field(default_factory=dict)
     trace_id: str | None = None
     approval: Approval | None = None
+    # read in the form that kept the subtasks inside the run's document: its next save
+    # writes every record apart (not part of the document itself)
+    stored_whole: bool = Field(False, exclude=True)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     finished_at: float | None = None

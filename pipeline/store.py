@@ -3,7 +3,8 @@
 
 In Redis, next to the queue's keys (utils/redis_queue/keys.py):
 
-    run:<id>        hash   state (the RunState JSON), cancel ("1" once requested)
+    run:<id>        hash   state (the RunState JSON but its subtasks), s:<task id> (each
+                           subtask's record, written only when it changes), cancel ("1")
     run_lock:<id>   string the manager driving the run, with a TTL it keeps renewing
     runs            zset   every run id by creation time (ms), for `list`
     run_decision:<id> list the approval decision of a run at its gate (JSON), or a cancel
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Protocol
 
 from pydantic import ValidationError
@@ -25,7 +27,7 @@ from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.connection import BLOCK_SLICE_SECONDS
 
 from .errors import RunOwnershipLost, RunStoreError
-from .runs import RunState
+from .runs import RunState, SubtaskRecord
 
 __all__ = ["MemoryRunStore", "RedisRunStore", "RunStore"]
 
@@ -37,8 +39,10 @@ CANCELLED: dict[str, Any] = {"decision": "cancelled"}  # a cancel, as an approva
 class RunStore(Protocol):
     durable: ClassVar[bool]  # whether a run outlives the process (can be resumed)
 
-    async def save(self, run: RunState, owner: str) -> None:
-        """Save while `owner` holds the run's lock, else raise RunOwnershipLost."""
+    async def save(self, run: RunState, owner: str, only: Collection[str] | None = None) -> None:
+        """Save while `owner` holds the run's lock, else raise RunOwnershipLost: the run's
+        header and, with `only`, just those subtask records (None: every one), so a save
+        costs the same whether the run has 10 subtasks or 10,000."""
 
     async def load(self, run_id: str) -> RunState | None: ...
     async def recent(self, limit: int) -> list[RunState]: ...
@@ -68,16 +72,18 @@ class MemoryRunStore:
     durable: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self._runs: dict[str, str] = {}
+        self._runs: dict[str, tuple[str, dict[str, str]]] = {}  # header, subtask records
         self._cancel: set[str] = set()
         self._owners: dict[str, str] = {}
         self._decisions: dict[str, dict[str, Any]] = {}
         self._decided: dict[str, asyncio.Event] = {}
 
-    async def save(self, run: RunState, owner: str) -> None:
+    async def save(self, run: RunState, owner: str, only: Collection[str] | None = None) -> None:
         if self._owners.get(run.run_id, owner) != owner:
             raise RunOwnershipLost(run.run_id)
-        self._runs[run.run_id] = run.model_dump_json()
+        _, records = self._runs.get(run.run_id, ("", {}))
+        records.update(_records(run, only))
+        self._runs[run.run_id] = (_header(run), records)
         if run.status.is_final and len(self._runs) > KEEP_FINISHED_IN_MEMORY:
             self._forget_oldest_finished()
 
@@ -90,11 +96,11 @@ class MemoryRunStore:
             self._decided.pop(run.run_id, None)
 
     def _states(self) -> list[RunState]:
-        return [RunState.model_validate_json(raw) for raw in self._runs.values()]
+        return [_assemble(i, header, records) for i, (header, records) in self._runs.items()]
 
     async def load(self, run_id: str) -> RunState | None:
-        raw = self._runs.get(run_id)
-        return None if raw is None else RunState.model_validate_json(raw)
+        stored = self._runs.get(run_id)
+        return None if stored is None else _assemble(run_id, *stored)
 
     async def recent(self, limit: int) -> list[RunState]:
         return sorted(self._states(), key=lambda r: r.created_at, reverse=True)[:limit]
@@ -145,9 +151,9 @@ class RedisRunStore:
         self._keys = queue.keys
         self._ttl = ttl_seconds
 
-    async def save(self, run: RunState, owner: str) -> None:
+    async def save(self, run: RunState, owner: str, only: Collection[str] | None = None) -> None:
         key, lock = self._keys.run(run.run_id), self._keys.run_lock(run.run_id)
-        state = run.model_dump_json()
+        fields: dict[Any, Any] = {"state": _header(run), **_records(run, only)}
         async with self._queue.bounded(), self._queue.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -155,7 +161,7 @@ class RedisRunStore:
                     if await pipe.get(lock) != owner.encode():
                         raise RunOwnershipLost(run.run_id)
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, "state", state)
+                    pipe.hset(key, mapping=fields)
                     pipe.zadd(self._keys.runs, {run.run_id: int(run.created_at * 1000)})
                     if run.status.is_final:
                         pipe.srem(self._keys.active_runs, run.run_id)
@@ -169,8 +175,8 @@ class RedisRunStore:
 
     async def load(self, run_id: str) -> RunState | None:
         async with self._queue.bounded():
-            raw = await self._queue.redis.hget(self._keys.run(run_id), "state")
-        return None if raw is None else _decode(run_id, raw)
+            raw = await self._queue.redis.hgetall(self._keys.run(run_id))
+        return _from_hash(run_id, raw)
 
     async def recent(self, limit: int) -> list[RunState]:
         async with self._queue.bounded():
@@ -179,19 +185,20 @@ class RedisRunStore:
             ]
             pipe = self._queue.redis.pipeline(transaction=False)
             for run_id in ids:
-                pipe.hget(self._keys.run(run_id), "state")
+                pipe.hgetall(self._keys.run(run_id))
             raws = await pipe.execute()
-            expired = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            expired = [i for i, raw in zip(ids, raws, strict=True) if not raw]
             if expired:  # finished runs whose state outlived its TTL
                 await self._queue.redis.zrem(self._keys.runs, *expired)
         runs = []
         for run_id, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                continue
             try:
-                runs.append(_decode(run_id, raw))
+                run = _from_hash(run_id, raw)
             except RunStoreError as exc:  # one bad record must not hide the others
                 log.error("%s", exc)
+                continue
+            if run is not None:
+                runs.append(run)
         return runs
 
     async def active_ids(self) -> list[str]:
@@ -286,6 +293,51 @@ class RedisRunStore:
                 return True
             except WatchError:  # taken over between the read and the write
                 return False
+
+
+SUBTASK_FIELD = "s:"  # hash field of one subtask record: s:<task id>
+
+
+def _header(run: RunState) -> str:
+    return run.model_dump_json(exclude={"subtasks"})
+
+
+def _records(run: RunState, only: Collection[str] | None) -> dict[str, str]:
+    """The subtask records to write, by hash field: `only` those (every one with None, or
+    when the run was read in the old one-document form and has never been split)."""
+    if run.stored_whole:
+        only = None
+    ids = run.subtasks.keys() if only is None else [i for i in only if i in run.subtasks]
+    run.stored_whole = False
+    return {SUBTASK_FIELD + i: run.subtasks[i].model_dump_json() for i in ids}
+
+
+def _from_hash(run_id: str, raw: Mapping[Any, Any]) -> RunState | None:
+    fields = {_text(k): v for k, v in raw.items()}
+    header = fields.get("state")
+    if header is None:
+        return None
+    records = {
+        k[len(SUBTASK_FIELD) :]: _text(v) for k, v in fields.items() if k.startswith(SUBTASK_FIELD)
+    }
+    return _assemble(run_id, _text(header), records)
+
+
+def _assemble(run_id: str, header: str, records: Mapping[str, str]) -> RunState:
+    """A run from its header and its subtask records, in submission order. A header that
+    still holds its subtasks (the form before records were kept apart) is read as it is."""
+    run = _decode(run_id, header)
+    if run.subtasks:
+        run.stored_whole = True  # its next save writes every record apart
+    try:
+        parsed = [SubtaskRecord.model_validate_json(text) for text in records.values()]
+    except ValidationError as exc:
+        raise RunStoreError(
+            f"run {run_id!r} has a subtask record this version cannot read"
+        ) from exc
+    for record in sorted(parsed, key=lambda r: (r.submitted_at, r.task_id)):
+        run.subtasks[record.task_id] = record
+    return run
 
 
 def _decode(run_id: str, raw: bytes | str) -> RunState:

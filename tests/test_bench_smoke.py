@@ -99,3 +99,22 @@ def test_quick_dashboard_scenario_i(redis_url: str, tmp_path: Path) -> None:
     assert i["search"]["early_hit"]["found"] == 50
     assert i["idle"]["browser_requests"].get("/?partial=1", 0) >= 1  # it refreshed itself
     assert i["idle"]["net_commands_per_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_quick_wide_run_scenario_j(redis_url: str, tmp_path: Path) -> None:
+    """J runs pipelines of 10, 50 and 200 dev subtasks and reports ms per subtask."""
+    out = tmp_path / "bench-j.json"
+    args = ["--quick", "--scenarios", "J", "--redis-url", redis_url, "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    j = json.loads(out.read_text())["results"]["J"]
+    assert set(j["ms_per_subtask"]) == {"10", "50", "200"}
+    assert all(ms > 0 for ms in j["ms_per_subtask"].values())

@@ -11,9 +11,10 @@ they compare with are in baselines.py.
                (cluster_enqueue, cluster_layouts: its streams and drains)
     dashboard  I  `agentic dashboard` over a queue of 100,000 tasks: each page's latency,
                and the Redis load of one idle browser (headless Chromium)
+    wide       J  a pipeline run's overhead per dev subtask as it gets wider (10 to 2,000)
 
-G starts a Redis Cluster of its own (6 servers) and I a browser (~5 min): they run only
-when asked (--scenarios G, --scenarios I).
+G starts a Redis Cluster of its own (6 servers), I a browser (~5 min) and J runs of up
+to 2,000 subtasks (~2 min): they run only when asked (--scenarios G, I, J).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from bench.scenarios.enqueue import scenario_a, scenario_b
 from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
+from bench.scenarios.wide import scenario_j
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
-ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I")
+ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J")
 DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
@@ -44,4 +46,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "G": scenario_g,
     "H": scenario_h,
     "I": scenario_i,
+    "J": scenario_j,
 }
