@@ -2,9 +2,9 @@
 
 A test suite may start processes of its own or hang; on timeout (or when the task is
 cancelled) the whole group is SIGKILLed, and leftovers of a run that exited are killed
-too, so nothing outlives the QA step or holds its output pipe open. The command also
-dies (SIGKILL, parent-death signal) with the worker that started it, even a SIGKILLed one;
-processes it starts itself are left to its own clean-up in that case.
+too, so nothing outlives the QA step or holds its output pipe open. The group also
+dies (SIGKILL) with the worker that started it, even a SIGKILLed one: a guard process
+leads it and kills it on the parent-death signal (utils/parent_death.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.parent_death import dying_with_this_process
+from utils.parent_death import group_dying_with_this_process
 
 __all__ = ["ProcessResult", "run_process"]
 
@@ -39,7 +39,7 @@ async def run_process(
 ) -> ProcessResult:
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        *dying_with_this_process(argv),
+        *group_dying_with_this_process(argv),
         cwd=cwd,
         env=dict(env),
         stdin=asyncio.subprocess.DEVNULL,

@@ -288,22 +288,22 @@ async def test_pipeline_run_killed_with_9_leaves_no_worker(
     await _assert_tree_gone(manager.pid, tree, timeout=20)  # their grace is 10 s
 
 
-async def test_the_qa_steps_test_process_dies_with_its_worker(
+async def test_the_qa_steps_test_process_and_what_it_started_die_with_their_worker(
     queue: RedisTaskQueue, workers: WorkerProcesses, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "ledger"
     await queue.enqueue("qa", "qa_like", {"ledger": str(ledger)})
     worker = _start(workers, tmp_path / "log")
 
-    def child() -> int:
-        pids = [int(line[1]) for line in ledger_lines(ledger) if line[0] == "child"]
-        return pids[0] if pids else 0
+    def started() -> list[int]:
+        pids = [int(line[1]) for line in ledger_lines(ledger) if "child" in line[0]]
+        return pids if len(pids) == 2 else []
 
-    pid = await eventually(lambda: _true(child()), timeout=20)
-    assert os.getsid(pid) != worker.pid  # a session of its own: a killpg misses it
+    pids = await eventually(lambda: _true(started()), timeout=20)
+    assert all(os.getsid(pid) != worker.pid for pid in pids)  # a session of their own
     os.kill(worker.pid, signal.SIGKILL)
     assert await wait_exit(worker, 5) == -signal.SIGKILL
-    await eventually(lambda: _true(not running(pid)), timeout=5)
+    await eventually(lambda: _true(not any(running(pid) for pid in pids)), timeout=5)
 
 
 async def test_a_worker_stopped_while_it_starts_exits_0_having_claimed_nothing(

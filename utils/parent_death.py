@@ -2,7 +2,8 @@
 
 Why the kernel's parent-death signal rather than a watchdog pipe: it is delivered even when
 the parent is SIGKILLed, costs no thread or descriptor in either process, and survives
-exec, so it also covers commands that are not ours (the QA step's test run). Two caveats,
+exec. For commands that are not ours (the QA step's test run), a small guard process
+holds it and kills the command's whole process group when the parent dies. Two caveats,
 both handled by the callers: it fires when the *thread* that forked the child exits (every
 caller forks from its main thread, the one running the event loop or the supervisor), and a
 parent that dies before the child calls prctl is caught by comparing getppid() afterwards.
@@ -14,11 +15,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
-__all__ = ["SUPERVISOR_PID_ENV", "die_with_parent", "dying_with_this_process"]
+__all__ = ["SUPERVISOR_PID_ENV", "die_with_parent", "group_dying_with_this_process"]
 
 log = logging.getLogger("agentic.worker")
 
@@ -27,15 +27,27 @@ PR_SET_PDEATHSIG = 1
 # supervisor, not this process, enforces the stop's grace).
 SUPERVISOR_PID_ENV = "AGENTIC_SUPERVISOR_PID"
 
-# Run by `python -c` before exec'ing the real command: argv[1] the parent's pid, argv[2]
-# the signal, argv[3:] the command. Self-contained: the command's environment may be minimal.
-_BOOTSTRAP = (
-    "import ctypes,os,sys\n"
-    "parent,sig=int(sys.argv[1]),int(sys.argv[2])\n"
-    "ctypes.CDLL(None).prctl(1,sig,0,0,0)\n"
-    "if os.getppid()!=parent: os.kill(os.getpid(),sig)\n"
-    "os.execvp(sys.argv[3],sys.argv[3:])\n"
-)
+# Run by `python -c` as the leader of a new session: argv[1] the parent's pid, argv[2:] the
+# command, run as its child. When the parent dies (SIGTERM, parent-death signal) it SIGKILLs
+# its whole process group: the command and whatever the command started that stayed in the
+# group. Otherwise it exits as the command did (the same code, or the same signal).
+# Self-contained: the command's environment may be minimal.
+_GROUP_GUARD = """\
+import ctypes, os, signal, sys
+signal.signal(signal.SIGTERM, lambda signum, frame: os.killpg(0, signal.SIGKILL))
+ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os.killpg(0, signal.SIGKILL)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.execvp(sys.argv[2], sys.argv[2:])
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
 
 
 def die_with_parent(signum: int, parent_pid: int) -> bool:
@@ -56,9 +68,10 @@ def die_with_parent(signum: int, parent_pid: int) -> bool:
     return True
 
 
-def dying_with_this_process(argv: Sequence[str], signum: int = signal.SIGKILL) -> list[str]:
-    """`argv` wrapped so the command gets `signum` when this process dies; exec keeps it,
-    so the command runs as itself (same pid). Unchanged elsewhere than Linux."""
+def group_dying_with_this_process(argv: Sequence[str]) -> list[str]:
+    """`argv` run under a guard that SIGKILLs its process group when this process dies;
+    start it as the leader of a new session (start_new_session=True). Its exit code is the
+    command's. Unchanged elsewhere than Linux."""
     if sys.platform != "linux":
         return list(argv)
-    return [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), str(int(signum)), *argv]
+    return [sys.executable, "-c", _GROUP_GUARD, str(os.getpid()), *argv]

@@ -186,14 +186,17 @@ async def provider(ctx: TaskContext) -> Any:
 @registry.handler("qa_like")
 async def qa_like(ctx: TaskContext) -> Any:
     """Runs a long command the way the QA agent runs a workspace's tests (agents.process);
-    the command writes "child <pid>" to the ledger first."""
+    the command starts a process of its own, then writes "child <pid>" and "grandchild
+    <pid>" to the ledger."""
     from agents.process import run_process
 
     _record(ctx, "start")
     ledger = str(ctx.payload["ledger"])
-    code = (
-        "import os, sys, time\n"
-        "open(sys.argv[1], 'a').write(f'child {os.getpid()}\\n')\n"
+    code = (  # it starts a process of its own, as a test suite may
+        "import os, subprocess, sys, time\n"
+        "grandchild = subprocess.Popen(['sleep', '120'])\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write(f'child {os.getpid()}\\ngrandchild {grandchild.pid}\\n')\n"
         "time.sleep(120)\n"
     )
     argv = [sys.executable, "-c", code, ledger]
