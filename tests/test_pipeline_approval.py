@@ -27,7 +27,9 @@ from pipeline import (
 from tests.support.pipeline import EXAMPLE, ROOT, settings, spec
 from tests.support.processes import agentic_argv, agentic_env, eventually
 from tests.test_pipeline_dag import DIAMOND, Recorder, dag_spec
+from utils.redis_queue import RedisTaskQueue
 from utils.redis_queue.handlers import HandlerRegistry
+from utils.redis_queue.registry import list_workers
 
 pytestmark = pytest.mark.timeout(90)
 ManagerFactory = Callable[..., EnhancedPipelineManager]
@@ -202,5 +204,38 @@ async def test_the_gated_example_runs_in_order_and_waits_for_its_approval(
     dev = {r.subtask_id: r for r in result.subtasks if r.stage == "dev"}
     assert dev["textstats"].submitted_at >= (dev["calc"].finished_at or 0)
     assert result.artifact is not None
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)
+
+
+async def test_pipeline_run_starts_its_workers_with_the_concurrency_asked_for(
+    tmp_path: Path, redis_url: str, queue_name: str, raw_redis: Redis
+) -> None:
+    env = agentic_env(
+        redis_url,
+        queue_name,
+        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+        AGENTIC_PIPELINE__DEPLOY_DIR=str(tmp_path / "deploy"),
+    )
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec("replay.json", approval={"stage": "deploy"})))
+    argv = agentic_argv(
+        "pipeline", "run", str(spec_file), "--workers", "yes", "--concurrency", "12"
+    )
+    with subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
+    ) as manager:
+        assert manager.stdout is not None
+        for line in iter(manager.stdout.readline, b""):
+            if b"awaiting approval" in line:
+                break  # the run waits at its gate: its workers are up
+        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
+        queue = RedisTaskQueue.from_settings(config, queue_name=config.pipeline_queue_name())
+        async with queue:
+            workers = [w for w in await list_workers(queue) if w.alive]
+        os.killpg(manager.pid, signal.SIGKILL)
+        manager.wait(10)
+    assert {t for w in workers for t in w.task_types} == {"dev", "qa", "fix", "deploy"}
+    assert {w.concurrency for w in workers} == {12}
     async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
         await raw_redis.delete(key)

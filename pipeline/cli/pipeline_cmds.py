@@ -68,6 +68,14 @@ _workers_option = click.option(
     default="auto",
     help="Start a worker process per task type (auto: when no live worker serves them).",
 )
+_concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Tasks each started worker runs at once, every stage (model calls are what agents "
+    "wait on)  [default: AGENTIC_WORKER__CONCURRENCY when set, else dev 4, qa 2, fix 2, "
+    "deploy 1]",
+)
 _metrics_option = click.option(
     "--metrics-port", type=int, default=None, help="Serve /metrics while it runs (0: any port)."
 )
@@ -78,6 +86,7 @@ _metrics_option = click.option(
 @click.option("--local", is_flag=True, help="Run in this process, without Redis.")
 @_redis_option
 @_workers_option
+@_concurrency_option
 @_metrics_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
@@ -87,6 +96,7 @@ def run_cmd(
     local: bool,
     redis_mode: str,
     workers: str,
+    concurrency: int | None,
     metrics_port: int | None,
     as_json: bool,
 ) -> None:
@@ -95,7 +105,7 @@ def run_cmd(
         spec = load_spec(spec_path)
     except SpecError as exc:
         fail(str(exc), EXIT_USAGE)
-    session = _Session(state.settings, redis_mode, workers, metrics_port, as_json)
+    session = _Session(state.settings, redis_mode, workers, metrics_port, as_json, concurrency)
     try:
         if local:
             result = run(lambda: session.run_local(spec))
@@ -128,14 +138,20 @@ def validate_cmd(state: CliState, spec_path: str) -> None:
 @pipeline.command("resume")
 @_redis_option
 @_workers_option
+@_concurrency_option
 @_metrics_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @pass_state
 def resume_cmd(
-    state: CliState, redis_mode: str, workers: str, metrics_port: int | None, as_json: bool
+    state: CliState,
+    redis_mode: str,
+    workers: str,
+    concurrency: int | None,
+    metrics_port: int | None,
+    as_json: bool,
 ) -> None:
     """Drive every unfinished run whose manager is gone to its end."""
-    session = _Session(state.settings, redis_mode, workers, metrics_port, as_json)
+    session = _Session(state.settings, redis_mode, workers, metrics_port, as_json, concurrency)
     results = run(session.resume)
     if not results and not as_json and not session.held:
         click.echo("no run to resume")
@@ -276,10 +292,14 @@ class _Session:
         workers: str,
         metrics_port: int | None,
         quiet: bool,
+        concurrency: int | None = None,
     ) -> None:
         self.settings = settings
         self.redis_mode = redis_mode
         self.workers = workers
+        if concurrency is None and "concurrency" in settings.worker.model_fields_set:
+            concurrency = settings.worker.concurrency
+        self.concurrency = concurrency
         self.metrics_port = metrics_port
         self.quiet = quiet
         self.registry = CollectorRegistry()
@@ -291,7 +311,10 @@ class _Session:
         self._serve_metrics()
         self._say(f"{spec.name} {spec.version}: in this process (no Redis)")
         manager = EnhancedPipelineManager(
-            settings=self.settings, metrics=self.metrics, on_event=self._printer()
+            settings=self.settings,
+            metrics=self.metrics,
+            on_event=self._printer(),
+            workers=self.concurrency,  # worker coroutines of the in-process manager
         )
         async with manager:
             return await manager.run(spec)
@@ -362,8 +385,13 @@ class _Session:
             if {str(s) for s in Stage} <= served:
                 self._say("workers: the live workers already serving this queue")
                 return None
+        per_stage = None if self.concurrency is None else {str(s): self.concurrency for s in Stage}
         workers = StageWorkers(
-            queue.redis_url, queue.queue_name, cluster=queue.cluster, partitions=queue.partitions
+            queue.redis_url,
+            queue.queue_name,
+            cluster=queue.cluster,
+            partitions=queue.partitions,
+            concurrency=per_stage,
         )
         workers.start()
         types = ", ".join(workers.processes)
