@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -122,3 +124,29 @@ def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.shutdown_tracing()
         assert telemetry.tracer is None  # the next test runs untraced
+
+
+@pytest.fixture(params=["local", "redis"])
+async def pipeline_managers(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    raw_redis: Redis,
+) -> AsyncIterator[Callable[..., Any]]:
+    """A factory of pipeline managers, once in process and once through Redis, for the
+    tests that must hold on both (DAG, approval, budget); deletes the queue's keys after."""
+    from pipeline import DistributedPipelineManager, EnhancedPipelineManager
+    from tests.support.pipeline import settings
+
+    def factory(handlers: Any, **kwargs: Any) -> Any:
+        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
+        if request.param == "local":
+            return EnhancedPipelineManager(handlers, settings=config, **kwargs)
+        return DistributedPipelineManager(
+            settings=config, handlers=handlers, resume=False, **kwargs
+        )
+
+    yield factory
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)

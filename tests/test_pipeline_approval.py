@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,12 @@ from pipeline import (
 )
 from tests.support.pipeline import EXAMPLE, ROOT, settings, spec
 from tests.support.processes import agentic_argv, agentic_env, eventually
-from tests.test_pipeline_dag import DIAMOND, Recorder, dag_spec
+from tests.test_pipeline_dag import (
+    DIAMOND,
+    Recorder,
+    dag_spec,
+)
 from utils.redis_queue import RedisTaskQueue
-from utils.redis_queue.handlers import HandlerRegistry
 from utils.redis_queue.registry import list_workers
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,34 +49,15 @@ class Gatekeeper:
             self.waiting.set()
 
 
-@pytest.fixture(params=["local", "redis"])
-async def make_manager(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    redis_url: str,
-    queue_name: str,
-    raw_redis: Redis,
-) -> AsyncIterator[ManagerFactory]:
-    def factory(handlers: HandlerRegistry, **kwargs: Any) -> EnhancedPipelineManager:
-        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
-        if request.param == "local":
-            return EnhancedPipelineManager(handlers, settings=config, **kwargs)
-        return DistributedPipelineManager(
-            settings=config, handlers=handlers, resume=False, **kwargs
-        )
-
-    yield factory
-    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
-        await raw_redis.delete(key)
-
-
 def gated(**approval: Any) -> dict[str, Any]:
     return dag_spec({"a": [], "b": ["a"]}, approval=approval)
 
 
-async def test_approve_lets_the_run_deploy_and_is_recorded(make_manager: ManagerFactory) -> None:
+async def test_approve_lets_the_run_deploy_and_is_recorded(
+    pipeline_managers: ManagerFactory,
+) -> None:
     gate = Gatekeeper()
-    async with make_manager(Recorder(dev_seconds=0.01).registry(), on_event=gate) as manager:
+    async with pipeline_managers(Recorder(dev_seconds=0.01).registry(), on_event=gate) as manager:
         run_id = await manager.start_run(gated())
         await gate.waiting.wait()
         waiting = await manager.get_run(run_id)
@@ -92,9 +76,9 @@ async def test_approve_lets_the_run_deploy_and_is_recorded(make_manager: Manager
     assert gate_record.decided_at is not None and gate_record.decided_at >= gate_record.requested_at
 
 
-async def test_reject_fails_the_run_with_the_reason(make_manager: ManagerFactory) -> None:
+async def test_reject_fails_the_run_with_the_reason(pipeline_managers: ManagerFactory) -> None:
     gate = Gatekeeper()
-    async with make_manager(Recorder(dev_seconds=0.01).registry(), on_event=gate) as manager:
+    async with pipeline_managers(Recorder(dev_seconds=0.01).registry(), on_event=gate) as manager:
         run_id = await manager.start_run(gated())
         await gate.waiting.wait()
         await manager.reject_run(run_id, "not on a Friday", by="bob")
@@ -110,9 +94,9 @@ async def test_reject_fails_the_run_with_the_reason(make_manager: ManagerFactory
 
 @pytest.mark.parametrize(("on_timeout", "status"), [("fail", "failed"), ("approve", "succeeded")])
 async def test_a_gate_nobody_answers_times_out_as_configured(
-    make_manager: ManagerFactory, on_timeout: str, status: str
+    pipeline_managers: ManagerFactory, on_timeout: str, status: str
 ) -> None:
-    async with make_manager(Recorder(dev_seconds=0.01).registry()) as manager:
+    async with pipeline_managers(Recorder(dev_seconds=0.01).registry()) as manager:
         result = await manager.run(gated(timeout_seconds=0.5, on_timeout=on_timeout))
         record = await manager.get_run(result.run_id)
     assert result.status == status, result.reasons
@@ -121,9 +105,9 @@ async def test_a_gate_nobody_answers_times_out_as_configured(
         assert result.reasons == ["deploy was timed out by timeout"]
 
 
-async def test_cancel_ends_a_run_waiting_at_its_gate(make_manager: ManagerFactory) -> None:
+async def test_cancel_ends_a_run_waiting_at_its_gate(pipeline_managers: ManagerFactory) -> None:
     gate = Gatekeeper()
-    async with make_manager(Recorder(dev_seconds=0.01).registry(), on_event=gate) as manager:
+    async with pipeline_managers(Recorder(dev_seconds=0.01).registry(), on_event=gate) as manager:
         run_id = await manager.start_run(gated())
         await gate.waiting.wait()
         await manager.cancel_run(run_id)
@@ -131,8 +115,8 @@ async def test_cancel_ends_a_run_waiting_at_its_gate(make_manager: ManagerFactor
     assert result.status is RunStatus.CANCELLED
 
 
-async def test_a_run_without_a_gate_cannot_be_approved(make_manager: ManagerFactory) -> None:
-    async with make_manager(Recorder(dev_seconds=0.01).registry()) as manager:
+async def test_a_run_without_a_gate_cannot_be_approved(pipeline_managers: ManagerFactory) -> None:
+    async with pipeline_managers(Recorder(dev_seconds=0.01).registry()) as manager:
         result = await manager.run(dag_spec(DIAMOND))
         with pytest.raises(PipelineError, match="no approval gate"):
             await manager.approve_run(result.run_id)

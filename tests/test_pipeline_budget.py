@@ -5,17 +5,17 @@ is cancelled."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from pipeline import DistributedPipelineManager, EnhancedPipelineManager, RunStatus
-from tests.support.pipeline import settings
-from tests.test_pipeline_dag import Recorder, dag_spec
-from utils.redis_queue.handlers import HandlerRegistry, TaskContext
+from pipeline import EnhancedPipelineManager, RunStatus
+from tests.test_pipeline_dag import (
+    Recorder,
+    dag_spec,
+)
+from utils.redis_queue.handlers import TaskContext
 
 pytestmark = pytest.mark.timeout(60)
 ManagerFactory = Callable[..., EnhancedPipelineManager]
@@ -31,30 +31,11 @@ class Spender(Recorder):
         return {**result, "usage": usage}
 
 
-@pytest.fixture(params=["local", "redis"])
-async def make_manager(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    redis_url: str,
-    queue_name: str,
-    raw_redis: Redis,
-) -> AsyncIterator[ManagerFactory]:
-    def factory(handlers: HandlerRegistry) -> EnhancedPipelineManager:
-        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
-        if request.param == "local":
-            return EnhancedPipelineManager(handlers, settings=config)
-        return DistributedPipelineManager(settings=config, handlers=handlers, resume=False)
-
-    yield factory
-    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
-        await raw_redis.delete(key)
-
-
 async def test_a_token_budget_stops_the_run_at_the_result_that_passes_it(
-    make_manager: ManagerFactory,
+    pipeline_managers: ManagerFactory,
 ) -> None:
     spender = Spender(dev_seconds=0.01)
-    async with make_manager(spender.registry()) as manager:
+    async with pipeline_managers(spender.registry()) as manager:
         result = await manager.run(dag_spec(CHAIN, budget={"max_tokens": 2500}))
     assert result.status is RunStatus.FAILED
     assert result.reasons == ["budget exceeded: 3,000 tokens used, 2,500 allowed"]
@@ -63,18 +44,18 @@ async def test_a_token_budget_stops_the_run_at_the_result_that_passes_it(
     assert not any(r.stage == "qa" for r in result.subtasks)
 
 
-async def test_a_cost_budget_counts_usd(make_manager: ManagerFactory) -> None:
-    async with make_manager(Spender(dev_seconds=0.01).registry()) as manager:
+async def test_a_cost_budget_counts_usd(pipeline_managers: ManagerFactory) -> None:
+    async with pipeline_managers(Spender(dev_seconds=0.01).registry()) as manager:
         result = await manager.run(dag_spec(CHAIN, budget={"max_cost_usd": 0.015}))
     assert result.status is RunStatus.FAILED
     assert result.reasons == ["budget exceeded: 0.0200 USD spent, 0.0150 allowed"]
 
 
 async def test_a_time_budget_ends_the_run_and_cancels_what_was_queued(
-    make_manager: ManagerFactory,
+    pipeline_managers: ManagerFactory,
 ) -> None:
     slow = Spender(dev_seconds=30)
-    async with make_manager(slow.registry()) as manager:
+    async with pipeline_managers(slow.registry()) as manager:
         started = asyncio.get_running_loop().time()
         result = await manager.run(dag_spec({"a": [], "b": []}, budget={"max_seconds": 0.5}))
         took = asyncio.get_running_loop().time() - started
@@ -87,9 +68,9 @@ async def test_a_time_budget_ends_the_run_and_cancels_what_was_queued(
     assert set(states) == {"a", "b"}
 
 
-async def test_a_run_within_its_budget_is_not_disturbed(make_manager: ManagerFactory) -> None:
+async def test_a_run_within_its_budget_is_not_disturbed(pipeline_managers: ManagerFactory) -> None:
     budget = {"max_tokens": 10_000, "max_cost_usd": 1.0, "max_seconds": 60}
-    async with make_manager(Spender(dev_seconds=0.01).registry()) as manager:
+    async with pipeline_managers(Spender(dev_seconds=0.01).registry()) as manager:
         result = await manager.run(dag_spec(CHAIN, budget=budget))
     assert result.status is RunStatus.SUCCEEDED, result.reasons
     assert result.usage.total_tokens == 5000

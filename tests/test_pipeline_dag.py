@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,32 +69,11 @@ class Recorder:
         return HandlerRegistry({"dev": self.dev, "qa": self.qa, "deploy": self.deploy})
 
 
-@pytest.fixture(params=["local", "redis"])
-async def make_manager(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    redis_url: str,
-    queue_name: str,
-    raw_redis: Redis,
-) -> AsyncIterator[ManagerFactory]:
-    def factory(handlers: HandlerRegistry, **kwargs: Any) -> EnhancedPipelineManager:
-        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
-        if request.param == "local":
-            return EnhancedPipelineManager(handlers, settings=config, **kwargs)
-        return DistributedPipelineManager(
-            settings=config, handlers=handlers, resume=False, **kwargs
-        )
-
-    yield factory
-    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
-        await raw_redis.delete(key)
-
-
 async def test_a_diamond_runs_in_dependency_order_with_its_branches_in_parallel(
-    make_manager: ManagerFactory,
+    pipeline_managers: ManagerFactory,
 ) -> None:
     recorder = Recorder()
-    async with make_manager(recorder.registry()) as manager:
+    async with pipeline_managers(recorder.registry()) as manager:
         result = await manager.run(dag_spec(DIAMOND))
     assert result.status is RunStatus.SUCCEEDED, result.reasons
     spans = recorder.spans
@@ -105,11 +84,11 @@ async def test_a_diamond_runs_in_dependency_order_with_its_branches_in_parallel(
 
 
 async def test_a_failed_dependency_fails_its_dependants_with_the_reason(
-    make_manager: ManagerFactory,
+    pipeline_managers: ManagerFactory,
 ) -> None:
     recorder = Recorder(dev_seconds=0.05, fail={"a"})
     edges = {**DIAMOND, "e": []}  # e does not depend on a: it runs
-    async with make_manager(recorder.registry()) as manager:
+    async with pipeline_managers(recorder.registry()) as manager:
         result = await manager.run(dag_spec(edges))
     assert result.status is RunStatus.FAILED
     states = {r.subtask_id: (str(r.state), r.error) for r in result.subtasks}
@@ -124,11 +103,11 @@ async def test_a_failed_dependency_fails_its_dependants_with_the_reason(
 
 
 async def test_cancel_mid_dag_ends_the_run_and_submits_nothing_more(
-    make_manager: ManagerFactory,
+    pipeline_managers: ManagerFactory,
 ) -> None:
     recorder = Recorder(dev_seconds=0.01)
     recorder.gates["a"] = asyncio.Event()  # a never finishes on its own
-    async with make_manager(recorder.registry()) as manager:
+    async with pipeline_managers(recorder.registry()) as manager:
         run_id = await manager.start_run(dag_spec(DIAMOND))
         while not any(
             r.subtask_id == "a" for r in (await manager.get_run(run_id)).subtasks.values()

@@ -400,8 +400,14 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+class _JsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        # default=str: the documents carry a few non-JSON values (paths, enums)
+        return json.dumps(content, default=str, separators=(",", ":")).encode()
+
+
 def _json(value: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(json.loads(json.dumps(value, default=str)), status_code=status)
+    return _JsonResponse(value, status_code=status)
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
