@@ -17,14 +17,17 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import cache
+from typing import Literal
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .errors import InvalidLimit, InvalidQueueName, InvalidTaskId, InvalidTaskType
 
 __all__ = [
+    "BLOB_NAMES",
     "HISTORY_TTL_SECONDS",
     "MAX_PARTITIONS",
+    "BlobName",
     "QueueKeys",
     "QueueLayout",
     "check_partitions",
@@ -48,6 +51,10 @@ _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:@]{0,199}")
 _TASK_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _LIMIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-:@/]{0,127}")
 _KNOWN_TYPES: set[str] = set()
+
+# The blobs of a task that may live in keys of their own (QueueKeys.blob).
+BlobName = Literal["payload", "result"]
+BLOB_NAMES: tuple[BlobName, ...] = ("payload", "result")
 
 
 def validate_queue_name(name: object) -> str:
@@ -196,6 +203,17 @@ class QueueKeys:
     def done(self, task_id: str) -> str:
         return f"{self.base}done:{task_id}"
 
+    def output(self, task_id: str) -> str:
+        """Stream with a TTL: a task's output and progress, one entry per emit of the
+        attempt holding the lease (lua/emit.lua), ended by a `k=end` entry at settle."""
+        return f"{self.base}out:{task_id}"
+
+    def blob(self, task_id: str, name: BlobName) -> str:
+        """String: a task's payload or result stored apart from its hash (claim-check,
+        above the queue's blob threshold); written and deleted with the task by the
+        scripts (lua/include/common.lua blob_key, delete_task)."""
+        return f"{self.base}blob:{task_id}:{name}"
+
     @property
     def cancel_channel(self) -> str:
         return f"{self.base}cancel"
@@ -269,6 +287,28 @@ class QueueKeys:
     def limit_waiters(self, key: str) -> str:
         """Set: task types with tasks a limit holds back (woken when it frees)."""
         return f"{self.base}lwait:{key}"
+
+    # Pause and periodic schedules.
+    @property
+    def paused(self) -> str:
+        """Hash (in every partition): what claims skip, field "*" (the whole queue) or a
+        task type, value the server ms it was paused at; claim.lua reads it."""
+        return f"{self.base}paused"
+
+    @property
+    def schedules(self) -> str:
+        """Hash (queue-wide): each periodic schedule's definition (JSON), by name."""
+        return f"{self.base}schedules"
+
+    @property
+    def schedule_due(self) -> str:
+        """Sorted set (queue-wide): each schedule's next due time (server ms), by name."""
+        return f"{self.base}schedule_due"
+
+    @property
+    def schedule_last(self) -> str:
+        """Hash (queue-wide): each schedule's last tick, "<due ms> <ticks skipped in all>"."""
+        return f"{self.base}schedule_last"
 
     # Pipeline runs that send their subtasks through this queue (owned by pipeline/).
     def run(self, run_id: str) -> str:

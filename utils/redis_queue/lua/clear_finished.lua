@@ -27,7 +27,7 @@ local removed = 0
 for _, zkey in ipairs({KEYS[1], KEYS[2]}) do
   if left <= 0 then break end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', cutoff, 'LIMIT', 0, left)) do
-    redis.call('DEL', task_key(base, id), done_key(base, id))
+    delete_task(base, id)
     redis.call('ZREM', zkey, id)
     removed = removed + 1
     left = left - 1

@@ -18,7 +18,7 @@ bad = check_types({KEYS[1], 'set', KEYS[2], 'zset'})
 if bad then return bad end
 local ids = redis.call('SPOP', KEYS[1], math.max(0, math.min(limit, MAX_BATCH)))
 for _, id in ipairs(ids) do
-  redis.call('DEL', task_key(base, id), done_key(base, id))
+  delete_task(base, id)
 end
 call_sliced('ZREM', KEYS[2], ids)
 return {#ids}

@@ -9,7 +9,15 @@
     base .. 'wake:' .. type    list: wake-up token for workers serving that type
     base .. 'wake'             list: wake-up token for workers serving every type
     base .. 'done:' .. id      list: pushed once when the task reaches a final state
+    base .. 'blob:' .. id .. ':payload' (or ':result')
+                               string: a payload or result above the blob threshold,
+                               referenced from the hash by 'payload.blob' / 'result.blob'
     base .. 'hist:' .. minute  hash with a TTL: one minute's counters (flush_history)
+    base .. 'paused'           hash: "*" or a task type -> ms paused at (claim.lua skips them)
+    base .. 'schedules'        hash: a periodic schedule's definition (JSON) by name
+    base .. 'schedule_due'     zset: a schedule's next due time (ms) by name
+    base .. 'schedule_last'    hash: a schedule's last tick "<due ms> <skipped in all>"
+    base .. 'out:' .. id       stream with a TTL: a task's output (emit.lua), ended by notify_done
 
   Error replies are tables whose first element is a negative code (see errors.py).
   Every redis.call costs about a microsecond inside a script, so the hot paths read what
@@ -87,6 +95,15 @@ end
 local function task_key(base, id) return base .. 'task:' .. id end
 local function pending_key(base, task_type) return base .. 'pending:' .. task_type end
 local function done_key(base, id) return base .. 'done:' .. id end
+local function output_key(base, id) return base .. 'out:' .. id end
+local function blob_key(base, id, name) return base .. 'blob:' .. id .. ':' .. name end
+
+-- Deletes a task and everything kept for it (its done list, its payload and result blob
+-- keys): every script that deletes a task goes through here, so no blob outlives it.
+local function delete_task(base, id)
+  redis.call('DEL', task_key(base, id), done_key(base, id), blob_key(base, id, 'payload'),
+             blob_key(base, id, 'result'))
+end
 
 -- Returns an error table when a structure key holds the wrong Redis type, so a script
 -- can refuse before its first write instead of failing halfway.
@@ -157,6 +174,13 @@ local function notify_done(base, id)
   local k = done_key(base, id)
   redis.call('RPUSH', k, '1')
   redis.call('PEXPIRE', k, DONE_TTL_MS)
+  -- A task that wrote output ends its stream with its final state, which wakes readers
+  -- (queue.stream_output) at once; the stream keeps the TTL its last write gave it.
+  local out = output_key(base, id)
+  if redis.call('EXISTS', out) == 1 then
+    local f = redis.call('HMGET', task_key(base, id), 'attempts', 'state')
+    redis.pcall('XADD', out, '*', 'a', f[1] or '0', 'k', 'end', 't', f[2] or '')
+  end
 end
 
 -- Blobs (payload, result, error) are stored as chunks of at most CHUNK bytes: `name`,

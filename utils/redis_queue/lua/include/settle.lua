@@ -59,7 +59,7 @@ local function complete_one(base, k, id, token, keep_ms, result, used)
     for _, zkey in ipairs({k.completed, k.cancelled}) do
       local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', cutoff, 'LIMIT', 0, TRIM_BATCH)
       for _, old_id in ipairs(old) do
-        redis.call('DEL', task_key(base, old_id), done_key(base, old_id))
+        delete_task(base, old_id)
       end
       call_sliced('ZREM', zkey, old)
     end
