@@ -54,24 +54,51 @@ class WorkerInfo:
 
 
 async def record_worker(queue: RedisTaskQueue, info: WorkerInfo) -> None:
-    data = info.to_dict()
-    del data["last_beat_at"], data["alive"]
-    call = scripts.worker_beat(
-        queue.keys, worker_id=info.worker_id, info=json.dumps(data), prune_ms=PRUNE_SECONDS * 1000
-    )
-    await queue.run(call)
+    await queue.run(_beat(queue, info, mode="beat"))
 
 
 async def join_registry(queue: RedisTaskQueue, info: WorkerInfo) -> None:
     """Record a starting worker's first beat; WorkerIdInUse if a live worker holds its id.
-    An entry left by a dead process of this host (a crashed child its supervisor restarts
-    under the same id) is taken over at once rather than after its beats lapse. The check
-    and the write are two calls: two workers started within the same few milliseconds can
-    both pass (the registry then shows one of them)."""
-    for other in await list_workers(queue):
-        if other.worker_id == info.worker_id and other.alive and not _is_gone(other, info):
-            raise WorkerIdInUse(info.worker_id, other.host, other.pid)
-    await record_worker(queue, info)
+    The check and the write are one script, so of two workers started under one id at the
+    same instant exactly one joins. An entry left by a dead process of this host (a crashed
+    child its supervisor restarts under the same id) is taken over at once rather than
+    after its beats lapse: the script names the holder, this host checks its pid, and the
+    second call takes over only that holder's entry."""
+    takeover: int | None = None
+    for _ in range(2):
+        reply = await queue.run(_beat(queue, info, mode="join", takeover_pid=takeover))
+        holder = codec.as_text(reply[1]) if len(reply) > 1 else ""
+        if not holder:
+            return
+        other = _parse(holder)
+        if other is None or not _is_gone(other, info):
+            host, pid = (other.host, other.pid) if other else ("?", 0)
+            raise WorkerIdInUse(info.worker_id, host, pid)
+        takeover = other.pid
+    raise WorkerIdInUse(info.worker_id, "?", 0)  # the id changed hands twice while joining
+
+
+def _beat(
+    queue: RedisTaskQueue, info: WorkerInfo, *, mode: str, takeover_pid: int | None = None
+) -> scripts.ScriptCall:
+    data = info.to_dict()
+    del data["last_beat_at"], data["alive"]
+    return scripts.worker_beat(
+        queue.keys,
+        worker_id=info.worker_id,
+        info=json.dumps(data),
+        prune_ms=PRUNE_SECONDS * 1000,
+        mode=mode,
+        dead_after=DEAD_AFTER_BEATS,
+        takeover_pid=takeover_pid,
+    )
+
+
+def _parse(raw: str) -> WorkerInfo | None:
+    try:
+        return WorkerInfo(**json.loads(raw))
+    except (TypeError, ValueError):
+        return None
 
 
 def _is_gone(other: WorkerInfo, me: WorkerInfo) -> bool:
@@ -104,7 +131,7 @@ async def beat_forever(
 
 async def remove_worker(queue: RedisTaskQueue, worker_id: str) -> None:
     call = scripts.worker_beat(
-        queue.keys, worker_id=worker_id, info="", prune_ms=PRUNE_SECONDS * 1000, leave=True
+        queue.keys, worker_id=worker_id, info="", prune_ms=PRUNE_SECONDS * 1000, mode="leave"
     )
     await queue.run(call)
 
@@ -128,9 +155,8 @@ def workers_from(raw: Any, beats: Any, now_ms: int) -> list[WorkerInfo]:
     last_beat = {codec.as_text(member): int(score) for member, score in beats}
     workers = []
     for key, value in codec.text_fields(raw).items():
-        try:
-            info = WorkerInfo(**json.loads(value))
-        except (TypeError, ValueError):
+        info = _parse(value)
+        if info is None:
             continue
         beat_ms = last_beat.get(key, 0)
         info.last_beat_at = codec.iso_from_ms(str(beat_ms)) or ""

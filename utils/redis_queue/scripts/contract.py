@@ -124,7 +124,9 @@ SIZES = Script(
 )
 # Replaces this worker's entry and prunes a bounded number of silent ones.
 WORKER_BEAT = Script(
-    "worker_beat", ("workers", "worker_beats"), ("worker_id", "info", "prune_ms", "mode")
+    "worker_beat",
+    ("workers", "worker_beats"),
+    ("worker_id", "info", "prune_ms", "mode", "dead_after", "takeover_pid"),
 )
 SCRIPTS = {
     s.name: s
@@ -379,7 +381,17 @@ def sizes(keys: QueueKeys) -> ScriptCall:
 
 
 def worker_beat(
-    keys: QueueKeys, *, worker_id: str, info: str, prune_ms: int, leave: bool = False
+    keys: QueueKeys,
+    *,
+    worker_id: str,
+    info: str,
+    prune_ms: int,
+    mode: str = "beat",
+    dead_after: int = 0,
+    takeover_pid: int | None = None,
 ) -> ScriptCall:
-    named = {"worker_id": worker_id, "info": info, "prune_ms": prune_ms}
-    return WORKER_BEAT.call(keys, {**named, "mode": "leave" if leave else "beat"})
+    """`mode` is 'beat', 'leave', or 'join' (refused while a live worker holds the id:
+    one not silent for `dead_after` of its beat intervals, nor `takeover_pid`)."""
+    named = {"worker_id": worker_id, "info": info, "prune_ms": prune_ms, "mode": mode}
+    takeover = "" if takeover_pid is None else str(takeover_pid)
+    return WORKER_BEAT.call(keys, {**named, "dead_after": dead_after, "takeover_pid": takeover})
