@@ -81,6 +81,14 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
         "complete": scripts.complete(keys, task_id="t", token="1", keep_ms=2, result_text="{}"),
         "enqueue": scripts.enqueue(keys, [task, task]),
         "extend": scripts.extend(keys, task_id="t", token="1", lease_ms=3),
+        "emit": scripts.emit(
+            keys,
+            task_id="t",
+            token="1",
+            max_len=10,
+            ttl_ms=1000,
+            entries=[scripts.OutputEntry("text", "hi"), scripts.OutputEntry("progress", "m", 0.5)],
+        ),
         "fail": scripts.fail(
             keys,
             task_id="t",

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     )
     enable_dlq: bool = Field(True, description="Dead-letter final failures (else state failed).")
     max_payload_bytes: int = Field(1_048_576, gt=0, description="Largest payload/result JSON.")
+    output_max_entries: int = Field(
+        10_000, ge=1, description="Entries a task's output stream keeps (about: MAXLEN ~)."
+    )
+    output_ttl_seconds: int = Field(
+        86_400, ge=1, description="A task's output stream expires this long after its last write."
+    )
     socket_timeout: float = Field(5.0, gt=0, description="Timeout of one Redis command.")
     connect_timeout: float = Field(5.0, gt=0, description="Timeout of connecting to Redis.")
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -226,4 +232,6 @@ class Settings(BaseSettings):
             "durable_settle": self.durable_settle,
             "min_replicas": self.min_replicas,
             "durable_timeout_ms": self.durable_timeout_ms,
+            "output_max_entries": self.output_max_entries,
+            "output_ttl_seconds": self.output_ttl_seconds,
         }

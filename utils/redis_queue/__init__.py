@@ -44,6 +44,7 @@ from .models import (
     TaskPriority,
     TaskState,
 )
+from .output import OutputChunk
 from .queue import RedisTaskQueue
 from .summaries import SearchResult, TaskPage, TaskSummary
 from .worker import Worker, WorkerStats
@@ -67,6 +68,7 @@ __all__ = [
     "LimitStatus",
     "MinuteCounts",
     "NotConnected",
+    "OutputChunk",
     "PayloadTooLarge",
     "PermanentFailure",
     "QueueError",

@@ -165,6 +165,8 @@ def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) 
             limits=fields["limits"].split() if fields.get("limits") else [],
             cost_tokens=int(fields["cost"]) if fields.get("cost") else None,
             group=fields.get("group"),
+            progress=float(fields["progress"]) if fields.get("progress") else None,
+            progress_message=fields.get("progress.msg"),
         )
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"corrupt task record {task_id!r}: bad {field} field ({exc})") from exc

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .models import RedisTask
+from .output import OutputSink, OutputWriter, check_kind, cut_text, progress_entry
+from .scripts import OutputEntry
 
 __all__ = [
     "AppLoadError",
@@ -41,6 +43,29 @@ class TaskContext:
     lease_token: int  # fencing token: pass it to external systems to reject stale writers
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_used: int | None = None  # what report_tokens() added up
+    # where emit() and progress() write (the worker's queue); None: they write nothing
+    output: OutputSink | None = field(default=None, repr=False)
+    _writer: OutputWriter | None = field(default=None, repr=False)
+
+    async def emit(self, text: str, *, kind: str = "text") -> None:
+        """Appends `text` to the task's output stream (kind "text" for model tokens,
+        "log" for log lines, or any short name), tagged with this attempt. Returns once it
+        is stored; raises LeaseLost when this attempt no longer holds the lease (nothing
+        is written then). Text past 64 KB is cut."""
+        await self._write(OutputEntry(check_kind(kind), cut_text(str(text))))
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Reports how far the task is (`fraction` from 0 to 1) and what it does now:
+        stored on the task (get_task: progress, progress_message) and as an entry of its
+        output stream. LeaseLost as emit(); the message is cut to 64 bytes."""
+        await self._write(progress_entry(fraction, message))
+
+    async def _write(self, entry: OutputEntry) -> None:
+        if self.output is None:
+            return
+        if self._writer is None:
+            self._writer = OutputWriter(self.output, self.task.task_id, self.lease_token)
+        await self._writer.write(entry)
 
     def report_tokens(self, tokens: int) -> None:
         """Add `tokens` to what this attempt used: at settle, the token limits it is bound

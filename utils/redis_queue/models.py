@@ -130,6 +130,8 @@ class RedisTask:
     limits: list[str] = field(default_factory=list)  # limit keys it listed (its type's applies too)
     cost_tokens: int | None = None  # tokens it expects to use, reserved from token limits
     group: str | None = None  # fairness group: groups take turns within a priority
+    progress: float | None = None  # what its handler last reported (ctx.progress), 0..1
+    progress_message: str | None = None  # and what it said it was doing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -279,7 +279,7 @@ class Worker:
     ) -> Settlement | None:
         token = task.lease_token or 0
         assert self._keeper is not None
-        ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token)
+        ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token, output=self.queue)
         try:
             run = functools.partial(self._run_handler, handler, ctx, timeout)
             result = await self.queue.telemetry.process(task, self.worker_id, run)

@@ -10,6 +10,7 @@
     administer.py  cancel, retry_dlq_task, purge_dlq, clear_completed
     limiting.py    set_limit, get_limits, remove_limit, back_off_task (fleet-wide limits)
     history.py     get_history (per-minute counters), get_attempts (a task's failed attempts)
+    output.py      emit_output (under the lease), read_output, stream_output (a task's output)
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
 first write and reads time from the Redis server; utils.redis_queue.scripts builds each
@@ -24,10 +25,11 @@ from .consume import MAX_CLAIM
 from .history import History
 from .limiting import Limiting
 from .listing import Lister
+from .output import Output
 from .produce import Producer
 
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Producer, Limiting, History, Lister):
+class RedisTaskQueue(Producer, Limiting, History, Lister, Output):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

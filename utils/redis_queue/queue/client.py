@@ -71,6 +71,8 @@ class QueueClient:
         durable_settle: bool = False,
         min_replicas: int = 1,
         durable_timeout_ms: int = 1000,
+        output_max_entries: int = 10_000,
+        output_ttl_seconds: int = 86_400,
     ) -> None:
         if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
             raise ValueError(
@@ -99,6 +101,11 @@ class QueueClient:
         self.durable_settle = durable_settle
         self.min_replicas = min_replicas
         self.durable_timeout_ms = durable_timeout_ms
+        if output_max_entries < 1 or output_ttl_seconds < 1:
+            raise ValueError("output_max_entries and output_ttl_seconds must be >= 1")
+        # a task's output stream: its bound (XADD MAXLEN ~) and its life after its last write
+        self.output_max_entries = output_max_entries
+        self.output_ttl_seconds = output_ttl_seconds
         self._password = password
         self.telemetry = Telemetry(self, metrics)
         self._socket_timeout = socket_timeout

@@ -96,6 +96,7 @@ COMPLETE = Script(
 )
 ENQUEUE = Script("enqueue", ("delayed", "stats", "types"), ("base",), rest="tasks", flags="")
 EXTEND = Script("extend", ("processing",), ("base", "id", "token", "lease_ms"))
+EMIT = Script("emit", ("processing",), ("base", "id", "token", "max_len", "ttl_ms"), rest="entries")
 FAIL = Script(
     "fail",
     ("processing", "delayed", "dlq", "failed", "cancelled", "stats", "dlq_order"),
@@ -135,6 +136,7 @@ SCRIPTS = {
         CLAIM,
         CLEAR_FINISHED,
         COMPLETE,
+        EMIT,
         ENQUEUE,
         EXTEND,
         EXTEND_PERMITS,
@@ -309,6 +311,33 @@ def settle_many(
 def extend(keys: QueueKeys, *, task_id: str, token: str, lease_ms: int) -> ScriptCall:
     named = {"base": keys.base, "id": task_id, "token": token, "lease_ms": lease_ms}
     return EXTEND.call(keys, named)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputEntry:
+    """One entry of a task's output stream, for emit.lua: a kind ("text", "log", ...),
+    its text, and for a progress entry the fraction done (0..1)."""
+
+    kind: str
+    text: str
+    fraction: float | None = None
+
+
+def emit(
+    keys: QueueKeys,
+    *,
+    task_id: str,
+    token: str,
+    max_len: int,
+    ttl_ms: int,
+    entries: Sequence[OutputEntry],
+) -> ScriptCall:
+    named = {"base": keys.base, "id": task_id, "token": token, "max_len": max_len}
+    rest: list[Any] = []
+    for entry in entries:
+        fraction = "" if entry.fraction is None else repr(float(entry.fraction))
+        rest += [entry.kind, fraction, entry.text]
+    return EMIT.call(keys, {**named, "ttl_ms": ttl_ms}, rest)
 
 
 def release(keys: QueueKeys, *, task_id: str, token: str) -> ScriptCall:
