@@ -18,6 +18,7 @@ from .dashboard_cmd import dashboard
 from .limits_cmd import limits
 from .listing_cmds import dlq_list, task_list, task_search
 from .metrics_cmd import metrics
+from .output_cmds import task_tail
 from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
 from .worker_cmd import worker
@@ -82,7 +83,7 @@ def cli(
 
 for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits, dashboard):
     cli.add_command(command)
-for group, sub in ((task, task_list), (task, task_search), (dlq, dlq_list)):
+for group, sub in ((task, task_list), (task, task_search), (task, task_tail), (dlq, dlq_list)):
     group.add_command(sub)
 
 
