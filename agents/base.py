@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from utils.config import ModelSettings, PipelineSettings
@@ -61,6 +62,10 @@ RATE_LIMITED_PAUSE = 5.0  # seconds, when a 429 came without a Retry-After
 
 BackendFactory = Callable[[Mapping[str, Any] | None], ModelBackend]
 """overrides (the payload's "model" object, or None) -> the backend to call."""
+
+# The tokens this attempt's model calls returned so far (ask() adds to it): an attempt that
+# fails after a reply reports them, so the run's totals and budget count what was paid.
+_spent_tokens: ContextVar[list[int] | None] = ContextVar("agent_spent_tokens", default=None)
 
 
 class Agent:
@@ -102,8 +107,21 @@ class Agent:
             attempt=ctx.attempt,
             workspace_must_exist=self.workspace_must_exist,
         )
+        spent = [0]
+        reset = _spent_tokens.set(spent)
         try:
-            result = await self.run(request)
+            result = await self._run_mapped(ctx, request)
+        except BaseException:
+            if spent[0]:
+                ctx.report_tokens(spent[0])
+            raise
+        finally:
+            _spent_tokens.reset(reset)
+        return self._settled(ctx, result)
+
+    async def _run_mapped(self, ctx: TaskContext, request: AgentRequest) -> dict[str, Any]:
+        try:
+            return await self.run(request)
         except ModelRateLimited as exc:
             # The provider is saturated for everyone: pause its limit (the task's listed
             # ones, else its type's) fleet-wide; this attempt does not count.
@@ -120,6 +138,9 @@ class Agent:
                 raise PermanentFailure(reason) from exc
             delay = None if exc.retry_after is None else min(exc.retry_after, RETRY_AFTER_CAP)
             raise Retry(reason, delay=delay) from exc
+
+    @staticmethod
+    def _settled(ctx: TaskContext, result: dict[str, Any]) -> dict[str, Any]:
         usage = result.get("usage") if isinstance(result, dict) else None
         tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
         if isinstance(tokens, int) and tokens >= 0:
@@ -137,6 +158,9 @@ class Agent:
         key = f"{self.name}:{request.subtask_id}"
         reply = await backend.complete(messages, key=key)
         usage = ModelUsage.of(reply, self.model_settings)  # counts in [0, 10**9]
+        spent = _spent_tokens.get()
+        if spent is not None:
+            spent[0] += usage.prompt_tokens + usage.completion_tokens
         record_model_usage(self.name, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd)
         log.info(
             "%s: %d prompt + %d completion tokens (%s)",

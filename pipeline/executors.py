@@ -52,6 +52,11 @@ class StageExecutor(Protocol):
         TaskCancelled, ResultTimeout or TaskNotFound, like wait_for_result."""
         ...
 
+    async def failed_attempt_tokens(self, task_id: str) -> int:
+        """The tokens its failed attempts reported spending (TaskContext.report_tokens):
+        part of the run's totals and budget, though no result carries them."""
+        ...
+
     async def cancel(self, task_id: str) -> None:
         """Cancel it if it has not finished (a no-op otherwise)."""
 
@@ -134,6 +139,12 @@ class QueueExecutor:
         result = await self.queue.wait_for_result(task_id, timeout)
         task = await self.queue.get_task(task_id)
         return result, task.attempts if task is not None else 0
+
+    async def failed_attempt_tokens(self, task_id: str) -> int:
+        try:
+            return sum(attempt.tokens for attempt in await self.queue.get_attempts(task_id))
+        except TaskNotFound:  # expired or deleted: its tokens are beyond reach
+            return 0
 
     async def cancel(self, task_id: str) -> None:
         with contextlib.suppress(TaskNotFound, TaskStateError):  # not sent yet, or ended

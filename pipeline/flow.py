@@ -366,6 +366,7 @@ class StageFlow:
             record.state, record.finished_at = SubtaskState.FAILED, time.time()
             record.error = getattr(exc, "error", None) or str(exc)
             record.attempts = getattr(exc, "attempts", record.attempts)
+            record.failed_attempt_tokens = await self.executor.failed_attempt_tokens(task_id)
             await self._save(run, (task_id,))
             self._emit(run, "failed", stage, subtask["id"], record.error)
             raise _StageFailed(f"{stage} subtask {subtask['id']} failed: {record.error}") from exc
@@ -373,9 +374,11 @@ class StageFlow:
             result = {"ok": True, "summary": "", "value": result}
         record.state, record.result = SubtaskState.COMPLETED, result
         record.attempts, record.finished_at = attempts, time.time()
+        if attempts > 1:  # only a retried subtask can have spent tokens in a failed attempt
+            record.failed_attempt_tokens = await self.executor.failed_attempt_tokens(task_id)
         await self._save(run, (task_id,))
         if self.metrics:
-            used = Usage()
+            used = Usage(failed_attempt_tokens=record.failed_attempt_tokens)
             used.add(result.get("usage"))
             self.metrics.subtask_used(str(stage), used.total_tokens, used.cost_usd)
         self._emit(run, "finished", stage, subtask["id"], str(result.get("summary", "")), result)

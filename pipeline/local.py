@@ -53,6 +53,7 @@ class LocalExecutor:
         self._tasks: dict[str, RedisTask] = {}
         self._done: dict[str, asyncio.Future[Any]] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
+        self._failed_tokens: dict[str, int] = {}  # task id -> tokens its failed attempts spent
         self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -128,6 +129,7 @@ class LocalExecutor:
             if task is not None and TaskState(task.state).is_final:
                 del self._tasks[task_id]
                 del self._done[task_id]
+                self._failed_tokens.pop(task_id, None)
 
     def _push(self, task_id: str) -> None:
         priority = self._tasks[task_id].priority
@@ -166,8 +168,10 @@ class LocalExecutor:
                 task, TaskState.CANCELLED, error=TaskCancelled(task.task_id, task.attempts)
             )
         except PermanentFailure as exc:
+            self._count_failed_tokens(task.task_id, ctx)
             self._give_up(task, f"PermanentFailure: {exc}")
         except Exception as exc:
+            self._count_failed_tokens(task.task_id, ctx)
             reason = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError):
                 reason = f"timed out after {spec.timeout} s"
@@ -191,6 +195,13 @@ class LocalExecutor:
         else:
             task.result = result
             self._finish(task, TaskState.COMPLETED, result=result)
+
+    def _count_failed_tokens(self, task_id: str, ctx: TaskContext) -> None:
+        if ctx.tokens_used:
+            self._failed_tokens[task_id] = self._failed_tokens.get(task_id, 0) + ctx.tokens_used
+
+    async def failed_attempt_tokens(self, task_id: str) -> int:
+        return self._failed_tokens.get(task_id, 0)
 
     def _retry(self, task_id: str) -> None:
         task = self._tasks[task_id]

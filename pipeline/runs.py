@@ -52,13 +52,18 @@ class Stage(StrEnum):
 
 
 class Usage(BaseModel):
+    """Tokens and cost of a run's (or a subtask's) results, plus the tokens its failed
+    attempts spent: those count in total_tokens and against a budget, but no price is
+    known for them (their split into prompt and completion is not recorded)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    failed_attempt_tokens: int = 0
     cost_usd: float = 0.0
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.prompt_tokens + self.completion_tokens + self.failed_attempt_tokens
 
     def add(self, reported: Any) -> None:
         """Add an agent result's `usage` (ignored when absent or malformed)."""
@@ -92,6 +97,7 @@ class SubtaskRecord(BaseModel):
     finished_at: float | None = None
     result: Any = None
     error: str | None = None
+    failed_attempt_tokens: int = 0  # spent by attempts that failed (Usage)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -145,6 +151,7 @@ class RunState(BaseModel):
         for record in self.subtasks.values():
             if isinstance(record.result, dict):
                 total.add(record.result.get("usage"))
+            total.failed_attempt_tokens += record.failed_attempt_tokens
         return total
 
     def to_result(self) -> PipelineResult:

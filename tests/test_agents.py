@@ -173,6 +173,16 @@ async def test_a_reply_without_files_is_a_retryable_failure(tmp_path: Path) -> N
     assert not isinstance(caught.value, PermanentFailure)
 
 
+async def test_an_attempt_that_fails_after_a_reply_reports_the_tokens_it_spent(
+    tmp_path: Path,
+) -> None:
+    replay = replay_with(tmp_path, {"dev:calc": "I cannot help with that."})
+    ctx = context("dev", payload(tmp_path, "calc", replay))
+    with pytest.raises(NoFilesInReply):
+        await DevAgent(MODEL, PIPELINE)(ctx)
+    assert ctx.tokens_used == 1  # the recording's usage: what the provider billed
+
+
 async def test_a_missing_recording_dead_letters_naming_key_and_file(tmp_path: Path) -> None:
     subtask = {"id": "nope", "description": "x"}
     with pytest.raises(PermanentFailure, match=r"ReplayMissing: .*'dev:nope'.*replay\.json"):

@@ -249,6 +249,7 @@ async def test_every_failed_attempt_is_kept_with_its_worker_and_time(
         "error": errors[0],
         "at": attempts[0].at,
         "worker_id": "w1",
+        "tokens": 0,
     }
     record = {k.decode(): v for k, v in (await raw_redis.hgetall(q.keys.task("job"))).items()}
     assert all(len(v) <= 64 for k, v in record.items() if k.startswith(("att.", "err.")))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import EnhancedPipelineManager, RunStatus
+from pipeline import DistributedPipelineManager, EnhancedPipelineManager, RunStatus
 from tests.test_pipeline_dag import (
     Recorder,
     dag_spec,
@@ -29,6 +29,34 @@ class Spender(Recorder):
         result = await super().dev(ctx)
         usage = {"prompt_tokens": 600, "completion_tokens": 400, "cost_usd": 0.01}
         return {**result, "usage": usage}
+
+
+class SpendsThenFailsOnce(Spender):
+    """Each dev subtask's first attempt spends 700 tokens and fails; its retry succeeds."""
+
+    async def dev(self, ctx: TaskContext) -> dict[str, Any]:
+        if ctx.attempt == 1:
+            ctx.report_tokens(700)
+            raise RuntimeError("the reply could not be used")
+        return await super().dev(ctx)
+
+
+async def test_tokens_of_failed_attempts_count_in_the_totals_and_the_budget(
+    pipeline_managers: ManagerFactory,
+) -> None:
+    async with pipeline_managers(SpendsThenFailsOnce(dev_seconds=0).registry()) as manager:
+        result = await manager.run(dag_spec({"a": []}))
+        over = await manager.run(dag_spec({"b": []}, budget={"max_tokens": 1500}))
+        [record] = [r for r in result.subtasks if r.stage == "dev"]
+        if isinstance(manager, DistributedPipelineManager):  # the queue keeps it per attempt
+            attempts = await manager.redis_queue.get_attempts(record.task_id)
+            assert [(a.attempt, a.tokens) for a in attempts] == [(1, 700)]
+    assert result.status is RunStatus.SUCCEEDED, result.reasons
+    assert result.usage.failed_attempt_tokens == 700
+    assert result.usage.total_tokens == 1700
+    assert record.attempts == 2 and record.failed_attempt_tokens == 700
+    assert over.status is RunStatus.FAILED
+    assert over.reasons == ["budget exceeded: 1,700 tokens used, 1,500 allowed"]
 
 
 async def test_a_token_budget_stops_the_run_at_the_result_that_passes_it(

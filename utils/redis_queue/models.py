@@ -194,12 +194,14 @@ class MinuteCounts:
 class AttemptRecord:
     """One attempt of a task that ended in an error (a failure, a timeout, a lost lease):
     its number (1 = the first run), the error as stored, when it ended (naive ISO, server
-    clock, like RedisTask's timestamps) and the worker that ran it."""
+    clock, like RedisTask's timestamps), the worker that ran it and the tokens its handler
+    reported spending before it failed (TaskContext.report_tokens)."""
 
     attempt: int
     error: str
     at: str | None
     worker_id: str | None
+    tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

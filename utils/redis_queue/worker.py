@@ -288,9 +288,12 @@ class Worker:
             error = f"timed out after {timeout} s"
             return Settlement(task.task_id, token, error=error, tokens_used=ctx.tokens_used)
         except Retry as exc:
-            return Settlement(task.task_id, token, error=f"Retry: {exc}", delay=exc.delay)
+            error = f"Retry: {exc}"
+            used = ctx.tokens_used
+            return Settlement(task.task_id, token, error=error, delay=exc.delay, tokens_used=used)
         except PermanentFailure as exc:
-            return Settlement(task.task_id, token, error=f"PermanentFailure: {exc}", retry=False)
+            error, used = f"PermanentFailure: {exc}", ctx.tokens_used
+            return Settlement(task.task_id, token, error=error, retry=False, tokens_used=used)
         except RateLimited as exc:
             pause = check_pause(exc.retry_after)
             return Settlement(task.task_id, token, pause=pause, pause_limits=exc.limits)
@@ -303,7 +306,8 @@ class Worker:
                 return None
             raise
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a sync handler's exit
-            return Settlement(task.task_id, token, error=describe(exc, with_traceback=True))
+            error = describe(exc, with_traceback=True)
+            return Settlement(task.task_id, token, error=error, tokens_used=ctx.tokens_used)
         finally:
             self._keeper.remove(task.task_id)
 

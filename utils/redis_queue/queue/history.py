@@ -93,11 +93,18 @@ class History(QueueClient):
 
 
 def _record(header: str, error: str) -> AttemptRecord:
-    """A record from its `att.<s>` header ("<attempt> <server ms> <worker id>")."""
+    """A record from its `att.<s>` header ("<attempt> <server ms> <worker id>[ t=<tokens>]")."""
     attempt, at_ms, worker = [*header.split(" ", 2), "", ""][:3]
+    tokens = 0
+    head, _, last = worker.rpartition(" ")
+    if last.startswith("t=") and last[2:].isdigit():
+        worker, tokens = head, int(last[2:])
+    elif worker.startswith("t=") and worker[2:].isdigit():  # no worker id
+        worker, tokens = "", int(worker[2:])
     return AttemptRecord(
         attempt=int(attempt) if attempt.isdigit() else 0,
         error=error,
         at=codec.iso_from_ms(at_ms if at_ms.isdigit() else None),
         worker_id=worker or None,
+        tokens=tokens,
     )

@@ -223,17 +223,23 @@ end
 
 -- Each task keeps the errors of its last ATTEMPTS_KEPT attempts that ended in one (a
 -- failure, a timeout, a lost lease; models.AttemptRecord): `att.n` numbers them, and record
--- s is `att.<s>` = "<attempt> <server ms> <worker id>" with its error in the counted blob
--- `err.<s>`. Appends record seq + 1 to `fields` (for HSET) and the names of the record it
--- pushes out to `stale` (for HDEL); `seq` is the task's att.n as read (or nil).
+-- s is `att.<s>` = "<attempt> <server ms> <worker id>[ t=<tokens spent>]" with its error
+-- in the counted blob `err.<s>`. Appends record seq + 1 to `fields` (for HSET) and the
+-- names of the record it pushes out to `stale` (for HDEL); `seq` is the task's att.n as
+-- read (or nil).
 local ATTEMPTS_KEPT = 10
-local function add_attempt(stale, fields, key, seq, attempt, now, worker, err)
+local function add_attempt(stale, fields, key, seq, attempt, now, worker, err, used)
   local s = (tonumber(seq) or 0) + 1
   fields[#fields + 1] = 'att.n'
   fields[#fields + 1] = s
   fields[#fields + 1] = 'att.' .. s
-  fields[#fields + 1] = (tonumber(attempt) or 0) .. ' ' .. string.format('%d', now) .. ' '
+  local header = (tonumber(attempt) or 0) .. ' ' .. string.format('%d', now) .. ' '
     .. (worker or '')
+  -- The tokens the failed attempt reported spending, so a run's totals can count them.
+  if tonumber(used) and tonumber(used) > 0 then
+    header = header .. ' t=' .. string.format('%d', tonumber(used))
+  end
+  fields[#fields + 1] = header
   add_blob(fields, 'err.' .. s, err, true)
   if s > ATTEMPTS_KEPT then
     local old = s - ATTEMPTS_KEPT

@@ -101,7 +101,7 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
   redis.call('ZREM', k.processing, id)
   -- This attempt's record, written with the error below (no extra call).
   local stale, fields = {}, {}
-  add_attempt(stale, fields, key, f[12], f[10], now, f[11], err)
+  add_attempt(stale, fields, key, f[12], f[10], now, f[11], err, used)
   if cancel == '1' then
     add_blob_names(stale, 'error', error_count)
     call_sliced('HDEL', key, stale)
