@@ -22,7 +22,9 @@ Writing your own agent:
 
 `ask()` picks the backend (the worker's settings, or the payload's "model" override),
 prices the reply and counts its tokens in the agentic_model_* metrics. `result()` builds
-the common fields every agent returns: agent, ok, summary and usage.
+the common fields every agent returns: agent, ok, summary and usage. Under a worker, a
+backend that streams (`supports_streaming`) passes the reply on as it arrives to the
+task's output stream (ctx.emit: `agentic task tail`, `pipeline run --follow`).
 
 A model error leaves the task as one line ("ModelTimeout: no answer from ... within 120
 s"), the key and any bearer token already scrubbed from it; a wait the provider asked for
@@ -35,7 +37,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from utils.config import ModelSettings, PipelineSettings
 from utils.metrics import record_model_usage
@@ -44,12 +46,14 @@ from utils.redis_queue.handlers import PermanentFailure, RateLimited, Retry, Tas
 
 from .models import (
     RETRY_AFTER_CAP,
+    ChunkCallback,
     Message,
     ModelBackend,
     ModelError,
     ModelRateLimited,
     ModelReply,
     ModelUsage,
+    StreamingBackend,
     build_backend,
 )
 from .request import AgentRequest, InvalidRequest
@@ -66,6 +70,9 @@ BackendFactory = Callable[[Mapping[str, Any] | None], ModelBackend]
 # The tokens this attempt's model calls returned so far (ask() adds to it): an attempt that
 # fails after a reply reports them, so the run's totals and budget count what was paid.
 _spent_tokens: ContextVar[list[int] | None] = ContextVar("agent_spent_tokens", default=None)
+# Where ask() streams the model's reply as it arrives: the task's ctx.emit (each handler
+# runs in a task of its own, so this is per task), or None when nothing reads it.
+_output: ContextVar[ChunkCallback | None] = ContextVar("agent_output", default=None)
 
 
 class Agent:
@@ -100,6 +107,7 @@ class Agent:
         raise NotImplementedError
 
     async def __call__(self, ctx: TaskContext) -> dict[str, Any]:
+        _output.set(ctx.emit if ctx.output is not None else None)
         request = AgentRequest.from_payload(
             ctx.payload,
             task_type=self.name,
@@ -156,7 +164,12 @@ class Agent:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         key = f"{self.name}:{request.subtask_id}"
-        reply = await backend.complete(messages, key=key)
+        on_chunk = _output.get()
+        if on_chunk is not None and getattr(backend, "supports_streaming", False):
+            streaming = cast(StreamingBackend, backend)
+            reply = await streaming.complete(messages, key=key, on_chunk=on_chunk)
+        else:
+            reply = await backend.complete(messages, key=key)
         usage = ModelUsage.of(reply, self.model_settings)  # counts in [0, 10**9]
         spent = _spent_tokens.get()
         if spent is not None:

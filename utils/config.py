@@ -70,6 +70,9 @@ class ModelSettings(BaseModel):
     )
     temperature: float = Field(0.0, ge=0, le=2)
     replay_file: Path | None = Field(None, description="Recorded replies for the replay backend.")
+    replay_chunk_delay: float = Field(
+        0.0, ge=0, le=10, description="Seconds between the pieces a replayed reply streams in."
+    )
     prompt_price_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 prompt tokens.")
     completion_price_per_1k: float = Field(
         0.0, ge=0, description="USD per 1,000 completion tokens."

@@ -2,13 +2,24 @@
 
 - ReplayBackend: recorded replies from a JSON file (offline, deterministic).
 - OpenAIChatBackend: any OpenAI-compatible chat-completions endpoint.
+- Both stream (`supports_streaming`, StreamingBackend): complete(..., on_chunk=f) passes
+  the reply on as it arrives.
 - build_backend(settings, overrides): the one a worker's settings (and a run's overrides)
   ask for, cached per configuration.
 """
 
 from __future__ import annotations
 
-from .base import MAX_TOKENS_PER_CALL, Message, ModelBackend, ModelReply, ModelUsage, token_count
+from .base import (
+    MAX_TOKENS_PER_CALL,
+    ChunkCallback,
+    Message,
+    ModelBackend,
+    ModelReply,
+    ModelUsage,
+    StreamingBackend,
+    token_count,
+)
 from .errors import (
     RETRY_AFTER_CAP,
     ModelAuthError,
@@ -29,6 +40,7 @@ __all__ = [
     "MAX_TOKENS_PER_CALL",
     "OVERRIDABLE",
     "RETRY_AFTER_CAP",
+    "ChunkCallback",
     "Message",
     "ModelAuthError",
     "ModelBackend",
@@ -44,6 +56,7 @@ __all__ = [
     "ReplayBackend",
     "ReplayError",
     "ReplayMissing",
+    "StreamingBackend",
     "build_backend",
     "resolve_settings",
     "token_count",

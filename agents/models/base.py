@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,14 +12,19 @@ from utils.config import ModelSettings
 
 __all__ = [
     "MAX_TOKENS_PER_CALL",
+    "ChunkCallback",
     "Message",
     "ModelBackend",
     "ModelReply",
     "ModelUsage",
+    "StreamingBackend",
     "token_count",
 ]
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+ChunkCallback = Callable[[str], Awaitable[None]]
+"""Takes each piece of a reply as it streams in (an agent passes its task's ctx.emit)."""
 
 MAX_TOKENS_PER_CALL = 10**9
 """More tokens than any model reads or writes in one call: a provider's count above it is
@@ -63,9 +69,23 @@ class ModelReply:
 
 class ModelBackend(Protocol):
     """Answers chat messages. `key` names the call ("<task_type>:<subtask_id>", e.g.
-    "dev:calc"): the replay backend looks its answer up by it; others may log it."""
+    "dev:calc"): the replay backend looks its answer up by it; others may log it.
+
+    A backend that can stream sets `supports_streaming = True` and takes
+    `on_chunk: ChunkCallback | None = None` in complete(); agents pass it only then, so a
+    backend of one's own written to this protocol keeps working unchanged."""
 
     async def complete(self, messages: list[Message], *, key: str) -> ModelReply: ...
+
+
+class StreamingBackend(Protocol):
+    """A ModelBackend whose complete() also takes `on_chunk` (`supports_streaming`)."""
+
+    supports_streaming: bool
+
+    async def complete(
+        self, messages: list[Message], *, key: str, on_chunk: ChunkCallback | None = None
+    ) -> ModelReply: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ def _make(settings: ModelSettings) -> ModelBackend:
     if settings.backend == "replay":
         if settings.replay_file is None:
             raise ValueError("the replay backend needs a replay_file (AGENTIC_MODEL__REPLAY_FILE)")
-        return ReplayBackend(settings.replay_file)
+        return ReplayBackend(settings.replay_file, chunk_delay=settings.replay_chunk_delay)
     return OpenAIChatBackend.from_settings(settings)
 
 

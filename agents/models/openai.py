@@ -16,6 +16,12 @@ Budget of one `complete()` (documented in the README, "Model backend"):
 The API key goes only into the Authorization header of requests to the configured URL
 (redirects are not followed): never into logs, reprs or errors, which lose it (and any
 bearer token or sk- key a provider echoes back) before they are raised.
+
+Streaming: `complete(..., on_chunk=f)` asks for `stream: true` (with `stream_options:
+{include_usage: true}`) and awaits `f(text)` for each piece of content as the server-sent
+events arrive; the reply and its usage (from the final chunk) are as without streaming,
+under the same deadlines, size bound, redaction and usage checks. A retry after some text
+was passed on first passes on RETRY_NOTICE, so a reader knows the text starts over.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import httpx
 from utils.config import ModelSettings
 from utils.redaction import redact_secrets
 
-from .base import Message, ModelReply, token_count
+from .base import ChunkCallback, Message, ModelReply, token_count
 from .errors import (
     RETRY_AFTER_CAP,
     ModelAuthError,
@@ -48,7 +54,7 @@ from .errors import (
     ModelUnavailable,
 )
 
-__all__ = ["OpenAIChatBackend", "redact_key"]
+__all__ = ["RETRY_NOTICE", "OpenAIChatBackend", "redact_key"]
 
 log = logging.getLogger("agentic.agents.model")
 
@@ -60,10 +66,13 @@ _ERROR_BODY_BYTES = 2000  # what an error reply may say, of which 300 characters
 # 64 calls; 16 pools taken in turn keep each small (64 calls at once: 0.15 s).
 _POOLS = 16
 _KEEPALIVE = 8  # idle connections kept per pool
+RETRY_NOTICE = "\n[the model call is retried; its answer starts over]\n"
 
 
 class OpenAIChatBackend:
     """POST {base_url}/chat/completions with model, messages and temperature."""
+
+    supports_streaming = True  # complete() takes on_chunk
 
     def __init__(
         self,
@@ -114,17 +123,29 @@ class OpenAIChatBackend:
     def __repr__(self) -> str:  # the key stays out on purpose
         return f"OpenAIChatBackend(url={self.url!r}, name={self.name!r})"
 
-    async def complete(self, messages: list[Message], *, key: str) -> ModelReply:
-        body = json.dumps(
-            {"model": self.name, "messages": messages, "temperature": self.temperature}
-        ).encode()
+    async def complete(
+        self, messages: list[Message], *, key: str, on_chunk: ChunkCallback | None = None
+    ) -> ModelReply:
+        request: dict[str, Any] = {
+            "model": self.name,
+            "messages": messages,
+            "temperature": self.temperature,
+        }
+        if on_chunk is not None:
+            request.update(stream=True, stream_options={"include_usage": True})
+        body = json.dumps(request).encode()
         end = time.monotonic() + self.deadline
         attempt = 0
+        passed_on = [False]  # whether text went to on_chunk (a retry then says so first)
         while True:
             left = end - time.monotonic()
             try:
                 if left <= 0:
                     raise ModelTimeout(f"{self.url}: the call's {self.deadline} s deadline passed")
+                if on_chunk is not None:
+                    if passed_on[0]:
+                        await on_chunk(RETRY_NOTICE)
+                    return await self._stream(body, min(self.timeout, left), on_chunk, passed_on)
                 return self._parse(await self._send(body, min(self.timeout, left)))
             except _RETRIED as exc:
                 delay = self._delay(attempt, exc)
@@ -162,6 +183,38 @@ class OpenAIChatBackend:
                         detail = await _read(response, _ERROR_BODY_BYTES, truncate=True)
                         raise self._http_error(response, detail)
                     return await _read(response, MAX_BODY_BYTES, truncate=False)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ModelTimeout(f"no answer from {self.url} within {timeout:.3g} s") from None
+        except httpx.ConnectError as exc:
+            raise ModelUnavailable(f"cannot reach {self.url}: {self._clean(exc)}") from None
+        except httpx.HTTPError as exc:  # dropped connections, protocol errors
+            reason = f"{type(exc).__name__}: {self._clean(exc)}"
+            raise ModelUnavailable(f"connection to {self.url} failed: {reason}") from None
+
+    async def _stream(
+        self, body: bytes, timeout: float, on_chunk: ChunkCallback, passed_on: list[bool]
+    ) -> ModelReply:
+        """One streamed request within `timeout` seconds in all (the events, and what
+        on_chunk takes to store each); errors as _send's."""
+        client = await self._client()
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        try:
+            async with asyncio.timeout(timeout):
+                async with client.stream(
+                    "POST", self.url, content=body, headers=headers
+                ) as response:
+                    if response.status_code >= 300:
+                        detail = await _read(response, _ERROR_BODY_BYTES, truncate=True)
+                        raise self._http_error(response, detail)
+                    events = _SseReply(self._key)
+                    async for line in _lines(response):
+                        text = events.feed(line)
+                        if text:
+                            passed_on[0] = True
+                            await on_chunk(text)
+                        if events.done:
+                            break
+                    return self._reply(*events.finish(self.url))
         except (TimeoutError, httpx.TimeoutException):
             raise ModelTimeout(f"no answer from {self.url} within {timeout:.3g} s") from None
         except httpx.ConnectError as exc:
@@ -208,6 +261,10 @@ class OpenAIChatBackend:
             shown = redact_secrets(repr(content)[:200], self._key)
             raise ModelResponseError(f"the first choice has no text content: {shown}")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return self._reply(content, usage, data.get("model"))
+
+    def _reply(self, content: str, usage: dict[str, Any], model: object) -> ModelReply:
+        """The reply with its usage checked (clamped and flagged, never raised)."""
         prompt, prompt_flag = token_count(usage.get("prompt_tokens"))
         completion, completion_flag = token_count(usage.get("completion_tokens"))
         flags = tuple(f"{name}: {flag}" for name, flag in (
@@ -216,7 +273,57 @@ class OpenAIChatBackend:
         if flags:
             log.warning("%s reported a bad usage (%s); counted as %d + %d tokens",
                         self.url, "; ".join(flags), prompt, completion)  # fmt: skip
-        return ModelReply(content, prompt, completion, str(data.get("model") or self.name), flags)
+        return ModelReply(content, prompt, completion, str(model or self.name), flags)
+
+
+class _SseReply:
+    """A chat completion streamed as server-sent events ("data: {...}" lines, ended by
+    "data: [DONE]"): each event's content delta, and at the end the whole content, the
+    usage of the final chunk and the model name."""
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key
+        self.parts: list[str] = []
+        self.size = 0
+        self.usage: dict[str, Any] = {}
+        self.model: object = None
+        self.done = False
+
+    def feed(self, line: str) -> str:
+        """The text of one line's event ('' for comments, other fields, usage chunks)."""
+        if not line.startswith("data:"):
+            return ""  # blank separators, ": keep-alive" comments, event:/id: fields
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            event: Any = json.loads(data)
+            choices = event.get("choices") or []
+            delta = choices[0].get("delta") or {} if choices else {}
+            text = delta.get("content") or ""
+        except (ValueError, AttributeError, IndexError, TypeError) as exc:
+            snippet = redact_secrets(data[:200], self._key)
+            raise ModelResponseError(
+                f"not a chat completion event ({exc!r}): {snippet!r}"
+            ) from None
+        if not isinstance(text, str):
+            shown = redact_secrets(repr(text)[:200], self._key)
+            raise ModelResponseError(f"an event's delta has no text content: {shown}")
+        if isinstance(event.get("usage"), dict):
+            self.usage = event["usage"]
+        self.model = event.get("model") or self.model
+        self.size += len(text)
+        if self.size > MAX_BODY_BYTES:
+            raise ModelResponseError(f"a reply larger than {MAX_BODY_BYTES} bytes")
+        if text:
+            self.parts.append(text)
+        return text
+
+    def finish(self, url: str) -> tuple[str, dict[str, Any], object]:
+        if not self.done:  # the connection ended before [DONE]: a cut answer, retried
+            raise ModelUnavailable(f"{url} ended its event stream before [DONE]")
+        return "".join(self.parts), self.usage, self.model
 
 
 class _Pools:
@@ -268,6 +375,21 @@ async def _read(response: httpx.Response, limit: int, *, truncate: bool) -> byte
                 return bytes(data[:limit])
             raise ModelResponseError(f"a reply larger than {limit} bytes")
     return bytes(data)
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The body's lines (LF or CRLF), none longer than MAX_BODY_BYTES: a server that never
+    ends a line is a ModelResponseError, not a memory hog."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if len(pending) > MAX_BODY_BYTES:
+            raise ModelResponseError(f"an event line longer than {MAX_BODY_BYTES} bytes")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
 
 def redact_key(text: str, key: str | None) -> str:

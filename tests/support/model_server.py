@@ -75,6 +75,13 @@ class ProviderServer:
     retry-after     429 with Retry-After `retry_after`
     hang            accepts and never answers (until close())
 
+    A request with "stream": true is answered with server-sent events (chunked, as OpenAI
+    does): the content in pieces of `piece` characters, each its own event, then a chunk
+    with the usage when stream_options.include_usage asks for it, then "data: [DONE]".
+    Streaming modes: ok (as above; after `hold_after` pieces it waits for `hold` to be set),
+    trickle (`drip` seconds between events), stream-cut (the connection drops after two
+    pieces, no [DONE]), stream-garbage (an event that is not JSON).
+
     It counts requests, requests in flight and their peak, and the dripped replies that
     stopped because the client hung up (the proof that a deadline freed the connection).
     """
@@ -87,6 +94,10 @@ class ProviderServer:
         self.retry_after = "3600"
         self.usage: dict[str, Any] = {"prompt_tokens": 12, "completion_tokens": 3}
         self.requests = 0
+        self.bodies: list[dict[str, Any]] = []  # every request's JSON body
+        self.piece = 3
+        self.hold_after: int | None = None
+        self.hold = threading.Event()
         self.in_flight = 0
         self.peak = 0
         self.cut_off = 0  # trickles the client closed
@@ -100,14 +111,20 @@ class ProviderServer:
             disable_nagle_algorithm = True  # headers and body go in separate writes
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 with provider._lock:
+                    provider.bodies.append(body)
                     provider.first_at = provider.first_at or time.monotonic()
                     provider.requests += 1
                     provider.in_flight += 1
                     provider.peak = max(provider.peak, provider.in_flight)
                 try:
-                    provider._answer(self, provider.mode)
+                    if body.get("stream") and provider.mode not in (
+                        "echo-401", "echo-500", "retry-after", "hang",
+                    ):  # fmt: skip
+                        provider._stream(self, provider.mode, body)
+                    else:
+                        provider._answer(self, provider.mode)
                 finally:
                     with provider._lock:
                         provider.in_flight -= 1
@@ -138,6 +155,46 @@ class ProviderServer:
     def reply(self) -> bytes:
         choice = {"index": 0, "message": {"role": "assistant", "content": self.content}}
         return json.dumps({"model": "m-1", "choices": [choice], "usage": self.usage}).encode()
+
+    def _stream(self, handler: BaseHTTPRequestHandler, mode: str, body: dict[str, Any]) -> None:
+        if self.delay:
+            self.closing.wait(self.delay)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(data: str) -> None:
+            raw = f"data: {data}\n\n".encode()
+            handler.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+            handler.wfile.flush()
+
+        pieces = [self.content[i : i + self.piece] for i in range(0, len(self.content), self.piece)]
+        try:
+            comment = b": keep-alive\n\n"  # a comment line, which clients ignore
+            handler.wfile.write(f"{len(comment):x}\r\n".encode() + comment + b"\r\n")
+            for i, piece in enumerate(pieces):
+                if mode == "stream-cut" and i == 2:
+                    handler.close_connection = True
+                    handler.wfile.write(b'ff\r\ndata: {"cho')  # cut mid-event
+                    handler.wfile.flush()
+                    return
+                if mode == "stream-garbage" and i == 1:
+                    send("{not json")
+                if self.hold_after is not None and i == self.hold_after:
+                    self.hold.wait(20)
+                if mode == "trickle" and self.closing.wait(self.drip):
+                    return
+                delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                send(json.dumps({"model": "m-1", "choices": [delta]}))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                send(json.dumps({"model": "m-1", "choices": [], "usage": self.usage}))
+            send("[DONE]")
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:
+            with self._lock:
+                self.cut_off += 1
 
     def _answer(self, handler: BaseHTTPRequestHandler, mode: str) -> None:
         authorization = handler.headers.get("Authorization", "")
