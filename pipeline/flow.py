@@ -351,7 +351,10 @@ class StageFlow:
         await self.submit_task(stage, task_id, subtask, limits=limits, cost_tokens=cost, **payload)
         if await self.store.cancel_requested(run.run_id):  # a cancel raced the submit
             await self.executor.cancel(task_id)
-        self._emit(run, "submitted", stage, subtask["id"], f"priority {record.priority}")
+        self._emit(
+            run, "submitted", stage, subtask["id"], f"priority {record.priority}",
+            {"task_id": task_id},  # its queue task: where its output streams (--follow)
+        )  # fmt: skip
         try:
             result, attempts = await self.executor.outcome(task_id, self._subtask_timeout)
         except TaskCancelled as exc:

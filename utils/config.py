@@ -181,7 +181,12 @@ class Settings(BaseSettings):
         3600, gt=0, description="How long completed and cancelled tasks are kept."
     )
     enable_dlq: bool = Field(True, description="Dead-letter final failures (else state failed).")
-    max_payload_bytes: int = Field(1_048_576, gt=0, description="Largest payload/result JSON.")
+    max_payload_bytes: int = Field(
+        16_777_216, gt=0, description="Largest payload/result JSON (above: PayloadTooLarge)."
+    )
+    blob_threshold_bytes: int = Field(
+        65_536, ge=0, description="Payloads/results above this go to a key of their own."
+    )
     output_max_entries: int = Field(
         10_000, ge=1, description="Entries a task's output stream keeps (about: MAXLEN ~)."
     )
@@ -224,6 +229,7 @@ class Settings(BaseSettings):
             "retry_policy": RetryPolicy(**self.retry.model_dump()),
             "key_prefix": self.key_prefix,
             "max_payload_bytes": self.max_payload_bytes,
+            "blob_threshold_bytes": self.blob_threshold_bytes,
             "socket_timeout": self.socket_timeout,
             "connect_timeout": self.connect_timeout,
             "password": self.password(),

@@ -41,6 +41,7 @@ from .common import (
     redis_collector,
     run,
 )
+from .follow import OutputFollower
 from .progress import ProgressPrinter, render_summary, run_row
 
 __all__ = ["pipeline"]
@@ -88,6 +89,13 @@ _metrics_option = click.option(
 @_workers_option
 @_concurrency_option
 @_metrics_option
+@click.option(
+    "--follow",
+    is_flag=True,
+    envvar="AGENTIC_PIPELINE_FOLLOW",
+    help="Print each subtask's output (model tokens, logs, progress) as it arrives "
+    "(not with --local or --json)  [env: AGENTIC_PIPELINE_FOLLOW]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
 def run_cmd(
@@ -98,14 +106,18 @@ def run_cmd(
     workers: str,
     concurrency: int | None,
     metrics_port: int | None,
+    follow: bool,
     as_json: bool,
 ) -> None:
     """Run the pipeline SPEC (a JSON file) to its end, showing progress per stage."""
+    if follow and local:
+        fail("--follow reads the subtasks' output streams in Redis: not with --local", EXIT_USAGE)
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
         fail(str(exc), EXIT_USAGE)
     session = _Session(state.settings, redis_mode, workers, metrics_port, as_json, concurrency)
+    session.follow = follow and not as_json
     try:
         if local:
             result = run(lambda: session.run_local(spec))
@@ -306,6 +318,7 @@ class _Session:
         self.metrics = PipelineMetrics(self.registry)
         self.held: list[tuple[str, str, float]] = []  # runs another manager still holds
         self.metrics_url: str | None = None
+        self.follow = False  # print the subtasks' output as it arrives (run --follow)
 
     async def run_local(self, spec: PipelineSpec) -> PipelineResult:
         self._serve_metrics()
@@ -322,7 +335,14 @@ class _Session:
     async def run_distributed(self, spec: PipelineSpec) -> PipelineResult:
         async with self._distributed() as manager:
             self._say(f"{spec.name} {spec.version}: {len(spec.subtasks)} dev subtask(s)")
-            return await manager.run(spec)
+            if not self.follow:
+                return await manager.run(spec)
+            follower = OutputFollower(manager.redis_queue)
+            manager.add_listener(follower)
+            try:
+                return await manager.run(spec)
+            finally:
+                await follower.aclose()
 
     async def resume(self) -> list[PipelineResult]:
         async with self._distributed() as manager:

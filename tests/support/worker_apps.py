@@ -7,6 +7,7 @@ payload's "ledger" field: "<task_id> <attempt> <pid> <lease_token>".
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 import time
@@ -35,6 +36,24 @@ def _record(ctx: TaskContext, tag: str = "run") -> None:
 async def noop(ctx: TaskContext) -> Any:
     _record(ctx)
     return {"echo": ctx.payload.get("value")}
+
+
+@registry.handler("digest")
+async def digest(ctx: TaskContext) -> Any:
+    """The payload's "data" hashed (claim-check tests): sleeps a minute on attempt 1 when
+    "sleep_first" is set, and sends "data" back in the result when "echo" is."""
+    _record(ctx, "start")
+    if ctx.attempt == 1 and ctx.payload.get("sleep_first"):
+        await asyncio.sleep(60)
+    data = str(ctx.payload["data"])
+    out: dict[str, Any] = {
+        "sha256": hashlib.sha256(data.encode()).hexdigest(),
+        "attempt": ctx.attempt,
+        "pid": os.getpid(),
+    }
+    if ctx.payload.get("echo"):
+        out["data"] = data
+    return out
 
 
 @registry.handler("sleep")

@@ -3,7 +3,10 @@
 Blobs (payload, result, error) are stored in the task hash as chunks of at most 64 bytes
 (`payload`, `payload.1`, ...; the scripts cut them). Redis keeps a hash whose values are
 all <= 64 bytes (hash-max-listpack-value) as a compact listpack; one longer value turns
-the whole hash into a hashtable, which costs ~300 more bytes per task.
+the whole hash into a hashtable, which costs ~300 more bytes per task. A payload or
+result above the queue's blob threshold is stored claim-check instead: in a string key of
+its own, the hash holding `payload.blob` / `result.blob` = its size in bytes; whoever
+reads the task whole puts its value back as the `payload` / `result` field.
 """
 
 from __future__ import annotations
@@ -117,13 +120,29 @@ def text_fields(raw: Mapping[Any, Any] | list[Any]) -> dict[str, str]:
     return {as_text(k): as_text(v) for k, v in zip(it, it, strict=True)}
 
 
-def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) -> RedisTask:
+def blob_sizes(fields: Mapping[str, str]) -> dict[str, int]:
+    """What of a task is stored claim-check: "payload"/"result" -> its size in bytes."""
+    return {
+        name: int(fields[f"{name}.blob"])
+        for name in ("payload", "result")
+        if f"{name}.blob" in fields
+    }
+
+
+def decode_task(
+    task_id: str, fields: dict[str, str], default_max_retries: int, *, whole: bool = True
+) -> RedisTask:
     """Build a RedisTask from its hash. Counters absent from the hash are 0 and an absent
     max_retries is the queue's. Raises ValueError naming the field when the record is
-    corrupt (missing fields, wrong types, payload or result that is not JSON)."""
+    corrupt (missing fields, wrong types, payload or result that is not JSON). `whole`:
+    a claim-checked payload or result must have been put back (else the record is
+    corrupt); not whole, it is left out (payload {}, result None; see RedisTask.blobs)."""
     field = "?"
     try:
         field = "payload"
+        blobs = blob_sizes(fields)
+        if whole and any(name not in fields for name in blobs):
+            raise ValueError("its claim-check blob key is missing")
         payload_text = join_blob(fields, "payload")
         payload = json.loads(payload_text) if payload_text is not None else {}
         if not isinstance(payload, dict):
@@ -165,6 +184,7 @@ def decode_task(task_id: str, fields: dict[str, str], default_max_retries: int) 
             limits=fields["limits"].split() if fields.get("limits") else [],
             cost_tokens=int(fields["cost"]) if fields.get("cost") else None,
             group=fields.get("group"),
+            blobs=blobs,
             progress=float(fields["progress"]) if fields.get("progress") else None,
             progress_message=fields.get("progress.msg"),
         )

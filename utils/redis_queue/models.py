@@ -130,6 +130,9 @@ class RedisTask:
     limits: list[str] = field(default_factory=list)  # limit keys it listed (its type's applies too)
     cost_tokens: int | None = None  # tokens it expects to use, reserved from token limits
     group: str | None = None  # fairness group: groups take turns within a priority
+    # Claim-check: "payload"/"result" stored in a key of its own -> its JSON size in bytes
+    # (keys.QueueKeys.blob). A task read without its blobs (a listing) has payload {}.
+    blobs: dict[str, int] = field(default_factory=dict)
     progress: float | None = None  # what its handler last reported (ctx.progress), 0..1
     progress_message: str | None = None  # and what it said it was doing
 

@@ -36,6 +36,7 @@ class NewTask:
     limits: tuple[str, ...] = ()
     cost_tokens: int | None = None
     group: str | None = None
+    blob: bool = False  # claim-check: the payload goes into a key of its own
 
     @property
     def timeout_ms(self) -> int:
@@ -62,8 +63,11 @@ def new_task(
     limits: Sequence[str] | None = None,
     cost_tokens: int | None = None,
     group: str | None = None,
+    *,
+    blob_threshold: int | None = None,
 ) -> NewTask:
-    """Check every argument of enqueue(); raises before anything reaches Redis."""
+    """Check every argument of enqueue(); raises before anything reaches Redis. A payload
+    JSON longer than `blob_threshold` bytes (None: never) is stored claim-check."""
     validate_task_id(task_id)
     validate_task_type(task_type)
     prio = coerce_priority(priority)
@@ -98,6 +102,7 @@ def new_task(
         check_limit_keys(limits) if limits else (),
         check_cost_tokens(cost_tokens),
         None if group is None else validate_group(group),
+        blob_threshold is not None and len(text) > blob_threshold,
     )
 
 

@@ -57,7 +57,8 @@
   the next ready task is tried instead.
 
   Returns {now_ms, next_event_ms, {types served}, head, {limit, held back, ...},
-  {id, token, HGETALL...}, ...}; next_event_ms is the earliest delayed due time, lease
+  {id, token, HGETALL... (+ 'payload', its blob key's value, for a claim-checked payload)},
+  ...}; next_event_ms is the earliest delayed due time, lease
   deadline or time a limit that held a task back admits again (-1 when there is none), so
   an idle worker knows how long it may block; head is the best pending score left after
   the claim ('' when none, or when not asked for).
@@ -118,7 +119,7 @@ if request ~= '' then
       local key = task_key(base, id)
       local f = redis.pcall('HMGET', key, 'state', 'lease')
       if type(f) == 'table' and not f.err and f[1] == 'processing' and f[2] == token then
-        again[#again + 1] = {id, tonumber(token), redis.call('HGETALL', key)}
+        again[#again + 1] = {id, tonumber(token), task_fields(base, id, key)}
       end
     end
     return again
@@ -387,7 +388,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       deadlines[#deadlines + 1] = now + lease_ms
       deadlines[#deadlines + 1] = id
       claimed_places[#claimed_places + 1] = tonumber(p[3]) % BAND_US
-      out[#out + 1] = {id, fence, redis.call('HGETALL', key)}
+      out[#out + 1] = {id, fence, task_fields(base, id, key)}
       claimed = claimed + 1
     elseif type(f) == 'table' and not f.err and f[2] == task_type and f[1] ~= 'pending'
         and is_stale_entry(key, 'pending') then

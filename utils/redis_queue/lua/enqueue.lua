@@ -10,11 +10,13 @@
     header   "<id> <type> <priority 0-3> <max_retries or -> <delay_ms> <timeout_ms>"
              then optionally " l=<limit>,<limit>..." (the limit keys it listed) and
              " c=<tokens>" (the tokens it expects to use) and " g=<group>" (its fairness
-             group)
+             group) and " b=1" (claim-check: the payload goes into its own string key,
+             base .. 'blob:' .. id .. ':payload', referenced by the field payload.blob)
              (ids, types and limit keys cannot contain spaces or commas; '-' = the queue's
              max_retries, delay 0 = ready now, timeout 0 = the worker's default)
     meta     JSON object, or '' for none
-    payload  JSON object, split here into chunks of at most 64 bytes
+    payload  JSON object, stored in the hash (include/common.lua add_blob) or, with b=1,
+             in its blob key, written in this same atomic step
 
   Only fields that differ from their defaults are stored (counters start absent = 0):
   every byte of a pending task's hash counts, a million times over.
@@ -43,6 +45,7 @@ for i = 2, #ARGV, 3 do
       if name == 'l' then t.limits = string.gsub(value, ',', ' ') end
       if name == 'c' then t.cost = value end
       if name == 'g' then t.group = value end
+      if name == 'b' then t.blob = true end
     end
   end
   tasks[#tasks + 1] = t
@@ -114,7 +117,7 @@ local woken = {}
 local created = 0
 for _, t in ipairs(tasks) do
   if t.existing == 'hash' then
-    out[#out + 1] = redis.call('HGETALL', t.key)
+    out[#out + 1] = task_fields(base, t.id, t.key)
   else
     local fields = {'state', t.delay > 0 and 'delayed' or 'pending', 'type', t.type,
                     'prio', t.prio, 'created', now}
@@ -139,7 +142,11 @@ for _, t in ipairs(tasks) do
       fields[#fields + 1] = 'group'
       fields[#fields + 1] = t.group
     end
-    add_blob(fields, 'payload', t.payload, false)
+    if t.blob then
+      put_blob(fields, base, t.id, 'payload', t.payload)
+    else
+      add_blob(fields, 'payload', t.payload, false)
+    end
     call_sliced('HSET', t.key, fields)
     if t.delay > 0 then
       schedule(base, KEYS[1], now + t.delay, t.id, t.type)

@@ -18,6 +18,7 @@
   ARGV[9..] items, each:
     complete: 'c', id, token, result
               'u', id, token, tokens used, result (the handler reported its token use)
+              'C' and 'U': the same, with the result stored in its blob key (claim-check)
     fail:     'f', id, token, "<retry 0|1> <corrupt 0|1> <jitter> <delay_ms or -> [used]",
               error
     back off: 'b', id, token, "<pause_ms> [limit,limit...]" (a RateLimited handler)
@@ -37,13 +38,14 @@ local any_fail = false
 local i = 9
 while i <= #ARGV do
   local op = ARGV[i]
-  if op == 'c' and i + 3 <= #ARGV then
-    items[#items + 1] = {op = op, id = ARGV[i + 1], token = ARGV[i + 2], text = ARGV[i + 3]}
+  if (op == 'c' or op == 'C') and i + 3 <= #ARGV then
+    items[#items + 1] = {op = 'c', id = ARGV[i + 1], token = ARGV[i + 2], text = ARGV[i + 3],
+                         blob = op == 'C'}
     i = i + 4
-  elseif op == 'u' and i + 4 <= #ARGV then
+  elseif (op == 'u' or op == 'U') and i + 4 <= #ARGV then
     if not tonumber(ARGV[i + 3]) then return {E_BAD_ARGUMENT, 'tokens used', ARGV[i + 3]} end
     items[#items + 1] = {op = 'c', id = ARGV[i + 1], token = ARGV[i + 2], used = ARGV[i + 3],
-                         text = ARGV[i + 4]}
+                         text = ARGV[i + 4], blob = op == 'U'}
     i = i + 5
   elseif op == 'f' and i + 4 <= #ARGV then
     local retry, corrupt, jitter, delay, used =
@@ -89,7 +91,7 @@ if not tonumber(ARGV[2]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[2
 local out = {}
 for _, it in ipairs(items) do
   if it.op == 'c' then
-    out[#out + 1] = complete_one(base, k, it.id, it.token, ARGV[2], it.text, it.used)
+    out[#out + 1] = complete_one(base, k, it.id, it.token, ARGV[2], it.text, it.used, it.blob)
   elseif it.op == 'b' then
     out[#out + 1] = back_off_one(base, k, it.id, it.token, it.pause, it.names)
   else

@@ -58,7 +58,8 @@ class QueueClient:
         max_lease_losses: int = 3,
         retry_policy: RetryPolicy | None = None,
         key_prefix: str = "agentic",
-        max_payload_bytes: int = 1_048_576,
+        max_payload_bytes: int = 16_777_216,
+        blob_threshold_bytes: int = 65_536,
         socket_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         password: str | None = None,
@@ -93,6 +94,11 @@ class QueueClient:
         self.max_lease_losses = max_lease_losses
         self.retry_policy = retry_policy or RetryPolicy()
         self.max_payload_bytes = max_payload_bytes
+        if blob_threshold_bytes < 0:
+            raise ValueError("blob_threshold_bytes must be >= 0")
+        # Claim-check: a payload or result JSON longer than this is stored in a key of its
+        # own (keys.QueueKeys.blob), so it costs Redis its size, not chunks in the hash.
+        self.blob_threshold_bytes = blob_threshold_bytes
         self.layout = QueueLayout(validate_queue_name(key_prefix), self.queue_name, partitions)
         self.keys = self.layout.wide  # queue-wide keys; partition 0's too when it has one
         self.max_connections = max_connections
@@ -334,11 +340,12 @@ class QueueClient:
             lease_token = self._leases.get(task_id)
         return "" if lease_token is None else str(lease_token)
 
-    def _decode(self, task_id: str, flat: Any) -> RedisTask | None:
+    def _decode(self, task_id: str, flat: Any, *, whole: bool = True) -> RedisTask | None:
         if not flat:
             return None
         try:
-            return codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
+            fields = codec.text_fields(flat)
+            return codec.decode_task(task_id, fields, self.max_retries, whole=whole)
         except ValueError as exc:
             raise QueueError(str(exc)) from exc
 

@@ -295,6 +295,7 @@ class Consumer(Gate):
             token=self._token_for(task_id, lease_token),
             keep_ms=self.task_ttl_seconds * 1000,
             result_text=text,
+            result_blob=len(text) > self.blob_threshold_bytes,
         )
         await self._settling(task_id, self.run(call, task_id))
         await self._gate_settled(task_id, TaskState.COMPLETED)
@@ -389,8 +390,11 @@ class Consumer(Gate):
                         )
                     )
                 else:
+                    blob = len(text) > self.blob_threshold_bytes
                     calls.append(
-                        scripts.SettleItem(s.task_id, token, result_text=text, tokens_used=used)
+                        scripts.SettleItem(
+                            s.task_id, token, result_text=text, result_blob=blob, tokens_used=used
+                        )
                     )
                 continue
             error = codec.error_text(s.error)

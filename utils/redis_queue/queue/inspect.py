@@ -8,10 +8,10 @@ from typing import Any
 from redis.exceptions import OutOfMemoryError
 
 from ...aio import raise_if_cancelled
-from .. import scripts
+from .. import codec, scripts
 from ..connection import BLOCK_SLICE_SECONDS
 from ..errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
-from ..keys import validate_task_id
+from ..keys import BLOB_NAMES, validate_task_id
 from ..models import RedisTask, TaskState
 from ..new_task import check_seconds
 from ..snapshot import QueueSnapshot, merge_snapshots
@@ -21,12 +21,36 @@ __all__ = ["Inspector"]
 
 
 class Inspector(QueueClient):
-    async def get_task(self, task_id: str) -> RedisTask | None:
-        """The task as stored now, or None. A corrupt record raises QueueError."""
+    async def get_task(self, task_id: str, *, blobs: bool = True) -> RedisTask | None:
+        """The task as stored now, or None. A corrupt record raises QueueError. A payload
+        or result stored claim-check is fetched too (one more round trip), unless `blobs`
+        is False: then it stays in Redis (payload {}, result None) and RedisTask.blobs
+        gives its size, which is what a page or a listing shows."""
         validate_task_id(task_id)
         async with self._command():
             flat = await self.redis.hgetall(self.keys_for(task_id).task(task_id))
-        return self._decode(task_id, flat)
+        if blobs:
+            flat = await self._with_blobs(task_id, flat)
+        return self._decode(task_id, flat, whole=blobs)
+
+    async def _with_blobs(self, task_id: str, flat: Any) -> Any:
+        """A task hash (as read) with its claim-checked payload and result put back as the
+        `payload` / `result` fields; {} when the task was deleted in between."""
+        if not flat:
+            return flat
+        fields = codec.text_fields(flat)
+        names = [name for name in BLOB_NAMES if f"{name}.blob" in fields]
+        if not names:
+            return fields
+        keys = self.keys_for(task_id)
+        async with self._command():
+            values = await self.redis.mget([keys.blob(task_id, name) for name in names])
+            if None in values and not await self.redis.exists(keys.task(task_id)):
+                return {}  # deleted with its blobs after the read above
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                fields[name] = codec.as_text(value)
+        return fields
 
     async def wait_for_result(self, task_id: str, timeout: float = 30.0) -> Any:
         """Block (in Redis, no polling) until the task finishes; return its result.
@@ -62,7 +86,7 @@ class Inspector(QueueClient):
                     # Taking the token is harmless: later waiters read the final state.
                     token, flat = await self._wait_done(task_id, wait, keep_token=False)
             raise_if_cancelled()  # a cancel redis-py swallowed ends the wait after one slice
-            task = self._decode(task_id, flat)
+            task = self._decode(task_id, await self._with_blobs(task_id, flat))
             if token is not None and task is not None and not TaskState(task.state).is_final:
                 # A token left by an earlier task of the same id (deleted by hand): drop
                 # it, or every later wait would return at once.

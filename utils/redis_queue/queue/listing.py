@@ -292,7 +292,8 @@ class Lister(QueueClient):
             if not flat:
                 continue  # deleted meanwhile
             try:
-                tasks.append(codec.decode_task(task_id, codec.text_fields(flat), self.max_retries))
+                fields = codec.text_fields(flat)  # claim-checked blobs stay in Redis
+                tasks.append(codec.decode_task(task_id, fields, self.max_retries, whole=False))
             except ValueError:  # a corrupt record
                 continue
         return tasks

@@ -161,4 +161,10 @@ class Producer(QueueClient):
             )
 
     def _new_task(self, *args: Any, **kwargs: Any) -> NewTask:
-        return new_task(self.max_retries, self.max_payload_bytes, *args, **kwargs)
+        return new_task(
+            self.max_retries,
+            self.max_payload_bytes,
+            *args,
+            blob_threshold=self.blob_threshold_bytes,
+            **kwargs,
+        )

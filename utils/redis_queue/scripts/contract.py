@@ -92,7 +92,7 @@ CLEAR_FINISHED = Script("clear_finished", ("completed", "cancelled"), ("base", "
 COMPLETE = Script(
     "complete",
     ("processing", "completed", "cancelled", "stats"),
-    ("base", "id", "token", "keep_ms", "result"),
+    ("base", "id", "token", "keep_ms", "result", "blob"),
 )
 ENQUEUE = Script("enqueue", ("delayed", "stats", "types"), ("base",), rest="tasks", flags="")
 EXTEND = Script("extend", ("processing",), ("base", "id", "token", "lease_ms"))
@@ -185,6 +185,8 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
             header += f" c={t.cost_tokens}"
         if t.group is not None:
             header += f" g={t.group}"
+        if t.blob:
+            header += " b=1"
         rest.append(header)
         rest.append(t.meta_text)
         rest.append(t.payload_text)
@@ -223,10 +225,16 @@ def claim(
 
 
 def complete(
-    keys: QueueKeys, *, task_id: str, token: str, keep_ms: int, result_text: str
+    keys: QueueKeys,
+    *,
+    task_id: str,
+    token: str,
+    keep_ms: int,
+    result_text: str,
+    result_blob: bool = False,
 ) -> ScriptCall:
     named = {"base": keys.base, "id": task_id, "token": token, "keep_ms": keep_ms}
-    return COMPLETE.call(keys, {**named, "result": result_text})
+    return COMPLETE.call(keys, {**named, "result": result_text, "blob": _flag(result_blob)})
 
 
 def fail(
@@ -265,6 +273,7 @@ class SettleItem:
     task_id: str
     token: str
     result_text: str = ""
+    result_blob: bool = False  # claim-check: the result goes into its own key
     error_text: str | None = None
     retry: bool = True
     delay: float | None = None
@@ -296,9 +305,11 @@ def settle_many(
             ]
         elif item.error_text is None:
             if used is None:
-                rest += ["c", item.task_id, item.token, item.result_text]
+                op = "C" if item.result_blob else "c"
+                rest += [op, item.task_id, item.token, item.result_text]
             else:
-                rest += ["u", item.task_id, item.token, used, item.result_text]
+                op = "U" if item.result_blob else "u"
+                rest += [op, item.task_id, item.token, used, item.result_text]
         else:
             delay = _delay_ms(item.delay) or "-"
             options = f"{_flag(item.retry)} 0 {policy.jitter_multiplier()!r} {delay}"

@@ -105,6 +105,35 @@ local function delete_task(base, id)
              blob_key(base, id, 'result'))
 end
 
+-- Claim-check: stores `text` in the task's blob key `name` and adds its reference
+-- ('<name>.blob' = its size in bytes) to `fields` (for HSET). SET takes any key, so a
+-- blob left by a deleted-by-hand task is replaced, never a reason to fail halfway.
+local function put_blob(fields, base, id, name, text)
+  redis.call('SET', blob_key(base, id, name), text)
+  fields[#fields + 1] = name .. '.blob'
+  fields[#fields + 1] = #text
+end
+
+-- A task's hash as HGETALL gives it, with a payload or result kept in its blob key put
+-- back as the 'payload' / 'result' field (what a claim hands the worker, in the same
+-- atomic step). A missing or unreadable blob leaves the field out, and the reader
+-- (codec.decode_task) takes the record as corrupt.
+local function task_fields(base, id, key)
+  local f = redis.call('HGETALL', key)
+  local n = #f
+  for i = 1, n, 2 do
+    local name = f[i] == 'payload.blob' and 'payload' or f[i] == 'result.blob' and 'result'
+    if name then
+      local v = redis.pcall('GET', blob_key(base, id, name))
+      if type(v) == 'string' then
+        f[#f + 1] = name
+        f[#f + 1] = v
+      end
+    end
+  end
+  return f
+end
+
 -- Returns an error table when a structure key holds the wrong Redis type, so a script
 -- can refuse before its first write instead of failing halfway.
 local function check_types(pairs_list)
@@ -202,13 +231,23 @@ local function call_sliced(command, key, list)
   return total
 end
 
+-- Up to INLINE_CHUNKS chunks (8 KiB) the hash stays a listpack (hash-max-listpack-entries
+-- is 512 fields by default); a longer text makes it a hashtable whatever is done, and in
+-- 64-byte chunks it would then cost 2.25 times its size (each chunk a field of its own),
+-- so it is stored as one field: about 1.25 times (README, Large payloads).
+local INLINE_CHUNKS = 128
 local function add_blob(out, name, text, counted)
-  local n = math.max(1, math.ceil(#text / CHUNK))
+  local n = math.ceil(#text / CHUNK)
+  if n <= 1 or n > INLINE_CHUNKS then
+    out[#out + 1] = name
+    out[#out + 1] = text
+    return
+  end
   for c = 0, n - 1 do
     out[#out + 1] = c == 0 and name or (name .. '.' .. c)
     out[#out + 1] = string.sub(text, c * CHUNK + 1, (c + 1) * CHUNK)
   end
-  if counted and n > 1 then
+  if counted then
     out[#out + 1] = name .. '.count'
     out[#out + 1] = n
   end

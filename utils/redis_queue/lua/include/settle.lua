@@ -32,8 +32,8 @@ local function read_policy(first_immediate, base_ms, factor, cap_ms, max_retries
 end
 
 -- Complete: state completed with its result; every TRIM_EVERY completions, delete a
--- batch of finished tasks older than keep_ms.
-local function complete_one(base, k, id, token, keep_ms, result, used)
+-- batch of finished tasks older than keep_ms. `blob`: the result goes into its own key.
+local function complete_one(base, k, id, token, keep_ms, result, used, blob)
   local key = task_key(base, id)
   local bad, f, settled = check_settle(key, token, 'error.count', 'held', 'cost')
   if bad then return bad end
@@ -48,7 +48,11 @@ local function complete_one(base, k, id, token, keep_ms, result, used)
     fields[#fields + 1] = 'settled'
     fields[#fields + 1] = token
   end
-  add_blob(fields, 'result', result, true)
+  if blob then
+    put_blob(fields, base, id, 'result', result)
+  else
+    add_blob(fields, 'result', result, true)
+  end
   call_sliced('HSET', key, fields)
   redis.call('ZREM', k.processing, id)
   redis.call('ZADD', k.completed, now, id)

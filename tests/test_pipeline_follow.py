@@ -1,0 +1,66 @@
+"""`agentic pipeline run --follow`: the subtasks' output, read from their output streams,
+printed as it arrives next to the progress lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.pipeline import EXAMPLE
+from tests.support.processes import agentic_argv, agentic_env
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+async def _clean_queue(raw_redis: Redis, queue_name: str) -> AsyncIterator[None]:
+    yield
+    async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
+        await raw_redis.delete(key)
+
+
+def _agentic(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        agentic_argv(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=100
+    )
+
+
+async def test_run_follow_prints_each_subtasks_model_output(
+    tmp_path: Path, redis_url: str, queue_name: str, raw_redis: Redis
+) -> None:
+    env = agentic_env(redis_url, queue_name)
+    done = _agentic(
+        "pipeline", "run", str(EXAMPLE / "spec.json"), "--follow", "--workers", "yes",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    replies = json.loads((EXAMPLE / "replay.json").read_text())["replies"]
+    lines = done.stdout.splitlines()
+    for key, reply in replies.items():
+        stage, subtask = key.split(":", 1)
+        if f"{stage}:{subtask}" == "fix:fix-2":
+            continue  # the example's run passes after one fix round
+        printed = [line.split("] ", 1)[1] for line in lines if line.startswith(f"[{key}] ")]
+        expected = reply["content"].rstrip("\n").split("\n")
+        if key.startswith(("dev:", "fix:")):
+            assert printed == expected, key
+    assert " succeeded in " in done.stdout
+    # The streams stay in Redis (with their TTL) for `agentic task tail` after the run.
+    streams = [k async for k in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:out:*")]
+    assert len(streams) >= 3  # dev calc, dev textstats, fix-1
+    for key in streams:
+        assert await raw_redis.ttl(key) > 0
+
+
+def test_follow_is_a_usage_error_with_local(tmp_path: Path) -> None:
+    done = _agentic(
+        "pipeline", "run", str(EXAMPLE / "spec.json"), "--local", "--follow",
+        env=dict(os.environ), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and "not with --local" in done.stderr
