@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from utils import tracing
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
+from utils.redaction import first_line, redact_secrets
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
 from .approval import decision, new_approval
@@ -367,7 +368,10 @@ class StageFlow:
             if isinstance(exc, ResultTimeout):  # nobody will want its result any more
                 await self.executor.cancel(task_id)
             record.state, record.finished_at = SubtaskState.FAILED, time.time()
-            record.error = getattr(exc, "error", None) or str(exc)
+            detail = getattr(exc, "error", None) or str(exc)
+            # One line for the run (its reason, status, progress); a traceback stays in the
+            # task's detail (`agentic task show`) and the worker's log.
+            record.error = first_line(redact_secrets(detail), 500)
             record.attempts = getattr(exc, "attempts", record.attempts)
             record.failed_attempt_tokens = await self.executor.failed_attempt_tokens(task_id)
             await self._save(run, (task_id,))

@@ -139,8 +139,9 @@ async def pipeline_managers(
     from pipeline import DistributedPipelineManager, EnhancedPipelineManager
     from tests.support.pipeline import settings
 
-    def factory(handlers: Any, **kwargs: Any) -> Any:
-        config = settings(tmp_path, redis_url=redis_url, queue_name=queue_name)
+    def factory(handlers: Any, *, settings_overrides: Any = None, **kwargs: Any) -> Any:
+        overrides = {"redis_url": redis_url, "queue_name": queue_name, **(settings_overrides or {})}
+        config = settings(tmp_path, **overrides)
         if request.param == "local":
             return EnhancedPipelineManager(handlers, settings=config, **kwargs)
         return DistributedPipelineManager(

@@ -431,6 +431,12 @@ class Worker:
             return
         else:
             self.stats.failed += 1
+            # The whole error (a traceback, for a handler's bug) goes to the log; the task
+            # keeps it too (`task show`), and a pipeline's run shows its first line.
+            log.warning(
+                "task %s (%s) attempt %d failed, now %s: %s",
+                task.task_id, task.task_type, task.attempts, outcome, settlement.error,
+            )  # fmt: skip
         label = "lease_lost" if isinstance(outcome, LeaseLost) else outcome_label(outcome)
         self._report(task, label, run_seconds)
 
