@@ -202,3 +202,14 @@ async def test_streams_work_on_a_partitioned_queue(
     assert len(slots) == 4  # they did spread over the partitions
     for task_id in ids:
         assert await raw_redis.xlen(queue.keys_for(task_id).output(task_id)) == 2
+
+
+async def test_the_stream_is_deleted_with_its_task(queue: RedisTaskQueue, raw_redis: Redis) -> None:
+    await queue.enqueue("gone", "t", {})
+    (task,) = await queue.claim("w", 1)
+    await queue.emit_output("gone", task.lease_token or 0, [OutputEntry("log", "bye")])
+    await queue.complete_task("gone", None, lease_token=task.lease_token)
+    key = queue.keys_for("gone").output("gone")
+    assert await raw_redis.xlen(key) == 2  # the line and the end
+    assert await queue.clear_completed(older_than_seconds=0) == 1
+    assert await raw_redis.exists(key, queue.keys_for("gone").task("gone")) == 0

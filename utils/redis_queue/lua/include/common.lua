@@ -17,7 +17,8 @@
     base .. 'schedules'        hash: a periodic schedule's definition (JSON) by name
     base .. 'schedule_due'     zset: a schedule's next due time (ms) by name
     base .. 'schedule_last'    hash: a schedule's last tick "<due ms> <skipped in all>"
-    base .. 'out:' .. id       stream with a TTL: a task's output (emit.lua), ended by notify_done
+    base .. 'out:' .. id       stream with a TTL: a task's output (emit.lua), ended by notify_done,
+                               deleted with the task (delete_task)
 
   Error replies are tables whose first element is a negative code (see errors.py).
   Every redis.call costs about a microsecond inside a script, so the hot paths read what
@@ -99,10 +100,11 @@ local function output_key(base, id) return base .. 'out:' .. id end
 local function blob_key(base, id, name) return base .. 'blob:' .. id .. ':' .. name end
 
 -- Deletes a task and everything kept for it (its done list, its payload and result blob
--- keys): every script that deletes a task goes through here, so no blob outlives it.
+-- keys, its output stream): every script that deletes a task goes through here, so no
+-- blob outlives it.
 local function delete_task(base, id)
   redis.call('DEL', task_key(base, id), done_key(base, id), blob_key(base, id, 'payload'),
-             blob_key(base, id, 'result'))
+             blob_key(base, id, 'result'), output_key(base, id))
 end
 
 -- Claim-check: stores `text` in the task's blob key `name` and adds its reference
