@@ -21,6 +21,7 @@ PUBLIC = {
         "Settlement", "TaskCancelled", "TaskContext", "TaskFailed", "TaskNotFound",
         "TaskNotProcessing", "TaskPriority", "TaskState", "TaskStateError", "TopologyError",
         "Worker", "WorkerIdInUse", "WorkerStats", "SearchResult", "TaskPage", "TaskSummary",
+        "InvalidSchedule", "Schedule", "ScheduleInfo",
         "OutputChunk",
     },
     "pipeline": {

@@ -114,6 +114,14 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
         ),
         "sizes": scripts.sizes(keys),
         "worker_beat": scripts.worker_beat(keys, worker_id="w", info="{}", prune_ms=1),
+        "pause": scripts.pause(keys, target="*"),
+        "resume": scripts.resume(keys, target="dev"),
+        "schedule_set": scripts.schedule_set(keys, name="s", definition="{}", first_due_ms=1),
+        "unschedule": scripts.unschedule(keys, name="s"),
+        "schedules_due": scripts.schedules_due(keys, limit=5),
+        "schedule_advance": scripts.schedule_advance(
+            keys, name="s", expected_ms=1, next_due_ms=2, last_due_ms=1, skipped=0
+        ),
     }
     assert set(calls) == set(scripts.SCRIPTS)
     for name, call in calls.items():

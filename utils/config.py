@@ -47,6 +47,9 @@ class WorkerSettings(BaseModel):
     exit_on_unavailable: bool = Field(
         False, description="Exit (69) when Redis is unreachable at start-up instead of waiting."
     )
+    scheduler: bool = Field(
+        True, description="Run the queue's periodic schedules (any number of workers may)."
+    )
 
 
 class ModelSettings(BaseModel):

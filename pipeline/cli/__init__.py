@@ -21,6 +21,8 @@ from .metrics_cmd import metrics
 from .output_cmds import task_tail
 from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
+from .queue_group import queue_group
+from .schedule_cmds import schedule
 from .worker_cmd import worker
 
 __all__ = ["cli", "main"]
@@ -82,6 +84,8 @@ def cli(
 
 
 for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits, dashboard):
+    cli.add_command(command)
+for command in (queue_group, schedule):
     cli.add_command(command)
 for group, sub in ((task, task_list), (task, task_search), (task, task_tail), (dlq, dlq_list)):
     group.add_command(sub)

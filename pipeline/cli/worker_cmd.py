@@ -138,6 +138,13 @@ def load_app(path: str) -> HandlerRegistry:
     default=None,
     help="Exit (69) if Redis is unreachable at start-up (default: wait and retry).",
 )
+@click.option(
+    "--scheduler/--no-scheduler",
+    default=None,
+    help="Run the queue's periodic schedules in this worker (default: on).",
+    envvar="AGENTIC_WORKER__SCHEDULER",
+    show_envvar=True,
+)
 @pass_state
 def worker(
     state: CliState,
@@ -151,6 +158,7 @@ def worker(
     burst: bool,
     worker_id: str | None,
     exit_on_unavailable: bool | None,
+    scheduler: bool | None,
 ) -> None:
     """Run a worker serving the handlers of --app."""
     early_stops = remember_early_stops()  # a stop while it starts is a graceful one
@@ -188,6 +196,7 @@ def worker(
             shutdown_grace=grace,
             burst=burst,
             exit_on_unavailable=exit_on_unavailable or ws.exit_on_unavailable,
+            scheduler=ws.scheduler if scheduler is None else scheduler,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

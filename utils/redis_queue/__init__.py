@@ -13,6 +13,7 @@ from .errors import (
     InvalidPriority,
     InvalidQueueName,
     InvalidRedisUrl,
+    InvalidSchedule,
     InvalidTaskError,
     InvalidTaskId,
     InvalidTaskType,
@@ -46,6 +47,7 @@ from .models import (
 )
 from .output import OutputChunk
 from .queue import RedisTaskQueue
+from .schedules import Schedule, ScheduleInfo
 from .summaries import SearchResult, TaskPage, TaskSummary
 from .worker import Worker, WorkerStats
 
@@ -60,6 +62,7 @@ __all__ = [
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidRedisUrl",
+    "InvalidSchedule",
     "InvalidTaskError",
     "InvalidTaskId",
     "InvalidTaskType",
@@ -80,6 +83,8 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleInfo",
     "SearchResult",
     "SerializationError",
     "Settlement",

@@ -6,6 +6,7 @@ QueueError
 │   ├── InvalidTaskType
 │   ├── InvalidQueueName
 │   ├── InvalidPriority
+│   ├── InvalidSchedule                     a schedule's name, cron, interval or zone
 │   └── PayloadTooLarge
 ├── SerializationError (also TypeError)     payload or result is not JSON
 ├── TaskNotFound (also LookupError)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidRedisUrl",
+    "InvalidSchedule",
     "InvalidTaskError",
     "InvalidTaskId",
     "InvalidTaskType",
@@ -86,6 +88,10 @@ class InvalidLimit(InvalidTaskError):
 
 class InvalidPriority(InvalidTaskError):
     pass
+
+
+class InvalidSchedule(InvalidTaskError):
+    """A periodic schedule that cannot be valid (name, cron, interval, time zone)."""
 
 
 class PayloadTooLarge(InvalidTaskError):

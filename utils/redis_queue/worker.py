@@ -7,8 +7,9 @@ does not lose its task. Cancel requests arrive by pub/sub. On stop (SIGTERM/SIGI
 nothing more, let running tasks finish within the grace period, hand the rest back.
 
 Its pieces: settler.py acknowledges, lease_keeper.py renews leases, cancels.py listens
-for cancel requests, registry.py beats the worker registry, crash_hook.py injects the
-fault suite's crashes; expired leases are reaped by every claim (lua/claim.lua).
+for cancel requests, registry.py beats the worker registry, scheduler.py runs the periodic
+schedules (unless scheduler=False), drain.py is the stop, crash_hook.py injects the fault
+suite's crashes; expired leases are reaped by every claim (lua/claim.lua).
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from ..aio import cancel_all, wait_first
-from . import handler_run
 from .cancels import listen_for_cancels
 from .connection import BLOCK_SLICE_SECONDS
 from .crash_hook import CRASH_EXIT_CODE, CRASH_STEPS, crash_hook_from_env
+from .drain import Draining, Running, WorkerStats
 from .errors import LeaseLost, QueueError
 from .handler_run import describe, run_async_handler
 from .handlers import (
@@ -45,6 +45,7 @@ from .limits import check_pause
 from .models import RedisTask, Settlement, TaskState
 from .queue import RedisTaskQueue
 from .registry import WorkerInfo, beat_forever, join_registry, remove_worker
+from .scheduler import run_scheduler
 from .settler import Settler
 from .startup import connect_waiting, server_time_iso
 from .telemetry import outcome_label, wait_seconds
@@ -54,25 +55,7 @@ __all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats"]
 log = logging.getLogger("agentic.worker")
 
 
-@dataclass(slots=True)
-class WorkerStats:
-    done: int = 0  # completed
-    failed: int = 0  # failed attempts (retried, dead-lettered or cancelled)
-    lost: int = 0  # leases lost: the result was not recorded
-    released: int = 0  # handed back on shutdown
-    abandoned: int = 0  # handler coroutines that ignored their cancellation
-    rate_limited: int = 0  # handed back because the provider said "too many requests"
-
-
-@dataclass(slots=True)
-class _Running:
-    task: RedisTask
-    handle: asyncio.Task[Settlement | None]
-    started: float  # monotonic, for the run-time histogram
-    stop_reason: str | None = None  # "cancel", "lost" or "shutdown"
-
-
-class Worker:
+class Worker(Draining):
     """Runs handlers for tasks of `task_types` (default: every type in `handlers`)."""
 
     def __init__(
@@ -88,6 +71,7 @@ class Worker:
         beat_interval: float = 5.0,
         burst: bool = False,
         exit_on_unavailable: bool = False,
+        scheduler: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -104,8 +88,9 @@ class Worker:
         self.beat_interval = beat_interval
         self.burst = burst
         self.exit_on_unavailable = exit_on_unavailable
+        self.scheduler = scheduler  # run the queue's periodic schedules (scheduler.py)
         self.stats = WorkerStats()
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
         # utilisation: slot-seconds busy, integrated at every start and end of a handler
@@ -174,6 +159,8 @@ class Worker:
                 beat_forever(self.queue, self._describe, self.beat_interval), name="beat"
             ),
         ]
+        if self.scheduler:
+            helpers.append(asyncio.create_task(run_scheduler(self.queue), name="scheduler"))
         try:
             # Claims wait for the cancel listener, so no request goes unheard; while Redis
             # is away it keeps retrying, and a stop request ends the wait.
@@ -268,7 +255,7 @@ class Worker:
         handle = asyncio.create_task(
             self._execute(task, handler, timeout), name=f"task:{task.task_id}"
         )
-        self._running[task.task_id] = _Running(task, handle, time.monotonic())
+        self._running[task.task_id] = Running(task, handle, time.monotonic())
         handle.add_done_callback(lambda finished: self._finished(task, finished))
 
     def _timeout_for(self, task: RedisTask, handler: RegisteredHandler) -> float | None:
@@ -468,45 +455,3 @@ class Worker:
             done=self.stats.done,
             failed=self.stats.failed,
         )
-
-    async def _drain(self) -> None:
-        """Let running tasks finish and be acknowledged within the grace period; hand
-        back the rest. What cannot be acknowledged in time (Redis down) is abandoned:
-        those leases expire and the tasks run again elsewhere."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.shutdown_grace
-        handles = [r.handle for r in self._running.values()]
-        if handles:
-            log.info("draining %d running tasks (grace %.1f s)", len(handles), self.shutdown_grace)
-            await asyncio.wait(handles, timeout=self.shutdown_grace)
-        leftovers = [r for r in self._running.values() if not r.handle.done()]
-        for running in leftovers:
-            running.stop_reason = "shutdown"
-        stubborn = await cancel_all([r.handle for r in leftovers], handler_run.CANCEL_GRACE)
-        if stubborn:
-            log.error(
-                "%d running handler(s) ignored the shutdown's cancellation; abandoned them",
-                len(stubborn),
-            )
-            for handle in stubborn:
-                self._abandoned_coroutine(handle)
-        for running in leftovers:
-            try:
-                if self._crash:
-                    self._crash.reached("release.before")
-                await self.queue.release_task(running.task.task_id, running.task.lease_token)
-                if self._crash:
-                    self._crash.reached("release.after")
-                self.stats.released += 1
-            except QueueError as exc:  # the lease then expires and the task is reclaimed
-                log.warning("could not hand back %s: %s", running.task.task_id, exc)
-        while self._settler.unsettled and (remaining := deadline - loop.time()) > 0:
-            await self._wait_for(self._slot_free.wait(), asyncio.sleep(remaining))
-            self._slot_free.clear()
-        if self._settler.unsettled:
-            log.warning("abandoning %d unacknowledged results at the end of the grace period",
-                        self._settler.unsettled)  # fmt: skip
-            self._settler.abandon.set()
-            while self._settler.unsettled:  # the settle loop gives up promptly now
-                await self._wait_for(self._slot_free.wait())
-                self._slot_free.clear()

@@ -11,6 +11,7 @@
   KEYS[6] failed      zset
   KEYS[7] cancelled   zset
   KEYS[8] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
+  KEYS[9] paused      hash ("*" or a task type -> ms paused at; pause.lua, resume.lua)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] worker_id
   ARGV[3] lease_ms
@@ -49,6 +50,11 @@
   with the reason. An id whose record is sound but in another state (a stale entry, say a
   finished task's id added back by hand) is only dropped from the structure and counted as
   `stale_dropped`: its record is left alone.
+
+  Pause: a paused type (every type when "*" is paused) is not claimed from; it is read
+  here, in the claim's own atomic step, so no claim slips past a pause. Promotion and
+  reaping go on, and the served types are still reported (the caller keeps blocking on
+  their wake keys, which resume.lua pushes).
 
   Limits (include/limits.lua): a task is handed out only when every limit it is bound by
   (its type's and those it listed) admits it; the claim charges them all at once. A type
@@ -97,7 +103,7 @@ else
   types = redis.call('SMEMBERS', KEYS[4])
 end
 local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[5], 'set',
-                KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'zset'}
+                KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'zset', KEYS[9], 'hash'}
 for _, t in ipairs(types) do
   checks[#checks + 1] = pending_key(base, t)
   checks[#checks + 1] = 'zset'
@@ -183,12 +189,23 @@ end
 -- Limits: a served type whose own limit admits nothing now is left out of this claim.
 -- A partitioned queue's limits live in another slot: its caller passes the keys it knows
 -- are blocked, and they hold tasks back here as a limit would (permit.lua decides).
+-- Pause: what is paused is left out before anything is picked.
+local claimable = types
+if redis.call('HLEN', KEYS[9]) > 0 then
+  claimable = {}
+  if redis.call('HEXISTS', KEYS[9], '*') == 0 then
+    for _, t in ipairs(types) do
+      if redis.call('HEXISTS', KEYS[9], t) == 0 then claimable[#claimable + 1] = t end
+    end
+  end
+end
+
 local L = lim_open(base, now)
 if not L and ARGV[11] ~= '' then L = lim_blocked(base, now, ARGV[11]) end
-local open_types = types
+local open_types = claimable
 if L then
   open_types = {}
-  for _, t in ipairs(types) do
+  for _, t in ipairs(claimable) do
     local at = lim_block(L, t, 0)
     if not at then
       open_types[#open_types + 1] = t

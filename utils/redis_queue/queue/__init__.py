@@ -10,6 +10,8 @@
     administer.py  cancel, retry_dlq_task, purge_dlq, clear_completed
     limiting.py    set_limit, get_limits, remove_limit, back_off_task (fleet-wide limits)
     history.py     get_history (per-minute counters), get_attempts (a task's failed attempts)
+    pausing.py     pause, resume, get_paused (claim.lua skips what is paused)
+    scheduling.py  schedule, unschedule, list_schedules, run_due_schedules (periodic tasks)
     output.py      emit_output (under the lease), read_output, stream_output (a task's output)
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
@@ -26,10 +28,12 @@ from .history import History
 from .limiting import Limiting
 from .listing import Lister
 from .output import Output
+from .pausing import Pausing
 from .produce import Producer
+from .scheduling import Scheduling
 
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Producer, Limiting, History, Lister, Output):
+class RedisTaskQueue(Scheduling, Pausing, Producer, Limiting, History, Lister, Output):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

@@ -81,7 +81,10 @@ _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
 CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
 CLAIM = Script(
     "claim",
-    ("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled", "dlq_order"),
+    (
+        *("processing", "delayed", "stats", "types", "dlq", "failed", "cancelled", "dlq_order"),
+        "paused",
+    ),
     (
         *("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
         *("max_score", "want_head", "request", "blocked"),
@@ -106,10 +109,24 @@ FAIL = Script(
     ),
 )
 EXTEND_PERMITS = Script("extend_permits", ("limits",), ("base", "lease_ms"), rest="items")
+PAUSE = Script("pause", ("paused",), ("target",))
 PERMIT = Script("permit", ("limits",), ("base", "lease_ms"), rest="tasks")
 PURGE_DLQ = Script("purge_dlq", ("dlq", "dlq_order"), ("base", "limit"))
+RESUME = Script("resume", ("paused", "types"), ("base", "target"))
 RELEASE = Script("release", ("processing", "stats"), ("base", "id", "token"))
 RETRY_DLQ = Script("retry_dlq", ("dlq", "failed", "stats", "dlq_order"), ("base", "id"), flags="")
+SCHEDULE_ADVANCE = Script(
+    "schedule_advance",
+    ("schedule_due", "schedule_last"),
+    ("name", "expected", "next_due", "last_due", "skipped"),
+)
+SCHEDULE_SET = Script(
+    "schedule_set", ("schedules", "schedule_due"), ("name", "definition", "first_due")
+)
+SCHEDULES_DUE = Script(
+    "schedules_due", ("schedules", "schedule_due"), ("limit",), flags="no-writes"
+)
+UNSCHEDULE = Script("unschedule", ("schedules", "schedule_due", "schedule_last"), ("name",))
 SETTLE_MANY = Script(
     "settle_many",
     ("processing", "completed", "cancelled", "delayed", "dlq", "failed", "stats", "dlq_order"),
@@ -141,13 +158,19 @@ SCRIPTS = {
         EXTEND,
         EXTEND_PERMITS,
         FAIL,
+        PAUSE,
         PERMIT,
         PURGE_DLQ,
         RELEASE,
+        RESUME,
         RETRY_DLQ,
+        SCHEDULE_ADVANCE,
+        SCHEDULE_SET,
+        SCHEDULES_DUE,
         SETTLE_MANY,
         SIZES,
         UNPERMIT,
+        UNSCHEDULE,
         WORKER_BEAT,
     )
 }
