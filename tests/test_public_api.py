@@ -23,6 +23,7 @@ PUBLIC = {
         "Worker", "WorkerIdInUse", "WorkerStats", "SearchResult", "TaskPage", "TaskSummary",
         "InvalidSchedule", "Schedule", "ScheduleInfo",
         "OutputChunk",
+        "DuplicateTask",
     },
     "pipeline": {
         "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",

@@ -13,7 +13,7 @@ from importlib import resources
 import pytest
 from redis.asyncio import Redis
 
-from utils.redis_queue import QueueError, RedisTaskQueue, RetryPolicy, scripts
+from utils.redis_queue import QueueError, RedisTaskQueue, RetryPolicy, TaskState, scripts
 from utils.redis_queue.keys import QueueKeys
 from utils.redis_queue.new_task import new_task
 
@@ -102,6 +102,9 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
             error_text="e",
         ),
         "purge_dlq": scripts.purge_dlq(keys, limit=5),
+        "purge": scripts.purge(keys, state=TaskState.DEAD_LETTER, limit=5),
+        "delete": scripts.delete(keys, task_id="t", force=False),
+        "cancel_type": scripts.cancel_type(keys, task_type="dev", delayed=True, after="^", limit=5),
         "release": scripts.release(keys, task_id="t", token="1"),
         "retry_dlq": scripts.retry_dlq(keys, task_id="t"),
         "settle_many": scripts.settle_many(

@@ -8,6 +8,7 @@ from utils.redis_queue import Worker, HandlerRegistry, TaskContext, Retry, Perma
 from .errors import (
     BulkEnqueueError,
     CorruptQueue,
+    DuplicateTask,
     DurabilityError,
     InvalidLimit,
     InvalidPriority,
@@ -56,6 +57,7 @@ __all__ = [
     "BulkEnqueueError",
     "ClaimBatch",
     "CorruptQueue",
+    "DuplicateTask",
     "DurabilityError",
     "HandlerRegistry",
     "InvalidLimit",

@@ -10,6 +10,8 @@ QueueError
 │   └── PayloadTooLarge
 ├── SerializationError (also TypeError)     payload or result is not JSON
 ├── TaskNotFound (also LookupError)
+├── DuplicateTask                           unique_for: an equal task ran in the window and
+│                                           its record is gone (nothing was enqueued)
 ├── TaskStateError                          the task is not in a state that allows this
 │   ├── TaskNotProcessing
 │   └── LeaseLost                           fencing: the caller's lease expired or moved on
@@ -35,6 +37,7 @@ from typing import Any
 __all__ = [
     "BulkEnqueueError",
     "CorruptQueue",
+    "DuplicateTask",
     "DurabilityError",
     "InvalidLimit",
     "InvalidPriority",
@@ -106,6 +109,19 @@ class TaskNotFound(QueueError, LookupError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id!r}")
         self.task_id = task_id
+
+
+class DuplicateTask(QueueError):
+    """An enqueue with unique_for found its window taken by `task_id`, whose record is
+    gone (finished and cleared); nothing was enqueued. The window ends on its own."""
+
+    def __init__(self, task_id: str, task_type: str) -> None:
+        super().__init__(
+            f"an equal {task_type!r} task ({task_id!r}) was enqueued within its unique_for "
+            "window and has been cleared since; nothing was enqueued"
+        )
+        self.task_id = task_id
+        self.task_type = task_type
 
 
 class TaskStateError(QueueError):

@@ -214,6 +214,16 @@ class QueueKeys:
         scripts (lua/include/common.lua blob_key, delete_task)."""
         return f"{self.base}blob:{task_id}:{name}"
 
+    def unique(self, task_type: str, digest: str) -> str:
+        """String with a PX of the unique_for window: the id of the first task of that
+        type and unique key (digest: windows.digest_of); enqueue.lua sets it."""
+        return f"{self.base}unique:{task_type}:{digest}"
+
+    def debounce(self, task_type: str, digest: str) -> str:
+        """String with a TTL: the id of the delayed task that equal enqueues with
+        `debounce` replace while it has not run (enqueue.lua)."""
+        return f"{self.base}debounce:{task_type}:{digest}"
+
     @property
     def cancel_channel(self) -> str:
         return f"{self.base}cancel"

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import InvalidLimit, InvalidTaskError, QueueError, SerializationError
+from .errors import (
+    DuplicateTask,
+    InvalidLimit,
+    InvalidTaskError,
+    QueueError,
+    SerializationError,
+)
 from .keys import validate_limit_key, validate_task_id, validate_task_type
 from .models import RedisTask, TaskPriority, TaskState, coerce_priority
 
@@ -37,6 +43,11 @@ class NewTask:
     cost_tokens: int | None = None
     group: str | None = None
     blob: bool = False  # claim-check: the payload goes into a key of its own
+    # Dedup and debounce windows (windows.py): the unique_for window in ms (0 = none),
+    # whether delay_ms is a debounce window, and the hash of the task's unique key.
+    unique_ms: int = 0
+    debounce: bool = False
+    digest: str = ""
 
     @property
     def timeout_ms(self) -> int:
@@ -160,7 +171,14 @@ def check_seconds(name: str, value: object) -> float:
 
 
 def enqueued_task(task: NewTask, reply: Any, now_ms: int, default_max_retries: int) -> RedisTask:
-    """The task enqueue.lua created, or the existing one when the id was taken."""
+    """The task enqueue.lua created, the existing one when the id was taken, or the one a
+    window chose ({id, HGETALL}: the unique window's first task, the debounced task)."""
+    if isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], list):
+        chosen = codec.as_text(reply[0])
+        if not reply[1]:  # its record was cleared while the window holds
+            raise DuplicateTask(chosen, task.task_type)
+        task = dataclasses.replace(task, task_id=chosen)
+        reply = reply[1]
     if isinstance(reply, list):
         try:
             return codec.decode_task(task.task_id, codec.text_fields(reply), default_max_retries)

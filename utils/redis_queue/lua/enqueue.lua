@@ -21,8 +21,20 @@
   Only fields that differ from their defaults are stored (counters start absent = 0):
   every byte of a pending task's hash counts, a million times over.
 
-  Returns {now_ms, r1, r2, ...}: ri = 1 when task i was created, or the existing task's
-  HGETALL (a table) when the id already exists (nothing is changed then).
+  Two more header options group equal tasks by "<digest>" (the hash of their unique key,
+  hex), per type:
+    " u=<window_ms>:<digest>"  unique_for: while base .. 'unique:<type>:<digest>' (a string
+             with a PX of the window) names a task, an equal task is not created; the first
+             one sets it, SET NX-like, in this same step (the window outlives the task's run)
+    " d=<digest>"  debounce (delay_ms is the debounce window): while
+             base .. 'debounce:<type>:<digest>' names a delayed task that never ran, this
+             task replaces it - same id, this call's fields and payload, due delay_ms from
+             now (trailing edge); otherwise it is created and the key set to it
+
+  Returns {now_ms, r1, r2, ...}: ri = 1 when task i was created, the existing task's
+  HGETALL (a table) when the id already exists (nothing is changed then), or {id, HGETALL}
+  when a window decided: the unique window's task (HGETALL empty when its record is gone;
+  nothing changed) or the debounced task this call replaced.
   Errors: {-10, key, type} a queue structure or task key holds the wrong Redis type.
 ]]
 --@include common
@@ -46,6 +58,11 @@ for i = 2, #ARGV, 3 do
       if name == 'c' then t.cost = value end
       if name == 'g' then t.group = value end
       if name == 'b' then t.blob = true end
+      if name == 'u' then
+        local ms, digest = string.match(value, '^(%d+):(%x+)$')
+        t.unique_ms, t.unique = tonumber(ms), digest
+      end
+      if name == 'd' then t.debounce = value end
     end
   end
   tasks[#tasks + 1] = t
@@ -61,6 +78,14 @@ for i = 2, #ARGV, 3 do
     if t.existing ~= 'none' and t.existing ~= 'hash' then
       return {E_WRONGTYPE, t.key, t.existing}
     end
+  end
+  if t.unique then
+    checks[#checks + 1] = unique_key(base, task_type, t.unique)
+    checks[#checks + 1] = 'string'
+  end
+  if t.debounce then
+    checks[#checks + 1] = debounce_key(base, task_type, t.debounce)
+    checks[#checks + 1] = 'string'
   end
   if t.delay > 0 then
     any_delayed = true
@@ -114,9 +139,31 @@ end
 if now_us > tick then tick = now_us - 1 end
 local out = {now}
 local woken = {}
-local created = 0
+local created, replaced = 0, 0
+-- The windows' verdict on task t: the id of the task it is equal to (unique), or of the
+-- held task it replaces (debounce); t.id and t.key become the held task's then.
+local function window(t)
+  if t.unique then
+    local first = redis.call('GET', unique_key(base, t.type, t.unique))
+    if first then return first end
+  end
+  if t.debounce then
+    local held = redis.call('GET', debounce_key(base, t.type, t.debounce))
+    if held then
+      local f = redis.call('HMGET', task_key(base, held), 'state', 'type', 'attempts')
+      if f[1] == 'delayed' and f[2] == t.type and not f[3] then
+        t.replaces, t.id, t.key = true, held, task_key(base, held)
+        delete_task(base, held) -- its fields and blob; this call's go under its id
+      end
+    end
+  end
+  return nil
+end
 for _, t in ipairs(tasks) do
-  if t.existing == 'hash' then
+  local first = window(t)
+  if first then
+    out[#out + 1] = {first, task_fields(base, first, task_key(base, first))}
+  elseif t.existing == 'hash' and not t.replaces then
     out[#out + 1] = task_fields(base, t.id, t.key)
   else
     local fields = {'state', t.delay > 0 and 'delayed' or 'pending', 'type', t.type,
@@ -157,10 +204,25 @@ for _, t in ipairs(tasks) do
       redis.call('ZADD', pending_key(base, t.type), pending_score(place, t.prio), t.id)
       woken[t.type] = true
     end
-    created = created + 1
-    out[#out + 1] = 1
+    if t.unique then
+      redis.call('HSET', t.key, 'uniq', t.unique)
+      redis.call('SET', unique_key(base, t.type, t.unique), t.id, 'PX', t.unique_ms)
+    end
+    if t.debounce then
+      redis.call('HSET', t.key, 'dbnc', t.debounce)
+      -- Cleanup only: a hold is live while its task is delayed and never ran.
+      redis.call('SET', debounce_key(base, t.type, t.debounce), t.id, 'PX', t.delay + 60000)
+    end
+    if t.replaces then
+      replaced = replaced + 1
+      out[#out + 1] = {t.id, task_fields(base, t.id, t.key)}
+    else
+      created = created + 1
+      out[#out + 1] = 1
+    end
   end
 end
+if replaced > 0 then redis.call('HINCRBY', KEYS[2], 'debounced', replaced) end
 if created > 0 then
   tally(KEYS[2], 'enqueued', created)
   redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick))

@@ -1,4 +1,5 @@
-"""Administering: cancel, the DLQ's retry and purge, cleanup of finished tasks."""
+"""Administering: cancel (one task, or every queued task of a type), delete, the DLQ's
+retry and purge, purge by state, cleanup of finished tasks."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ from collections.abc import Callable
 from functools import partial
 
 from .. import codec, scripts
-from ..errors import QueueError, RedisUnavailable, TaskNotFound, TaskStateError
-from ..keys import QueueKeys, validate_task_id
+from ..errors import (
+    InvalidTaskError,
+    QueueError,
+    RedisUnavailable,
+    TaskNotFound,
+    TaskStateError,
+)
+from ..keys import QueueKeys, validate_task_id, validate_task_type
 from ..models import RedisTask, TaskState
+from ..scripts import bulk
 from .inspect import Inspector
 
 __all__ = ["Administrator"]
 
 log = logging.getLogger("agentic.queue")
+
+BULK_BATCH = 1000  # entries per purge / cancel_type call (the scripts' MAX_BATCH)
+PURGEABLE = ("pending", "delayed", "completed", "failed", "cancelled", "dead_letter")
 
 
 class Administrator(Inspector):
@@ -29,6 +40,60 @@ class Administrator(Inspector):
         if scripts.cancel_outcome(reply) is scripts.CancelOutcome.CANCELLED:
             return TaskState.CANCELLED
         return TaskState.PROCESSING
+
+    async def delete_task(self, task_id: str, *, force: bool = False) -> TaskState:
+        """Delete a task and every key kept for it (record, state entry, done list, blob
+        and output keys, its unique_for window and debounce hold); returns the state it
+        was in. A running task raises TaskStateError unless `force`: then its worker is
+        told to stop, and its settle finds no task. Raises TaskNotFound."""
+        validate_task_id(task_id)
+        call = bulk.delete(self.keys_for(task_id), task_id=task_id, force=force)
+        return bulk.delete_reply(await self.run(call, task_id))
+
+    async def purge(self, state: TaskState | str) -> int:
+        """Delete every task in `state` (pending, delayed, completed, failed, cancelled,
+        dead_letter or "dlq"), each with every key kept for it, BULK_BATCH per script call
+        in every partition; returns how many. Tasks that enter the state meanwhile may be
+        deleted too. A running task is never purged (delete_task with force)."""
+        name = "dead_letter" if state == "dlq" else str(getattr(state, "value", state))
+        if name not in PURGEABLE:
+            raise InvalidTaskError(
+                f"cannot purge state {state!r}: use one of {', '.join(PURGEABLE)} or dlq"
+            )
+        target = TaskState(name)
+        total = 0
+        for keys in self.layout.parts:
+            while True:
+                call = bulk.purge(keys, state=target, limit=BULK_BATCH)
+                deleted, taken = bulk.purge_reply(await self.run(call))
+                total += deleted
+                if taken < BULK_BATCH:
+                    break
+        return total
+
+    async def cancel_by_type(self, task_type: str) -> int:
+        """Cancel every queued (pending or delayed) task of `task_type`, as cancel() does
+        one, BULK_BATCH per script call in every partition; returns how many. Running
+        tasks are left alone (cancel() them one by one)."""
+        validate_task_type(task_type)
+        total = 0
+        for keys in self.layout.parts:
+            total += await self._cancel_queued(keys, task_type, delayed=False)
+            total += await self._cancel_queued(keys, task_type, delayed=True)
+            # Delayed tasks promoted while the delayed set was walked are pending now.
+            total += await self._cancel_queued(keys, task_type, delayed=False)
+        return total
+
+    async def _cancel_queued(self, keys: QueueKeys, task_type: str, *, delayed: bool) -> int:
+        total, after = 0, "^"
+        while after:
+            call = bulk.cancel_type(
+                keys, task_type=task_type, delayed=delayed, after=after, limit=BULK_BATCH
+            )
+            reply = bulk.cancel_type_reply(await self.run(call))
+            total += reply.cancelled
+            after = reply.after if delayed else ("^" if reply.examined == BULK_BATCH else "")
+        return total
 
     async def retry_dlq_task(self, task_id: str) -> RedisTask:
         """Move a dead-lettered (or failed) task back to pending with its retry count reset."""

@@ -12,6 +12,7 @@ from ..errors import BulkEnqueueError, InvalidTaskError, QueueError
 from ..keys import QueueKeys
 from ..models import RedisTask, TaskPriority
 from ..new_task import NewTask, enqueued_task, new_task
+from ..windows import WINDOW_ARGS, with_windows
 from .client import QueueClient
 
 __all__ = ["BULK", "Producer"]
@@ -35,6 +36,9 @@ class Producer(QueueClient):
         limits: Sequence[str] | None = None,
         cost_tokens: int | None = None,
         group: str | None = None,
+        unique_for: float | None = None,
+        unique_key: str | None = None,
+        debounce: float | None = None,
     ) -> RedisTask:
         """Add a task. `task_id` is the idempotency key: if a task with that id exists
         (in any state, until it is cleared), nothing changes and that task is returned.
@@ -45,7 +49,14 @@ class Producer(QueueClient):
         set binds nothing until one is set); `cost_tokens` is what it expects to use,
         reserved from its token limits at claim and reconciled with what it reports.
         Tasks that share a `group` (a tenant, say) take turns with other groups within
-        their priority, so one group's backlog does not starve another's few tasks."""
+        their priority, so one group's backlog does not starve another's few tasks.
+        Windows (equal = same type and `unique_key`, which defaults to the payload):
+        `unique_for` seconds, an equal task is not enqueued again, even after the first
+        finished - the first one is returned (DuplicateTask when its record is cleared);
+        `debounce` seconds, the task is held delayed and an equal enqueue within the
+        hold replaces it (same id, the last payload and options, due `debounce` from the
+        last call) - the held task is returned. On a partitioned queue the id may get a
+        suffix "@<n>" that puts it in its window's partition: use the returned id."""
         task = self._new_task(
             task_id,
             task_type,
@@ -58,6 +69,9 @@ class Producer(QueueClient):
             limits,
             cost_tokens,
             group,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            debounce=debounce,
         )
         wait = self.durable if durable is None else durable
         if telemetry.tracer is None and not wait:  # the hot path: skip the hook's closure
@@ -161,6 +175,11 @@ class Producer(QueueClient):
             )
 
     def _new_task(self, *args: Any, **kwargs: Any) -> NewTask:
+        windows = {name: kwargs.pop(name, None) for name in WINDOW_ARGS}
+        task = self._plain_task(*args, **kwargs)
+        return with_windows(task, self.layout, **windows)
+
+    def _plain_task(self, *args: Any, **kwargs: Any) -> NewTask:
         return new_task(
             self.max_retries,
             self.max_payload_bytes,

@@ -16,6 +16,15 @@ is loaded and the call sent once more.
 
 from __future__ import annotations
 
+from .bulk import (
+    CancelTypeReply,
+    cancel_type,
+    cancel_type_reply,
+    delete,
+    delete_reply,
+    purge,
+    purge_reply,
+)
 from .contract import (
     CANCEL,
     CLAIM,
@@ -130,6 +139,7 @@ __all__ = [
     "UNSCHEDULE",
     "WORKER_BEAT",
     "CancelOutcome",
+    "CancelTypeReply",
     "ClaimReply",
     "Code",
     "DueSchedules",
@@ -144,10 +154,14 @@ __all__ = [
     "SettleItem",
     "cancel",
     "cancel_outcome",
+    "cancel_type",
+    "cancel_type_reply",
     "claim",
     "claim_reply",
     "clear_finished",
     "complete",
+    "delete",
+    "delete_reply",
     "emit",
     "enqueue",
     "enqueue_reply",
@@ -161,7 +175,9 @@ __all__ = [
     "pending_band",
     "permit",
     "permit_reply",
+    "purge",
     "purge_dlq",
+    "purge_reply",
     "raise_for_code",
     "release",
     "removed_count",

@@ -79,6 +79,16 @@ def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
 
 _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
 CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
+CANCEL_TYPE = Script(
+    "cancel_type", ("delayed", "cancelled", "stats"), ("base", "type", "where", "after", "limit")
+)
+_EVERY_STATE = ("processing", "delayed", "completed", "failed", "cancelled", "dlq", "dlq_order")
+DELETE = Script("delete", (*_EVERY_STATE, "stats"), ("base", "id", "force"))
+PURGE = Script(
+    "purge",
+    ("delayed", "completed", "failed", "cancelled", "dlq", "dlq_order", "types", "stats"),
+    ("base", "state", "limit"),
+)
 CLAIM = Script(
     "claim",
     (
@@ -150,9 +160,11 @@ SCRIPTS = {
     s.name: s
     for s in (
         CANCEL,
+        CANCEL_TYPE,
         CLAIM,
         CLEAR_FINISHED,
         COMPLETE,
+        DELETE,
         EMIT,
         ENQUEUE,
         EXTEND,
@@ -160,6 +172,7 @@ SCRIPTS = {
         FAIL,
         PAUSE,
         PERMIT,
+        PURGE,
         PURGE_DLQ,
         RELEASE,
         RESUME,
@@ -210,6 +223,10 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
             header += f" g={t.group}"
         if t.blob:
             header += " b=1"
+        if t.unique_ms:
+            header += f" u={t.unique_ms}:{t.digest}"
+        if t.debounce:
+            header += f" d={t.digest}"
         rest.append(header)
         rest.append(t.meta_text)
         rest.append(t.payload_text)

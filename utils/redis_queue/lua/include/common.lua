@@ -19,6 +19,12 @@
     base .. 'schedule_last'    hash: a schedule's last tick "<due ms> <skipped in all>"
     base .. 'out:' .. id       stream with a TTL: a task's output (emit.lua), ended by notify_done,
                                deleted with the task (delete_task)
+    base .. 'unique:' .. type .. ':' .. digest
+                               string with a TTL (the unique_for window): the id of the
+                               first task with that type and unique key (enqueue.lua)
+    base .. 'debounce:' .. type .. ':' .. digest
+                               string with a TTL: the id of the delayed task that later
+                               enqueues with that type and key replace (enqueue.lua)
 
   Error replies are tables whose first element is a negative code (see errors.py).
   Every redis.call costs about a microsecond inside a script, so the hot paths read what
@@ -98,6 +104,24 @@ local function pending_key(base, task_type) return base .. 'pending:' .. task_ty
 local function done_key(base, id) return base .. 'done:' .. id end
 local function output_key(base, id) return base .. 'out:' .. id end
 local function blob_key(base, id, name) return base .. 'blob:' .. id .. ':' .. name end
+local function unique_key(base, task_type, digest)
+  return base .. 'unique:' .. task_type .. ':' .. digest
+end
+local function debounce_key(base, task_type, digest)
+  return base .. 'debounce:' .. task_type .. ':' .. digest
+end
+
+-- Drops a task's dedup window and debounce hold (its fields uniq and dbnc) when they still
+-- name it: a task deleted on purpose no longer blocks an equal one.
+local function free_windows(base, id, task_type, uniq, dbnc)
+  if not task_type then return end
+  if uniq and redis.call('GET', unique_key(base, task_type, uniq)) == id then
+    redis.call('DEL', unique_key(base, task_type, uniq))
+  end
+  if dbnc and redis.call('GET', debounce_key(base, task_type, dbnc)) == id then
+    redis.call('DEL', debounce_key(base, task_type, dbnc))
+  end
+end
 
 -- Deletes a task and everything kept for it (its done list, its payload and result blob
 -- keys, its output stream): every script that deletes a task goes through here, so no
