@@ -4,18 +4,25 @@ written with the task, fetched with the claim and by get_task, deleted with the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
+from tests.support.dashboard import dashboard_settings, drop_prefix, serve
 from tests.support.processes import (
+    ROOT,
     WorkerProcesses,
+    agentic_argv,
+    agentic_env,
     eventually,
     ledger_lines,
     wait_exit,
@@ -282,3 +289,51 @@ async def test_blob_payload_survives_a_killed_worker_and_is_deleted_with_its_tas
     assert task is not None and task.lease_losses == 1 and task.payload == payload
     assert await queue.clear_completed(older_than_seconds=0) == 1
     assert await _keys_of(raw_redis, queue, "crash") == []
+
+
+async def test_task_show_prints_the_size_and_key_unless_asked_for_the_blob(
+    make_queue: QueueFactory, redis_url: str, queue_name: str
+) -> None:
+    queue = make_queue(blob_threshold_bytes=1000)
+    await queue.connect()
+    data = _data(200_000)
+    await queue.enqueue("shown", "t", {"data": data})
+    key = queue.keys_for("shown").blob("shown", "payload")
+    env = agentic_env(redis_url, queue_name, AGENTIC_BLOB_THRESHOLD_BYTES="1000")
+
+    def agentic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            agentic_argv(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+
+    brief = agentic("task", "show", "shown")
+    assert brief.returncode == 0, brief.stderr
+    assert f"claim-check: 200,011 bytes in {key}" in brief.stdout and data not in brief.stdout
+    doc = json.loads(agentic("task", "show", "shown", "--json").stdout)
+    assert doc["blobs"] == {"payload": 200_011} and doc["blob_keys"] == {"payload": key}
+    whole = json.loads(agentic("task", "show", "shown", "--json", "--blobs").stdout)
+    assert whole["payload"] == {"data": data}
+
+
+async def test_dashboard_task_page_shows_a_reference_not_the_blob(
+    tmp_path: Path, redis_url: str
+) -> None:
+    config = dashboard_settings(tmp_path, redis_url)
+    queue = RedisTaskQueue.from_settings(config)
+    data = _data(1 * MIB)
+    try:
+        async with queue:
+            await queue.enqueue("paged", "t", {"data": data})
+            key = queue.keys_for("paged").blob("paged", "payload")
+            async with (
+                serve(config) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as site,
+            ):
+                api = (await site.get("/api/queues/jobs/tasks/paged")).json()
+                page = await site.get("/queues/jobs/tasks/paged")
+        assert api["blobs"] == {"payload": len(data) + 11}
+        assert api["blob_keys"] == {"payload": key} and api["payload"] == {}
+        assert page.status_code == 200 and len(page.text) < 100_000
+        assert f"{len(data) + 11:,} bytes in <code>{key}</code>" in page.text
+    finally:
+        await drop_prefix(redis_url, config.key_prefix)

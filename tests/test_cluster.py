@@ -96,6 +96,38 @@ async def test_the_queue_api_works_across_slots_and_nodes(
     assert task is not None and task.state == TaskState.COMPLETED
 
 
+async def test_claim_check_blobs_live_in_their_tasks_slot_across_the_cluster(
+    cluster: ClusterGroup, cq: Callable[..., RedisTaskQueue]
+) -> None:
+    q = cq(blob_threshold_bytes=1000)
+    await q.connect()
+    ids = [f"b{i}" for i in range(30)]
+    await q.enqueue_many(
+        {"task_id": i, "task_type": "noop", "payload": {"data": i * 1000}} for i in ids
+    )
+    claimed = await q.claim("w", 30)
+    assert sorted(t.task_id for t in claimed) == sorted(ids)
+    assert all(t.payload == {"data": t.task_id * 1000} for t in claimed)
+    for t in claimed:
+        await q.complete_task(t.task_id, {"echo": t.payload["data"]})
+    for i in ids:
+        keys = q.keys_for(i)
+        node = cluster.node_for_key(keys.task(i))
+        assert cluster.node_for_key(keys.blob(i, "payload")) == node
+        assert cluster.node_for_key(keys.blob(i, "result")) == node
+        task = await q.get_task(i)
+        assert task is not None and task.result == {"echo": i * 1000}
+        assert set(task.blobs) == {"payload", "result"}
+    assert await q.clear_completed(older_than_seconds=0) == 30
+    client = RedisCluster.from_url(cluster.url)
+    try:
+        for i in ids:
+            keys = q.keys_for(i)
+            assert not await client.exists(keys.blob(i, "payload"), keys.blob(i, "result"))
+    finally:
+        await client.aclose()
+
+
 async def test_paged_listing_search_and_the_registry_work_across_the_cluster(
     cq: Callable[..., RedisTaskQueue], name: str
 ) -> None:

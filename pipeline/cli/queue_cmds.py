@@ -20,6 +20,7 @@ from utils.redis_queue import (
     TaskPriority,
     TaskState,
 )
+from utils.redis_queue.keys import BLOB_NAMES
 from utils.redis_queue.models import coerce_priority
 
 from ..reports import gather_info
@@ -240,21 +241,32 @@ def task() -> None:
 @task.command("show")
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--blobs", is_flag=True, help="Also fetch a payload or result stored claim-check (large)."
+)
 @pass_state
-def task_show(state: CliState, task_id: str, as_json: bool) -> None:
-    """Print a task's state, payload, result and error."""
+def task_show(state: CliState, task_id: str, as_json: bool, blobs: bool) -> None:
+    """Print a task's state, payload, result and error. A payload or result stored
+    claim-check (above the blob threshold) is shown as its size and key unless --blobs."""
 
-    async def go() -> RedisTask | None:
+    async def go() -> tuple[RedisTask | None, dict[str, str]]:
         async with state.queue() as queue:
-            return await queue.get_task(task_id)
+            found = await queue.get_task(task_id, blobs=blobs)
+            keys = queue.keys_for(task_id)
+            names = [n for n in BLOB_NAMES if found and n in found.blobs]
+            return found, {name: keys.blob(task_id, name) for name in names}
 
-    found = run(go)
+    found, blob_keys = run(go)
     if found is None:
         fail(f"no task {task_id!r}")
+    doc = found.to_dict()
+    if not blobs:
+        for name, key in blob_keys.items():
+            doc[name] = f"<claim-check: {found.blobs[name]:,} bytes in {key}; --blobs prints it>"
     if as_json:
-        emit_json(found.to_dict())
+        emit_json({**doc, "blob_keys": blob_keys})
         return
-    for key, value in found.to_dict().items():
+    for key, value in doc.items():
         click.echo(f"{key:>16}: {json.dumps(value) if isinstance(value, dict | list) else value}")
 
 

@@ -18,7 +18,7 @@ from pipeline.runs import RunState
 from pipeline.spec import secret_like
 from utils.config import Settings
 from utils.redis_queue import MinuteCounts, RedisTaskQueue, TaskState, codec
-from utils.redis_queue.keys import QueueKeys, validate_queue_name
+from utils.redis_queue.keys import BLOB_NAMES, QueueKeys, validate_queue_name
 
 __all__ = ["Console", "UnknownQueue", "redact", "timeline"]
 
@@ -140,10 +140,14 @@ class Console:
 
     async def task(self, name: str, task_id: str) -> dict[str, Any] | None:
         queue = await self.queue(name)
-        task = await queue.get_task(task_id)
+        # A claim-checked payload or result (megabytes, maybe) stays in Redis: the page
+        # shows its size and its key (RedisTask.blobs).
+        task = await queue.get_task(task_id, blobs=False)
         if task is None:
             return None
         doc = task.to_dict()
+        keys = queue.keys_for(task_id)
+        doc["blob_keys"] = {n: keys.blob(task_id, n) for n in BLOB_NAMES if n in task.blobs}
         doc["attempt_history"] = [a.to_dict() for a in await queue.get_attempts(task_id)]
         doc["payload"] = redact(doc["payload"])
         doc["result"] = redact(doc["result"])
