@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from utils.redis_queue import InvalidRedisUrl, TopologyError
 
+from .bulk_cmds import queue_purge, task_delete
 from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
 from .dashboard_cmd import dashboard
 from .limits_cmd import limits
@@ -88,6 +89,8 @@ for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, lim
 for command in (queue_group, schedule):
     cli.add_command(command)
 for group, sub in ((task, task_list), (task, task_search), (task, task_tail), (dlq, dlq_list)):
+    group.add_command(sub)
+for group, sub in ((queue_group, queue_purge), (task, task_delete)):
     group.add_command(sub)
 
 

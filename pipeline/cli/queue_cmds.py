@@ -24,6 +24,7 @@ from utils.redis_queue.keys import BLOB_NAMES
 from utils.redis_queue.models import coerce_priority
 
 from ..reports import gather_info
+from .bulk_cmds import cancel_by_type
 from .common import (
     EXIT_UNAVAILABLE,
     CliState,
@@ -89,6 +90,19 @@ def _load_payload(value: str) -> dict[str, Any]:
 )
 @click.option("--cost-tokens", type=int, default=None, help="Tokens it expects to use.")
 @click.option("--group", default=None, help="Fairness group (e.g. tenant:acme): groups take turns.")
+@click.option(
+    "--unique-for",
+    type=float,
+    default=None,
+    help="Seconds in which an equal task (same type and unique key) is not enqueued again.",
+)
+@click.option("--unique-key", default=None, help="What makes tasks equal (default: the payload).")
+@click.option(
+    "--debounce",
+    type=float,
+    default=None,
+    help="Hold the task this many seconds; an equal enqueue meanwhile replaces it.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--wait-timeout", type=float, default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
@@ -104,11 +118,15 @@ def enqueue(
     limit_keys: tuple[str, ...],
     cost_tokens: int | None,
     group: str | None,
+    unique_for: float | None,
+    unique_key: str | None,
+    debounce: float | None,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
 ) -> None:
-    """Add a task of TASK_TYPE to the queue."""
+    """Add a task of TASK_TYPE to the queue. With --unique-for or --debounce the id
+    printed is the task that stands (an equal one's, or the held one's)."""
     data = _load_payload(payload)
     if task_id is not None and not task_id.strip():
         raise click.BadParameter(
@@ -128,6 +146,9 @@ def enqueue(
                 limits=list(limit_keys) or None,
                 cost_tokens=cost_tokens,
                 group=group,
+                unique_for=unique_for,
+                unique_key=unique_key,
+                debounce=debounce,
             )
             result = await queue.wait_for_result(task.task_id, wait_timeout) if wait else None
             return task, result
@@ -271,17 +292,32 @@ def task_show(state: CliState, task_id: str, as_json: bool, blobs: bool) -> None
 
 
 @task.command("cancel")
-@click.argument("task_id")
+@click.argument("task_id", required=False)
+@click.option("--type", "task_type", default=None, help="Cancel every queued task of this type.")
+@click.option("--yes", is_flag=True, help="With --type: do not ask.")
+@click.option("--json", "as_json", is_flag=True)
 @pass_state
-def task_cancel(state: CliState, task_id: str) -> None:
-    """Cancel a queued task, or ask the worker running it to stop."""
+def task_cancel(
+    state: CliState, task_id: str | None, task_type: str | None, yes: bool, as_json: bool
+) -> None:
+    """Cancel a queued task, or ask the worker running it to stop; with --type T, every
+    pending and delayed task of type T (running ones are left alone)."""
+    if bool(task_id) == bool(task_type):
+        raise click.UsageError("give a TASK_ID or --type (not both)")
+    if task_type:
+        cancel_by_type(state, task_type, yes, as_json)
+        return
+    assert task_id is not None
 
     async def go() -> TaskState:
         async with state.queue() as queue:
             return await queue.cancel(task_id)
 
     outcome = run(go)
-    click.echo("cancelled" if outcome == TaskState.CANCELLED else "cancel requested (running)")
+    if as_json:
+        emit_json({"task_id": task_id, "state": outcome.value})
+    else:
+        click.echo("cancelled" if outcome == TaskState.CANCELLED else "cancel requested (running)")
 
 
 # -- dlq -------------------------------------------------------------------------------------
