@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
         help=f"subset of {','.join(ALL_SCENARIOS)} (e.g. AE, C0,E0 or CDE; default: all but G,"
-        " which starts a Redis Cluster of its own, I, which opens a browser, and J)",
+        " which starts a Redis Cluster of its own, I, which opens a browser, J and K)",
     )
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/)")
     parser.add_argument(

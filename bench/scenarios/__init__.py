@@ -12,9 +12,12 @@ they compare with are in baselines.py.
     dashboard  I  `agentic dashboard` over a queue of 100,000 tasks: each page's latency,
                and the Redis load of one idle browser (headless Chromium)
     wide       J  a pipeline run's overhead per dev subtask as it gets wider (10 to 2,000)
+    model      K  64 dev subtasks against a 1-s local model provider, one worker at -c 8,
+               32 and 64: model-bound throughput against concurrency
 
-G starts a Redis Cluster of its own (6 servers), I a browser (~5 min) and J runs of up
-to 2,000 subtasks (~2 min): they run only when asked (--scenarios G, I, J).
+G starts a Redis Cluster of its own (6 servers), I a browser (~5 min), J runs of up
+to 2,000 subtasks (~2 min) and K a model provider (~20 s): they run only when asked
+(--scenarios G, I, J, K).
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from bench.scenarios.dashboard import scenario_i
 from bench.scenarios.enqueue import scenario_a, scenario_b
 from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
+from bench.scenarios.model import scenario_k
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
 from bench.scenarios.wide import scenario_j
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
-ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J")
+ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K")
 DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
@@ -47,4 +51,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "H": scenario_h,
     "I": scenario_i,
     "J": scenario_j,
+    "K": scenario_k,
 }
