@@ -26,12 +26,15 @@ async def gather_info(
 ) -> dict[str, Any]:
     """`agentic info --json`: sizes and counters, workers, limits, and the last hour
     (`history`: the last HISTORY_MINUTES as read already, e.g. a few seconds ago)."""
-    stats, workers, limits, oldest, read = await asyncio.gather(
-        queue.get_statistics(),
-        list_workers(queue),
-        queue.get_limits(),
-        oldest_waiting_seconds(queue),
-        _last_hour(queue) if history is None else _given(history),
+    (stats, workers, limits, oldest, read), (paused, schedules) = await asyncio.gather(
+        asyncio.gather(
+            queue.get_statistics(),
+            list_workers(queue),
+            queue.get_limits(),
+            oldest_waiting_seconds(queue),
+            _last_hour(queue) if history is None else _given(history),
+        ),
+        asyncio.gather(queue.get_paused(), queue.list_schedules()),
     )
     history = read
     minutes = [m.to_dict() for m in history]
@@ -53,6 +56,9 @@ async def gather_info(
         "workers": [w.to_dict() for w in workers],
         "limits": [status.as_dict() for status in limits.values()],
         "_limits": limits,
+        # "*": the whole queue, else a task type; the time (UTC) it was paused
+        "paused": {name: at.isoformat() for name, at in sorted(paused.items())},
+        "schedules": [s.to_dict() for s in schedules],
     }
 
 

@@ -188,6 +188,13 @@ def render_info(info: dict[str, Any], rate: float | None) -> str:
         )
     if rate is not None:
         lines.append(f"  throughput {rate:,.1f} tasks/s (completed + failed)")
+    for name, at in info.get("paused", {}).items():
+        what = "the whole queue" if name == "*" else f"task type {name}"
+        lines.append(f"  PAUSED: {what} since {at} (agentic queue resume)")
+    if info.get("schedules"):
+        lines.append(f"schedules: {len(info['schedules'])}")
+        for sc in info["schedules"]:
+            lines.append(f"  {sc['name']:<20} {sc['task_type']:<12} next {sc['next_due']}")
     alive = [w for w in info["workers"] if w["alive"]]
     lines.append(f"workers: {len(alive)} live, {len(info['workers']) - len(alive)} silent")
     for w in info["workers"]:

@@ -271,6 +271,20 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
     async def do_purge(r: Request) -> str:
         return await console.purge(r.path_params["queue"])
 
+    async def task_type_of(r: Request) -> str | None:
+        """The optional task type of a pause or resume (?type= or a form field)."""
+        value = r.query_params.get("type")
+        if value is None and "form" in r.headers.get("content-type", ""):
+            found = (await r.form()).get("type")
+            value = found if isinstance(found, str) else None
+        return value or None
+
+    async def do_pause(r: Request) -> str:
+        return await console.pause(r.path_params["queue"], await task_type_of(r))
+
+    async def do_resume(r: Request) -> str:
+        return await console.resume(r.path_params["queue"], await task_type_of(r))
+
     async def do_cancel_run(r: Request) -> str:
         return await console.cancel_run(r.path_params["run_id"])
 
@@ -359,6 +373,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         ("/queues/{queue}/tasks/{task_id}/cancel", action(do_cancel, task_url)),
         ("/queues/{queue}/dlq/retry-all", bulk(do_retry_all, "retry", queue_of)),
         ("/queues/{queue}/dlq/purge", bulk(do_purge, "purge", queue_of)),
+        ("/queues/{queue}/pause", action(do_pause, queue_of)),
+        ("/queues/{queue}/resume", action(do_resume, queue_of)),
         ("/runs/{run_id}/cancel", action(do_cancel_run, run_url)),
         ("/runs/{run_id}/resume", action(do_resume_run, run_url)),
         ("/runs/{run_id}/approve", action(do_approve, run_url)),

@@ -201,6 +201,16 @@ class Console:
         count = await (await self.queue(name)).purge_dlq()
         return f"purged {count} dead-lettered task(s)"
 
+    async def pause(self, name: str, task_type: str | None) -> str:
+        changed = await (await self.queue(name)).pause(task_type)
+        what = "queue" if task_type is None else f"task type {task_type}"
+        return f"{what} paused" if changed else f"{what} was paused already"
+
+    async def resume(self, name: str, task_type: str | None) -> str:
+        changed = await (await self.queue(name)).resume(task_type)
+        what = "queue" if task_type is None else f"task type {task_type}"
+        return f"{what} resumed" if changed else f"{what} was not paused"
+
     async def cancel_run(self, run_id: str) -> str:
         status = await (await self.manager()).cancel_run(run_id)
         if not status.is_final:
