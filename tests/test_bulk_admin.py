@@ -206,3 +206,18 @@ async def test_cancel_by_type_of_50k_queued_tasks_runs_in_bounded_time(
     assert await queue.purge("cancelled") == 50_000
     print(f"purged 50,000 cancelled tasks in {time.perf_counter() - started:.2f} s")
     await _assert_invariants(raw_redis, queue)
+
+
+async def test_forced_delete_gives_back_the_concurrency_slot_it_held(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.set_limit("dev", concurrency=1)
+    await _fill(queue, 2, "dev", "t")
+    first = await queue.dequeue("w", timeout=1)
+    assert first is not None
+    assert await raw_redis.zcard(queue.keys.limit_held("dev")) == 1
+    assert await queue.claim("w", count=1) == []  # the one slot is taken
+    await queue.delete_task(first.task_id, force=True)
+    assert await raw_redis.zcard(queue.keys.limit_held("dev")) == 0
+    second = await queue.claim("w", count=1)
+    assert [t.task_id for t in second] == ["t1"]

@@ -241,3 +241,34 @@ def test_a_partitioned_unique_task_lands_with_its_window() -> None:
         anchor = f"x:{task.digest}"
         assert q.layout.index_of(task.task_id) == q.layout.index_of(anchor)
         assert task.task_id == f"t{i}" or task.task_id.startswith(f"t{i}@")
+
+
+async def test_enqueue_many_with_windows_on_a_partitioned_queue(
+    make_queue: QueueFactory, raw_redis: Redis
+) -> None:
+    q = make_queue(partitions=4)
+    await q.connect()
+    items = [
+        {"task_id": f"t{i}", "task_type": "x", "payload": {"k": i % 10}, "unique_for": 60}
+        for i in range(200)
+    ]
+    tasks = await q.enqueue_many(items)
+    stood = {t.task_id for t in tasks}
+    assert len(stood) == 10  # one per distinct payload
+    records = await _records(raw_redis, q)
+    assert set(records) == stood
+    for task_id, record in records.items():
+        keys = q.keys_for(task_id)
+        assert (await raw_redis.get(keys.unique("x", record["uniq"]))).decode() == task_id
+    again = await q.enqueue_many(items[:10])
+    assert [t.task_id for t in again] == [t.task_id for t in tasks[:10]]
+    assert (await q.get_statistics())["total_enqueued"] == 10
+
+
+async def test_a_unique_task_that_was_cancelled_is_still_the_one_returned(
+    queue: RedisTaskQueue,
+) -> None:
+    await queue.enqueue("a", "x", {}, unique_for=60)
+    await queue.cancel("a")
+    again = await queue.enqueue("b", "x", {}, unique_for=60)
+    assert again.task_id == "a" and again.state == TaskState.CANCELLED

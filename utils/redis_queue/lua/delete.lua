@@ -3,7 +3,8 @@
   structure holds it, its done list, its blob and output keys, and its unique_for window
   and debounce hold when they name it. A running task is refused unless forced; forced,
   its worker is told on the cancel channel (its settle then finds no task) and the limit
-  slots it holds are freed at their deadline, as a crashed worker's are.
+  slots it holds are given back (on a partitioned queue, whose limits live in a slot of
+  their own, they free at their deadline, as a crashed worker's do).
 
   KEYS[1] processing  zset
   KEYS[2] delayed     zset
@@ -21,6 +22,7 @@
   Errors: {-1} no such task; {-4, 'processing'} running and not forced; {-10, key, type}.
 ]]
 --@include common
+--@include limits
 
 local base, id, force = ARGV[1], ARGV[2], ARGV[3] == '1'
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
@@ -30,7 +32,7 @@ local key = task_key(base, id)
 local t = redis.call('TYPE', key).ok
 if t == 'none' then return {E_NOT_FOUND} end
 if t ~= 'hash' then return {E_WRONGTYPE, key, t} end
-local f = redis.call('HMGET', key, 'state', 'type', 'uniq', 'dbnc')
+local f = redis.call('HMGET', key, 'state', 'type', 'uniq', 'dbnc', 'held', 'cost')
 local state = f[1] or ''
 if state == 'processing' and not force then return {E_BAD_STATE, state} end
 if f[2] then
@@ -44,6 +46,10 @@ redis.call('SREM', KEYS[6], id)
 redis.call('ZREM', KEYS[7], id)
 free_windows(base, id, f[2], f[3], f[4])
 delete_task(base, id)
-if state == 'processing' then redis.call('PUBLISH', base .. 'cancel', id) end
+if state == 'processing' then
+  lim_release(base, base, id, f[5], f[6], nil)
+  lim_flush(base, base)
+  redis.call('PUBLISH', base .. 'cancel', id)
+end
 redis.call('HINCRBY', KEYS[8], 'deleted', 1)
 return {1, state}

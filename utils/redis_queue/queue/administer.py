@@ -45,7 +45,8 @@ class Administrator(Inspector):
         """Delete a task and every key kept for it (record, state entry, done list, blob
         and output keys, its unique_for window and debounce hold); returns the state it
         was in. A running task raises TaskStateError unless `force`: then its worker is
-        told to stop, and its settle finds no task. Raises TaskNotFound."""
+        told to stop, its settle finds no task and its limit slots are given back (on a
+        partitioned queue they free at their deadline). Raises TaskNotFound."""
         validate_task_id(task_id)
         call = bulk.delete(self.keys_for(task_id), task_id=task_id, force=force)
         return bulk.delete_reply(await self.run(call, task_id))
