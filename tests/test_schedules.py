@@ -129,6 +129,42 @@ async def test_missed_ticks_after_an_outage_follow_catch_up(
     assert (await queue.list_schedules())[0].skipped == skipped
 
 
+async def test_an_unreadable_or_unsendable_schedule_holds_back_only_itself(
+    make_queue: Callable[..., RedisTaskQueue], raw_redis: Redis
+) -> None:
+    queue = make_queue()
+    await queue.connect()
+    for name in ("bad", "big", "good"):
+        await queue.schedule(name, every=60, task_type="dev", payload={"x": "y" * 2000})
+    await raw_redis.hset(queue.keys.schedules, "bad", "{not json")
+    await raw_redis.zadd(queue.keys.schedule_due, {"bad": 1, "big": 1, "good": 1})
+    small = make_queue(max_payload_bytes=1000)  # "big"'s payload is over it now
+    await small.connect()
+    definition = json.loads(await raw_redis.hget(queue.keys.schedules, "good"))
+    definition["payload"] = {}
+    await raw_redis.hset(queue.keys.schedules, "good", json.dumps(definition))
+    step = await small.run_due_schedules()
+    assert (step.enqueued, step.advanced) == (1, 1)
+    assert await raw_redis.zscore(queue.keys.schedule_due, "bad") == 1  # left due
+    assert await raw_redis.zscore(queue.keys.schedule_due, "big") == 1
+    assert (await raw_redis.zscore(queue.keys.schedule_due, "good") or 0) > 1
+    again = await small.run_due_schedules()  # nothing it can move: wait a poll, no spin
+    assert (again.enqueued, again.advanced, again.next_due_in) == (0, 0, None)
+    assert (await queue.run_due_schedules()).advanced == 1  # "big" under the larger bound
+
+
+async def test_a_thousand_due_schedules_are_enqueued_in_one_step(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    for i in range(1000):
+        await queue.schedule(f"s{i}", every=3600, task_type="dev")
+    await raw_redis.zadd(queue.keys.schedule_due, {f"s{i}": 0 for i in range(1000)})
+    step = await queue.run_due_schedules()
+    assert (step.enqueued, step.advanced) == (1000, 1000)
+    assert (await queue.get_queue_size())["pending"] == 1000
+    assert await raw_redis.zcount(queue.keys.schedule_due, "-inf", 1) == 0
+
+
 async def _tick_ids(raw_redis: Redis, queue: RedisTaskQueue, name: str) -> list[int]:
     dues = []
     for keys in queue.layout.parts:

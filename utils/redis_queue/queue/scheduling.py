@@ -8,6 +8,7 @@ missed-tick policy are in schedules.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec, scripts
-from ..errors import InvalidSchedule
+from ..errors import InvalidSchedule, InvalidTaskError, SerializationError
 from ..models import TaskPriority, coerce_priority
-from ..schedules import Schedule, ScheduleInfo, tick_id
+from ..schedules import Schedule, ScheduleInfo, Ticks, tick_id
 from .produce import Producer
 
 __all__ = ["SCHEDULER_BATCH", "SchedulerStep", "Scheduling"]
@@ -31,7 +32,7 @@ SCHEDULER_BATCH = 100  # due schedules one scheduler step reads (it steps again 
 class SchedulerStep:
     """What one scheduler step did: ticks it enqueued (duplicates of another scheduler's
     included), schedules it advanced, and how long until the next one is due (None: no
-    schedule)."""
+    schedule, or none it could advance: wait a poll interval)."""
 
     enqueued: int
     advanced: int
@@ -122,42 +123,78 @@ class Scheduling(Producer):
             due = scripts.schedules_due_reply(
                 await self.run(scripts.schedules_due(self.keys, limit=SCHEDULER_BATCH))
             )
+            plans: list[tuple[str, int, Schedule, Ticks]] = []
             for name, due_ms, text in due.due:
                 try:
                     definition = Schedule.from_json(text)
                 except InvalidSchedule as exc:
                     log.warning("schedule %s is unreadable, not run: %s", name, exc)
                     continue
-                ticks = definition.ticks(due_ms, due.now_ms)
-                # Enqueue first, advance second: a scheduler that dies in between leaves the
-                # schedule due, and the next one's enqueue of the same ids is a duplicate.
-                await self.enqueue_many(
-                    {
-                        "task_id": tick_id(name, at),
-                        "task_type": definition.task_type,
-                        "payload": definition.payload,
-                        "priority": definition.priority,
-                        "meta": {"schedule": name, "due_ms": str(at)},
-                    }
-                    for at in ticks.due
-                )
-                enqueued += len(ticks.due)
-                reply = await self.run(
-                    scripts.schedule_advance(
-                        self.keys,
-                        name=name,
-                        expected_ms=due_ms,
-                        next_due_ms=ticks.next_due_ms,
-                        last_due_ms=ticks.due[-1],
-                        skipped=ticks.skipped,
+                plans.append((name, due_ms, definition, definition.ticks(due_ms, due.now_ms)))
+            # Enqueue first, advance second: a scheduler that dies in between leaves the
+            # schedule due, and the next one's enqueue of the same ids is a duplicate.
+            sent = await self._enqueue_ticks(plans)
+            enqueued += sum(len(ticks.due) for _, _, _, ticks in sent)
+            replies = await asyncio.gather(
+                *(
+                    self.run(
+                        scripts.schedule_advance(
+                            self.keys,
+                            name=name,
+                            expected_ms=due_ms,
+                            next_due_ms=ticks.next_due_ms,
+                            last_due_ms=ticks.due[-1],
+                            skipped=ticks.skipped,
+                        )
                     )
+                    for name, due_ms, _, ticks in sent
                 )
-                advanced += int(reply[0])
+            )
+            moved = sum(int(reply[0]) for reply in replies)
+            advanced += moved
+            if moved == 0 and due.due:  # unreadable, or another scheduler advanced them
+                return SchedulerStep(enqueued, advanced, None)
             if len(due.due) < SCHEDULER_BATCH:
                 wait = None
                 if due.next_due_ms is not None:
                     wait = max(0.0, (due.next_due_ms - due.now_ms) / 1000)
-                return SchedulerStep(enqueued, advanced, 0.0 if due.due else wait)
+                return SchedulerStep(enqueued, advanced, 0.0 if moved else wait)
+
+    async def _enqueue_ticks(
+        self, plans: list[tuple[str, int, Schedule, Ticks]]
+    ) -> list[tuple[str, int, Schedule, Ticks]]:
+        """The ticks of every plan in one enqueue_many (1,000 per script call); the plans
+        whose ticks are in Redis. A tick refused as input (a payload over a lowered
+        max_payload_bytes, say) holds back its own schedule only, which stays due."""
+
+        def items(plan: tuple[str, int, Schedule, Ticks]) -> list[dict[str, Any]]:
+            name, _, definition, ticks = plan
+            return [
+                {
+                    "task_id": tick_id(name, at),
+                    "task_type": definition.task_type,
+                    "payload": definition.payload,
+                    "priority": definition.priority,
+                    "meta": {"schedule": name, "due_ms": str(at)},
+                }
+                for at in ticks.due
+            ]
+
+        if not plans:
+            return []
+        try:
+            await self.enqueue_many([item for plan in plans for item in items(plan)])
+            return plans
+        except (InvalidTaskError, SerializationError):
+            pass
+        sent = []
+        for plan in plans:
+            try:
+                await self.enqueue_many(items(plan))
+                sent.append(plan)
+            except (InvalidTaskError, SerializationError) as exc:
+                log.warning("schedule %s: its tick cannot be enqueued: %s", plan[0], exc)
+        return sent
 
     async def _server_ms(self) -> int:
         async with self._command():
