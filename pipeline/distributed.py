@@ -19,6 +19,7 @@ from utils.redis_queue import HandlerRegistry, RedisTaskQueue
 
 from .enhanced import EnhancedPipelineManager
 from .errors import RunStoreError
+from .events import RunEventLog
 from .executors import QueueExecutor, StageExecutor
 from .store import RedisRunStore
 
@@ -53,6 +54,9 @@ class DistributedPipelineManager(EnhancedPipelineManager):
             self.store = RedisRunStore(queue, ttl_seconds=self.settings.pipeline.run_ttl_seconds)
         self.resume = resume
         self._renewer: asyncio.Task[None] | None = None
+        # every run's events, in its event stream: the one source its readers share
+        self.events = RunEventLog(queue, ttl_seconds=self.settings.pipeline.run_ttl_seconds)
+        self.add_listener(self.events)
 
     async def start(self) -> None:
         """Start pipeline with Redis queue."""
@@ -77,6 +81,7 @@ class DistributedPipelineManager(EnhancedPipelineManager):
         with contextlib.suppress(Exception):  # best effort: the locks expire anyway
             for run_id in driven:
                 await self.store.release(run_id, self.manager_id)
+        await self.events.aclose()  # the last events (a run's "ended") are written
         await self.redis_queue.close()
 
     async def resume_runs(self) -> list[str]:

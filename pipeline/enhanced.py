@@ -76,6 +76,7 @@ class EnhancedPipelineManager(StageFlow):
         self._started = False
         self._drivers: dict[str, asyncio.Task[PipelineResult]] = {}
         self._cancelling: set[str] = set()
+        self._budget_warned: set[str] = set()
         self._taken_over: set[str] = set()  # runs whose lock another manager holds now
 
     # -- lifecycle -----------------------------------------------------------------

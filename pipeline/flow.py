@@ -27,7 +27,7 @@ from utils.redaction import first_line, redact_secrets
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
 from .approval import decision, new_approval
-from .budget import over_budget, seconds_left
+from .budget import budget_warning, over_budget, seconds_left
 from .dag import dependants
 from .errors import RunInterrupted, RunOwnershipLost
 from .executors import StageExecutor
@@ -74,6 +74,7 @@ class StageFlow:
     _drivers: dict[str, asyncio.Task[PipelineResult]]
     _cancelling: set[str]
     _taken_over: set[str]
+    _budget_warned: set[str]  # runs that had their budget_warning event
     _listeners: list[EventHandler]
 
     # -- what the manager provides ------------------------------------------------------
@@ -174,6 +175,10 @@ class StageFlow:
         if reason is not None:
             await self._cancel_queued(run)
             raise _BudgetExceeded(reason)
+        warning = budget_warning(run)
+        if warning is not None and run.run_id not in self._budget_warned:
+            self._budget_warned.add(run.run_id)  # once per run and manager
+            self._emit(run, "budget_warning", run.stage, message=warning)
 
     async def _cancel_queued(self, run: RunState) -> None:
         for record in run.subtasks.values():

@@ -21,7 +21,9 @@ Streaming: `complete(..., on_chunk=f)` asks for `stream: true` (with `stream_opt
 {include_usage: true}`) and awaits `f(text)` for each piece of content as the server-sent
 events arrive; the reply and its usage (from the final chunk) are as without streaming,
 under the same deadlines, size bound, redaction and usage checks. A retry after some text
-was passed on first passes on RETRY_NOTICE, so a reader knows the text starts over.
+was passed on first passes on RETRY_NOTICE, so a reader knows the text starts over. A
+server that ignores stream=true (its answer is not text/event-stream) is read as a whole
+reply, passed on in one piece.
 """
 
 from __future__ import annotations
@@ -206,6 +208,13 @@ class OpenAIChatBackend:
                     if response.status_code >= 300:
                         detail = await _read(response, _ERROR_BODY_BYTES, truncate=True)
                         raise self._http_error(response, detail)
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        # A server that ignores stream=true answers the whole reply at once
+                        reply = self._parse(await _read(response, MAX_BODY_BYTES, truncate=False))
+                        if reply.content:
+                            passed_on[0] = True
+                            await on_chunk(reply.content)
+                        return reply
                     events = _SseReply(self._key)
                     async for line in _lines(response):
                         text = events.feed(line)

@@ -16,6 +16,7 @@ from utils.redis_queue import InvalidRedisUrl, TopologyError
 from .bulk_cmds import queue_purge, task_delete
 from .common import EXIT_USAGE, CliState, setup_tracing_from_environment
 from .dashboard_cmd import dashboard
+from .events_cmd import events_cmd
 from .limits_cmd import limits
 from .listing_cmds import dlq_list, task_list, task_search
 from .metrics_cmd import metrics
@@ -86,6 +87,7 @@ def cli(
 
 for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits, dashboard):
     cli.add_command(command)
+pipeline.add_command(events_cmd)
 for command in (queue_group, schedule):
     cli.add_command(command)
 for group, sub in ((task, task_list), (task, task_search), (task, task_tail), (dlq, dlq_list)):

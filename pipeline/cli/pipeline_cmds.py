@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from utils.metrics import (
     install_model_metrics,
     serve_metrics,
 )
-from utils.redis_queue import RedisTaskQueue
+from utils.redis_queue import QueueError, RedisTaskQueue
 from utils.redis_queue.registry import list_workers
 from utils.tracing import TRACES_FILE_ENV
 
@@ -47,6 +48,7 @@ from .progress import ProgressPrinter, render_summary, run_row
 __all__ = ["pipeline"]
 
 WATCHDOG_SECONDS = 1.0
+EVENTS_DRAIN_SECONDS = 10.0  # how long the progress lines may trail the run's end
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 log = logging.getLogger("agentic.pipeline")
 
@@ -333,16 +335,39 @@ class _Session:
             return await manager.run(spec)
 
     async def run_distributed(self, spec: PipelineSpec) -> PipelineResult:
-        async with self._distributed() as manager:
+        """The run, its progress lines (and with --follow its subtasks' output) printed
+        from its event stream in Redis, the one source every reader of a run shares."""
+        async with self._distributed(listen=False) as manager:
             self._say(f"{spec.name} {spec.version}: {len(spec.subtasks)} dev subtask(s)")
-            if not self.follow:
-                return await manager.run(spec)
-            follower = OutputFollower(manager.redis_queue)
-            manager.add_listener(follower)
+            run_id = await manager.start_run(spec)
+            follower = OutputFollower(manager.redis_queue) if self.follow else None
+            reader = asyncio.create_task(self._print_events(manager, run_id, follower))
             try:
-                return await manager.run(spec)
+                return await manager.wait_run(run_id)
             finally:
-                await follower.aclose()
+                await manager.events.aclose()  # the run's "ended" is written: the reader ends
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(reader, EVENTS_DRAIN_SECONDS)
+                if follower is not None:
+                    await follower.aclose()
+
+    async def _print_events(
+        self,
+        manager: DistributedPipelineManager,
+        run_id: str,
+        follower: OutputFollower | None,
+    ) -> None:
+        printer = self._printer()
+        if printer is None and follower is None:
+            return
+        try:
+            async for event in manager.events.follow(run_id):
+                if printer is not None:
+                    printer(event)
+                if follower is not None:
+                    follower(event)
+        except QueueError as exc:  # a display must not break the run
+            log.warning("cannot read run %s's events: %s", run_id, exc)
 
     async def resume(self) -> list[PipelineResult]:
         async with self._distributed() as manager:
@@ -358,7 +383,9 @@ class _Session:
             return [await manager.wait_run(run_id) for run_id in run_ids]
 
     @asynccontextmanager
-    async def _distributed(self) -> AsyncIterator[DistributedPipelineManager]:
+    async def _distributed(
+        self, *, listen: bool = True
+    ) -> AsyncIterator[DistributedPipelineManager]:
         try:
             context = redis_for(self.settings.redis_url, self.redis_mode, self.settings.password())  # type: ignore[arg-type]
             async with context as url:
@@ -376,7 +403,7 @@ class _Session:
                     queue=queue,
                     settings=settings,
                     metrics=self.metrics,
-                    on_event=self._printer(),
+                    on_event=self._printer() if listen else None,
                     resume=False,
                 )
                 async with manager:

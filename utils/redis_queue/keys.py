@@ -329,6 +329,11 @@ class QueueKeys:
         """String with a TTL: the manager driving the run; absent = free to resume."""
         return f"{self.base}run_lock:{run_id}"
 
+    def run_events(self, run_id: str) -> str:
+        """Stream with a TTL: one run's events (pipeline/events.py), in the order its
+        manager emitted them; bounded, expiring with the run's record."""
+        return f"{self.base}run_events:{run_id}"
+
     def run_decision(self, run_id: str) -> str:
         """List: the approval decision of a run waiting at its gate (JSON; the first one
         stands), or a cancel's wake-up; kept with the run."""
