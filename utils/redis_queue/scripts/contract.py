@@ -130,8 +130,9 @@ SCHEDULE_ADVANCE = Script(
     ("schedule_due", "schedule_last"),
     ("name", "expected", "next_due", "last_due", "skipped"),
 )
+# Adds data: refused whole under maxmemory like enqueue (no allow-oom).
 SCHEDULE_SET = Script(
-    "schedule_set", ("schedules", "schedule_due"), ("name", "definition", "first_due")
+    "schedule_set", ("schedules", "schedule_due"), ("name", "definition", "first_due"), flags=""
 )
 SCHEDULES_DUE = Script(
     "schedules_due", ("schedules", "schedule_due"), ("limit",), flags="no-writes"
