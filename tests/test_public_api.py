@@ -24,6 +24,7 @@ PUBLIC = {
         "InvalidSchedule", "Schedule", "ScheduleInfo",
         "OutputChunk",
         "DuplicateTask",
+        "BlobStore", "DirectoryBlobStore",
     },
     "pipeline": {
         "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",

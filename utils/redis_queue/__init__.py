@@ -5,6 +5,7 @@ from utils.redis_queue import RedisTaskQueue, TaskPriority, TaskState, RedisTask
 from utils.redis_queue import Worker, HandlerRegistry, TaskContext, Retry, PermanentFailure
 """
 
+from .blobs import BlobStore, DirectoryBlobStore
 from .errors import (
     BulkEnqueueError,
     CorruptQueue,
@@ -54,9 +55,11 @@ from .worker import Worker, WorkerStats
 
 __all__ = [
     "AttemptRecord",
+    "BlobStore",
     "BulkEnqueueError",
     "ClaimBatch",
     "CorruptQueue",
+    "DirectoryBlobStore",
     "DuplicateTask",
     "DurabilityError",
     "HandlerRegistry",

@@ -214,6 +214,13 @@ class QueueKeys:
         scripts (lua/include/common.lua blob_key, delete_task)."""
         return f"{self.base}blob:{task_id}:{name}"
 
+    @property
+    def blob_gc(self) -> str:
+        """List: blob keys of deleted tasks whose blobs are in a user-supplied store
+        (queue blob_store), for the client to delete there (lua/include/common.lua
+        delete_task pushes, queue.collect_blobs() pops)."""
+        return f"{self.base}blob_gc"
+
     def unique(self, task_type: str, digest: str) -> str:
         """String with a PX of the unique_for window: the id of the first task of that
         type and unique key (digest: windows.digest_of); enqueue.lua sets it."""

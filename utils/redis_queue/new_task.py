@@ -43,6 +43,7 @@ class NewTask:
     cost_tokens: int | None = None
     group: str | None = None
     blob: bool = False  # claim-check: the payload goes into a key of its own
+    blob_ref: str | None = None  # "<size>:<key>": put in the queue's BlobStore already
     # Dedup and debounce windows (windows.py): the unique_for window in ms (0 = none),
     # whether delay_ms is a debounce window, and the hash of the task's unique key.
     unique_ms: int = 0

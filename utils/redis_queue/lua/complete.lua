@@ -11,7 +11,8 @@
   ARGV[3] token       fencing token of the caller's lease ('' = no lease held)
   ARGV[4] keep_ms     finished tasks older than this are deleted
   ARGV[5] result      JSON (stored in the hash, include/common.lua add_blob)
-  ARGV[6] blob        '1': store the result in its blob key (claim-check), field result.blob
+  ARGV[6] blob        '1': store the result in its blob key (claim-check), field result.blob;
+                      'e': it is in a user-supplied store, `result` is "<size>:<its key>"
 
   Returns {0, now_ms}.
   Errors: {-1} no such task; {-2, state} not processing (no token given);
@@ -26,8 +27,9 @@ local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS
 if bad then return bad end
 if not tonumber(ARGV[4]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[4])} end
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4]}
-local reply = complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5], nil,
-                          ARGV[6] == '1')
+local blob = ({['1'] = 'key', e = 'ext'})[ARGV[6]]
+if blob == 'ext' and ext_ref_error(ARGV[5]) then return ext_ref_error(ARGV[5]) end
+local reply = complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5], nil, blob)
 lim_flush(ARGV[1], ARGV[1])
 flush_history(ARGV[1])
 return reply

@@ -12,6 +12,8 @@
              " c=<tokens>" (the tokens it expects to use) and " g=<group>" (its fairness
              group) and " b=1" (claim-check: the payload goes into its own string key,
              base .. 'blob:' .. id .. ':payload', referenced by the field payload.blob)
+             or " e=<size>:<key>" (claim-check in a user-supplied store, where the client
+             put it under <key>; the payload argument is then '')
              (ids, types and limit keys cannot contain spaces or commas; '-' = the queue's
              max_retries, delay 0 = ready now, timeout 0 = the worker's default)
     meta     JSON object, or '' for none
@@ -35,7 +37,8 @@
   HGETALL (a table) when the id already exists (nothing is changed then), or {id, HGETALL}
   when a window decided: the unique window's task (HGETALL empty when its record is gone;
   nothing changed) or the debounced task this call replaced.
-  Errors: {-10, key, type} a queue structure or task key holds the wrong Redis type.
+  Errors: {-10, key, type} a queue structure or task key holds the wrong Redis type;
+          {-11, 'blob reference', value} a malformed e= option.
 ]]
 --@include common
 
@@ -58,6 +61,10 @@ for i = 2, #ARGV, 3 do
       if name == 'c' then t.cost = value end
       if name == 'g' then t.group = value end
       if name == 'b' then t.blob = true end
+      if name == 'e' then
+        if ext_ref_error(value) then return ext_ref_error(value) end
+        t.ext = value
+      end
       if name == 'u' then
         local ms, digest = string.match(value, '^(%d+):(%x+)$')
         t.unique_ms, t.unique = tonumber(ms), digest
@@ -191,6 +198,8 @@ for _, t in ipairs(tasks) do
     end
     if t.blob then
       put_blob(fields, base, t.id, 'payload', t.payload)
+    elseif t.ext then
+      put_ext_ref(fields, 'payload', t.ext)
     else
       add_blob(fields, 'payload', t.payload, false)
     end

@@ -19,6 +19,8 @@
     complete: 'c', id, token, result
               'u', id, token, tokens used, result (the handler reported its token use)
               'C' and 'U': the same, with the result stored in its blob key (claim-check)
+              'E' and 'V': the same, the result being in a user-supplied store (result =
+              "<size>:<its key there>")
     fail:     'f', id, token, "<retry 0|1> <corrupt 0|1> <jitter> <delay_ms or -> [used]",
               error
     back off: 'b', id, token, "<pause_ms> [limit,limit...]" (a RateLimited handler)
@@ -38,14 +40,18 @@ local any_fail = false
 local i = 9
 while i <= #ARGV do
   local op = ARGV[i]
-  if (op == 'c' or op == 'C') and i + 3 <= #ARGV then
+  local blob = ({C = 'key', U = 'key', E = 'ext', V = 'ext'})[op]
+  if blob == 'ext' and ext_ref_error(ARGV[i + (op == 'E' and 3 or 4)] or '') then
+    return ext_ref_error(ARGV[i + (op == 'E' and 3 or 4)] or '')
+  end
+  if (op == 'c' or op == 'C' or op == 'E') and i + 3 <= #ARGV then
     items[#items + 1] = {op = 'c', id = ARGV[i + 1], token = ARGV[i + 2], text = ARGV[i + 3],
-                         blob = op == 'C'}
+                         blob = blob}
     i = i + 4
-  elseif (op == 'u' or op == 'U') and i + 4 <= #ARGV then
+  elseif (op == 'u' or op == 'U' or op == 'V') and i + 4 <= #ARGV then
     if not tonumber(ARGV[i + 3]) then return {E_BAD_ARGUMENT, 'tokens used', ARGV[i + 3]} end
     items[#items + 1] = {op = 'c', id = ARGV[i + 1], token = ARGV[i + 2], used = ARGV[i + 3],
-                         text = ARGV[i + 4], blob = op == 'U'}
+                         text = ARGV[i + 4], blob = blob}
     i = i + 5
   elseif op == 'f' and i + 4 <= #ARGV then
     local retry, corrupt, jitter, delay, used =

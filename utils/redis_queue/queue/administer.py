@@ -49,7 +49,9 @@ class Administrator(Inspector):
         partitioned queue they free at their deadline). Raises TaskNotFound."""
         validate_task_id(task_id)
         call = bulk.delete(self.keys_for(task_id), task_id=task_id, force=force)
-        return bulk.delete_reply(await self.run(call, task_id))
+        state = bulk.delete_reply(await self.run(call, task_id))
+        await self._collect_if_stored()
+        return state
 
     async def purge(self, state: TaskState | str) -> int:
         """Delete every task in `state` (pending, delayed, completed, failed, cancelled,
@@ -70,6 +72,7 @@ class Administrator(Inspector):
                 total += deleted
                 if taken < BULK_BATCH:
                     break
+        await self._collect_if_stored()
         return total
 
     async def cancel_by_type(self, task_type: str) -> int:
@@ -138,6 +141,7 @@ class Administrator(Inspector):
         total = 0
         for keys in self.layout.parts:
             total += await self._chunked(partial(_purge_dlq_call, keys))
+        await self._collect_if_stored()
         return total
 
     async def clear_completed(self, older_than_seconds: float = 86400) -> int:
@@ -147,7 +151,13 @@ class Administrator(Inspector):
         total = 0
         for keys in self.layout.parts:
             total += await self._chunked(partial(_clear_finished_call, keys, age_ms))
+        await self._collect_if_stored()
         return total
+
+    async def _collect_if_stored(self) -> None:
+        # Blobs in a user-supplied store go with the tasks just deleted (blobs.py).
+        if self.blob_store is not None:
+            await self.collect_blobs()
 
 
 def _purge_dlq_call(keys: QueueKeys, limit: int) -> scripts.ScriptCall:

@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from .. import codec
+from ..blobs import BlobStore
 from ..connection import BLOCK_SLICE_SECONDS, check_url, mask_url, parse_topology, redis_errors
 from ..errors import LeaseLost, NotConnected, QueueError, TopologyError
 from ..keys import QueueKeys, QueueLayout, queue_index, validate_queue_name, validate_task_id
@@ -60,6 +61,7 @@ class QueueClient:
         key_prefix: str = "agentic",
         max_payload_bytes: int = 16_777_216,
         blob_threshold_bytes: int = 65_536,
+        blob_store: BlobStore | None = None,
         socket_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         password: str | None = None,
@@ -99,6 +101,8 @@ class QueueClient:
         # Claim-check: a payload or result JSON longer than this is stored in a key of its
         # own (keys.QueueKeys.blob), so it costs Redis its size, not chunks in the hash.
         self.blob_threshold_bytes = blob_threshold_bytes
+        # Where they go instead of Redis keys, when given (blobs.py; queue/claim_check.py).
+        self.blob_store = blob_store
         self.layout = QueueLayout(validate_queue_name(key_prefix), self.queue_name, partitions)
         self.keys = self.layout.wide  # queue-wide keys; partition 0's too when it has one
         self.max_connections = max_connections

@@ -16,6 +16,7 @@ from ..errors import LeaseLost, QueueError, RedisUnavailable
 from ..keys import QueueKeys, validate_task_type
 from ..models import ClaimBatch, RedisTask, Settlement, TaskState
 from ..new_task import check_seconds
+from .claim_check import collect_quietly, fetch_blobs, stored_result
 from .client import MIN_BLOCK
 from .gate import Gate
 from .partitions import PartitionHeads, WakeWaiters
@@ -201,8 +202,11 @@ class Consumer(Gate):
         reply = scripts.claim_reply(await self.run(call))
         tasks = []
         for task_id, token, flat in reply.rows:
+            fields = codec.text_fields(flat)
             try:
-                task = codec.decode_task(task_id, codec.text_fields(flat), self.max_retries)
+                if self.blob_store is not None:  # its payload may be in the store
+                    await fetch_blobs(self, task_id, fields)
+                task = codec.decode_task(task_id, fields, self.max_retries)
             except ValueError as exc:
                 # A record the engine cannot read is dead-lettered with the reason, never
                 # handed to the caller.
@@ -289,15 +293,17 @@ class Consumer(Gate):
         """Mark a processing task completed with its (JSON) result. Raises LeaseLost if
         this caller's lease expired and the task was reclaimed."""
         text = codec.dumps(result, "result", self.max_payload_bytes)
+        text, blob = await stored_result(self, task_id, text)
         call = scripts.complete(
             self.keys_for(task_id),
             task_id=task_id,
             token=self._token_for(task_id, lease_token),
             keep_ms=self.task_ttl_seconds * 1000,
             result_text=text,
-            result_blob=len(text) > self.blob_threshold_bytes,
+            result_blob=blob,
         )
         await self._settling(task_id, self.run(call, task_id))
+        await collect_quietly(self, self.keys_for(task_id))
         await self._gate_settled(task_id, TaskState.COMPLETED)
 
     async def fail_task(
@@ -390,7 +396,7 @@ class Consumer(Gate):
                         )
                     )
                 else:
-                    blob = len(text) > self.blob_threshold_bytes
+                    text, blob = await stored_result(self, s.task_id, text)
                     calls.append(
                         scripts.SettleItem(
                             s.task_id, token, result_text=text, result_blob=blob, tokens_used=used
@@ -425,6 +431,7 @@ class Consumer(Gate):
             out.append(scripts.settle_state(reply, s.task_id))
             if not isinstance(out[-1], LeaseLost):
                 self._leases.pop(s.task_id, None)
+        await collect_quietly(self, keys)  # what the completions' trim deleted
         return out
 
     async def extend_lease(

@@ -15,6 +15,7 @@ from ..keys import BLOB_NAMES, validate_task_id
 from ..models import RedisTask, TaskState
 from ..new_task import check_seconds
 from ..snapshot import QueueSnapshot, merge_snapshots
+from .claim_check import collect_partition, fetch_blobs
 from .client import MIN_BLOCK, QueueClient
 
 __all__ = ["Inspector"]
@@ -39,7 +40,8 @@ class Inspector(QueueClient):
         if not flat:
             return flat
         fields = codec.text_fields(flat)
-        names = [name for name in BLOB_NAMES if f"{name}.blob" in fields]
+        await fetch_blobs(self, task_id, fields)  # those in the queue's BlobStore
+        names = [n for n in BLOB_NAMES if f"{n}.blob" in fields and f"{n}.ext" not in fields]
         if not names:
             return fields
         keys = self.keys_for(task_id)
@@ -51,6 +53,15 @@ class Inspector(QueueClient):
             if value is not None:
                 fields[name] = codec.as_text(value)
         return fields
+
+    async def collect_blobs(self) -> int:
+        """Deletes from the queue's BlobStore the blobs of deleted tasks (the deleting
+        scripts list them; deletions through this client and every settle collect them
+        too). Returns how many keys were taken; 0 without a store."""
+        total = 0
+        for keys in self.layout.parts:
+            total += await collect_partition(self, keys)
+        return total
 
     async def wait_for_result(self, task_id: str, timeout: float = 30.0) -> Any:
         """Block (in Redis, no polling) until the task finishes; return its result.

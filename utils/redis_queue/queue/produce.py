@@ -13,6 +13,7 @@ from ..keys import QueueKeys
 from ..models import RedisTask, TaskPriority
 from ..new_task import NewTask, enqueued_task, new_task
 from ..windows import WINDOW_ARGS, with_windows
+from .claim_check import put_payloads
 from .client import QueueClient
 
 __all__ = ["BULK", "Producer"]
@@ -73,6 +74,8 @@ class Producer(QueueClient):
             unique_key=unique_key,
             debounce=debounce,
         )
+        if task.blob and self.blob_store is not None:
+            (task,) = await put_payloads(self, [task])
         wait = self.durable if durable is None else durable
         if telemetry.tracer is None and not wait:  # the hot path: skip the hook's closure
             return await self._enqueue_one(task)
@@ -89,7 +92,7 @@ class Producer(QueueClient):
         script call (per partition: a partitioned queue sends each partition's share at
         the same time). Longer lists are sent 1,000 at a time: if a chunk fails,
         BulkEnqueueError carries the tasks that were enqueued. `durable` as in enqueue()."""
-        new = [self._bulk_item(i, t) for i, t in enumerate(tasks)]
+        new = await put_payloads(self, [self._bulk_item(i, t) for i, t in enumerate(tasks)])
         wait = self.durable if durable is None else durable
         return await self.telemetry.send(new, True, lambda batch: self._enqueue_all(batch, wait))
 

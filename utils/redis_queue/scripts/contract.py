@@ -7,13 +7,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..keys import QueueKeys
 from ..models import RetryPolicy
 
 if TYPE_CHECKING:
     from ..new_task import NewTask
+
+# Where a completion's result goes: the hash (""), its blob key ("key") or, already put
+# there, the queue's BlobStore ("ext").
+BlobMode = Literal["", "key", "ext"]
 
 
 class Code(IntEnum):
@@ -222,7 +226,9 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
             header += f" c={t.cost_tokens}"
         if t.group is not None:
             header += f" g={t.group}"
-        if t.blob:
+        if t.blob_ref is not None:
+            header += f" e={t.blob_ref}"
+        elif t.blob:
             header += " b=1"
         if t.unique_ms:
             header += f" u={t.unique_ms}:{t.digest}"
@@ -230,7 +236,7 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
             header += f" d={t.digest}"
         rest.append(header)
         rest.append(t.meta_text)
-        rest.append(t.payload_text)
+        rest.append("" if t.blob_ref is not None else t.payload_text)
     return ENQUEUE.call(keys, {"base": keys.base}, rest)
 
 
@@ -272,10 +278,13 @@ def complete(
     token: str,
     keep_ms: int,
     result_text: str,
-    result_blob: bool = False,
+    result_blob: BlobMode = "",
 ) -> ScriptCall:
+    """`result_blob` "key": the result goes into its blob key; "ext": it is in the
+    queue's BlobStore and `result_text` is its reference, "<size>:<key>"."""
     named = {"base": keys.base, "id": task_id, "token": token, "keep_ms": keep_ms}
-    return COMPLETE.call(keys, {**named, "result": result_text, "blob": _flag(result_blob)})
+    blob = {"": "0", "key": "1", "ext": "e"}[result_blob]
+    return COMPLETE.call(keys, {**named, "result": result_text, "blob": blob})
 
 
 def fail(
@@ -314,13 +323,13 @@ class SettleItem:
     task_id: str
     token: str
     result_text: str = ""
-    result_blob: bool = False  # claim-check: the result goes into its own key
     error_text: str | None = None
     retry: bool = True
     delay: float | None = None
     tokens_used: int | None = None
     pause_ms: int | None = None  # a back-off: pause these limits (none: the task's) this long
     pause_limits: tuple[str, ...] = ()
+    result_blob: BlobMode = ""  # claim-check, as in complete()
 
 
 def settle_many(
@@ -346,10 +355,10 @@ def settle_many(
             ]
         elif item.error_text is None:
             if used is None:
-                op = "C" if item.result_blob else "c"
+                op = {"": "c", "key": "C", "ext": "E"}[item.result_blob]
                 rest += [op, item.task_id, item.token, item.result_text]
             else:
-                op = "U" if item.result_blob else "u"
+                op = {"": "u", "key": "U", "ext": "V"}[item.result_blob]
                 rest += [op, item.task_id, item.token, used, item.result_text]
         else:
             delay = _delay_ms(item.delay) or "-"

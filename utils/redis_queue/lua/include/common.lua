@@ -9,6 +9,8 @@
     base .. 'wake:' .. type    list: wake-up token for workers serving that type
     base .. 'wake'             list: wake-up token for workers serving every type
     base .. 'done:' .. id      list: pushed once when the task reaches a final state
+    base .. 'blob_gc'          list: blob keys of deleted tasks whose blobs are in a
+                               user-supplied store, for the client to delete there
     base .. 'blob:' .. id .. ':payload' (or ':result')
                                string: a payload or result above the blob threshold,
                                referenced from the hash by 'payload.blob' / 'result.blob'
@@ -127,8 +129,33 @@ end
 -- keys, its output stream): every script that deletes a task goes through here, so no
 -- blob outlives it.
 local function delete_task(base, id)
+  -- Blobs in a user-supplied store (field <name>.ext = their key there) cannot be
+  -- deleted from here: their keys are queued for the client (queue.collect_blobs) in
+  -- the same atomic step.
+  local ext = redis.pcall('HMGET', task_key(base, id), 'payload.ext', 'result.ext')
+  if type(ext) == 'table' and not ext.err then
+    for i = 1, 2 do
+      if ext[i] then redis.pcall('RPUSH', base .. 'blob_gc', ext[i]) end
+    end
+  end
   redis.call('DEL', task_key(base, id), done_key(base, id), blob_key(base, id, 'payload'),
              blob_key(base, id, 'result'), output_key(base, id))
+end
+
+-- Claim-check in a user-supplied store: the text is there already (the client put it).
+-- `ref` is "<size>:<its key in the store>" (checked with ext_ref_error before the first
+-- write); the hash records both ('<name>.blob' and '<name>.ext').
+local function ext_ref_error(ref)
+  if string.match(ref, '^%d+:.+$') then return nil end
+  return {E_BAD_ARGUMENT, 'blob reference', ref}
+end
+
+local function put_ext_ref(fields, name, ref)
+  local size, where = string.match(ref, '^(%d+):(.+)$')
+  fields[#fields + 1] = name .. '.blob'
+  fields[#fields + 1] = size
+  fields[#fields + 1] = name .. '.ext'
+  fields[#fields + 1] = where
 end
 
 -- Claim-check: stores `text` in the task's blob key `name` and adds its reference

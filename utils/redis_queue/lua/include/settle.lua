@@ -32,7 +32,9 @@ local function read_policy(first_immediate, base_ms, factor, cap_ms, max_retries
 end
 
 -- Complete: state completed with its result; every TRIM_EVERY completions, delete a
--- batch of finished tasks older than keep_ms. `blob`: the result goes into its own key.
+-- batch of finished tasks older than keep_ms. `blob`: nil (the result in the hash), 'key'
+-- (in its own key) or 'ext' (in a user-supplied store: `result` is "<size>:<its key>",
+-- checked with ext_ref_error by the caller).
 local function complete_one(base, k, id, token, keep_ms, result, used, blob)
   local key = task_key(base, id)
   local bad, f, settled = check_settle(key, token, 'error.count', 'held', 'cost')
@@ -48,8 +50,10 @@ local function complete_one(base, k, id, token, keep_ms, result, used, blob)
     fields[#fields + 1] = 'settled'
     fields[#fields + 1] = token
   end
-  if blob then
+  if blob == 'key' then
     put_blob(fields, base, id, 'result', result)
+  elseif blob == 'ext' then
+    put_ext_ref(fields, 'result', result)
   else
     add_blob(fields, 'result', result, true)
   end
