@@ -90,6 +90,42 @@ async def test_pause_holds_on_every_partition(
     assert len(claimed) == 400
 
 
+async def test_no_claim_slips_past_a_pause_under_twenty_concurrent_claimers(
+    make_queue: Callable[..., RedisTaskQueue], raw_redis: Redis
+) -> None:
+    admin = make_queue()
+    await admin.connect()
+    await admin.enqueue_many(
+        {"task_id": f"t{i}", "task_type": "dev", "payload": {}} for i in range(5000)
+    )
+    claimers = [make_queue() for _ in range(20)]
+    for q in claimers:
+        await q.connect()
+    stop = asyncio.Event()
+    claimed: list[int] = []
+
+    async def claim_forever(q: RedisTaskQueue, n: int) -> None:
+        while not stop.is_set():
+            batch = await q.claim_ready(f"w{n}", 5)
+            claimed.append(len(batch.tasks))
+            await asyncio.sleep(0)
+
+    loops = [asyncio.create_task(claim_forever(q, n)) for n, q in enumerate(claimers)]
+    await eventually(lambda: _async(sum(claimed) >= 500))
+    await admin.pause()
+    after_pause = len(claimed)
+    await eventually(lambda: _async(len(claimed) >= after_pause + 200))  # they go on claiming
+    stop.set()
+    await asyncio.gather(*loops)
+    paused_ms = int(await raw_redis.hget(admin.keys.paused, "*"))
+    leased = await raw_redis.zrange(admin.keys.processing, 0, -1)
+    started = [int(await raw_redis.hget(admin.keys.task(i.decode()), "started")) for i in leased]
+    assert 500 <= len(started) < 5000
+    assert max(started) <= paused_ms  # every lease was granted before the pause
+    assert sum(claimed[after_pause + 20 :]) == 0  # every claim sent after it got nothing
+    assert await raw_redis.zcard(admin.keys.pending("dev")) == 5000 - len(started)
+
+
 async def test_resume_wakes_a_blocked_claimer_at_once(
     make_queue: Callable[..., RedisTaskQueue],
 ) -> None:

@@ -201,6 +201,34 @@ async def test_two_schedulers_for_ten_ticks_enqueue_each_tick_once(
     assert task is not None and task.payload == {"n": 1} and task.task_type == "dev"
 
 
+async def test_twenty_schedulers_at_once_still_enqueue_each_tick_once(
+    make_queue: Callable[..., RedisTaskQueue], raw_redis: Redis
+) -> None:
+    admin = make_queue(partitions=4)
+    await admin.connect()
+    schedulers = [make_queue(partitions=4) for _ in range(20)]
+    for q in schedulers:
+        await q.connect()
+    info = await admin.schedule("tick", every=0.1, task_type="dev")
+    await admin.schedule("slow", every=0.25, task_type="qa")
+    loops = [asyncio.create_task(run_scheduler(q, poll=0.02)) for q in schedulers]
+    try:
+        await eventually(lambda: _at_least(raw_redis, admin, "tick", 20), timeout=15)
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    for name, period in (("tick", 100), ("slow", 250)):
+        dues = await _tick_ids(raw_redis, admin, name)
+        assert dues == [dues[0] + period * k for k in range(len(dues))], name
+    assert (await _tick_ids(raw_redis, admin, "tick"))[0] == info.next_due_ms
+    stats = [await raw_redis.hget(k.stats, "enqueued") for k in admin.layout.parts]
+    total = len(await _tick_ids(raw_redis, admin, "tick")) + len(
+        await _tick_ids(raw_redis, admin, "slow")
+    )
+    assert sum(int(s or 0) for s in stats) == total  # 20 senders, each tick enqueued once
+
+
 async def _at_least(raw_redis: Redis, queue: RedisTaskQueue, name: str, count: int) -> bool:
     return len(await _tick_ids(raw_redis, queue, name)) >= count
 
