@@ -17,6 +17,7 @@ from pipeline.reports import HISTORY_MINUTES, gather_info, queue_overview, worke
 from pipeline.runs import RunState
 from pipeline.spec import secret_like
 from utils.config import Settings
+from utils.redaction import redact_secrets
 from utils.redis_queue import MinuteCounts, RedisTaskQueue, TaskState, codec
 from utils.redis_queue.keys import BLOB_NAMES, QueueKeys, validate_queue_name
 
@@ -26,6 +27,29 @@ log = logging.getLogger("agentic.dashboard")
 REDACTED = "[redacted]"
 MAX_QUEUES = 200  # queues shown; a registry larger than this is cut, in name order
 HISTORY_REUSE_SECONDS = 10.0
+
+
+OUTPUT_ENTRIES = 200  # the newest entries of a task's output stream its page shows
+
+
+def render_output(chunks: list[dict[str, Any]]) -> str:
+    """A task's output as a reader sees it: model text flowing, other entries a line each
+    ([log] ..., [40%] ...), a marker where another attempt starts, the end's state."""
+    out: list[str] = []
+    attempt = 0
+    for chunk in chunks:
+        if attempt and chunk["attempt"] != attempt and chunk["kind"] != "end":
+            out.append(f"\n-- attempt {chunk['attempt']} --\n")
+        attempt = chunk["attempt"]
+        if chunk["kind"] == "text":
+            out.append(chunk["text"])
+        elif chunk["kind"] == "progress":
+            out.append(f"\n[{round((chunk['fraction'] or 0) * 100)}%] {chunk['text']}\n")
+        elif chunk["kind"] == "end":
+            out.append(f"\n-- {chunk['text']} --\n")
+        else:
+            out.append(f"\n[{chunk['kind']}] {chunk['text']}\n")
+    return "".join(out).replace("\n\n\n", "\n\n").strip("\n")
 
 
 class UnknownQueue(LookupError):
@@ -154,6 +178,9 @@ class Console:
         doc["trace_id"] = trace_id_of(task.meta)
         run_id = task.payload.get("run_id")
         doc["run_id"] = run_id if isinstance(run_id, str) else None
+        chunks = await queue.read_output(task_id, last=OUTPUT_ENTRIES)
+        doc["output"] = [{**c.to_dict(), "text": redact_secrets(c.text)} for c in chunks]
+        doc["output_text"] = render_output(doc["output"])
         return doc
 
     async def workers(self, name: str) -> list[dict[str, Any]]:
