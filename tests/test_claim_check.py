@@ -30,6 +30,7 @@ from tests.support.processes import (
 )
 from utils.redis_queue import PayloadTooLarge, RedisTaskQueue, TaskState, Worker
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext
+from utils.redis_queue.queue import produce
 
 QueueFactory = Callable[..., RedisTaskQueue]
 pytestmark = pytest.mark.timeout(120)
@@ -364,3 +365,30 @@ async def test_delete_purge_and_a_debounce_replacement_remove_blob_keys(
     await queue.delete_task(held.task_id)
     left = await _keys_of(raw_redis, queue, "")
     assert [k for k in left if ":blob:" in k or ":task:" in k] == [], left
+
+
+async def test_enqueue_many_sends_at_most_bulk_bytes_of_payload_per_call(
+    make_queue: QueueFactory, raw_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis refuses a command past client-query-buffer-limit (1 GB): a batch of large
+    # payloads goes in several calls. Scaled down here: 10 KB a call.
+    monkeypatch.setattr(produce, "BULK_BYTES", 10_000)
+    queue = make_queue(blob_threshold_bytes=1000)
+    await queue.connect()
+
+    async def evalsha_calls() -> int:
+        stats = await raw_redis.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await evalsha_calls()
+    sent = await queue.enqueue_many(
+        {"task_id": f"c{i}", "task_type": "t", "payload": {"d": _data(2000, str(i))}}
+        for i in range(20)
+    )
+    assert [t.task_id for t in sent] == [f"c{i}" for i in range(20)]
+    assert await evalsha_calls() - before == 5  # 4 x 2,008 bytes fit in 10,000
+    alone = await queue.enqueue_many(
+        [{"task_id": "huge", "task_type": "t", "payload": {"d": _data(30_000)}}]
+    )
+    assert alone[0].task_id == "huge" and await evalsha_calls() - before == 6
+    assert len(await _keys_of(raw_redis, queue, "blob:")) == 21

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import scripts, telemetry
@@ -19,6 +19,9 @@ from .client import QueueClient
 __all__ = ["BULK", "Producer"]
 
 BULK = 1000  # tasks per enqueue script call: each call is all-or-nothing
+# Payload bytes per enqueue script call (a task larger goes alone): Redis refuses a
+# command over client-query-buffer-limit (1 GB), and 1,000 tasks of 16 MiB are 16 GB.
+BULK_BYTES = 64 * 1024 * 1024
 
 
 class Producer(QueueClient):
@@ -155,8 +158,7 @@ class Producer(QueueClient):
     ) -> None:
         """Send one partition's tasks, 1,000 per call, appending each chunk's RedisTasks
         to `out` as it lands (so a failure leaves `out` holding what is enqueued)."""
-        for start in range(0, len(tasks), BULK):
-            chunk = tasks[start : start + BULK]
+        for chunk in _chunks(tasks):
             call = scripts.enqueue(keys, chunk)
             try:
                 if durable:
@@ -190,3 +192,18 @@ class Producer(QueueClient):
             blob_threshold=self.blob_threshold_bytes,
             **kwargs,
         )
+
+
+def _chunks(tasks: list[NewTask]) -> Iterator[list[NewTask]]:
+    """`tasks` in order, in runs of at most BULK tasks and BULK_BYTES of payload."""
+    chunk: list[NewTask] = []
+    size = 0
+    for task in tasks:
+        sent = 0 if task.blob_ref is not None else len(task.payload_text)
+        if chunk and (len(chunk) == BULK or size + sent > BULK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(task)
+        size += sent
+    if chunk:
+        yield chunk
