@@ -82,6 +82,7 @@ def queue_overview(info: dict[str, Any]) -> dict[str, Any]:
         },
         "oldest_waiting_seconds": info["oldest_waiting_seconds"],
         "last_hour": {k: v for k, v in info["last_hour"].items() if k != "per_minute"},
+        "paused": sorted(info.get("paused", {})),  # "*" (the whole queue) or task types
         "workers_alive": sum(1 for w in info["workers"] if w["alive"]),
         "workers_silent": sum(1 for w in info["workers"] if not w["alive"]),
     }

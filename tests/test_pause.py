@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from tests.support.processes import (
@@ -18,6 +19,7 @@ from tests.support.processes import (
     ledger_lines,
     worker_processes,
 )
+from utils.metrics import RedisQueueCollector
 from utils.redis_queue import InvalidTaskType, RedisTaskQueue
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,6 +126,28 @@ async def test_no_claim_slips_past_a_pause_under_twenty_concurrent_claimers(
     assert max(started) <= paused_ms  # every lease was granted before the pause
     assert sum(claimed[after_pause + 20 :]) == 0  # every claim sent after it got nothing
     assert await raw_redis.zcard(admin.keys.pending("dev")) == 5000 - len(started)
+
+
+async def test_the_scrape_shows_what_is_paused(
+    make_queue: Callable[..., RedisTaskQueue], redis_url: str, queue_name: str
+) -> None:
+    queue = make_queue(partitions=3)
+    await queue.connect()
+    await queue.enqueue("a", "dev", {})
+    await queue.pause()
+    await queue.pause("qa")
+    registry = CollectorRegistry()
+    collector = RedisQueueCollector(redis_url, [queue_name], partitions=3)
+    registry.register(collector)
+    try:
+        for target in ("*", "qa"):
+            labels = {"queue": queue_name, "task_type": target}
+            assert registry.get_sample_value("agentic_queue_paused", labels) == 1
+        await queue.resume()
+        labels = {"queue": queue_name, "task_type": "*"}
+        assert registry.get_sample_value("agentic_queue_paused", labels) is None
+    finally:
+        collector.close()
 
 
 async def test_resume_wakes_a_blocked_claimer_at_once(

@@ -132,6 +132,8 @@ async def test_the_dashboard_pauses_and_resumes_a_queue_and_a_type(config: Setti
         assert done.status_code == 303 and "queue%20paused" in done.headers["location"]
         assert set(await queue.get_paused()) == {"*"}
         assert "paused since" in (await site.get("/queues/jobs")).text
+        assert (await site.get("/api/overview")).json()["queues"][0]["paused"] == ["*"]
+        assert "paused</span>" in (await site.get("/")).text
         api = await site.post("/api/queues/jobs/pause?type=dev", headers={"X-CSRF-Token": token})
         assert api.status_code == 200 and api.json()["ok"]
         info = (await site.get("/api/queues/jobs")).json()

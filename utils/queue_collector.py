@@ -112,6 +112,10 @@ class RedisQueueCollector(Collector):
         workers_live, in_flight = self._workers(layout.wide)
         families["workers"].add_metric([q], workers_live)
         families["in_flight"].add_metric([q], in_flight)
+        # A pause is written to every partition: the first one's says what is paused.
+        (paused,) = self._many([("hkeys", (layout.parts[0].paused,))])
+        for target in sorted(paused):
+            families["paused"].add_metric([q, target.decode()], 1)
         self._limits(layout.wide, families)  # queue-wide, whatever the partitions
 
     def _limits(
@@ -220,6 +224,11 @@ def _queue_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "agentic_limit_paused_seconds",
             "Seconds a limit still admits nothing (a provider's Retry-After).",
             labels=["queue", "limit"],
+        ),
+        "paused": GaugeMetricFamily(
+            "agentic_queue_paused",
+            'Claiming is paused (1): task_type "*" is the whole queue, else that type.',
+            labels=["queue", "task_type"],
         ),
         "enqueued": CounterMetricFamily(
             "agentic_queue_enqueued",
