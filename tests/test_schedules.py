@@ -43,6 +43,13 @@ def test_cron_in_a_time_zone_keeps_local_time_across_daylight_saving() -> None:
     assert s.first_due(_ms("2026-12-01T10:00:00+00:00")) == _ms("2026-12-02T08:00:00+00:00")
 
 
+def test_a_sixth_cron_field_is_the_second() -> None:
+    s = Schedule("s", "dev", cron="* * * * * */10")
+    start = _ms("2026-12-07T00:00:01+00:00")
+    assert s.first_due(start) == start + 9_000
+    assert s.ticks(start + 9_000, start + 39_500).due == [start + 39_000]
+
+
 def test_cron_missed_ticks_after_an_outage_catch_up_one_by_default() -> None:
     s = Schedule("s", "dev", cron="*/5 * * * *")
     due = _ms("2026-12-07T00:00:00+00:00")

@@ -10,9 +10,9 @@ two schedulers that find the same tick enqueue the same id and the second enqueu
 idempotent duplicate (queue/scheduling.py; lua/schedule_advance.lua moves the due time
 once).
 
-Cron expressions are parsed by croniter (five fields, or six with seconds first... as
-croniter reads them) in the schedule's IANA time zone (zoneinfo), so "0 9 * * *" in
-Europe/Paris stays at 09:00 local time across daylight-saving changes.
+Cron expressions are parsed by croniter: five fields, or six where croniter's sixth is the
+second ("* * * * * */10": every ten seconds), in the schedule's IANA time zone (zoneinfo),
+so "0 9 * * *" in Europe/Paris stays at 09:00 local time across daylight-saving changes.
 """
 
 from __future__ import annotations
