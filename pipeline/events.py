@@ -22,7 +22,7 @@ from utils.redis_queue.codec import as_text
 
 from .runs import RunEvent, Stage
 
-__all__ = ["MAX_EVENT_DATA", "RunEventLog", "decode_event", "encode_event"]
+__all__ = ["MAX_EVENT_DATA", "RunEventLog", "decode_event", "encode_event", "event_dict"]
 
 log = logging.getLogger("agentic.pipeline")
 
@@ -109,6 +109,18 @@ class RunEventLog:
             raw = await self.queue.redis.xrange(self.key(run_id), min=f"({after}", count=count)
         return [(as_text(i), decode_event(run_id, _text_fields(f))) for i, f in raw or []]
 
+    async def recent(self, run_id: str, count: int = 200) -> list[dict[str, Any]]:
+        """The newest `count` events, oldest first, as plain data with the server time
+        each was written (`at`, seconds), for a page or an API."""
+        async with self.queue.bounded():
+            raw = await self.queue.redis.xrevrange(self.key(run_id), count=count)
+        rows = []
+        for entry_id, fields in reversed(raw or []):
+            event = decode_event(run_id, _text_fields(fields))
+            at = int(as_text(entry_id).split("-", 1)[0]) / 1000
+            rows.append({**event_dict(event), "at": at})
+        return rows
+
     async def follow(self, run_id: str, *, after: str = "0-0") -> AsyncIterator[RunEvent]:
         """Every event of the run from `after` on, as it is written (XREAD BLOCK), until
         its "ended" event; also ends when the run's record is gone or no longer active
@@ -136,6 +148,18 @@ class RunEventLog:
                 return bool(await self.queue.redis.sismember(self.queue.keys.active_runs, run_id))
         except QueueError:
             return False
+
+
+def event_dict(event: RunEvent) -> dict[str, Any]:
+    """An event as plain data (what `pipeline events --json` prints)."""
+    return {
+        "run_id": event.run_id,
+        "kind": event.kind,
+        "stage": str(event.stage) if event.stage is not None else None,
+        "subtask_id": event.subtask_id,
+        "message": event.message,
+        "data": event.data,
+    }
 
 
 def _text_fields(raw: Any) -> dict[str, str]:

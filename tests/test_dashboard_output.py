@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.dashboard import dashboard_settings, drop_prefix, serve
+from tests.support.dashboard import dashboard_settings, drop_prefix, populate, serve
 from utils.config import Settings
 from utils.redis_queue import RedisTaskQueue, TaskContext
 
@@ -64,3 +64,17 @@ async def test_the_task_page_shows_progress_and_the_output_escaped_and_scrubbed(
         assert "[log] installing" in page.text
         api = (await site.get("/api/queues/jobs/tasks/o-3")).json()
         assert KEY not in str(api["output"])
+
+
+async def test_the_run_page_lists_the_events_of_its_event_stream(config: Settings) -> None:
+    population = await populate(config)
+    async with serve(config) as url, httpx.AsyncClient(base_url=url, timeout=10) as site:
+        events = (await site.get(f"/api/runs/{population.run_id}/events")).json()
+        assert events[0]["kind"] == "started" and events[-1]["kind"] == "ended"
+        assert all(e["run_id"] == population.run_id and e["at"] > 0 for e in events)
+        assert any(e["kind"] == "finished" and e["stage"] == "deploy" for e in events)
+        page = (await site.get(f"/runs/{population.run_id}")).text
+        assert page.count('<tr class="event-') == len(events)
+        assert '<tr class="event-ended">' in page
+        none = (await site.get("/api/runs/no-such-run/events")).json()
+        assert none == []

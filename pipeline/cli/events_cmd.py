@@ -9,7 +9,7 @@ import click
 
 from utils.redis_queue import RedisTaskQueue
 
-from ..events import RunEventLog
+from ..events import RunEventLog, event_dict
 from ..runs import RunEvent
 from .common import CliState, pass_state, run
 from .progress import ProgressPrinter
@@ -32,7 +32,7 @@ def events_cmd(state: CliState, run_id: str, follow: bool, as_json: bool) -> Non
 
     def show(event: RunEvent) -> None:
         if as_json:
-            click.echo(json.dumps(_as_dict(event), default=str))
+            click.echo(json.dumps(event_dict(event), default=str))
         else:
             printer(event)
 
@@ -59,14 +59,3 @@ def events_cmd(state: CliState, run_id: str, follow: bool, as_json: bool) -> Non
     if run(go) == 0:
         click.echo(f"error: no events of run {run_id!r} (none yet, or they expired)", err=True)
         raise SystemExit(1)
-
-
-def _as_dict(event: RunEvent) -> dict[str, object]:
-    return {
-        "run_id": event.run_id,
-        "kind": event.kind,
-        "stage": str(event.stage) if event.stage is not None else None,
-        "subtask_id": event.subtask_id,
-        "message": event.message,
-        "data": event.data,
-    }

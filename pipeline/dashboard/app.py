@@ -207,10 +207,14 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
             run=run,
             usage=run.usage(),
             timeline=timeline(run),
+            events=await console.run_events(run_id),
             holder=holder,
             trace_url=trace_link(run.trace_id),
             queue=console.pipeline_queue,
         )
+
+    async def run_events(request: Request) -> Response:
+        return _json(await console.run_events(request.path_params["run_id"]))
 
     # -- actions -------------------------------------------------------------------------
 
@@ -386,6 +390,7 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         routes.append(Route(f"/api{path if path != '/' else '/overview'}", guarded(handler)))
     routes.append(Route("/api/queues/{queue}/history", guarded(history)))
     routes.append(Route("/api/queues/{queue}/limits", guarded(limits)))
+    routes.append(Route("/api/runs/{run_id}/events", guarded(run_events)))
     for path, handler in actions:
         routes.append(Route(path, guarded(handler), methods=["POST"]))
         routes.append(Route(f"/api{path}", guarded(handler), methods=["POST"]))

@@ -30,6 +30,7 @@ HISTORY_REUSE_SECONDS = 10.0
 
 
 OUTPUT_ENTRIES = 200  # the newest entries of a task's output stream its page shows
+RUN_EVENTS = 200  # the newest events of a run its page shows
 
 
 def render_output(chunks: list[dict[str, Any]]) -> str:
@@ -193,6 +194,11 @@ class Console:
     async def runs(self, limit: int) -> list[dict[str, Any]]:
         manager = await self.manager()
         return [run_row(run) for run in await manager.list_runs(limit)]
+
+    async def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's newest events from its event stream (the one its CLI reads)."""
+        manager = await self.manager()
+        return await manager.events.recent(run_id, RUN_EVENTS)
 
     async def run(self, run_id: str) -> RunState | None:
         manager = await self.manager()
