@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from pipeline.cli.follow import OutputFollower
+from pipeline.runs import RunEvent, Stage
 from tests.support.pipeline import EXAMPLE
 from tests.support.processes import agentic_argv, agentic_env
+from utils.redis_queue import HandlerRegistry, RedisTaskQueue, TaskContext, Worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,3 +67,30 @@ def test_follow_is_a_usage_error_with_local(tmp_path: Path) -> None:
         env=dict(os.environ), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2 and "not with --local" in done.stderr
+
+
+async def test_following_hundreds_of_subtasks_loses_nothing_and_takes_no_run_connection(
+    make_queue: Callable[..., RedisTaskQueue], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """300 subtasks followed at once: every line of each is printed, under its label, by
+    at most 8 readers on connections of their own (the run's queue keeps its own)."""
+    queue = make_queue(max_blocking_connections=2)
+    await queue.connect()
+
+    async def talk(ctx: TaskContext) -> None:
+        for line in range(3):
+            await ctx.emit(f"{ctx.task_id} line {line}\n")
+
+    follower = OutputFollower(queue, max_readers=8)
+    ids = [f"w{i}" for i in range(300)]
+    for task_id in ids:
+        await queue.enqueue(task_id, "dev", {})
+        follower(RunEvent("r", "submitted", Stage.DEV, task_id, "", {"task_id": task_id}))
+    await Worker(queue, HandlerRegistry({"dev": talk}), concurrency=50, burst=True).run()
+    await follower.aclose(grace=60)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 900
+    for task_id in ids:
+        mine = [line for line in lines if line.startswith(f"[dev:{task_id}] ")]
+        assert mine == [f"[dev:{task_id}] {task_id} line {n}" for n in range(3)]
+    assert follower.queue is not queue and follower.queue.max_blocking_connections == 8

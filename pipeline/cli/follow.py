@@ -17,13 +17,30 @@ __all__ = ["OutputFollower"]
 log = logging.getLogger("agentic.pipeline")
 
 
+MAX_READERS = 32  # subtasks followed at once; the others wait their turn (nothing is lost)
+
+
 class OutputFollower:
     """A RunEvent listener: from a subtask's "submitted" event on, its output lines are
     printed, each prefixed with "stage:subtask" (the progress lines say how it ended).
-    One reader (an XREAD BLOCK) per subtask running at the time."""
 
-    def __init__(self, queue: RedisTaskQueue) -> None:
-        self.queue = queue
+    The readers (an XREAD BLOCK each) have connections of their own, at most MAX_READERS
+    at once, so following a wide run never takes a connection the run waits on; a subtask
+    beyond them is read from its stream's start when its turn comes."""
+
+    def __init__(self, queue: RedisTaskQueue, *, max_readers: int = MAX_READERS) -> None:
+        self.queue = RedisTaskQueue(
+            queue.queue_name,
+            queue.redis_url,
+            key_prefix=queue.layout.prefix,
+            password=queue.password,
+            cluster=queue.cluster,
+            partitions=queue.partitions,
+            max_connections=max_readers,
+            max_blocking_connections=max_readers,
+        )
+        self._turns = asyncio.Semaphore(max_readers)
+        self._connecting = asyncio.Lock()
         self._readers: set[asyncio.Task[None]] = set()
 
     def __call__(self, event: RunEvent) -> None:
@@ -38,19 +55,26 @@ class OutputFollower:
     async def _follow(self, task_id: str, label: str) -> None:
         printer = ChunkPrinter(label)
         try:
-            async for chunk in self.queue.stream_output(task_id):
-                if chunk.is_end:
-                    break
-                printer.print(chunk)
+            async with self._turns:
+                async with self._connecting:
+                    await self.queue.connect()  # once; later calls return at once
+                async for chunk in self.queue.stream_output(task_id):
+                    if chunk.is_end:
+                        break
+                    printer.print(chunk)
         except QueueError as exc:  # a display must not break the run
             log.warning("cannot follow %s's output: %s", label, exc)
         finally:
             printer.close()
 
-    async def aclose(self) -> None:
-        """Stops the readers still waiting (a run that ended before its tasks did)."""
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Lets the readers print what is left (each ends at its task's end), for at most
+        `grace` seconds, then stops those still waiting and closes the connections."""
+        if self._readers:
+            await asyncio.wait(list(self._readers), timeout=grace)
         for reader in list(self._readers):
             reader.cancel()
         for reader in list(self._readers):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        await self.queue.close()
