@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar, cast
@@ -69,7 +70,15 @@ BackendFactory = Callable[[Mapping[str, Any] | None], ModelBackend]
 
 # The tokens this attempt's model calls returned so far (ask() adds to it): an attempt that
 # fails after a reply reports them, so the run's totals and budget count what was paid.
-_spent_tokens: ContextVar[list[int] | None] = ContextVar("agent_spent_tokens", default=None)
+# A holder rather than the value: calls made in tasks of their own (gather) add to it too.
+_spent: ContextVar[list[ModelUsage] | None] = ContextVar("agent_spent", default=None)
+
+
+class BudgetExceeded(PermanentFailure):
+    """The subtask's budget (its payload's `budget`) would be passed by another model
+    call: the task ends at once, the run with it (pipeline/budget.py)."""
+
+
 # Where ask() streams the model's reply as it arrives: the task's ctx.emit (each handler
 # runs in a task of its own, so this is per task), or None when nothing reads it.
 _output: ContextVar[ChunkCallback | None] = ContextVar("agent_output", default=None)
@@ -115,16 +124,16 @@ class Agent:
             attempt=ctx.attempt,
             workspace_must_exist=self.workspace_must_exist,
         )
-        spent = [0]
-        reset = _spent_tokens.set(spent)
+        spent = [ModelUsage()]
+        reset = _spent.set(spent)
         try:
             result = await self._run_mapped(ctx, request)
         except BaseException:
-            if spent[0]:
-                ctx.report_tokens(spent[0])
+            if spent[0].total_tokens:
+                ctx.report_tokens(spent[0].total_tokens)
             raise
         finally:
-            _spent_tokens.reset(reset)
+            _spent.reset(reset)
         return self._settled(ctx, result)
 
     async def _run_mapped(self, ctx: TaskContext, request: AgentRequest) -> dict[str, Any]:
@@ -159,6 +168,7 @@ class Agent:
         self, request: AgentRequest, messages: list[Message]
     ) -> tuple[ModelReply, ModelUsage]:
         """Call the model with key "<name>:<subtask id>"; returns the reply and its usage."""
+        check_budget(request.payload.get("budget"), self.spent())
         try:
             backend = self.backend_factory(request.model)
         except ValueError as exc:
@@ -171,15 +181,21 @@ class Agent:
         else:
             reply = await backend.complete(messages, key=key)
         usage = ModelUsage.of(reply, self.model_settings)  # counts in [0, 10**9]
-        spent = _spent_tokens.get()
+        spent = _spent.get()
         if spent is not None:
-            spent[0] += usage.prompt_tokens + usage.completion_tokens
+            spent[0] += usage
         record_model_usage(self.name, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd)
         log.info(
             "%s: %d prompt + %d completion tokens (%s)",
             key, usage.prompt_tokens, usage.completion_tokens, usage.model,
         )  # fmt: skip
         return reply, usage
+
+    def spent(self) -> ModelUsage:
+        """What this attempt's model calls used so far (for agents that call more than
+        once and report the sum)."""
+        spent = _spent.get()
+        return spent[0] if spent else ModelUsage()
 
     def result(
         self, *, ok: bool, summary: str, usage: ModelUsage | None = None, **fields: Any
@@ -192,3 +208,24 @@ class Agent:
             "usage": (usage or ModelUsage()).as_dict(),
             **fields,
         }
+
+
+def check_budget(budget: Any, spent: ModelUsage) -> None:
+    """Refuse another model call when the payload's `budget` (max_tokens, max_cost_usd,
+    deadline: what the manager allowed this subtask when it sent it) is used up by this
+    attempt's calls so far, or its deadline has passed."""
+    if not isinstance(budget, Mapping):
+        return
+    deadline = budget.get("deadline")
+    if isinstance(deadline, int | float) and time.time() >= deadline:
+        raise BudgetExceeded("budget exceeded: no time left for another model call")
+    max_tokens = budget.get("max_tokens")
+    if isinstance(max_tokens, int | float) and spent.total_tokens >= max_tokens:
+        raise BudgetExceeded(
+            f"budget exceeded: {spent.total_tokens:,} tokens used, {max_tokens:,.0f} allowed"
+        )
+    max_cost = budget.get("max_cost_usd")
+    if isinstance(max_cost, int | float) and spent.cost_usd >= max_cost:
+        raise BudgetExceeded(
+            f"budget exceeded: {spent.cost_usd:.4f} USD spent, {max_cost:.4f} allowed"
+        )

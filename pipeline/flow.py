@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
@@ -27,7 +27,15 @@ from utils.redaction import first_line, redact_secrets
 from utils.redis_queue import RedisUnavailable, ResultTimeout, TaskCancelled, TaskFailed
 
 from .approval import decision, new_approval
-from .budget import budget_warning, over_budget, seconds_left
+from .budget import (
+    BUDGET_EXCEEDED,
+    agent_budget,
+    budget_warning,
+    over_budget,
+    seconds_left,
+    subtask_budget,
+    subtask_over_budget,
+)
 from .dag import dependants
 from .errors import RunInterrupted, RunOwnershipLost
 from .executors import StageExecutor
@@ -42,7 +50,7 @@ from .runs import (
     SubtaskState,
     Usage,
 )
-from .stages import stage_row
+from .stages import fix_subtask, qa_reason, qa_subtask, stage_row
 from .store import RunStore
 
 __all__ = ["StageFlow"]
@@ -128,12 +136,19 @@ class StageFlow:
             except _RunCancelled:
                 await self._end(run, RunStatus.CANCELLED, "cancelled")
             except _StageFailed as exc:
+                if isinstance(exc, _BudgetExceeded):
+                    span.add_event(tracing.BUDGET_EXCEEDED_EVENT, {tracing.REASON: str(exc)})
+                    if self.metrics:
+                        self.metrics.budget_exceeded.inc()
                 await self._end(run, RunStatus.FAILED, str(exc))
             except Exception as exc:  # a bug or an outage: the run ends, it is not lost
                 log.exception("pipeline run %s failed", run.run_id)
                 await self._end(run, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
             else:
                 await self._end(run, RunStatus.SUCCEEDED, None)
+            used = run.usage()
+            span.set_attribute(tracing.RUN_TOKENS, used.total_tokens)
+            span.set_attribute(tracing.RUN_COST_USD, used.cost_usd)
         return run.to_result()
 
     async def _interrupted(self, run: RunState, exc: BaseException) -> PipelineResult:
@@ -170,8 +185,8 @@ class StageFlow:
             if run.run_id in self._cancelling:
                 raise _RunCancelled
 
-    async def _check_budget(self, run: RunState) -> None:
-        reason = over_budget(run)
+    async def _check_budget(self, run: RunState, subtask_reason: str | None = None) -> None:
+        reason = subtask_reason or over_budget(run)
         if reason is not None:
             await self._cancel_queued(run)
             raise _BudgetExceeded(reason)
@@ -217,12 +232,12 @@ class StageFlow:
             if fix_round == 0:
                 await self._gate(run, Stage.QA, None)
             async with self._stage(run, Stage.QA):
-                qa = await self._step(run, Stage.QA, _qa_subtask(fix_round), round=fix_round)
+                qa = await self._step(run, Stage.QA, qa_subtask(fix_round), round=fix_round)
             if qa.get("passed"):
                 break
             if fix_round >= run.max_fix_rounds:
                 raise _StageFailed(
-                    f"QA still fails after {fix_round} fix round(s): {_qa_reason(qa)}"
+                    f"QA still fails after {fix_round} fix round(s): {qa_reason(qa)}"
                 )
             fix_round += 1
             run.fix_rounds = fix_round
@@ -231,7 +246,7 @@ class StageFlow:
             async with self._stage(run, Stage.FIX):
                 failure = str(qa.get("output") or qa.get("summary") or "")
                 await self._step(
-                    run, Stage.FIX, _fix_subtask(fix_round), round=fix_round, failure=failure
+                    run, Stage.FIX, fix_subtask(fix_round), round=fix_round, failure=failure
                 )
         await self._gate(run, Stage.DEPLOY, qa)
         async with self._stage(run, Stage.DEPLOY):
@@ -348,6 +363,10 @@ class StageFlow:
         payload: dict[str, Any] = {"run_id": run.run_id, "workspace": run.workspace, **extra}
         if run.spec.model:
             payload["model"] = run.spec.model
+        own_budget = subtask_budget(subtask)
+        allowance = agent_budget(run, own_budget)
+        if allowance is not None:  # what the agents check before each model call
+            payload["budget"] = allowance
         limits: tuple[str, ...] = ()
         cost: int | None = None
         row, model_limits = stage_row(stage), run.spec.model_limits
@@ -361,8 +380,11 @@ class StageFlow:
             run, "submitted", stage, subtask["id"], f"priority {record.priority}",
             {"task_id": task_id},  # its queue task: where its output streams (--follow)
         )  # fmt: skip
+        timeout = self._subtask_timeout
+        if own_budget is not None and own_budget.max_seconds is not None:
+            timeout = min(timeout, own_budget.max_seconds)
         try:
-            result, attempts = await self.executor.outcome(task_id, self._subtask_timeout)
+            result, attempts = await self.executor.outcome(task_id, timeout)
         except TaskCancelled as exc:
             record.state, record.finished_at = SubtaskState.CANCELLED, time.time()
             record.attempts = exc.attempts
@@ -381,7 +403,17 @@ class StageFlow:
             record.failed_attempt_tokens = await self.executor.failed_attempt_tokens(task_id)
             await self._save(run, (task_id,))
             self._emit(run, "failed", stage, subtask["id"], record.error)
-            raise _StageFailed(f"{stage} subtask {subtask['id']} failed: {record.error}") from exc
+            reason = f"{stage} subtask {subtask['id']}"
+            if isinstance(exc, ResultTimeout) and timeout < self._subtask_timeout:
+                await self._cancel_queued(run)
+                why = f"{BUDGET_EXCEEDED}: {reason} ran past {timeout:g} s"
+                raise _BudgetExceeded(why) from None
+            said = record.error.removeprefix("PermanentFailure: ")
+            if said.startswith(BUDGET_EXCEEDED):  # an agent stopped before a model call
+                await self._cancel_queued(run)
+                detail = said.removeprefix(BUDGET_EXCEEDED).lstrip(": ")
+                raise _BudgetExceeded(f"{BUDGET_EXCEEDED}: {reason}: {detail}") from exc
+            raise _StageFailed(f"{reason} failed: {record.error}") from exc
         if not isinstance(result, dict):
             result = {"ok": True, "summary": "", "value": result}
         record.state, record.result = SubtaskState.COMPLETED, result
@@ -394,7 +426,7 @@ class StageFlow:
             used.add(result.get("usage"))
             self.metrics.subtask_used(str(stage), used.total_tokens, used.cost_usd)
         self._emit(run, "finished", stage, subtask["id"], str(result.get("summary", "")), result)
-        await self._check_budget(run)
+        await self._check_budget(run, subtask_over_budget(record, own_budget))
         if stage is not Stage.QA and result.get("ok") is False:
             raise _StageFailed(f"{stage} subtask {subtask['id']}: {result.get('summary')}")
         return result
@@ -456,27 +488,3 @@ class StageFlow:
                 listener(event)
             except Exception:  # a display must not break a run
                 log.exception("pipeline event listener failed")
-
-
-def _qa_subtask(fix_round: int) -> dict[str, Any]:
-    return {
-        "id": f"qa-{fix_round}",
-        "stage": "qa",
-        "description": "Compile the workspace and run its tests",
-    }
-
-
-def _fix_subtask(fix_round: int) -> dict[str, Any]:
-    return {
-        "id": f"fix-{fix_round}",
-        "stage": "fix",
-        "description": "Make the failing tests pass",
-        "blocking": True,  # it blocks the deploy
-        "retries": fix_round - 1,
-    }
-
-
-def _qa_reason(qa: Mapping[str, Any]) -> str:
-    summary = str(qa.get("summary") or "tests failed")
-    output = str(qa.get("output") or "").strip().splitlines()
-    return summary if not output else f"{summary} ({output[-1][:200]})"

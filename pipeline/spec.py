@@ -56,6 +56,18 @@ def secret_like(name: str) -> bool:
     return any(word in _SECRET_WORDS for word in words)
 
 
+class BudgetSpec(BaseModel):
+    """What a run (or one subtask) may spend: tokens, USD and wall seconds (each optional);
+    past any of them the run ends failed with the reason and its queued subtasks are
+    cancelled. Tokens of failed attempts count (Usage.failed_attempt_tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_seconds: float | None = Field(None, gt=0)
+
+
 class SubtaskSpec(BaseModel):
     """One dev subtask and the flags PriorityAssigner reads."""
 
@@ -72,6 +84,7 @@ class SubtaskSpec(BaseModel):
     depends_on: list[str] = Field(
         default_factory=list, description="Ids of the dev subtasks that must pass first."
     )
+    budget: BudgetSpec | None = Field(None, description="What this dev subtask may spend.")
 
     @model_validator(mode="after")
     def _no_secret_fields(self) -> SubtaskSpec:
@@ -116,17 +129,6 @@ class ApprovalSpec(BaseModel):
     stage: Literal["qa", "fix", "deploy"] = "deploy"
     timeout_seconds: float | None = Field(None, gt=0, le=30 * 86400)
     on_timeout: Literal["fail", "approve"] = "fail"
-
-
-class BudgetSpec(BaseModel):
-    """What a run may spend: tokens, USD and wall seconds (each optional); past any of
-    them the run ends failed with the reason and its queued subtasks are cancelled."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_tokens: int | None = Field(None, ge=1)
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_seconds: float | None = Field(None, gt=0)
 
 
 class PipelineSpec(BaseModel):

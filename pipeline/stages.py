@@ -3,18 +3,29 @@ its priority (PriorityAssigner's rule 3) and the agent that runs it.
 
 The flow (pipeline/flow.py) decides when a stage runs; this table says what it is. The
 worker side builds its handlers from it (agents/app.py imports each row's agent), so a
-new stage is one row here, one agent, and the place in the flow that submits it.
+new stage is one row here, one agent, and the place in the flow that submits it. The QA
+and fix subtasks the flow sends are built here too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from utils.redis_queue import TaskPriority
 
 from .runs import Stage
 
-__all__ = ["STAGES", "StageRow", "stage_row", "task_type_for"]
+__all__ = [
+    "STAGES",
+    "StageRow",
+    "fix_subtask",
+    "qa_reason",
+    "qa_subtask",
+    "stage_row",
+    "task_type_for",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +59,30 @@ def stage_row(stage: Stage | str) -> StageRow | None:
 def task_type_for(stage: Stage | str) -> str:
     row = stage_row(stage)
     return row.task_type if row is not None else str(stage)
+
+
+def qa_subtask(fix_round: int) -> dict[str, Any]:
+    """The QA subtask of a fix round (0: the first QA, after the dev stage)."""
+    return {
+        "id": f"qa-{fix_round}",
+        "stage": "qa",
+        "description": "Compile the workspace and run its tests",
+    }
+
+
+def fix_subtask(fix_round: int) -> dict[str, Any]:
+    """The fix subtask of round `fix_round` (1 is the first)."""
+    return {
+        "id": f"fix-{fix_round}",
+        "stage": "fix",
+        "description": "Make the failing tests pass",
+        "blocking": True,  # it blocks the deploy
+        "retries": fix_round - 1,
+    }
+
+
+def qa_reason(qa: Mapping[str, Any]) -> str:
+    """One line on why QA failed: its summary and the last line of its output."""
+    summary = str(qa.get("summary") or "tests failed")
+    output = str(qa.get("output") or "").strip().splitlines()
+    return summary if not output else f"{summary} ({output[-1][:200]})"

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 import agents
 from agents import (
+    AgentRequest,
     DeployAgent,
     DevAgent,
     FixAgent,
@@ -29,6 +31,7 @@ from agents import (
     build_registry,
     parse_files,
 )
+from agents.base import BudgetExceeded
 from utils.config import ModelSettings, PipelineSettings, Settings
 from utils.metrics import install_model_metrics
 from utils.redis_queue.handlers import PermanentFailure, TaskContext, as_registry
@@ -181,6 +184,33 @@ async def test_an_attempt_that_fails_after_a_reply_reports_the_tokens_it_spent(
     with pytest.raises(NoFilesInReply):
         await DevAgent(MODEL, PIPELINE)(ctx)
     assert ctx.tokens_used == 1  # the recording's usage: what the provider billed
+
+
+class TwoCalls(DevAgent):
+    """Asks the model twice (a plan, then the code): the budget is checked before each."""
+
+    async def run(self, request: AgentRequest) -> dict[str, Any]:
+        messages = [{"role": "user", "content": request.description}]
+        await self.ask(request, messages)
+        await self.ask(request, messages)
+        return self.result(ok=True, summary="two calls", usage=self.spent())
+
+
+async def test_the_budget_is_checked_before_each_model_call(tmp_path: Path) -> None:
+    replay = replay_with(tmp_path, {"dev:calc": "plan"})  # each reply: 1 prompt token
+    agent = TwoCalls(MODEL, PIPELINE)
+    roomy = context("dev", payload(tmp_path, "calc", replay, budget={"max_tokens": 5}))
+    assert (await agent(roomy))["usage"]["total_tokens"] == 2
+
+    tight = context("dev", payload(tmp_path, "calc", replay, budget={"max_tokens": 1}))
+    with pytest.raises(BudgetExceeded, match="1 tokens used, 1 allowed"):
+        await agent(tight)
+    assert tight.tokens_used == 1  # the one call made is reported, the second never sent
+
+    late = context("dev", payload(tmp_path, "calc", replay, budget={"deadline": time.time() - 1}))
+    with pytest.raises(BudgetExceeded, match="no time left"):
+        await agent(late)
+    assert late.tokens_used is None  # refused before the first call
 
 
 async def test_a_missing_recording_dead_letters_naming_key_and_file(tmp_path: Path) -> None:

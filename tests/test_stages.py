@@ -50,7 +50,10 @@ def test_both_executors_implement_the_stage_executor_interface() -> None:
         for name, _ in inspect.getmembers(StageExecutor, inspect.isfunction)
         if not name.startswith("_")
     }
-    assert members == {"start", "stop", "submit", "apply_limits", "outcome", "cancel", "forget"}
+    assert members == {
+        "start", "stop", "submit", "apply_limits", "outcome", "cancel", "forget",
+        "failed_attempt_tokens",
+    }  # fmt: skip
     for executor in (LocalExecutor, QueueExecutor):
         for name in members:
             ours = getattr(executor, name)

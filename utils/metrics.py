@@ -174,6 +174,12 @@ class PipelineMetrics:
             registry=self.registry,
         )
 
+        self.budget_exceeded = Counter(
+            "agentic_pipeline_budget_exceeded",
+            "Pipeline runs ended failed because they went past their budget.",
+            registry=self.registry,
+        )
+
     def run_started(self) -> None:
         self.active.inc()
 

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ATTEMPT",
     "BATCH_MESSAGE_COUNT",
+    "BUDGET_EXCEEDED_EVENT",
     "CLIENT_ID",
     "CREATE",
     "DEFAULT_SERVICE_NAME",
@@ -66,7 +67,10 @@ __all__ = [
     "PIPELINE_STAGE",
     "PRIORITY",
     "PROCESS",
+    "REASON",
+    "RUN_COST_USD",
     "RUN_ID",
+    "RUN_TOKENS",
     "SEND",
     "SERVER_ADDRESS",
     "SERVER_PORT",
@@ -127,6 +131,10 @@ PIPELINE_RUN = "pipeline.run"
 PIPELINE_STAGE = "pipeline.stage"
 RUN_ID = "agentic.pipeline.run_id"
 STAGE = "agentic.pipeline.stage"
+RUN_TOKENS = "agentic.pipeline.tokens"  # on a run's span when it ends: what it used
+RUN_COST_USD = "agentic.pipeline.cost_usd"
+REASON = "agentic.pipeline.reason"
+BUDGET_EXCEEDED_EVENT = "budget exceeded"  # on a run's span, with REASON
 
 _owned: TracerProvider | None = None  # the provider setup_tracing built (it shuts it down)
 _traces_file: IO[str] | None = None

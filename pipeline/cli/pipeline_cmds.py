@@ -26,6 +26,7 @@ from utils.redis_queue import QueueError, RedisTaskQueue
 from utils.redis_queue.registry import list_workers
 from utils.tracing import TRACES_FILE_ENV
 
+from ..budget import budget_line
 from ..distributed import DistributedPipelineManager
 from ..enhanced import EnhancedPipelineManager
 from ..errors import SpecError
@@ -192,6 +193,9 @@ def status_cmd(state: CliState, run_id: str, as_json: bool) -> None:
         click.echo(f"{name:<11} {row[name]}")
     for reason in found.reasons:
         click.echo(f"{'reason':<11} {reason}")
+    used = budget_line(found)
+    if used is not None:
+        click.echo(f"{'budget':<11} {used}")
     gate = found.approval
     if gate is not None:
         if gate.decision is None:
