@@ -47,7 +47,6 @@ from utils.redis_queue.handlers import PermanentFailure, RateLimited, Retry, Tas
 
 from .models import (
     RETRY_AFTER_CAP,
-    ChunkCallback,
     Message,
     ModelBackend,
     ModelError,
@@ -79,9 +78,9 @@ class BudgetExceeded(PermanentFailure):
     call: the task ends at once, the run with it (pipeline/budget.py)."""
 
 
-# Where ask() streams the model's reply as it arrives: the task's ctx.emit (each handler
-# runs in a task of its own, so this is per task), or None when nothing reads it.
-_output: ContextVar[ChunkCallback | None] = ContextVar("agent_output", default=None)
+# The task whose output ask() streams the model's reply into and log() writes to (each
+# handler runs in a task of its own, so this is per task); None when nothing reads it.
+_task: ContextVar[TaskContext | None] = ContextVar("agent_task", default=None)
 
 
 class Agent:
@@ -116,7 +115,7 @@ class Agent:
         raise NotImplementedError
 
     async def __call__(self, ctx: TaskContext) -> dict[str, Any]:
-        _output.set(ctx.emit if ctx.output is not None else None)
+        _task.set(ctx if ctx.output is not None else None)
         request = AgentRequest.from_payload(
             ctx.payload,
             task_type=self.name,
@@ -174,10 +173,10 @@ class Agent:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         key = f"{self.name}:{request.subtask_id}"
-        on_chunk = _output.get()
-        if on_chunk is not None and getattr(backend, "supports_streaming", False):
+        ctx = _task.get()
+        if ctx is not None and getattr(backend, "supports_streaming", False):
             streaming = cast(StreamingBackend, backend)
-            reply = await streaming.complete(messages, key=key, on_chunk=on_chunk)
+            reply = await streaming.complete(messages, key=key, on_chunk=ctx.emit)
         else:
             reply = await backend.complete(messages, key=key)
         usage = ModelUsage.of(reply, self.model_settings)  # counts in [0, 10**9]
@@ -196,6 +195,13 @@ class Agent:
         once and report the sum)."""
         spent = _spent.get()
         return spent[0] if spent else ModelUsage()
+
+    async def log(self, text: str) -> None:
+        """A log line (or lines) in the task's output stream (`agentic task tail`, `pipeline
+        run --follow`); nothing outside a worker."""
+        ctx = _task.get()
+        if ctx is not None and text:
+            await ctx.emit(text, kind="log")
 
     def result(
         self, *, ok: bool, summary: str, usage: ModelUsage | None = None, **fields: Any

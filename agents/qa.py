@@ -61,6 +61,7 @@ class QAAgent(Agent):
                 [sys.executable, "-m", "compileall", "-q", "."], cwd=ws, env=env, timeout=timeout
             )
             if compiled.timed_out or compiled.returncode != 0:
+                await self.log(_tail(compiled.output))
                 return self._report(compiled, "compile", timeout, started)
             tests = await run_process(
                 [sys.executable, "-B", "-m", "unittest", "discover", "-s", str(ws), "-t", str(ws),
@@ -69,6 +70,7 @@ class QAAgent(Agent):
                 env=env,
                 timeout=timeout - (time.monotonic() - started),
             )  # fmt: skip
+        await self.log(_tail(tests.output))  # what `task tail` and `run --follow` show
         return self._report(tests, "tests", timeout, started)
 
     def _report(

@@ -53,6 +53,10 @@ async def test_run_follow_prints_each_subtasks_model_output(
         expected = reply["content"].rstrip("\n").split("\n")
         if key.startswith(("dev:", "fix:")):
             assert printed == expected, key
+    # QA's unittest output is in its log lines: the failing round, then the passing one
+    qa_lines = [line for line in lines if line.startswith("[qa:qa-")]
+    assert any("FAILED (failures=1)" in line for line in qa_lines if line.startswith("[qa:qa-0]"))
+    assert any(line.endswith("] OK") for line in qa_lines if line.startswith("[qa:qa-1]"))
     assert " succeeded in " in done.stdout
     # The streams stay in Redis (with their TTL) for `agentic task tail` after the run.
     streams = [k async for k in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:out:*")]

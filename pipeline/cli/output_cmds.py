@@ -69,7 +69,8 @@ class ChunkPrinter:
             self._line(partial)
         if not self._at_line_start:
             click.echo()
-        click.echo(f"[{self.label}] {text}" if self.label else text)
+        for line in text.split("\n") if self.label else (text,):
+            click.echo(f"[{self.label}] {line}" if self.label else line)
         self._at_line_start = True
 
 
