@@ -25,6 +25,7 @@ PUBLIC = {
         "OutputChunk",
         "DuplicateTask",
         "BlobStore", "DirectoryBlobStore",
+        "SyncRedisTaskQueue",
     },
     "pipeline": {
         "DEFAULT_APP", "STAGES", "DistributedPipelineManager", "EnhancedPipelineManager",

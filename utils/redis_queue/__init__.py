@@ -51,6 +51,7 @@ from .output import OutputChunk
 from .queue import RedisTaskQueue
 from .schedules import Schedule, ScheduleInfo
 from .summaries import SearchResult, TaskPage, TaskSummary
+from .sync_queue import SyncRedisTaskQueue
 from .worker import Worker, WorkerStats
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "SearchResult",
     "SerializationError",
     "Settlement",
+    "SyncRedisTaskQueue",
     "TaskCancelled",
     "TaskContext",
     "TaskFailed",

@@ -11,14 +11,35 @@ from ...aio import raise_if_cancelled
 from .. import codec, scripts
 from ..connection import BLOCK_SLICE_SECONDS
 from ..errors import ResultTimeout, TaskCancelled, TaskFailed, TaskNotFound
-from ..keys import BLOB_NAMES, validate_task_id
+from ..keys import BLOB_NAMES, BlobName, validate_task_id
 from ..models import RedisTask, TaskState
 from ..new_task import check_seconds
 from ..snapshot import QueueSnapshot, merge_snapshots
 from .claim_check import collect_partition, fetch_blobs
 from .client import MIN_BLOCK, QueueClient
 
-__all__ = ["Inspector"]
+__all__ = ["Inspector", "blob_names", "finished_result"]
+
+RUNNING = object()  # finished_result(): the task has not finished yet
+
+
+def finished_result(task_id: str, task: RedisTask | None) -> Any:
+    """A finished task's result (its failure, cancel or absence raised), or RUNNING: what
+    a wait for a result decides after each read (the async and the sync client's)."""
+    if task is None:
+        raise TaskNotFound(task_id)
+    if task.state == TaskState.COMPLETED:
+        return task.result
+    if task.state == TaskState.CANCELLED:
+        raise TaskCancelled(task_id, task.attempts)
+    if task.state in (TaskState.DEAD_LETTER, TaskState.FAILED):
+        raise TaskFailed(task_id, task.state, task.error, task.attempts)
+    return RUNNING
+
+
+def blob_names(fields: dict[str, str]) -> list[BlobName]:
+    """The payload and result a task hash keeps in its blob keys (not in a BlobStore)."""
+    return [n for n in BLOB_NAMES if f"{n}.blob" in fields and f"{n}.ext" not in fields]
 
 
 class Inspector(QueueClient):
@@ -41,7 +62,7 @@ class Inspector(QueueClient):
             return flat
         fields = codec.text_fields(flat)
         await fetch_blobs(self, task_id, fields)  # those in the queue's BlobStore
-        names = [n for n in BLOB_NAMES if f"{n}.blob" in fields and f"{n}.ext" not in fields]
+        names = blob_names(fields)
         if not names:
             return fields
         keys = self.keys_for(task_id)
@@ -73,14 +94,10 @@ class Inspector(QueueClient):
         done_key = self.keys_for(task_id).done(task_id)
         task = await self.get_task(task_id)
         while True:
-            if task is None:
-                raise TaskNotFound(task_id)
-            if task.state == TaskState.COMPLETED:
-                return task.result
-            if task.state == TaskState.CANCELLED:
-                raise TaskCancelled(task_id, task.attempts)
-            if task.state in (TaskState.DEAD_LETTER, TaskState.FAILED):
-                raise TaskFailed(task_id, task.state, task.error, task.attempts)
+            result = finished_result(task_id, task)
+            if result is not RUNNING:
+                return result
+            assert task is not None  # finished_result raised otherwise
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ResultTimeout(f"task {task_id!r} is still {task.state} after {timeout} s")

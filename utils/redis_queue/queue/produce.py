@@ -9,14 +9,14 @@ from typing import Any
 
 from .. import scripts, telemetry
 from ..errors import BulkEnqueueError, InvalidTaskError, QueueError
-from ..keys import QueueKeys
+from ..keys import QueueKeys, QueueLayout
 from ..models import RedisTask, TaskPriority
 from ..new_task import NewTask, enqueued_task, new_task
 from ..windows import WINDOW_ARGS, with_windows
 from .claim_check import put_payloads
 from .client import QueueClient
 
-__all__ = ["BULK", "Producer"]
+__all__ = ["BULK", "Producer", "chunks", "merge_partitions", "partition_groups"]
 
 BULK = 1000  # tasks per enqueue script call: each call is all-or-nothing
 # Payload bytes per enqueue script call (a task larger goes alone): Redis refuses a
@@ -127,9 +127,7 @@ class Producer(QueueClient):
             done: list[RedisTask] = []
             await self._enqueue_partition(self.keys, tasks, durable, done)
             return done
-        groups: dict[int, list[int]] = {}
-        for position, task in enumerate(tasks):
-            groups.setdefault(self.layout.index_of(task.task_id), []).append(position)
+        groups = partition_groups(self.layout, tasks)
         results: dict[int, list[RedisTask]] = {index: [] for index in groups}
         failures = await asyncio.gather(
             *(
@@ -140,25 +138,14 @@ class Producer(QueueClient):
             ),
             return_exceptions=True,
         )
-        by_position: dict[int, RedisTask] = {}
-        for (index, positions), failure in zip(groups.items(), failures, strict=True):
-            if failure is not None and not isinstance(failure, QueueError):
-                raise failure
-            by_position.update(zip(positions, results[index], strict=False))
-        errors = [f for f in failures if isinstance(f, QueueError)]
-        out = [by_position[p] for p in sorted(by_position)]
-        if errors:
-            if not out:
-                raise errors[0]
-            raise BulkEnqueueError(out, errors[0]) from errors[0]
-        return out
+        return merge_partitions(groups, results, failures)
 
     async def _enqueue_partition(
         self, keys: QueueKeys, tasks: list[NewTask], durable: bool, out: list[RedisTask]
     ) -> None:
         """Send one partition's tasks, 1,000 per call, appending each chunk's RedisTasks
         to `out` as it lands (so a failure leaves `out` holding what is enqueued)."""
-        for chunk in _chunks(tasks):
+        for chunk in chunks(tasks):
             call = scripts.enqueue(keys, chunk)
             try:
                 if durable:
@@ -169,15 +156,19 @@ class Producer(QueueClient):
                 if not out or self.partitions > 1:
                     raise
                 raise BulkEnqueueError(list(out), exc) from exc
-            now_ms, outcomes = scripts.enqueue_reply(reply)
-            self._touched([chunk[0].task_id])
-            created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
-            for task_type, count in created.items():
-                self.telemetry.enqueued(task_type, count)
-            out.extend(
-                enqueued_task(t, r, now_ms, self.max_retries)
-                for t, r in zip(chunk, outcomes, strict=True)
-            )
+            self._landed(chunk, reply, out)
+
+    def _landed(self, chunk: list[NewTask], reply: Any, out: list[RedisTask]) -> None:
+        """A chunk's enqueue reply: counted, and its RedisTasks appended to `out`."""
+        now_ms, outcomes = scripts.enqueue_reply(reply)
+        self._touched([chunk[0].task_id])
+        created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
+        for task_type, count in created.items():
+            self.telemetry.enqueued(task_type, count)
+        out.extend(
+            enqueued_task(t, r, now_ms, self.max_retries)
+            for t, r in zip(chunk, outcomes, strict=True)
+        )
 
     def _new_task(self, *args: Any, **kwargs: Any) -> NewTask:
         windows = {name: kwargs.pop(name, None) for name in WINDOW_ARGS}
@@ -194,7 +185,36 @@ class Producer(QueueClient):
         )
 
 
-def _chunks(tasks: list[NewTask]) -> Iterator[list[NewTask]]:
+def partition_groups(layout: QueueLayout, tasks: Sequence[NewTask]) -> dict[int, list[int]]:
+    """The positions in `tasks` of each partition's tasks, in order."""
+    groups: dict[int, list[int]] = {}
+    for position, task in enumerate(tasks):
+        groups.setdefault(layout.index_of(task.task_id), []).append(position)
+    return groups
+
+
+def merge_partitions(
+    groups: dict[int, list[int]],
+    results: dict[int, list[RedisTask]],
+    failures: Sequence[BaseException | None],
+) -> list[RedisTask]:
+    """What the partitions' sends enqueued, in the order given (partition_groups), or the
+    first failure: BulkEnqueueError carrying what was enqueued when some tasks were."""
+    by_position: dict[int, RedisTask] = {}
+    for (index, positions), failure in zip(groups.items(), failures, strict=True):
+        if failure is not None and not isinstance(failure, QueueError):
+            raise failure
+        by_position.update(zip(positions, results[index], strict=False))
+    errors = [f for f in failures if isinstance(f, QueueError)]
+    out = [by_position[p] for p in sorted(by_position)]
+    if errors:
+        if not out:
+            raise errors[0]
+        raise BulkEnqueueError(out, errors[0]) from errors[0]
+    return out
+
+
+def chunks(tasks: list[NewTask]) -> Iterator[list[NewTask]]:
     """`tasks` in order, in runs of at most BULK tasks and BULK_BYTES of payload."""
     chunk: list[NewTask] = []
     size = 0

@@ -106,6 +106,7 @@ from .replies import (
 )
 from .runner import (
     Scripts,
+    SyncScripts,
     load_source,
     run_pipelined,
     run_sync,
@@ -154,6 +155,7 @@ __all__ = [
     "ScriptCall",
     "Scripts",
     "SettleItem",
+    "SyncScripts",
     "cancel",
     "cancel_outcome",
     "cancel_type",

@@ -15,6 +15,7 @@ from typing import Any
 from redis import Redis as SyncRedis
 from redis.asyncio.cluster import PipelineCommand, RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.commands.core import Script as SyncScript
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, TryAgainError
 
 from ..connection import translate_error
@@ -131,6 +132,70 @@ class Scripts:
                 continue
             return [pair[0].result, pair[1].result]
         return [pair[0].result, pair[1].result]
+
+
+class SyncScripts:
+    """Runs ScriptCalls on one sync client (SyncRedisTaskQueue), each script registered
+    once (redis-py's register_script: EVALSHA, the source loaded again on NOSCRIPT);
+    negative replies raise the mapped error, redis-py's errors the queue's. Safe to share
+    between threads, like the client."""
+
+    def __init__(self, redis: SyncRedis | SyncRedisCluster, url: str) -> None:
+        self._redis = redis
+        self._url = url
+        self._registered: dict[str, SyncScript] = {}
+
+    def run(self, call: ScriptCall, task_id: str = "") -> Any:
+        name = call.script.name
+        script = self._registered.get(name)
+        if script is None:  # two threads may both register: the same SHA, harmless
+            script = self._registered[name] = self._redis.register_script(script_source(name))
+        try:
+            reply = script(keys=call.keys, args=call.args)
+        except RedisError as exc:
+            raise translate_error(self._url, exc) from exc
+        return _checked(reply, task_id, name)
+
+    def run_durable(
+        self, call: ScriptCall, task_ids: Sequence[str], min_replicas: int, timeout_ms: int
+    ) -> Any:
+        """As Scripts.run_durable: the call, then WAIT on the same connection (on a
+        cluster, a connection to the node of the call's keys)."""
+        redis: Any = self._redis
+        if isinstance(redis, SyncRedisCluster):
+            node = redis.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
+            if node is None:
+                raise TopologyError(
+                    f"no node of the cluster at {self._url} serves {call.keys[0]!r}"
+                )
+            redis = node.redis_connection
+        name = call.script.name
+        try:
+            for sha in (True, False):  # EVAL with the source when the server lost the script
+                pipe = redis.pipeline(transaction=False)
+                if sha:
+                    pipe.evalsha(script_sha(name), len(call.keys), *call.keys, *call.args)
+                else:
+                    pipe.eval(script_source(name), len(call.keys), *call.keys, *call.args)
+                pipe.execute_command("WAIT", min_replicas, timeout_ms)
+                reply, acked = pipe.execute(raise_on_error=False)
+                if not isinstance(reply, NoScriptError):
+                    break
+            for item in (reply, acked):
+                if isinstance(item, RedisError):
+                    raise item
+        except RedisError as exc:
+            raise translate_error(self._url, exc) from exc
+        _checked(reply, task_ids[0] if len(task_ids) == 1 else "", name)
+        if int(acked) < min_replicas:
+            raise DurabilityError(list(task_ids), int(acked), min_replicas, timeout_ms)
+        return reply
+
+
+def _checked(reply: Any, task_id: str, name: str) -> Any:
+    if reply and isinstance(reply[0], int) and reply[0] < 0:
+        raise_for_code(reply, task_id, name.replace("_", " "))
+    return reply
 
 
 def run_pipelined(redis: SyncRedis | SyncRedisCluster, calls: Sequence[ScriptCall]) -> list[Any]:
