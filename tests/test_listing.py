@@ -107,6 +107,42 @@ async def test_finished_states_list_newest_first(
     assert [t.task_id for t in failed.tasks] == ["x1", "x0"] and failed.total == 2
 
 
+async def test_older_than_starts_a_finished_state_at_the_cutoff(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue_many(_tasks(["c0", "c1", "c2", "c3"]))
+    for task in await _claim_all(queue, 4):
+        await queue.complete_task(task.task_id, {"ok": task.task_id})
+    now_ms = int(time.time() * 1000)
+    for age_h, task_id in ((3, "c0"), (2, "c1")):  # finished hours ago
+        await raw_redis.zadd(queue.keys.completed, {task_id: now_ms - age_h * 3_600_000})
+
+    first = await queue.page_tasks(TaskState.COMPLETED, older_than=3600, limit=1)
+    assert [t.task_id for t in first.tasks] == ["c1"] and first.total is None
+    rest = await queue.page_tasks(TaskState.COMPLETED, older_than=3600, cursor=first.next_cursor)
+    assert [t.task_id for t in rest.tasks] == ["c0"] and rest.next_cursor is None
+    everything = await queue.page_tasks(TaskState.COMPLETED)
+    assert {t.task_id for t in everything.tasks[:2]} == {"c2", "c3"} and everything.total == 4
+    assert await queue.list_tasks(TaskState.COMPLETED, older_than=5 * 3600) == []
+    for bad in (-1, float("nan"), "1h", True):
+        with pytest.raises(ValueError, match="older_than"):
+            await queue.page_tasks(TaskState.PENDING, older_than=bad)  # type: ignore[arg-type]
+
+
+async def test_older_than_finds_old_pending_tasks_among_new_ones(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await queue.enqueue_many(_tasks([f"t{i}" for i in range(300)]))
+    now_ms = int(time.time() * 1000)
+    old = {f"t{i}" for i in range(0, 300, 7)}
+    for task_id in old:
+        await raw_redis.hset(queue.keys.task(task_id), "created", now_ms - 3_600_000)
+    page = await queue.page_tasks(TaskState.PENDING, older_than=600, limit=1000)
+    assert {t.task_id for t in page.tasks} == old and page.total is None
+    tasks = await queue.list_tasks(TaskState.PENDING, older_than=600, limit=5)
+    assert [t.task_id for t in tasks] == sorted(old, key=lambda i: int(i[1:]))[:5]
+
+
 async def test_seed_list_tasks_returns_whole_tasks_with_type_and_cursor(
     queue: RedisTaskQueue,
 ) -> None:

@@ -121,6 +121,8 @@ async def test_task_search_prints_matches_and_what_it_read(
         (("task", "list", "--state", "finished"), "--state"),
         (("task", "list", "--cursor", "garbage"), "invalid cursor"),
         (("task", "list", "--type", "bad type!"), "invalid task type"),
+        (("task", "list", "--older-than", "soon"), "not a duration"),
+        (("task", "list", "--older-than", "-2h"), "not a duration"),
         (("dlq", "list", "--limit", "0"), "--limit"),
         (("dlq", "list", "--limit", "-3"), "--limit"),
         (("task", "search", ""), "1-200 characters"),

@@ -59,6 +59,23 @@ cursor_option = click.option(
     help="Continue after the page that printed this cursor.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """`90`, `90s`, `30m`, `2h` or `7d` as seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise click.BadParameter(f"{value!r} is not a duration: use e.g. 90, 90s, 30m, 2h, 7d")
+    return seconds
 
 
 @click.command("list")
@@ -66,6 +83,12 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print as JSO
 @type_option
 @limit_option
 @cursor_option
+@click.option(
+    "--older-than",
+    callback=_duration,
+    default=None,
+    help="Only tasks created this long ago or more (finished ones: finished), e.g. 2h.",
+)
 @json_option
 @pass_state
 def task_list(
@@ -74,12 +97,13 @@ def task_list(
     task_type: str | None,
     limit: int,
     cursor: str | None,
+    older_than: float | None,
     as_json: bool,
 ) -> None:
     """Tasks in a state, a page at a time, in that state's order: pending in dequeue
     order, delayed by due time, processing by lease deadline, finished and dead-lettered
     newest first."""
-    _print_page(cli, TaskState(state), task_type, limit, cursor, as_json)
+    _print_page(cli, TaskState(state), task_type, limit, cursor, as_json, older_than)
 
 
 @click.command("list")
@@ -143,10 +167,13 @@ def _print_page(
     limit: int,
     cursor: str | None,
     as_json: bool,
+    older_than: float | None = None,
 ) -> None:
     async def go() -> TaskPage:
         async with state.queue() as queue:
-            return await queue.page_tasks(listed, task_type=task_type, limit=limit, cursor=cursor)
+            return await queue.page_tasks(
+                listed, task_type=task_type, limit=limit, cursor=cursor, older_than=older_than
+            )
 
     page = _usage_checked(go)
     if as_json:

@@ -10,6 +10,7 @@ per set plus one HMGET per task listed, in pipelines; nothing scans a whole set.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from .. import codec
 from ..keys import QueueKeys, queue_index, validate_task_id, validate_task_type
@@ -51,6 +52,7 @@ class Lister(QueueClient):
         task_type: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        older_than: float | None = None,
     ) -> TaskPage:
         """Up to `limit` (1-1000) tasks in `state`, in that state's order, as summaries,
         after `cursor` (a previous page's next_cursor, which names the last task's place:
@@ -59,7 +61,12 @@ class Lister(QueueClient):
         (a retry) is listed at its new place if that lies ahead. With `task_type` on a
         state other than pending (which has no per-type index), each page examines at
         most TYPE_SCAN tasks: it may come back short (even empty) with a next_cursor, and
-        its total is None."""
+        its total is None.
+
+        `older_than` (seconds) keeps the tasks created that long ago or more (finished
+        and dead-lettered ones: that long after they finished). In a finished state the
+        page starts at that time (nothing is scanned); in the others it is a filter like
+        `task_type`'s, bounded the same way, and its total is None too."""
         wanted = _state(state)
         count = _bounded("limit", limit, 1, MAX_PAGE)
         if task_type is not None:
@@ -67,8 +74,16 @@ class Lister(QueueClient):
         after = None if cursor is None else decode_cursor(cursor, wanted)
         async with self._command():
             sets = await self._sets(wanted, task_type)
-            if task_type is not None and wanted is not TaskState.PENDING:
-                return await self._filtered_page(wanted, task_type, sets, count, after)
+            keep: Callable[[TaskSummary], bool] | None = None
+            if older_than is not None:
+                cutoff_ms = await self._server_ms() - _seconds(older_than) * 1000
+                if wanted in _NEWEST_FIRST:  # ordered by that time: start the walk there
+                    start: Entry = (cutoff_ms, b"\xff")
+                    after = start if after is None else min(after, start)
+                else:
+                    keep = _created_by(codec.iso_from_ms(str(int(cutoff_ms))) or "")
+            if keep is not None or (task_type is not None and wanted is not TaskState.PENDING):
+                return await self._filtered_page(wanted, task_type, sets, count, after, keep)
             step = await walk(
                 self.redis, sets, descending=wanted in _NEWEST_FIRST, after=after, count=count
             )
@@ -76,7 +91,7 @@ class Lister(QueueClient):
         last = step.entries[-1] if step.more and step.entries else None
         return TaskPage(
             [s for _, s in rows if s is not None],
-            step.total,
+            None if older_than is not None else step.total,  # the set's, not the page's
             None if last is None else encode_cursor(wanted, last),
             str(wanted),
             task_type,
@@ -89,17 +104,23 @@ class Lister(QueueClient):
         *,
         task_type: str | None = None,
         cursor: str | None = None,
+        older_than: float | None = None,
     ) -> list[RedisTask]:
         """Up to `limit` whole tasks in `state` (default pending), in page_tasks' order,
-        after `cursor`. Records that cannot be decoded are left out; with `task_type` on
-        a non-pending state it stops after one bounded scan comes back short."""
+        after `cursor`. Records that cannot be decoded are left out; filtered by a filter
+        page_tasks scans for (`task_type` on a non-pending state, `older_than` on an
+        unfinished one) it stops after one bounded scan comes back short."""
         wanted = _state(state or TaskState.PENDING)
         remaining = _bounded("limit", limit, 1, None)
         tasks: list[RedisTask] = []
-        filtered = task_type is not None and wanted is not TaskState.PENDING
+        filtered = (task_type is not None and wanted is not TaskState.PENDING) or (
+            older_than is not None and wanted not in _NEWEST_FIRST
+        )
         while remaining > 0:
             asked = min(remaining, MAX_PAGE)
-            page = await self.page_tasks(wanted, task_type=task_type, limit=asked, cursor=cursor)
+            page = await self.page_tasks(
+                wanted, task_type=task_type, limit=asked, cursor=cursor, older_than=older_than
+            )
             tasks.extend(await self._whole([s.task_id for s in page.tasks]))
             remaining -= len(page.tasks)
             cursor = page.next_cursor
@@ -178,11 +199,22 @@ class Lister(QueueClient):
             for t in sorted(types)
         ]
 
+    async def _server_ms(self) -> float:
+        seconds, micros = await self.redis.time()
+        return seconds * 1000 + micros / 1000
+
     async def _filtered_page(
-        self, state: TaskState, task_type: str, sets: list[str], count: int, after: Entry | None
+        self,
+        state: TaskState,
+        task_type: str | None,
+        sets: list[str],
+        count: int,
+        after: Entry | None,
+        keep: Callable[[TaskSummary], bool] | None = None,
     ) -> TaskPage:
-        """A page of `task_type`'s tasks in a state with no per-type index: walk the state
-        in order, reading summaries, until `count` match or TYPE_SCAN were examined."""
+        """A page of the tasks of `task_type` (any: None) that `keep` accepts, in a state
+        with no index for them: walk the state in order, reading summaries, until `count`
+        match or TYPE_SCAN were examined."""
         found: list[TaskSummary] = []
         scanned, more, chunk = 0, True, max(count, 100)
         while more and len(found) < count and scanned < TYPE_SCAN:
@@ -199,7 +231,9 @@ class Lister(QueueClient):
             for i, (entry, summary) in enumerate(rows):
                 scanned += 1
                 after = entry
-                if summary is not None and summary.task_type == task_type:
+                if summary is None or (keep is not None and not keep(summary)):
+                    continue
+                if task_type is None or summary.task_type == task_type:
                     found.append(summary)
                     if len(found) == count:
                         more = more or i < len(rows) - 1
@@ -333,6 +367,17 @@ def _state_set(keys: QueueKeys, state: TaskState) -> str:
 def _at(state: TaskState, entry: Entry) -> float | None:
     # A pending score ranks priority and arrival; every other set's score is a time (ms).
     return None if state is TaskState.PENDING else entry[0]
+
+
+def _created_by(cutoff: str) -> Callable[[TaskSummary], bool]:
+    # Both sides are codec's ISO form of a server time, so text order is time order.
+    return lambda summary: (summary.created_at or "") <= cutoff
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"older_than must be a number of seconds >= 0, not {_shown(value)}")
+    return float(value)
 
 
 def _state(state: object) -> TaskState:
