@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "queue_bench.py"
@@ -28,6 +29,7 @@ def test_quick_benchmark_prints_the_table(redis_url: str, tmp_path: Path) -> Non
     assert "| scenario" in proc.stdout and "| target" in proc.stdout
     names = (
         "enqueue(), awaited",
+        "SyncRedisTaskQueue.enqueue()",
         "enqueue_many()",
         "seed loop: dequeue()",
         "one `agentic worker` process",
@@ -40,13 +42,39 @@ def test_quick_benchmark_prints_the_table(redis_url: str, tmp_path: Path) -> Non
     for name in names:
         assert name in proc.stdout, proc.stdout
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"a", "b", "A", "B", "C0", "C", "D", "E0", "E", "F", "H"}
+    assert set(report["results"]) == {"a", "b", "A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H"}
     results = report["results"]
     for key in ("C", "D"):  # every pre-enqueued task ran through `agentic worker`
         assert results[key]["tasks_per_s"] > 0 and results[key]["startup_ms"] > 0
         assert results[key]["worker_exit"] == 0, proc.stdout + proc.stderr
     assert results["E"]["p50_ms"] > 0 and results["E"]["worker_exit"] == 0
     assert set(results["H"]["claim_settle_us_per_task"]) == {"0", "1", "3", "10"}
+    assert results["S"]["tasks_per_s"] > 0 and results["S"]["raw_sync_interleaved_ops_per_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_task_types_scenario_m(redis_url: str, tmp_path: Path) -> None:
+    """M claims against 1 to 1,000 pending types, many registered types and depth, on
+    queues of its own that it deletes afterwards."""
+    out = tmp_path / "bench-m.json"
+    args = ["--quick", "--scenarios", "M", "--redis-url", redis_url, "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=110, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "claim 10 + settle, against task types and depth" in proc.stdout
+    cases = json.loads(out.read_text())["results"]["M"]["cases"]
+    labels = [c["case"] for c in cases]
+    assert labels == ["t1", "t10", "t100", "t1000", "reg", "regall", "d1000", "d10000"]
+    assert all(c["tasks_per_s"] > 0 and c["claim_ms"] > 0 for c in cases)
+    assert cases[0]["ratio"] == 1.0 and cases[4]["registered"] == 1_000
+    client = Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match="agentic:{bench-*-m*", count=1_000)) == []
+        assert not [n for n in client.smembers("agentic:queues") if b"-m" in n]
+    finally:
+        client.close()
 
 
 @pytest.mark.slow

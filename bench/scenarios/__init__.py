@@ -2,6 +2,7 @@
 they compare with are in baselines.py.
 
     enqueue    A  enqueue() one at a time, B  enqueue_many() in chunks
+    sync_enqueue  S  A for synchronous code: SyncRedisTaskQueue.enqueue() against sync LPUSH
     seed_loop  C0 the seed loop draining a queue, E0 round trips through it in a process
     workers    C, D  `agentic worker` processes draining a queue, E  round trips through one
     memory     F  used_memory per pending task
@@ -14,10 +15,12 @@ they compare with are in baselines.py.
     wide       J  a pipeline run's overhead per dev subtask as it gets wider (10 to 2,000)
     model      K  64 dev subtasks against a 1-s local model provider, one worker at -c 8,
                32 and 64: model-bound throughput against concurrency
+    task_types M  claim 10 + settle against 1 to 1,000 pending task types, 10,000 registered
+               with few pending, and pending depth (issue 18's "scenario I")
 
 G starts a Redis Cluster of its own (6 servers), I a browser (~5 min), J runs of up
 to 2,000 subtasks (~2 min) and K a model provider (~20 s): they run only when asked
-(--scenarios G, I, J, K).
+(--scenarios G, I, J, K); M (~1 min) too.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
 from bench.scenarios.model import scenario_k
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
+from bench.scenarios.sync_enqueue import scenario_s
+from bench.scenarios.task_types import scenario_m
 from bench.scenarios.wide import scenario_j
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
-ALL_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K")
-DEFAULT_SCENARIOS = ("A", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
+ALL_SCENARIOS = ("A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K", "M")
+DEFAULT_SCENARIOS = ("A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "A": scenario_a,
@@ -52,4 +57,6 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "I": scenario_i,
     "J": scenario_j,
     "K": scenario_k,
+    "M": scenario_m,
+    "S": scenario_s,
 }
