@@ -33,7 +33,8 @@ from .models import (
 )
 from .qa import QAAgent
 from .replies import parse_files
-from .request import AgentRequest, InvalidRequest
+from .request import AgentRequest, InvalidRequest, OutsideBaseDirectory
+from .sandbox import SandboxUnavailable
 from .workspace import UnsafePath
 
 __all__ = [
@@ -56,10 +57,12 @@ __all__ = [
     "ModelUsage",
     "NoFilesInReply",
     "OpenAIChatBackend",
+    "OutsideBaseDirectory",
     "QAAgent",
     "ReplayBackend",
     "ReplayError",
     "ReplayMissing",
+    "SandboxUnavailable",
     "UnsafePath",
     "build_backend",
     "build_registry",

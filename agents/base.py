@@ -122,6 +122,7 @@ class Agent:
             task_id=ctx.task_id,
             attempt=ctx.attempt,
             workspace_must_exist=self.workspace_must_exist,
+            workspace_root=self.pipeline_settings.workspace_root,
         )
         spent = [ModelUsage()]
         reset = _spent.set(spent)

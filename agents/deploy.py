@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Agent
-from .request import AgentRequest, InvalidRequest
+from .request import AgentRequest, InvalidRequest, confined
 from .workspace import atomic_write, iter_files
 
 __all__ = ["DeployAgent"]
@@ -52,7 +52,10 @@ class DeployAgent(Agent):
         name = _checked(request.text("name"), "name")
         version = _checked(request.text("version"), "version")
         run_id = _checked(request.run_id, "run_id")
-        deploy_dir = Path(request.text("deploy_dir", str(self.pipeline_settings.deploy_dir)))
+        base = self.pipeline_settings.deploy_dir
+        deploy_dir = await asyncio.to_thread(
+            _deploy_dir, Path(request.text("deploy_dir", str(base))), base
+        )
         stem = f"{name}-{version}+{run_id}"
         manifest, artifact_path, manifest_path = await asyncio.to_thread(
             build_artifact, request.workspace, deploy_dir, stem, f"{name}-{version}",
@@ -68,6 +71,13 @@ class DeployAgent(Agent):
             version=version,
             files=len(manifest["files"]),
         )
+
+
+def _deploy_dir(wanted: Path, base: Path) -> Path:
+    """The base itself or a directory in it; OutsideBaseDirectory otherwise."""
+    if wanted.resolve() == base.resolve():
+        return wanted
+    return confined(wanted, base, "deploy_dir")
 
 
 def _checked(value: str, what: str) -> str:

@@ -4,17 +4,19 @@
    PYTHONPYCACHEPREFIX, so the workspace stays clean);
 2. `python -m unittest discover -s <ws> -t <ws> -v`: the tests must run and pass.
 
-Both run as subprocesses of sys.executable in the workspace, with a minimal environment
-(no AGENTIC_* settings or API keys reach the code under test), an empty private HOME, and
-one deadline for both; on timeout the whole process group is killed. Before the first
-run the worker makes itself non-dumpable, so code under test running as the same user
-cannot read the worker's environment from /proc (root still can). This is not a sandbox:
-the code runs with the worker's rights; see README, "The agents". A failed QA is a normal result
-(`ok: False`), not an exception: the pipeline decides what comes next.
+Both run in the sandbox (agents/sandbox.py, PipelineSettings.sandbox: no network, only the
+workspace writable, the limits set, an unprivileged uid when the worker is root), in the
+workspace, with a minimal environment (no AGENTIC_* settings or API keys reach the code
+under test), an empty private HOME, and one deadline for both; on timeout the whole process
+group is killed. The result says which sandbox ran ("sandbox") and the limit that stopped
+the run, if one did ("limit"). Before the first run the worker makes itself non-dumpable,
+so code running as the same user cannot read its environment from /proc. A failed QA is a
+normal result (`ok: False`), not an exception: the pipeline decides what comes next.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
@@ -22,11 +24,13 @@ import re
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from .base import Agent
 from .process import ProcessResult, run_process
 from .request import AgentRequest
+from .sandbox import Sandbox, stopped_by
 
 __all__ = ["QAAgent"]
 
@@ -53,36 +57,44 @@ class QAAgent(Agent):
     async def run(self, request: AgentRequest) -> dict[str, Any]:
         timeout = request.number("timeout", self.pipeline_settings.qa_timeout_seconds)
         started = time.monotonic()
-        ws = request.workspace
+        ws = request.workspace.resolve()
+        # The first call probes the tools (once per process): off the event loop.
+        sandbox = await asyncio.to_thread(Sandbox.from_settings, self.pipeline_settings)
         protect_worker()
         with tempfile.TemporaryDirectory(prefix="agentic-qa-") as scratch:
-            env = _environment(scratch)
-            compiled = await run_process(
-                [sys.executable, "-m", "compileall", "-q", "."], cwd=ws, env=env, timeout=timeout
-            )
-            if compiled.timed_out or compiled.returncode != 0:
-                await self.log(_tail(compiled.output))
-                return self._report(compiled, "compile", timeout, started)
-            tests = await run_process(
-                [sys.executable, "-B", "-m", "unittest", "discover", "-s", str(ws), "-t", str(ws),
-                 "-v"],
-                cwd=ws,
-                env=env,
-                timeout=timeout - (time.monotonic() - started),
-            )  # fmt: skip
+            env = _environment(scratch, sandbox)
+            with sandbox.lent(ws), sandbox.lent(Path(scratch)):
+                compiled = await run_process(
+                    sandbox.command([sys.executable, "-m", "compileall", "-q", "."], ws),
+                    cwd=ws, env=env, timeout=timeout,
+                )  # fmt: skip
+                if compiled.timed_out or compiled.returncode != 0:
+                    await self.log(_tail(compiled.output))
+                    return self._report(compiled, "compile", timeout, started, sandbox)
+                tests = await run_process(
+                    sandbox.command([sys.executable, "-B", "-m", "unittest", "discover",
+                                     "-s", str(ws), "-t", str(ws), "-v"], ws),
+                    cwd=ws,
+                    env=env,
+                    timeout=timeout - (time.monotonic() - started),
+                )  # fmt: skip
         await self.log(_tail(tests.output))  # what `task tail` and `run --follow` show
-        return self._report(tests, "tests", timeout, started)
+        return self._report(tests, "tests", timeout, started, sandbox)
 
     def _report(
-        self, run: ProcessResult, stage: str, timeout: float, started: float
+        self, run: ProcessResult, stage: str, timeout: float, started: float, sandbox: Sandbox
     ) -> dict[str, Any]:
         ran = _RAN.findall(run.output)
         tests_run = int(ran[-1]) if ran else 0
         failed = _FAILED.findall(run.output)
         failures = sum(int(n) for _, n in _COUNT.findall(failed[-1])) if failed else 0
         passed = False
+        limit = None if run.timed_out else stopped_by(sandbox, run.returncode, run.output)
         if run.timed_out:
+            limit = f"wall time limit {timeout:g} s"
             summary = f"timed out after {timeout:g} s during {stage}; the process group was killed"
+        elif limit and (run.returncode < 0 or run.returncode > 128):
+            summary = f"killed: {limit} (during {stage})"
         elif stage == "compile":
             summary = "the code does not compile (python -m compileall failed)"
         elif failures:
@@ -94,6 +106,8 @@ class QAAgent(Agent):
         else:
             passed = True
             summary = f"{tests_run} tests passed"
+        if limit and not passed and not summary.startswith(("killed", "timed out")):
+            summary = f"stopped by the {limit}: {summary}"
         return self.result(
             ok=passed,
             summary=summary,
@@ -105,6 +119,8 @@ class QAAgent(Agent):
             timed_out=run.timed_out,
             stage=stage,
             output=_tail(run.output),
+            sandbox=sandbox.mode,
+            limit=limit,
         )
 
 
@@ -123,17 +139,22 @@ def protect_worker() -> None:
         log.warning("cannot make the worker non-dumpable: %s", exc)
 
 
-def _environment(scratch: str) -> dict[str, str]:
-    home = os.path.join(scratch, "home")
-    os.mkdir(home)
+def _environment(scratch: str, sandbox: Sandbox) -> dict[str, str]:
+    # Inside bubblewrap or unshare /tmp is private and empty; elsewhere a scratch directory.
+    base = "/tmp" if sandbox.isolated_tmp else scratch
+    home = os.path.join(base, "home")
+    if not sandbox.isolated_tmp:
+        os.mkdir(home)
     env = {key: os.environ[key] for key in _ENV_KEPT if key in os.environ}
     env.update(
         HOME=home,  # the worker's dotfiles (credentials, tokens) stay out of reach
-        PYTHONPYCACHEPREFIX=os.path.join(scratch, "pycache"),
+        PYTHONPYCACHEPREFIX=os.path.join(base, "pycache"),
         PYTHONUNBUFFERED="1",
         PYTHONIOENCODING="utf-8",
         PYTHONHASHSEED="0",  # the same run twice, the same order of sets and dicts
     )
+    if sandbox.isolated_tmp:
+        env["TMPDIR"] = "/tmp"
     return env
 
 

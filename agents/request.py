@@ -24,13 +24,27 @@ from utils.redis_queue.handlers import PermanentFailure
 from .models import OVERRIDABLE
 from .workspace import safe_path
 
-__all__ = ["AgentRequest", "InvalidRequest"]
+__all__ = ["AgentRequest", "InvalidRequest", "OutsideBaseDirectory", "confined"]
 
 _MISSING: Any = object()
 
 
 class InvalidRequest(PermanentFailure):
     """A payload an agent cannot run."""
+
+
+class OutsideBaseDirectory(InvalidRequest):
+    """A workspace or output path outside the configured base directory: refused, so an
+    enqueue cannot aim the agents at /etc or a home directory."""
+
+
+def confined(path: str | Path, base: Path, what: str) -> Path:
+    """`path` resolved (symlinks followed), which must lie under `base` (resolved too, and
+    not be it); OutsideBaseDirectory otherwise."""
+    resolved, root = Path(path).resolve(), base.resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise OutsideBaseDirectory(f"{what} {path} is outside the base directory {root}")
+    return resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,7 @@ class AgentRequest:
         task_id: str = "",
         attempt: int = 1,
         workspace_must_exist: bool = True,
+        workspace_root: Path | None = None,
     ) -> AgentRequest:
         if not isinstance(payload, Mapping):
             raise InvalidRequest(f"{task_type} payload must be a JSON object")
@@ -67,6 +82,8 @@ class AgentRequest:
             raise InvalidRequest(f"{task_type} payload needs a 'workspace' path")
         if not Path(workspace).is_absolute():
             raise InvalidRequest(f"workspace must be an absolute path, not {workspace!r}")
+        if workspace_root is not None:
+            confined(workspace, workspace_root, "workspace")
         if workspace_must_exist and not Path(workspace).is_dir():
             raise InvalidRequest(f"workspace {workspace} does not exist")
         request = cls(

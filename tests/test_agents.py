@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,7 +57,12 @@ SUBTASKS = {
 }
 # gpt-4o-mini list prices, per 1,000 tokens
 MODEL = ModelSettings(prompt_price_per_1k=0.00015, completion_price_per_1k=0.0006)
-PIPELINE = PipelineSettings(qa_timeout_seconds=30)
+# Every test works under the temporary directory: the agents refuse paths outside these.
+PIPELINE = PipelineSettings(
+    qa_timeout_seconds=30,
+    workspace_root=Path(tempfile.gettempdir()),
+    deploy_dir=Path(tempfile.gettempdir()),
+)
 
 
 def context(task_type: str, payload: dict[str, Any], task_id: str = "t-1") -> TaskContext:
@@ -314,7 +320,10 @@ async def test_qa_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         "        time.sleep(600)\n"
     )
     ws = write(tmp_path / "ws", {"test_hang.py": hanging})
-    result = await qa(ws, timeout=1.5)
+    # Unsandboxed, so the pid written is the host's (tests/test_sandbox.py: in namespaces).
+    unsandboxed = PIPELINE.model_copy(update={"sandbox": "none"})
+    ctx = context("qa", payload(ws, "calc", timeout=1.5))
+    result = await QAAgent(MODEL, unsandboxed)(ctx)
 
     assert result["passed"] is False and result["timed_out"] is True
     assert "timed out after 1.5 s" in result["summary"]

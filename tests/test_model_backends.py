@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from agents import (
     build_backend,
 )
 from tests.support.redis_server import free_port
-from utils.config import ModelSettings
+from utils.config import ModelSettings, PipelineSettings
 from utils.redis_queue.handlers import PermanentFailure, RateLimited, TaskContext
 from utils.redis_queue.models import RedisTask
 
@@ -283,7 +284,9 @@ def _dev_context(workspace: Path) -> TaskContext:
 
 def _agent_on(backend: OpenAIChatBackend) -> DevAgent:
     factory: Callable[[Any], OpenAIChatBackend] = lambda overrides: backend  # noqa: E731
-    return DevAgent(backend_factory=factory)
+    # The tests' workspaces are temporary directories: the agent must accept them.
+    pipeline = PipelineSettings(workspace_root=Path(tempfile.gettempdir()))
+    return DevAgent(pipeline=pipeline, backend_factory=factory)
 
 
 async def test_an_agent_dead_letters_an_auth_error(server: ChatServer, tmp_path: Path) -> None:

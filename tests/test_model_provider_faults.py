@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,12 +24,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from agents import DevAgent, ModelAuthError, ModelTimeout, ModelUnavailable, OpenAIChatBackend
 from agents.models import MAX_TOKENS_PER_CALL, RETRY_AFTER_CAP, ModelRateLimited, token_count
 from tests.support.model_server import ProviderServer
-from utils.config import ModelSettings
+from utils.config import ModelSettings, PipelineSettings
 from utils.metrics import install_model_metrics
 from utils.redis_queue import HandlerRegistry, RedisTaskQueue, TaskFailed, Worker
 from utils.redis_queue.handlers import PermanentFailure, RateLimited, Retry, TaskContext
 from utils.redis_queue.models import RedisTask
 
+# The tests' workspaces are temporary directories: the agents must accept them.
+TMP_PIPELINE = PipelineSettings(workspace_root=Path(tempfile.gettempdir()))
 KEY = "sk-proj-Zq8mXv2LrT5nWc9Hd3Kp7Yb1"  # shaped like a real key, so prefixes are tried too
 MESSAGES = [{"role": "user", "content": "say hi"}]
 FILE_REPLY = "Done.\n\nFile: calc.py\n```python\nX = 1\n```\n"
@@ -223,7 +226,9 @@ async def test_an_error_body_echoing_the_authorization_header_shows_no_key(
         with pytest.raises((ModelAuthError, ModelUnavailable)) as caught:
             await model.complete(MESSAGES, key="k")
         with pytest.raises((PermanentFailure, Retry)) as outcome:
-            await DevAgent(backend_factory=lambda _: model)(_dev_context(tmp_path))
+            await DevAgent(pipeline=TMP_PIPELINE, backend_factory=lambda _: model)(
+                _dev_context(tmp_path)
+            )
     assert "Authorization: Bearer ***" in str(caught.value)  # what the server said, scrubbed
     logs = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     _no_key(str(caught.value), repr(caught.value), str(outcome.value), logs, repr(model))
@@ -332,7 +337,7 @@ async def test_bad_usage_is_clamped_and_flagged_and_the_reply_kept(
     install_model_metrics(registry)  # Counter.inc raised on a negative count
     ctx = _dev_context(tmp_path)
     result = await DevAgent(
-        ModelSettings(prompt_price_per_1k=0.01), backend_factory=lambda _: model
+        ModelSettings(prompt_price_per_1k=0.01), TMP_PIPELINE, backend_factory=lambda _: model
     )(ctx)
     assert result["ok"] is True and result["usage"]["total_tokens"] == sum(counted)
     assert bool(result["usage"].get("flags")) is flagged  # in the subtask's result, for the run
@@ -360,7 +365,9 @@ async def test_a_long_retry_after_is_capped_the_same_in_the_backend_and_the_queu
     assert caught.value.retry_after == RETRY_AFTER_CAP
     assert "Retry-After 3600 s, capped at 30 s" in str(caught.value)
     with pytest.raises(RateLimited) as paused:
-        await DevAgent(backend_factory=lambda _: model)(_dev_context(tmp_path))
+        await DevAgent(pipeline=TMP_PIPELINE, backend_factory=lambda _: model)(
+            _dev_context(tmp_path)
+        )
     assert paused.value.retry_after == RETRY_AFTER_CAP  # not the provider's 3600
     # within a call the backend waits at most the cap, and never past the call's deadline
     retried = backend(provider, max_retries=3, deadline=0.5)
@@ -399,7 +406,7 @@ def _registry(provider: ProviderServer, timeout: float = 0.5) -> HandlerRegistry
         deadline_seconds=3 * timeout,
     )
     registry = HandlerRegistry()
-    agent = DevAgent(settings)
+    agent = DevAgent(settings, TMP_PIPELINE)
     registry.register("dev", agent, timeout=agent.timeout_seconds() + 1)
     return registry
 

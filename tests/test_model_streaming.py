@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +20,13 @@ from agents.models import ModelResponseError, ReplayBackend
 from agents.models.openai import RETRY_NOTICE
 from agents.models.replay import split_chunks
 from tests.support.model_server import ProviderServer
-from utils.config import ModelSettings
+from utils.config import ModelSettings, PipelineSettings
 from utils.redis_queue import HandlerRegistry, RedisTaskQueue, Worker
 
 pytestmark = pytest.mark.timeout(30)
 
+# The tests' workspaces are temporary directories: the agents must accept them.
+TMP_PIPELINE = PipelineSettings(workspace_root=Path(tempfile.gettempdir()))
 KEY = "sk-proj-Zq8mXv2LrT5nWc9Hd3Kp7Yb1"
 MESSAGES = [{"role": "user", "content": "say hi"}]
 FILE_REPLY = "Done.\n\nFile: calc.py\n```python\nX = 1\n```\n"
@@ -179,7 +182,7 @@ async def test_a_dev_agent_under_a_worker_streams_the_reply_into_the_task_output
     queue = make_queue()
     await queue.connect()
     settings = ModelSettings(backend="openai", base_url=provider.url, api_key=KEY, max_retries=0)
-    agent = DevAgent(settings)
+    agent = DevAgent(settings, TMP_PIPELINE)
     registry = HandlerRegistry()
     registry.register("dev", agent, timeout=30)
     payload = {

@@ -193,7 +193,9 @@ async def test_a_worker_serves_the_agents_model_usage_on_its_metrics_port(
     worker = subprocess.Popen(
         agentic_argv("worker", "--app", "agents.app:registry", "--metrics-port", str(port)),
         cwd=ROOT,
-        env=agentic_env(redis_url, queue_name),
+        env=agentic_env(
+            redis_url, queue_name, AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path.parent)
+        ),
     )
     try:
         key = ("agentic_model_prompt_tokens_total", (("task_type", "dev"),))

@@ -40,9 +40,9 @@ PUBLIC = {
         "Agent", "AgentRequest", "BackendFactory", "DeployAgent", "DevAgent", "FixAgent",
         "InvalidRequest", "ModelAuthError", "ModelBackend", "ModelError", "ModelRateLimited",
         "ModelRejected", "ModelReply", "ModelResponseError", "ModelTimeout", "ModelUnavailable",
-        "ModelUsage", "NoFilesInReply", "OpenAIChatBackend", "QAAgent", "ReplayBackend",
-        "ReplayError", "ReplayMissing", "UnsafePath", "build_backend", "build_registry",
-        "parse_files",
+        "ModelUsage", "NoFilesInReply", "OpenAIChatBackend", "OutsideBaseDirectory", "QAAgent",
+        "ReplayBackend", "ReplayError", "ReplayMissing", "SandboxUnavailable", "UnsafePath",
+        "build_backend", "build_registry", "parse_files",
     },
 }  # fmt: skip
 

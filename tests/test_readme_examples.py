@@ -32,6 +32,7 @@ async def test_the_own_agent_example_registers_and_runs_with_a_recorded_reply(
     replay.write_text(json.dumps({"model": "recorded", "replies": {"review:r1": reply}}))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("AGENTIC_MODEL__REPLAY_FILE", str(replay))
+    monkeypatch.setenv("AGENTIC_PIPELINE__WORKSPACE_ROOT", str(tmp_path.parent))
     module = importlib.import_module("myagents")
     try:
         spec = module.registry["review"]

@@ -86,11 +86,35 @@ class PipelineSettings(BaseModel):
     """Defaults of pipeline runs (a spec may override the per-run ones)."""
 
     workspace_root: Path = Field(
-        Path(".agentic/workspaces"), description="Each run works in <root>/<run_id>."
+        Path(".agentic/workspaces"),
+        description="Each run works in <root>/<run_id>; agents refuse a workspace outside it.",
     )
-    deploy_dir: Path = Field(Path(".agentic/deploy"), description="Where artifacts go.")
+    deploy_dir: Path = Field(
+        Path(".agentic/deploy"),
+        description="Where artifacts go; the deploy agent refuses a directory outside it.",
+    )
     max_fix_rounds: int = Field(3, ge=0, description="QA -> fix -> QA rounds before failing.")
     qa_timeout_seconds: float = Field(120.0, gt=0, description="Limit of one QA test run.")
+    sandbox: Literal["auto", "bubblewrap", "unshare", "none"] = Field(
+        "auto",
+        description="Where generated code runs: bubblewrap (namespaces, only the workspace and "
+        "the Python runtime visible), unshare (network, pid and mount namespaces, private /tmp), "
+        "auto (bubblewrap when it works here, else unshare, else rlimits only) or none "
+        "(the worker's rights; logged as a warning on every run).",
+    )
+    sandbox_cpu_seconds: int = Field(60, ge=1, description="CPU time of one sandboxed command.")
+    sandbox_memory_mib: int = Field(
+        1024, ge=64, description="Address space of each sandboxed process (RLIMIT_AS)."
+    )
+    sandbox_max_processes: int = Field(
+        256, ge=8, description="Processes of the sandbox's user at once (RLIMIT_NPROC)."
+    )
+    sandbox_file_size_mib: int = Field(
+        256, ge=1, description="Largest file a sandboxed process may write (RLIMIT_FSIZE)."
+    )
+    sandbox_open_files: int = Field(
+        1024, ge=16, description="Open files of each sandboxed process (RLIMIT_NOFILE)."
+    )
     subtask_timeout_seconds: float = Field(
         900.0, gt=0, description="How long a manager waits for one subtask's result."
     )

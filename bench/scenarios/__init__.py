@@ -17,10 +17,12 @@ they compare with are in baselines.py.
                32 and 64: model-bound throughput against concurrency
     task_types M  claim 10 + settle against 1 to 1,000 pending task types, 10,000 registered
                with few pending, and pending depth (issue 18's "scenario I")
+    sandbox    L  the sandbox's cost per QA run: median of 20, bubblewrap vs the unshare
+               fallback vs none
 
 G starts a Redis Cluster of its own (6 servers), I a browser (~5 min), J runs of up
 to 2,000 subtasks (~2 min) and K a model provider (~20 s): they run only when asked
-(--scenarios G, I, J, K); M (~1 min) too.
+(--scenarios G, I, J, K); M (~1 min) and L (~1 min, QA 63 times) too.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ from bench.scenarios.enqueue import scenario_a, scenario_b
 from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
 from bench.scenarios.model import scenario_k
+from bench.scenarios.sandbox import scenario_l
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
 from bench.scenarios.sync_enqueue import scenario_s
 from bench.scenarios.task_types import scenario_m
 from bench.scenarios.wide import scenario_j
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
-ALL_SCENARIOS = ("A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K", "M")
+ALL_SCENARIOS = (
+    "A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K", "M", "L"
+)  # fmt: skip
 DEFAULT_SCENARIOS = ("A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
@@ -57,6 +62,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "I": scenario_i,
     "J": scenario_j,
     "K": scenario_k,
+    "L": scenario_l,
     "M": scenario_m,
     "S": scenario_s,
 }

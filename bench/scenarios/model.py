@@ -95,6 +95,7 @@ async def _one(bench: Bench, concurrency: int, scratch: Path) -> dict[str, float
             AGENTIC_MODEL__BASE_URL=provider.url,
             AGENTIC_MODEL__API_KEY="sk-bench",
             AGENTIC_MODEL__MAX_RETRIES="0",
+            AGENTIC_PIPELINE__WORKSPACE_ROOT=str(scratch),  # agents refuse workspaces elsewhere
             no_proxy="127.0.0.1",
         )
         argv = [sys.executable, "-m", "pipeline.cli", "worker", "--app", DEFAULT_APP]
