@@ -138,6 +138,9 @@ class RunState(BaseModel):
     # read in the form that kept the subtasks inside the run's document: its next save
     # writes every record apart (not part of the document itself)
     stored_whole: bool = Field(False, exclude=True)
+    # its spec is stored (apart from the header, once: a wide spec would make every
+    # save cost as much as the run is wide); not part of the document either
+    spec_stored: bool = Field(False, exclude=True)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     finished_at: float | None = None

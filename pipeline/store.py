@@ -72,7 +72,8 @@ class MemoryRunStore:
     durable: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self._runs: dict[str, tuple[str, dict[str, str]]] = {}  # header, subtask records
+        # header, subtask records, spec
+        self._runs: dict[str, tuple[str, dict[str, str], str]] = {}
         self._cancel: set[str] = set()
         self._owners: dict[str, str] = {}
         self._decisions: dict[str, dict[str, Any]] = {}
@@ -81,9 +82,9 @@ class MemoryRunStore:
     async def save(self, run: RunState, owner: str, only: Collection[str] | None = None) -> None:
         if self._owners.get(run.run_id, owner) != owner:
             raise RunOwnershipLost(run.run_id)
-        _, records = self._runs.get(run.run_id, ("", {}))
+        _, records, spec = self._runs.get(run.run_id, ("", {}, ""))
         records.update(_records(run, only))
-        self._runs[run.run_id] = (_header(run), records)
+        self._runs[run.run_id] = (_header(run), records, spec or _spec(run))
         if run.status.is_final and len(self._runs) > KEEP_FINISHED_IN_MEMORY:
             self._forget_oldest_finished()
 
@@ -96,7 +97,7 @@ class MemoryRunStore:
             self._decided.pop(run.run_id, None)
 
     def _states(self) -> list[RunState]:
-        return [_assemble(i, header, records) for i, (header, records) in self._runs.items()]
+        return [_assemble(i, *stored) for i, stored in self._runs.items()]
 
     async def load(self, run_id: str) -> RunState | None:
         stored = self._runs.get(run_id)
@@ -154,6 +155,8 @@ class RedisRunStore:
     async def save(self, run: RunState, owner: str, only: Collection[str] | None = None) -> None:
         key, lock = self._keys.run(run.run_id), self._keys.run_lock(run.run_id)
         fields: dict[Any, Any] = {"state": _header(run), **_records(run, only)}
+        if not run.spec_stored:
+            fields[SPEC_FIELD] = _spec(run)
         async with self._queue.bounded(), self._queue.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -169,6 +172,7 @@ class RedisRunStore:
                     else:
                         pipe.sadd(self._keys.active_runs, run.run_id)
                     await pipe.execute()
+                    run.spec_stored = True
                     return
                 except WatchError:  # the lock changed meanwhile: look again
                     continue
@@ -296,10 +300,17 @@ class RedisRunStore:
 
 
 SUBTASK_FIELD = "s:"  # hash field of one subtask record: s:<task id>
+SPEC_FIELD = "spec"  # hash field of the run's spec, written once
 
 
 def _header(run: RunState) -> str:
-    return run.model_dump_json(exclude={"subtasks"})
+    """What changes as a run goes: without its subtask records and its spec (each
+    stored apart), so a save costs the same however wide the run."""
+    return run.model_dump_json(exclude={"subtasks", "spec"})
+
+
+def _spec(run: RunState) -> str:
+    return run.spec.model_dump_json()
 
 
 def _records(run: RunState, only: Collection[str] | None) -> dict[str, str]:
@@ -320,13 +331,15 @@ def _from_hash(run_id: str, raw: Mapping[Any, Any]) -> RunState | None:
     records = {
         k[len(SUBTASK_FIELD) :]: _text(v) for k, v in fields.items() if k.startswith(SUBTASK_FIELD)
     }
-    return _assemble(run_id, _text(header), records)
+    spec = fields.get(SPEC_FIELD)
+    return _assemble(run_id, _text(header), records, "" if spec is None else _text(spec))
 
 
-def _assemble(run_id: str, header: str, records: Mapping[str, str]) -> RunState:
-    """A run from its header and its subtask records, in submission order. A header that
-    still holds its subtasks (the form before records were kept apart) is read as it is."""
-    run = _decode(run_id, header)
+def _assemble(run_id: str, header: str, records: Mapping[str, str], spec: str = "") -> RunState:
+    """A run from its header, its subtask records (in submission order) and its spec. A
+    header that still holds its subtasks or its spec (the forms before they were kept
+    apart) is read as it is."""
+    run = _decode(run_id, header, spec)
     if run.subtasks:
         run.stored_whole = True  # its next save writes every record apart
     try:
@@ -340,14 +353,22 @@ def _assemble(run_id: str, header: str, records: Mapping[str, str]) -> RunState:
     return run
 
 
-def _decode(run_id: str, raw: bytes | str) -> RunState:
+def _decode(run_id: str, raw: bytes | str, spec: str = "") -> RunState:
     try:
-        return RunState.model_validate_json(raw)
+        if not spec:
+            return RunState.model_validate_json(raw)
+        document = json.loads(raw)
+        document["spec"] = json.loads(spec)
+        run = RunState.model_validate(document)
+        run.spec_stored = True
+        return run
     except ValidationError as exc:
         raise RunStoreError(
             f"run {run_id!r} is stored in a form this version cannot read: "
             f"{exc.error_count()} errors, first: {exc.errors()[0]['msg']}"
         ) from exc
+    except (ValueError, TypeError) as exc:  # not JSON, or not an object
+        raise RunStoreError(f"run {run_id!r} is stored in a form this version cannot read") from exc
 
 
 def _text(value: object) -> str:

@@ -68,7 +68,9 @@ async def test_each_save_writes_the_header_and_only_the_record_that_changed(
         stored = await raw_redis.hgetall(manager.redis_queue.keys.run(result.run_id))
     assert result.status is RunStatus.SUCCEEDED
     assert {f"s:{r.task_id}" for r in result.subtasks} <= {k.decode() for k in stored}
-    assert "subtasks" not in json.loads(stored[b"state"]), "records live apart"
+    header = json.loads(stored[b"state"])
+    assert "subtasks" not in header and "spec" not in header, "records and spec live apart"
+    assert len(json.loads(stored[b"spec"])["subtasks"]) == 200
     assert max(written[1:-1]) == 1, "a save in the middle of a run writes one record"
     assert written[-1] == len(result.subtasks) == 202  # the last save writes them all
     async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
@@ -93,6 +95,6 @@ async def test_a_run_stored_in_one_document_is_read_and_split_on_its_next_save(
         await manager.store.acquire(old.run_id, manager.manager_id, 10_000)
         await manager.store.save(old, manager.manager_id, ())  # a header-only save
         fields = {k.decode() for k in await raw_redis.hkeys(key)}
-    assert {f"s:{r.task_id}" for r in result.subtasks} <= fields
+    assert {f"s:{r.task_id}" for r in result.subtasks} | {"spec"} <= fields
     async for key in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:*", count=1000):
         await raw_redis.delete(key)
