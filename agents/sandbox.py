@@ -155,6 +155,8 @@ class Sandbox:
             log.warning("sandbox=none: generated code runs with the worker's rights")
         elif settings.sandbox == "auto" and mode != "bubblewrap":
             log.warning("sandbox: bubblewrap is not available, running on the %s fallback", mode)
+        else:
+            _announce(mode)
         return cls(
             mode=mode,
             cpu_seconds=settings.sandbox_cpu_seconds,
@@ -185,7 +187,7 @@ class Sandbox:
             return list(argv)
         settings = {
             "limits": self.limits(),
-            "uid": NOBODY if os.geteuid() == 0 else None,
+            "uid": NOBODY if self.drops_root else None,
             "workspace": str(workspace),
             "hide": list(HIDDEN) if self.mode == "unshare" else [],
             "keep": [[str(p), False] for p in _runtime_dirs()] + [[str(workspace), True]],
@@ -198,11 +200,19 @@ class Sandbox:
             return [str(shutil.which("unshare")), *_unshare_flags(), "--", *inner]
         return inner
 
+    @property
+    def drops_root(self) -> bool:
+        """A root worker's code runs as NOBODY: always in a namespace (the runtime is bound
+        in readable); without one only if NOBODY can reach the runtime where it is."""
+        if self.mode == "none" or os.geteuid() != 0:
+            return False
+        return self.mode != "rlimits" or _others_can_run()
+
     @contextmanager
     def lent(self, workspace: Path) -> Iterator[None]:
         """The workspace owned by the sandbox's uid for the run (root workers only), and
         everything in it, whatever the run created, owned by the worker again after."""
-        if self.mode == "none" or os.geteuid() != 0:
+        if not self.drops_root:
             yield
             return
         _chown_tree(workspace, NOBODY, NOBODY)
@@ -210,6 +220,22 @@ class Sandbox:
             yield
         finally:
             _chown_tree(workspace, os.getuid(), os.getgid())
+
+
+@cache
+def _others_can_run() -> bool:
+    for runtime in _runtime_dirs():
+        for path in (runtime, *runtime.parents):
+            if not path.stat().st_mode & 0o001:  # not searchable by others (/root: 0700)
+                log.warning("sandbox=rlimits: %s is closed to uid %d, the code runs as root",
+                            path, NOBODY)  # fmt: skip
+                return False
+    return True
+
+
+@cache
+def _announce(mode: str) -> None:
+    log.info("sandbox: generated code runs in %s", mode)  # once per process
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

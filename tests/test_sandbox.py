@@ -20,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from agents import DeployAgent, DevAgent, OutsideBaseDirectory, QAAgent
-from agents.sandbox import available_mode
+from agents.sandbox import Sandbox, available_mode
 from utils.config import ModelSettings, PipelineSettings
 from utils.redis_queue.handlers import TaskContext
 from utils.redis_queue.models import RedisTask
@@ -71,7 +71,14 @@ async def generated_qa(
     tmp_path: Path, mode: str, test_body: str, **limits: Any
 ) -> tuple[dict[str, Any], Path]:
     """Deliver `test_body` through the replay backend and the dev agent, run QA on it."""
-    pipeline = settings(tmp_path, mode, **limits)
+    return await generated_qa_as(tmp_path, mode, mode, test_body, **limits)
+
+
+async def generated_qa_as(
+    tmp_path: Path, setting: str, mode: str, test_body: str, **limits: Any
+) -> tuple[dict[str, Any], Path]:
+    """generated_qa with sandbox=`setting`, which must run as `mode`."""
+    pipeline = settings(tmp_path, setting, **limits)
     replay = tmp_path / "replay.json"
     replies = {"dev:hostile": {"content": dev_reply(test_body), "usage": {"prompt_tokens": 1}}}
     replay.write_text(json.dumps({"model": "m", "replies": replies}))
@@ -295,3 +302,28 @@ async def test_a_deploy_dir_outside_the_deploy_base_is_refused(tmp_path: Path) -
         context("deploy", {**payload, "deploy_dir": str(inside)})
     )
     assert Path(result["artifact"]).parent == inside.resolve()
+
+
+async def test_without_namespaces_the_limits_and_the_uid_drop_still_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` on a host where neither bubblewrap nor unshare works: rlimits only (and the
+    uid drop when the runtime is open to uid 65534: here it may be under /root)."""
+    monkeypatch.setattr("agents.sandbox._bwrap_works", lambda: False)
+    monkeypatch.setattr("agents.sandbox._unshare_works", lambda: False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    body = f"""
+print("uid", os.getuid())
+try:
+    open({str(outside / "pwned")!r}, "w").write("x")
+except OSError as exc:
+    print("refused", exc)
+while True:
+    pass
+"""
+    result, _ = await generated_qa_as(tmp_path, "auto", "rlimits", body)
+    assert result["limit"] == f"CPU time limit {CPU_SECONDS} s"
+    if Sandbox.from_settings(settings(tmp_path, "auto")).drops_root:
+        assert "uid 65534" in result["output"]
+        assert not (outside / "pwned").exists()
