@@ -21,6 +21,7 @@ from typing import Any
 from utils.config import Settings
 from utils.metrics import PipelineMetrics
 from utils.redis_queue.handlers import HandlerRegistry, as_registry, load_app
+from utils.redis_queue.scripts import OutputEntry
 
 from .approval import decision
 from .errors import PipelineError, RunAlreadyDriven, RunNotFound
@@ -31,6 +32,7 @@ from .priority import PriorityAssigner
 from .runs import (
     EventHandler,
     PipelineResult,
+    RunEvent,
     RunState,
     RunStatus,
     Stage,
@@ -278,7 +280,16 @@ class EnhancedPipelineManager(StageFlow):
             workers=self._workers,
             max_retries=self.settings.max_retries,
             retry_policy=self.settings.queue_kwargs()["retry_policy"],
+            on_output=self._local_output,
         )
+
+    def _local_output(self, task_id: str, attempt: int, entries: Sequence[OutputEntry]) -> None:
+        """A subtask's output in this process, as "output" run events: what the queue's
+        output streams carry for the distributed manager (one event per entry)."""
+        run_id, stage, subtask_id = task_id.rsplit(":", 2)
+        for entry in entries:
+            data = {"kind": entry.kind, "attempt": attempt, "fraction": entry.fraction}
+            self._publish(RunEvent(run_id, "output", Stage(stage), subtask_id, entry.text, data))
 
     @property
     def _lock_ms(self) -> int:

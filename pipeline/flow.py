@@ -482,7 +482,9 @@ class StageFlow:
         message: str = "",
         data: dict[str, Any] | None = None,
     ) -> None:
-        event = RunEvent(run.run_id, kind, stage, subtask_id, message, data or {})
+        self._publish(RunEvent(run.run_id, kind, stage, subtask_id, message, data or {}))
+
+    def _publish(self, event: RunEvent) -> None:
         for listener in self._listeners:
             try:
                 listener(event)

@@ -13,10 +13,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from utils.redis_queue import (
+    LeaseLost,
     RedisTask,
     ResultTimeout,
     RetryPolicy,
@@ -26,11 +27,15 @@ from utils.redis_queue import (
     TaskState,
 )
 from utils.redis_queue.handlers import HandlerRegistry, PermanentFailure, Retry, TaskContext
+from utils.redis_queue.scripts import OutputEntry
 
 if TYPE_CHECKING:
     from .spec import ModelLimits
 
-__all__ = ["LocalExecutor"]
+__all__ = ["LocalExecutor", "OutputListener"]
+
+OutputListener = Callable[[str, int, Sequence[OutputEntry]], None]
+"""(task id, attempt, entries): what a task's handler emitted (ctx.emit, ctx.progress)."""
 
 log = logging.getLogger("agentic.pipeline")
 
@@ -43,8 +48,10 @@ class LocalExecutor:
         workers: int = 4,
         max_retries: int = 3,
         retry_policy: RetryPolicy | None = None,
+        on_output: OutputListener | None = None,
     ) -> None:
         self.handlers = handlers
+        self._on_output = on_output
         self.workers = workers
         self.max_retries = max_retries
         self.retry_policy = retry_policy or RetryPolicy()
@@ -109,6 +116,20 @@ class LocalExecutor:
             raise ResultTimeout(f"task {task_id!r} is still {state} after {timeout} s") from None
         return result, self._tasks[task_id].attempts
 
+    async def emit_output(
+        self, task_id: str, lease_token: int, entries: Sequence[OutputEntry]
+    ) -> str:
+        """ctx.emit()'s sink (handlers.OutputSink): the entries go to the on_output
+        listener while `lease_token` is the task's running attempt; an attempt that was
+        cancelled or timed out (a retry runs now) gets LeaseLost, as from Redis."""
+        task = self._tasks.get(task_id)
+        if task is None or task.state != TaskState.PROCESSING or task.attempts != lease_token:
+            state = "gone" if task is None else str(task.state)
+            raise LeaseLost(task_id, state, f"attempt {lease_token} of {task_id!r} has ended")
+        if self._on_output is not None:
+            self._on_output(task_id, lease_token, entries)
+        return f"{lease_token}-{len(entries)}"
+
     async def apply_limits(self, limits: ModelLimits) -> None:
         return None  # one process, its own concurrency: nothing fleet-wide to limit
 
@@ -159,7 +180,8 @@ class LocalExecutor:
             failed = TaskFailed(task.task_id, "failed", reason, task.attempts)
             self._finish(task, TaskState.FAILED, error=failed)
             return
-        ctx = TaskContext(task, worker_id, "local", task.attempts)
+        output = self if self._on_output is not None else None
+        ctx = TaskContext(task, worker_id, "local", task.attempts, output=output)
         try:
             call = spec.func(ctx) if spec.is_async else asyncio.to_thread(spec.func, ctx)
             result = await asyncio.wait_for(call, spec.timeout)

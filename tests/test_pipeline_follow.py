@@ -43,21 +43,7 @@ async def test_run_follow_prints_each_subtasks_model_output(
         env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    replies = json.loads((EXAMPLE / "replay.json").read_text())["replies"]
-    lines = done.stdout.splitlines()
-    for key, reply in replies.items():
-        stage, subtask = key.split(":", 1)
-        if f"{stage}:{subtask}" == "fix:fix-2":
-            continue  # the example's run passes after one fix round
-        printed = [line.split("] ", 1)[1] for line in lines if line.startswith(f"[{key}] ")]
-        expected = reply["content"].rstrip("\n").split("\n")
-        if key.startswith(("dev:", "fix:")):
-            assert printed == expected, key
-    # QA's unittest output is in its log lines: the failing round, then the passing one
-    qa_lines = [line for line in lines if line.startswith("[qa:qa-")]
-    assert any("FAILED (failures=1)" in line for line in qa_lines if line.startswith("[qa:qa-0]"))
-    assert any(line.endswith("] OK") for line in qa_lines if line.startswith("[qa:qa-1]"))
-    assert " succeeded in " in done.stdout
+    _assert_each_reply_printed(done.stdout)
     # The streams stay in Redis (with their TTL) for `agentic task tail` after the run.
     streams = [k async for k in raw_redis.scan_iter(match=f"agentic:{{{queue_name}}}:out:*")]
     assert len(streams) >= 3  # dev calc, dev textstats, fix-1
@@ -65,12 +51,13 @@ async def test_run_follow_prints_each_subtasks_model_output(
         assert await raw_redis.ttl(key) > 0
 
 
-def test_follow_is_a_usage_error_with_local(tmp_path: Path) -> None:
+def test_local_run_follow_prints_the_same_output_from_its_events(tmp_path: Path) -> None:
     done = _agentic(
         "pipeline", "run", str(EXAMPLE / "spec.json"), "--local", "--follow",
         env=dict(os.environ), cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 2 and "not with --local" in done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    _assert_each_reply_printed(done.stdout)
 
 
 async def test_following_hundreds_of_subtasks_loses_nothing_and_takes_no_run_connection(
@@ -98,3 +85,22 @@ async def test_following_hundreds_of_subtasks_loses_nothing_and_takes_no_run_con
         mine = [line for line in lines if line.startswith(f"[dev:{task_id}] ")]
         assert mine == [f"[dev:{task_id}] {task_id} line {n}" for n in range(3)]
     assert follower.queue is not queue and follower.queue.max_blocking_connections == 8
+
+
+def _assert_each_reply_printed(stdout: str) -> None:
+    """Every dev and fix reply of the example, line by line under its label, and QA's
+    unittest output in its log lines: the failing round, then the passing one."""
+    replies = json.loads((EXAMPLE / "replay.json").read_text())["replies"]
+    lines = stdout.splitlines()
+    for key, reply in replies.items():
+        stage, subtask = key.split(":", 1)
+        if f"{stage}:{subtask}" == "fix:fix-2":
+            continue  # the example's run passes after one fix round
+        printed = [line.split("] ", 1)[1] for line in lines if line.startswith(f"[{key}] ")]
+        expected = reply["content"].rstrip("\n").split("\n")
+        if key.startswith(("dev:", "fix:")):
+            assert printed == expected, key
+    qa_lines = [line for line in lines if line.startswith("[qa:qa-")]
+    assert any("FAILED (failures=1)" in line for line in qa_lines if line.startswith("[qa:qa-0]"))
+    assert any(line.endswith("] OK") for line in qa_lines if line.startswith("[qa:qa-1]"))
+    assert " succeeded in " in stdout

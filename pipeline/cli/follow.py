@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import logging
 
-from utils.redis_queue import QueueError, RedisTaskQueue
+from utils.redis_queue import OutputChunk, QueueError, RedisTaskQueue
 
 from ..runs import RunEvent
 from .output_cmds import ChunkPrinter
 
-__all__ = ["OutputFollower"]
+__all__ = ["LocalOutputPrinter", "OutputFollower"]
 
 log = logging.getLogger("agentic.pipeline")
 
@@ -78,3 +78,32 @@ class OutputFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         await self.queue.close()
+
+
+class LocalOutputPrinter:
+    """`pipeline run --local --follow`: the in-process manager's "output" events (what
+    its subtasks emitted) printed like OutputFollower prints the streams."""
+
+    def __init__(self) -> None:
+        self._printers: dict[str, ChunkPrinter] = {}
+
+    def __call__(self, event: RunEvent) -> None:
+        label = f"{event.stage}:{event.subtask_id}"
+        if event.kind in ("finished", "failed"):  # a line left open ends with its subtask
+            done = self._printers.pop(label, None)
+            if done is not None:
+                done.close()
+            return
+        if event.kind != "output":
+            return
+        printer = self._printers.setdefault(label, ChunkPrinter(label))
+        attempt, fraction = event.data.get("attempt"), event.data.get("fraction")
+        printer.print(
+            OutputChunk(
+                "0-0",
+                attempt if isinstance(attempt, int) else 0,
+                str(event.data.get("kind") or "text"),
+                event.message,
+                fraction if isinstance(fraction, float | int) else None,
+            )
+        )

@@ -43,7 +43,7 @@ from .common import (
     redis_collector,
     run,
 )
-from .follow import OutputFollower
+from .follow import LocalOutputPrinter, OutputFollower
 from .progress import ProgressPrinter, render_summary, run_row
 
 __all__ = ["pipeline"]
@@ -97,7 +97,7 @@ _metrics_option = click.option(
     is_flag=True,
     envvar="AGENTIC_PIPELINE_FOLLOW",
     help="Print each subtask's output (model tokens, logs, progress) as it arrives "
-    "(not with --local or --json)  [env: AGENTIC_PIPELINE_FOLLOW]",
+    "(not with --json)  [env: AGENTIC_PIPELINE_FOLLOW]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
@@ -113,8 +113,6 @@ def run_cmd(
     as_json: bool,
 ) -> None:
     """Run the pipeline SPEC (a JSON file) to its end, showing progress per stage."""
-    if follow and local:
-        fail("--follow reads the subtasks' output streams in Redis: not with --local", EXIT_USAGE)
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
@@ -335,6 +333,8 @@ class _Session:
             on_event=self._printer(),
             workers=self.concurrency,  # worker coroutines of the in-process manager
         )
+        if self.follow:  # the subtasks' output arrives as "output" events here
+            manager.add_listener(LocalOutputPrinter())
         async with manager:
             return await manager.run(spec)
 

@@ -24,8 +24,8 @@ class ProgressPrinter:
         self._started = time.monotonic()
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind == "stage":
-            return  # the submitted lines show the stage
+        if event.kind in ("stage", "output"):
+            return  # the submitted lines show the stage; --follow prints the output
         elapsed = f"{time.monotonic() - self._started:6.1f}s"
         stage = str(event.stage or "run")
         what = {"submitted": "queued", "finished": "done"}.get(event.kind, event.kind)
