@@ -6,6 +6,7 @@
     .venv/bin/python bench/queue_bench.py --redis-url redis://host:6379/0
     .venv/bin/python bench/queue_bench.py --scenarios G      # the cluster layouts (~2 min)
     .venv/bin/python bench/queue_bench.py --scenarios I      # the dashboard (~5 min)
+    .venv/bin/python bench/queue_bench.py --scenarios AC --no-events  # events' cost: vs on
 
 Starts a private redis-server (no persistence) on a free port unless --redis-url is
 given; then it uses a queue name of its own and deletes only keys matching
@@ -101,6 +102,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run the single-process workers of C and E under cProfile (slower!)",
     )
+    parser.add_argument(
+        "--no-events",
+        action="store_true",
+        help="task lifecycle events off (AGENTIC_EVENTS=false), to measure what they cost",
+    )
     args = parser.parse_args(argv)
     scenarios = parse_scenarios(args.scenarios)
     if scenarios is None:
@@ -145,6 +151,7 @@ async def run_all(args: argparse.Namespace, url: str, own_server: bool, stamp: s
     admin = Redis.from_url(url)
     bench = Bench(url, admin, queue_name, sizes, profile_dir)
     bench.worker_profile_dir = worker_profile_dir
+    bench.events = not args.no_events
     try:
         await clear_keys(admin, queue_name)
         env = await environment(bench, own_server)

@@ -122,6 +122,7 @@ async def environment(bench: Bench, own_server: bool) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "queue_name": bench.queue_name,
+        "events": bench.events,
         "git": git_state(),
     }
 
@@ -172,7 +173,8 @@ def print_report(
 ) -> None:
     mode = "quick" if args.quick else "full"
     print(f"\nqueue benchmark ({mode}; Redis {env['redis_server']}, hiredis {env['hiredis']})")
-    print(f"sizes: {asdict(sizes)}; git {env['git']}")
+    events = "on" if env.get("events", True) else "off"
+    print(f"sizes: {asdict(sizes)}; git {env['git']}; task events {events}")
     print(f"load average (1/5/15 min): {env['loadavg']}")
     print(f"CPUs busy with other processes before each scenario: {env['busy_cpus']}")
     print(f"CPUs busy with other processes during each scenario: {env['others_cpus']}")

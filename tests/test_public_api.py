@@ -22,7 +22,7 @@ PUBLIC = {
         "TaskNotProcessing", "TaskPriority", "TaskState", "TaskStateError", "TopologyError",
         "Worker", "WorkerIdInUse", "WorkerStats", "SearchResult", "TaskPage", "TaskSummary",
         "InvalidSchedule", "Schedule", "ScheduleInfo",
-        "OutputChunk",
+        "OutputChunk", "TaskEvent",
         "DuplicateTask",
         "BlobStore", "DirectoryBlobStore",
         "SyncRedisTaskQueue",

@@ -59,7 +59,7 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
     policy = RetryPolicy()
     task = new_task(3, 1000, "t1", "dev", {"a": 1}, delay=1.5, timeout=0.0004, meta={"m": "v"})
     calls = {
-        "cancel": scripts.cancel(keys, task_id="t"),
+        "cancel": scripts.cancel(keys, task_id="t", events=9),
         "permit": scripts.permit(
             keys, lease_ms=5, tasks=[scripts.PermitItem("t", "dev", ["openai"], 10)]
         ),
@@ -76,10 +76,13 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
             use_dlq=True,
             suspects=False,
             task_types=["a", "b"],
+            events=9,
         ),
         "clear_finished": scripts.clear_finished(keys, age_ms=0, limit=5),
-        "complete": scripts.complete(keys, task_id="t", token="1", keep_ms=2, result_text="{}"),
-        "enqueue": scripts.enqueue(keys, [task, task]),
+        "complete": scripts.complete(
+            keys, task_id="t", token="1", keep_ms=2, result_text="{}", events=9
+        ),
+        "enqueue": scripts.enqueue(keys, [task, task], events=9),
         "extend": scripts.extend(keys, task_id="t", token="1", lease_ms=3),
         "emit": scripts.emit(
             keys,
@@ -100,13 +103,16 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
             max_retries=3,
             corrupt=False,
             error_text="e",
+            events=9,
         ),
-        "purge_dlq": scripts.purge_dlq(keys, limit=5),
-        "purge": scripts.purge(keys, state=TaskState.DEAD_LETTER, limit=5),
-        "delete": scripts.delete(keys, task_id="t", force=False),
-        "cancel_type": scripts.cancel_type(keys, task_type="dev", delayed=True, after="^", limit=5),
-        "release": scripts.release(keys, task_id="t", token="1"),
-        "retry_dlq": scripts.retry_dlq(keys, task_id="t"),
+        "purge_dlq": scripts.purge_dlq(keys, limit=5, events=9),
+        "purge": scripts.purge(keys, state=TaskState.DEAD_LETTER, limit=5, events=9),
+        "delete": scripts.delete(keys, task_id="t", force=False, events=9),
+        "cancel_type": scripts.cancel_type(
+            keys, task_type="dev", delayed=True, after="^", limit=5, events=9
+        ),
+        "release": scripts.release(keys, task_id="t", token="1", events=9),
+        "retry_dlq": scripts.retry_dlq(keys, task_id="t", events=9),
         "settle_many": scripts.settle_many(
             keys,
             keep_ms=1,
@@ -114,6 +120,7 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
             policy=policy,
             max_retries=3,
             items=[scripts.SettleItem("a", "1", "{}"), scripts.SettleItem("b", "2", "", "e")],
+            events=9,
         ),
         "sizes": scripts.sizes(keys),
         "worker_beat": scripts.worker_beat(keys, worker_id="w", info="{}", prune_ms=1),
@@ -135,9 +142,9 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
         if not script.rest:
             assert len(call.args) == len(script.args), name
     assert calls["claim"].args[-2:] == ["a", "b"]
-    header = calls["enqueue"].args[1]
+    header = calls["enqueue"].args[2]
     assert header == "t1 dev 1 - 1500 1"  # a timeout too short to store rounds up, never to 0
-    assert calls["enqueue"].args[2:4] == ['{"m":"v"}', '{"a":1}']
+    assert calls["enqueue"].args[3:5] == ['{"m":"v"}', '{"a":1}']
     assert calls["settle_many"].args[len(scripts.SETTLE_MANY.args) :][0] == "c"
 
 
@@ -168,6 +175,7 @@ async def test_a_malformed_number_is_refused_before_any_write(
         use_dlq=True,
         suspects=True,
         task_types=[],
+        events=0,
     )
     with pytest.raises(QueueError, match="lease_ms"):
         await queue.run(call)
@@ -182,6 +190,7 @@ async def test_a_malformed_number_is_refused_before_any_write(
             "factor": "2",
             "cap_ms": "9",
             "max_retries": 3,
+            "events": 0,
         },
         ["c", "a", "", "{}", "f", "a", ""],  # a complete, then a truncated fail item
     )

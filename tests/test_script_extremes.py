@@ -100,7 +100,9 @@ async def test_one_enqueue_script_call_with_thousands_of_new_types(
     queue: RedisTaskQueue, raw_redis: Redis
 ) -> None:
     new = [queue._new_task(**t) for t in _tasks(MANY_TYPES, types=MANY_TYPES)]
-    reply = await queue.run(scripts.enqueue(queue.keys, new))  # one call, > 1,000 types
+    reply = await queue.run(
+        scripts.enqueue(queue.keys, new, events=queue.events_arg)
+    )  # one call, > 1,000 types
     assert reply[1:] == [1] * MANY_TYPES
     assert await raw_redis.scard(queue.keys.types) == MANY_TYPES
     assert await _states(queue, raw_redis) == {"pending": MANY_TYPES}
@@ -203,7 +205,7 @@ async def test_admin_scripts_over_ten_thousand_tasks(
     }
     # The chunked scripts cap any limit they are handed.
     assert await queue.run(scripts.clear_finished(queue.keys, age_ms=0, limit=10**9)) == [0]
-    assert await queue.run(scripts.purge_dlq(queue.keys, limit=10**9)) == [0]
+    assert await queue.run(scripts.purge_dlq(queue.keys, limit=10**9, events=0)) == [0]
 
 
 async def test_extend_and_release_of_thousands_of_leases(

@@ -220,6 +220,12 @@ class Settings(BaseSettings):
     output_ttl_seconds: int = Field(
         86_400, ge=1, description="A task's output stream expires this long after its last write."
     )
+    events: bool = Field(
+        True, description="Write task lifecycle events to each partition's events stream."
+    )
+    events_max_len: int = Field(
+        10_000, ge=1, description="Entries each partition's events stream keeps (MAXLEN ~)."
+    )
     socket_timeout: float = Field(5.0, gt=0, description="Timeout of one Redis command.")
     connect_timeout: float = Field(5.0, gt=0, description="Timeout of connecting to Redis.")
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -270,4 +276,6 @@ class Settings(BaseSettings):
             "durable_timeout_ms": self.durable_timeout_ms,
             "output_max_entries": self.output_max_entries,
             "output_ttl_seconds": self.output_ttl_seconds,
+            "events": self.events,
+            "events_max_len": self.events_max_len,
         }

@@ -63,9 +63,10 @@ class Bench:
     baselines: dict[str, Row] = field(default_factory=dict)
     rows: dict[str, Row] = field(default_factory=dict)  # scenarios run so far (D needs C)
     worker_profile_dir: Path | None = None  # --profile-workers: cProfile the workers here
+    events: bool = True  # --no-events: the task lifecycle events off (queue and workers)
 
     def queue(self) -> RedisTaskQueue:
-        return RedisTaskQueue(queue_name=self.queue_name, redis_url=self.url)
+        return RedisTaskQueue(queue_name=self.queue_name, redis_url=self.url, events=self.events)
 
     def raw_key(self, name: str) -> str:
         return f"{KEY_PREFIX}:{{{self.queue_name}}}:bench-raw:{name}"

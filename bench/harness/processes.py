@@ -35,6 +35,8 @@ def worker_env(bench: Bench, extra: Mapping[str, str] | None = None) -> dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIC_")}
     env["AGENTIC_REDIS_URL"] = bench.url
     env["AGENTIC_QUEUE_NAME"] = bench.queue_name
+    if not bench.events:
+        env["AGENTIC_EVENTS"] = "false"
     env.update(extra or {})
     return env
 

@@ -25,6 +25,7 @@ from .pipeline_cmds import pipeline
 from .queue_cmds import dlq, enqueue, health, info, task
 from .queue_group import queue_group
 from .schedule_cmds import schedule
+from .task_events_cmd import task_events
 from .worker_cmd import worker
 
 __all__ = ["cli", "main"]
@@ -88,7 +89,7 @@ def cli(
 for command in (pipeline, worker, enqueue, info, task, dlq, health, metrics, limits, dashboard):
     cli.add_command(command)
 pipeline.add_command(events_cmd)
-for command in (queue_group, schedule):
+for command in (queue_group, schedule, task_events):
     cli.add_command(command)
 for group, sub in ((task, task_list), (task, task_search), (task, task_tail), (dlq, dlq_list)):
     group.add_command(sub)

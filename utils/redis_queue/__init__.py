@@ -36,6 +36,7 @@ from .errors import (
     WorkerIdInUse,
 )
 from .handlers import HandlerRegistry, PermanentFailure, RateLimited, Retry, TaskContext
+from .lifecycle import TaskEvent
 from .limits import Limit, LimitStatus
 from .models import (
     AttemptRecord,
@@ -97,6 +98,7 @@ __all__ = [
     "SyncRedisTaskQueue",
     "TaskCancelled",
     "TaskContext",
+    "TaskEvent",
     "TaskFailed",
     "TaskNotFound",
     "TaskNotProcessing",

@@ -236,6 +236,11 @@ class QueueKeys:
         return f"{self.base}cancel"
 
     @property
+    def events(self) -> str:
+        """Stream: the partition's task lifecycle events (lua/include/common.lua task_event)."""
+        return f"{self.base}events"
+
+    @property
     def delayed(self) -> str:
         return f"{self.base}delayed"
 

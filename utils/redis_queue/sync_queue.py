@@ -213,7 +213,7 @@ class SyncRedisTaskQueue:
         """As Producer._enqueue_partition."""
         spec = self.spec
         for chunk in chunks(tasks):
-            call = scripts.enqueue(keys, chunk)
+            call = scripts.enqueue(keys, chunk, events=self.spec.events_arg)
             ids = [t.task_id for t in chunk]
             try:
                 if durable:
@@ -318,7 +318,8 @@ class SyncRedisTaskQueue:
         """RedisTaskQueue.cancel(): CANCELLED for a queued task, PROCESSING for a running
         one (flagged, its worker told). Raises TaskNotFound or TaskStateError."""
         validate_task_id(task_id)
-        call = scripts.cancel(self.keys_for(task_id), task_id=task_id, request=os.urandom(8).hex())
+        keys, request = self.keys_for(task_id), os.urandom(8).hex()
+        call = scripts.cancel(keys, task_id=task_id, request=request, events=self.spec.events_arg)
         if scripts.cancel_outcome(self._run(call, task_id)) is scripts.CancelOutcome.CANCELLED:
             return TaskState.CANCELLED
         return TaskState.PROCESSING

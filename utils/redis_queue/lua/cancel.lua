@@ -10,6 +10,7 @@
   ARGV[3] request     an id unique to this call, kept with a task it cancels: the same call
                       sent again (a re-send after a dropped connection) answers {1} again
                       instead of "already finished"
+  ARGV[4] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {1} cancelled; {2} cancel requested from the running worker.
   Errors: {-1} no such task; {-4, state} already finished; {-10, key, type}.
@@ -17,6 +18,7 @@
 --@include common
 
 local base, id = ARGV[1], ARGV[2]
+events_from(ARGV[4])
 local bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash'})
 if bad then return bad end
 local key = task_key(base, id)

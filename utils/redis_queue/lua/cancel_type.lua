@@ -14,6 +14,7 @@
   ARGV[3] where       'pending' or 'delayed'
   ARGV[4] after       delayed only: '^' or the id to resume after
   ARGV[5] limit       entries examined per call, capped at MAX_BATCH
+  ARGV[6] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {cancelled, examined, next}: next = the id to resume after ('' = the delayed
   set is walked to its end; pending: always '').
@@ -23,6 +24,7 @@
 
 local base, task_type, where, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit, bad = number_arg(ARGV[5], 'limit')
+events_from(ARGV[6])
 if bad then return bad end
 limit = math.max(1, math.min(limit, MAX_BATCH))
 if where ~= 'pending' and where ~= 'delayed' then return {E_BAD_ARGUMENT, 'where', where} end

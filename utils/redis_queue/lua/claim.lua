@@ -32,7 +32,8 @@
   ARGV[11] blocked     limit keys a partitioned queue's caller knows admit nothing now
                       (space-separated; its limits are checked by permit.lua in another
                       slot): tasks bound by them are left where they are, as a limit would
-  ARGV[12..] task types served (none = every known type)
+  ARGV[12] events     max length of the events stream (include/common.lua task_event); '0' = off
+  ARGV[13..] task types served (none = every known type)
 
   Suspects run alone: a task that lost its lease twice (once when max_lease_losses is 1)
   may be what killed its worker (a poison task), and the tasks that ran beside it were
@@ -76,6 +77,7 @@
 
 local MAINT_BATCH = 100
 local base = ARGV[1]
+events_from(ARGV[12])
 local lease_ms, count, max_losses, bad
 lease_ms, bad = number_arg(ARGV[3], 'lease_ms')
 if bad then return bad end
@@ -97,8 +99,8 @@ local want_head = ARGV[9] == '1'
 bad = check_types({KEYS[4], 'set'})
 if bad then return bad end
 local types = {}
-if #ARGV >= 12 then
-  for i = 12, #ARGV do types[#types + 1] = ARGV[i] end
+if #ARGV >= 13 then
+  for i = 13, #ARGV do types[#types + 1] = ARGV[i] end
 else
   types = redis.call('SMEMBERS', KEYS[4])
 end
@@ -143,6 +145,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
                now, ends, use_dlq)
   elseif is_sound(key, 'delayed') then
     make_pending(base, key, id, KEYS[3])
+    task_event(base, 'promoted', id)
   elseif is_stale_entry(key, 'delayed') then
     redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
   else
@@ -177,6 +180,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
       call_sliced('HDEL', key, stale)
       call_sliced('HSET', key, fields)
       make_pending(base, key, id, KEYS[3])
+      task_event(base, 'retried', id, nil, nil, lost)
     end
   elseif is_stale_entry(key, 'processing') then
     redis.call('HINCRBY', KEYS[3], 'stale_dropped', 1)
@@ -406,6 +410,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       deadlines[#deadlines + 1] = id
       claimed_places[#claimed_places + 1] = tonumber(p[3]) % BAND_US
       out[#out + 1] = {id, fence, task_fields(base, id, key)}
+      task_event(base, 'started', id, task_type, (tonumber(f[3]) or 0) + 1)
       claimed = claimed + 1
     elseif type(f) == 'table' and not f.err and f[2] == task_type and f[1] ~= 'pending'
         and is_stale_entry(key, 'pending') then

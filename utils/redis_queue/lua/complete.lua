@@ -13,6 +13,7 @@
   ARGV[5] result      JSON (stored in the hash, include/common.lua add_blob)
   ARGV[6] blob        '1': store the result in its blob key (claim-check), field result.blob;
                       'e': it is in a user-supplied store, `result` is "<size>:<its key>"
+  ARGV[7] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {0, now_ms}.
   Errors: {-1} no such task; {-2, state} not processing (no token given);
@@ -29,6 +30,7 @@ if not tonumber(ARGV[4]) then return {E_BAD_ARGUMENT, 'keep_ms', tostring(ARGV[4
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4]}
 local blob = ({['1'] = 'key', e = 'ext'})[ARGV[6]]
 if blob == 'ext' and ext_ref_error(ARGV[5]) then return ext_ref_error(ARGV[5]) end
+events_from(ARGV[7])
 local reply = complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5], nil, blob)
 lim_flush(ARGV[1], ARGV[1])
 flush_history(ARGV[1])

@@ -17,6 +17,7 @@
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
   ARGV[3] force       '1': delete a processing task too
+  ARGV[4] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {1, state}: deleted, the state it was in.
   Errors: {-1} no such task; {-4, 'processing'} running and not forced; {-10, key, type}.
@@ -45,6 +46,8 @@ for i = 1, 5 do redis.call('ZREM', KEYS[i], id) end
 redis.call('SREM', KEYS[6], id)
 redis.call('ZREM', KEYS[7], id)
 free_windows(base, id, f[2], f[3], f[4])
+events_from(ARGV[4])
+task_event(base, 'deleted', id)
 delete_task(base, id)
 if state == 'processing' then
   lim_release(base, base, id, f[5], f[6], nil)

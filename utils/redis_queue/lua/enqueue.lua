@@ -6,7 +6,8 @@
   KEYS[2] stats      hash (and this minute's history of created tasks, include/common.lua)
   KEYS[3] types      set
   ARGV[1] base       key prefix "<prefix>:{<queue>}:"
-  ARGV[2..] tasks, three arguments each:
+  ARGV[2] events     max length of the events stream (include/common.lua task_event); '0' = off
+  ARGV[3..] tasks, three arguments each:
     header   "<id> <type> <priority 0-3> <max_retries or -> <delay_ms> <timeout_ms>"
              then optionally " l=<limit>,<limit>..." (the limit keys it listed) and
              " c=<tokens>" (the tokens it expects to use) and " g=<group>" (its fairness
@@ -43,13 +44,14 @@
 --@include common
 
 local base = ARGV[1]
+events_from(ARGV[2])
 local tasks = {}
 local kinds = {}
 local type_names, named = {}, {}
 local seen_ids = {}
 local any_delayed = false
 local checks = {}
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local id, task_type, prio, max_retries, delay, timeout, extra =
     string.match(ARGV[i], '^(%S+) (%S+) (%d) (%S+) (%d+) (%d+)(.*)$')
   local t = {id = id, type = task_type, prio = tonumber(prio), max_retries = max_retries,
@@ -222,6 +224,7 @@ for _, t in ipairs(tasks) do
       -- Cleanup only: a hold is live while its task is delayed and never ran.
       redis.call('SET', debounce_key(base, t.type, t.debounce), t.id, 'PX', t.delay + 60000)
     end
+    task_event(base, 'enqueued', t.id, t.type, 0)
     if t.replaces then
       replaced = replaced + 1
       out[#out + 1] = {t.id, task_fields(base, t.id, t.key)}

@@ -24,6 +24,7 @@
   ARGV[12] max_retries  the queue's default, for tasks enqueued without their own
   ARGV[13] corrupt    '1' when the caller could not decode the task (counted as corrupt)
   ARGV[14] error      text (stored in chunks of at most 64 bytes)
+  ARGV[15] events     max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {1, delay_ms, retries} retried; {2} dead-lettered; {3} failed (DLQ off);
           {4} cancelled (a cancel was requested while it ran).
@@ -45,6 +46,7 @@ if bad then return bad end
 if not tonumber(ARGV[10]) or (ARGV[11] ~= '' and not tonumber(ARGV[11])) then
   return {E_BAD_ARGUMENT, 'jitter or delay_ms', ARGV[10] .. ' ' .. ARGV[11]}
 end
+events_from(ARGV[15])
 local reply = fail_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[11], ARGV[10], ARGV[13],
                        ARGV[14], policy)
 lim_flush(ARGV[1], ARGV[1])

@@ -14,6 +14,7 @@
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] state       pending, delayed, completed, failed, cancelled or dead_letter
   ARGV[3] limit       entries taken per call, capped at MAX_BATCH
+  ARGV[4] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {deleted, taken}: tasks deleted, entries taken from the structure.
   Errors: {-10, key, type}; {-11, name, value} a bad state or a limit that is not a number.
@@ -22,6 +23,7 @@
 
 local base, state = ARGV[1], ARGV[2]
 local limit, bad = number_arg(ARGV[3], 'limit')
+events_from(ARGV[4])
 if bad then return bad end
 limit = math.max(0, math.min(limit, MAX_BATCH))
 local zsets = {delayed = KEYS[1], completed = KEYS[2], failed = KEYS[3], cancelled = KEYS[4]}
@@ -60,6 +62,7 @@ for _, batch in ipairs(batches) do
     local f = redis.pcall('HMGET', task_key(base, id), 'state', 'type', 'uniq', 'dbnc')
     if type(f) == 'table' and not f.err and f[1] == state then
       free_windows(base, id, f[2], f[3], f[4])
+      task_event(base, 'deleted', id)
       delete_task(base, id)
       deleted = deleted + 1
     end

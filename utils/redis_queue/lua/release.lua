@@ -6,6 +6,7 @@
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
   ARGV[3] token       fencing token of the caller's lease
+  ARGV[4] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {0}.
   Errors: {-1}; {-3, state, lease}; {-10, key, type}.
@@ -30,4 +31,6 @@ redis.call('HDEL', key, 'lease', 'held')
 if token ~= '' then redis.call('HSET', key, 'settled', token) end
 redis.call('HINCRBY', key, 'attempts', -1)
 make_pending(base, key, id, KEYS[2])
+events_from(ARGV[4])
+task_event(base, 'released', id)
 return {0}

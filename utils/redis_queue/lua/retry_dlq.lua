@@ -7,6 +7,7 @@
   KEYS[4] dlq_order   zset (the DLQ's ids by dead-letter time, ms)
   ARGV[1] base        key prefix "<prefix>:{<queue>}:"
   ARGV[2] id
+  ARGV[3] events      max length of the events stream (include/common.lua task_event); '0' = off
 
   Returns {0}.
   Errors: {-1} no such task; {-4, state} not dead-lettered or failed; {-10, key, type}.
@@ -37,4 +38,6 @@ call_sliced('HDEL', key, stale)
 redis.call('DEL', done_key(base, id))
 redis.call('HINCRBY', KEYS[3], 'dlq_retried', 1)
 make_pending(base, key, id, KEYS[3])
+events_from(ARGV[3])
+task_event(base, 'retried', id, task_type, redis.call('HGET', key, 'attempts'))
 return {0}

@@ -15,7 +15,8 @@
   ARGV[3] use_dlq     '1' or '0'
   ARGV[4] first_immediate, ARGV[5] base_ms, ARGV[6] factor, ARGV[7] cap_ms,
   ARGV[8] max_retries (the queue's default): the retry policy, as in fail.lua
-  ARGV[9..] items, each:
+  ARGV[9] events      max length of the events stream (include/common.lua task_event); '0' = off
+  ARGV[10..] items, each:
     complete: 'c', id, token, result
               'u', id, token, tokens used, result (the handler reported its token use)
               'C' and 'U': the same, with the result stored in its blob key (claim-check)
@@ -37,7 +38,7 @@
 -- must not fail the script after earlier items were written.
 local items = {}
 local any_fail = false
-local i = 9
+local i = 10
 while i <= #ARGV do
   local op = ARGV[i]
   local blob = ({C = 'key', U = 'key', E = 'ext', V = 'ext'})[op]
@@ -88,6 +89,7 @@ end
 local bad = check_types(checks)
 if bad then return bad end
 local base = ARGV[1]
+events_from(ARGV[9])
 local k = {processing = KEYS[1], completed = KEYS[2], cancelled = KEYS[3], delayed = KEYS[4],
            dlq = KEYS[5], failed = KEYS[6], stats = KEYS[7], dlq_at = KEYS[8]}
 local policy

@@ -13,6 +13,7 @@
     pausing.py     pause, resume, get_paused (claim.lua skips what is paused)
     scheduling.py  schedule, unschedule, list_schedules, run_due_schedules (periodic tasks)
     output.py      emit_output (under the lease), read_output, stream_output (a task's output)
+    events.py      events (the task lifecycle events of every partition, followed)
 
 Every state transition is one Lua script (lua/*.lua) that checks everything before its
 first write and reads time from the Redis server; utils.redis_queue.scripts builds each
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from .client import QueueClient
 from .consume import MAX_CLAIM
+from .events import Events
 from .history import History
 from .limiting import Limiting
 from .listing import Lister
@@ -35,5 +37,5 @@ from .scheduling import Scheduling
 __all__ = ["MAX_CLAIM", "QueueClient", "RedisTaskQueue"]
 
 
-class RedisTaskQueue(Scheduling, Pausing, Producer, Limiting, History, Lister, Output):
+class RedisTaskQueue(Scheduling, Pausing, Producer, Limiting, History, Lister, Output, Events):
     """A priority task queue in Redis with leases, fencing tokens, retries and a DLQ."""

@@ -35,7 +35,8 @@ class Administrator(Inspector):
         CANCELLED); a running one is flagged and its worker told (returns PROCESSING).
         Raises TaskNotFound, or TaskStateError if it already finished."""
         validate_task_id(task_id)
-        call = scripts.cancel(self.keys_for(task_id), task_id=task_id, request=os.urandom(8).hex())
+        keys, request = self.keys_for(task_id), os.urandom(8).hex()
+        call = scripts.cancel(keys, task_id=task_id, request=request, events=self.events_arg)
         reply = await self.run(call, task_id)
         if scripts.cancel_outcome(reply) is scripts.CancelOutcome.CANCELLED:
             return TaskState.CANCELLED
@@ -48,7 +49,8 @@ class Administrator(Inspector):
         told to stop, its settle finds no task and its limit slots are given back (on a
         partitioned queue they free at their deadline). Raises TaskNotFound."""
         validate_task_id(task_id)
-        call = bulk.delete(self.keys_for(task_id), task_id=task_id, force=force)
+        keys = self.keys_for(task_id)
+        call = bulk.delete(keys, task_id=task_id, force=force, events=self.events_arg)
         state = bulk.delete_reply(await self.run(call, task_id))
         await self._collect_if_stored()
         return state
@@ -67,7 +69,7 @@ class Administrator(Inspector):
         total = 0
         for keys in self.layout.parts:
             while True:
-                call = bulk.purge(keys, state=target, limit=BULK_BATCH)
+                call = bulk.purge(keys, state=target, limit=BULK_BATCH, events=self.events_arg)
                 deleted, taken = bulk.purge_reply(await self.run(call))
                 total += deleted
                 if taken < BULK_BATCH:
@@ -92,7 +94,12 @@ class Administrator(Inspector):
         total, after = 0, "^"
         while after:
             call = bulk.cancel_type(
-                keys, task_type=task_type, delayed=delayed, after=after, limit=BULK_BATCH
+                keys,
+                task_type=task_type,
+                delayed=delayed,
+                after=after,
+                limit=BULK_BATCH,
+                events=self.events_arg,
             )
             reply = bulk.cancel_type_reply(await self.run(call))
             total += reply.cancelled
@@ -102,7 +109,8 @@ class Administrator(Inspector):
     async def retry_dlq_task(self, task_id: str) -> RedisTask:
         """Move a dead-lettered (or failed) task back to pending with its retry count reset."""
         validate_task_id(task_id)
-        await self.run(scripts.retry_dlq(self.keys_for(task_id), task_id=task_id), task_id)
+        call = scripts.retry_dlq(self.keys_for(task_id), task_id=task_id, events=self.events_arg)
+        await self.run(call, task_id)
         self._touched([task_id])
         task = await self.get_task(task_id)
         if task is None:  # deleted in between by someone else
@@ -140,7 +148,7 @@ class Administrator(Inspector):
         """Delete every dead-lettered task; returns how many."""
         total = 0
         for keys in self.layout.parts:
-            total += await self._chunked(partial(_purge_dlq_call, keys))
+            total += await self._chunked(partial(_purge_dlq_call, keys, self.events_arg))
         await self._collect_if_stored()
         return total
 
@@ -160,8 +168,8 @@ class Administrator(Inspector):
             await self.collect_blobs()
 
 
-def _purge_dlq_call(keys: QueueKeys, limit: int) -> scripts.ScriptCall:
-    return scripts.purge_dlq(keys, limit=limit)
+def _purge_dlq_call(keys: QueueKeys, events: int, limit: int) -> scripts.ScriptCall:
+    return scripts.purge_dlq(keys, limit=limit, events=events)
 
 
 def _clear_finished_call(keys: QueueKeys, age_ms: int, limit: int) -> scripts.ScriptCall:

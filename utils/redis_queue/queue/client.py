@@ -76,6 +76,8 @@ class QueueClient:
         durable_timeout_ms: int = 1000,
         output_max_entries: int = 10_000,
         output_ttl_seconds: int = 86_400,
+        events: bool = True,
+        events_max_len: int = 10_000,
     ) -> None:
         if max_retries < 0 or task_ttl_seconds <= 0 or lease_seconds <= 0 or max_lease_losses < 0:
             raise ValueError(
@@ -116,6 +118,12 @@ class QueueClient:
         # a task's output stream: its bound (XADD MAXLEN ~) and its life after its last write
         self.output_max_entries = output_max_entries
         self.output_ttl_seconds = output_ttl_seconds
+        if events_max_len < 1:
+            raise ValueError("events_max_len must be >= 1")
+        # Task lifecycle events (queue/events.py): every transition script gets this as
+        # its `events` argument, the stream's MAXLEN ~, 0 = write none.
+        self.events_max_len = events_max_len
+        self.events_arg = events_max_len if events else 0
         self._password = password
         self.telemetry = Telemetry(self, metrics)
         self._socket_timeout = socket_timeout

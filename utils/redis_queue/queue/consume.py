@@ -198,6 +198,7 @@ class Consumer(Gate):
             want_head=want_head,
             request=os.urandom(8).hex() if count else "",
             blocked=self._gate_hint(),
+            events=self.events_arg,
         )
         reply = scripts.claim_reply(await self.run(call))
         tasks = []
@@ -301,6 +302,7 @@ class Consumer(Gate):
             keep_ms=self.task_ttl_seconds * 1000,
             result_text=text,
             result_blob=blob,
+            events=self.events_arg,
         )
         await self._settling(task_id, self.run(call, task_id))
         await collect_quietly(self, self.keys_for(task_id))
@@ -322,6 +324,8 @@ class Consumer(Gate):
         call = self._fail_call(task_id, token, error, retry, delay)
         reply = await self._settling(task_id, self.run(call, task_id))
         state = scripts.fail_state(reply)
+        if state is TaskState.PENDING:  # retried at once: its partition has work again
+            self._touched([task_id])
         await self._gate_settled(task_id, state)
         return state
 
@@ -421,6 +425,7 @@ class Consumer(Gate):
             policy=self.retry_policy,
             max_retries=self.max_retries,
             items=calls,
+            events=self.events_arg,
         )
         if self.durable_settle:
             replies = await self.run_durable(call, [s.task_id for s in items])
@@ -431,6 +436,8 @@ class Consumer(Gate):
             out.append(scripts.settle_state(reply, s.task_id))
             if not isinstance(out[-1], LeaseLost):
                 self._leases.pop(s.task_id, None)
+            if out[-1] is TaskState.PENDING:  # retried at once: its partition has work again
+                self._touched([s.task_id])
         await collect_quietly(self, keys)  # what the completions' trim deleted
         return out
 
@@ -453,7 +460,8 @@ class Consumer(Gate):
         """Hand a claimed task back to pending without counting the attempt (used on
         graceful shutdown). Raises LeaseLost."""
         token = self._token_for(task_id, lease_token)
-        call = scripts.release(self.keys_for(task_id), task_id=task_id, token=token)
+        keys = self.keys_for(task_id)
+        call = scripts.release(keys, task_id=task_id, token=token, events=self.events_arg)
         await self._settling(task_id, self.run(call, task_id))
         await self._gate_settled(task_id, TaskState.PENDING)
         self._touched([task_id])
@@ -483,4 +491,5 @@ class Consumer(Gate):
             max_retries=self.max_retries,
             corrupt=corrupt,
             error_text=codec.error_text(str(error)),
+            events=self.events_arg,
         )

@@ -147,6 +147,7 @@ class Gate(QueueClient):
                 policy=self.retry_policy,
                 max_retries=self.max_retries,
                 items=items,
+                events=self.events_arg,
             )
             await self.run(call)
             for t in group:

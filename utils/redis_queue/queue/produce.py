@@ -115,7 +115,9 @@ class Producer(QueueClient):
 
     async def _enqueue_one(self, task: NewTask) -> RedisTask:
         now_ms, (outcome,) = scripts.enqueue_reply(
-            await self.run(scripts.enqueue(self.keys_for(task.task_id), [task]))
+            await self.run(
+                scripts.enqueue(self.keys_for(task.task_id), [task], events=self.events_arg)
+            )
         )
         if outcome == 1:
             self.telemetry.enqueued(task.task_type)
@@ -146,7 +148,7 @@ class Producer(QueueClient):
         """Send one partition's tasks, 1,000 per call, appending each chunk's RedisTasks
         to `out` as it lands (so a failure leaves `out` holding what is enqueued)."""
         for chunk in chunks(tasks):
-            call = scripts.enqueue(keys, chunk)
+            call = scripts.enqueue(keys, chunk, events=self.events_arg)
             try:
                 if durable:
                     reply = await self.run_durable(call, [t.task_id for t in chunk])

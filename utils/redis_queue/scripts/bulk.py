@@ -22,8 +22,10 @@ __all__ = [
 ]
 
 
-def delete(keys: QueueKeys, *, task_id: str, force: bool) -> ScriptCall:
-    return DELETE.call(keys, {"base": keys.base, "id": task_id, "force": "1" if force else "0"})
+def delete(keys: QueueKeys, *, task_id: str, force: bool, events: int) -> ScriptCall:
+    """`events`: the events stream's MAXLEN (0 = off), here and in purge, cancel_type."""
+    named = {"base": keys.base, "id": task_id, "force": "1" if force else "0", "events": events}
+    return DELETE.call(keys, named)
 
 
 def delete_reply(reply: list[Any]) -> TaskState:
@@ -31,8 +33,9 @@ def delete_reply(reply: list[Any]) -> TaskState:
     return TaskState(as_text(reply[1]))
 
 
-def purge(keys: QueueKeys, *, state: TaskState, limit: int) -> ScriptCall:
-    return PURGE.call(keys, {"base": keys.base, "state": state.value, "limit": limit})
+def purge(keys: QueueKeys, *, state: TaskState, limit: int, events: int) -> ScriptCall:
+    named = {"base": keys.base, "state": state.value, "limit": limit, "events": events}
+    return PURGE.call(keys, named)
 
 
 def purge_reply(reply: list[Any]) -> tuple[int, int]:
@@ -41,7 +44,7 @@ def purge_reply(reply: list[Any]) -> tuple[int, int]:
 
 
 def cancel_type(
-    keys: QueueKeys, *, task_type: str, delayed: bool, after: str, limit: int
+    keys: QueueKeys, *, task_type: str, delayed: bool, after: str, limit: int, events: int
 ) -> ScriptCall:
     named = {
         "base": keys.base,
@@ -49,6 +52,7 @@ def cancel_type(
         "where": "delayed" if delayed else "pending",
         "after": after,
         "limit": limit,
+        "events": events,
     }
     return CANCEL_TYPE.call(keys, named)
 

@@ -82,16 +82,18 @@ def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
 
 
 _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
-CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request"))
+CANCEL = Script("cancel", ("delayed", "cancelled", "stats"), ("base", "id", "request", "events"))
 CANCEL_TYPE = Script(
-    "cancel_type", ("delayed", "cancelled", "stats"), ("base", "type", "where", "after", "limit")
+    "cancel_type",
+    ("delayed", "cancelled", "stats"),
+    ("base", "type", "where", "after", "limit", "events"),
 )
 _EVERY_STATE = ("processing", "delayed", "completed", "failed", "cancelled", "dlq", "dlq_order")
-DELETE = Script("delete", (*_EVERY_STATE, "stats"), ("base", "id", "force"))
+DELETE = Script("delete", (*_EVERY_STATE, "stats"), ("base", "id", "force", "events"))
 PURGE = Script(
     "purge",
     ("delayed", "completed", "failed", "cancelled", "dlq", "dlq_order", "types", "stats"),
-    ("base", "state", "limit"),
+    ("base", "state", "limit", "events"),
 )
 CLAIM = Script(
     "claim",
@@ -101,7 +103,7 @@ CLAIM = Script(
     ),
     (
         *("base", "worker_id", "lease_ms", "count", "max_lease_losses", "use_dlq", "suspects"),
-        *("max_score", "want_head", "request", "blocked"),
+        *("max_score", "want_head", "request", "blocked", "events"),
     ),
     rest="task types served",
 )
@@ -109,9 +111,11 @@ CLEAR_FINISHED = Script("clear_finished", ("completed", "cancelled"), ("base", "
 COMPLETE = Script(
     "complete",
     ("processing", "completed", "cancelled", "stats"),
-    ("base", "id", "token", "keep_ms", "result", "blob"),
+    ("base", "id", "token", "keep_ms", "result", "blob", "events"),
 )
-ENQUEUE = Script("enqueue", ("delayed", "stats", "types"), ("base",), rest="tasks", flags="")
+ENQUEUE = Script(
+    "enqueue", ("delayed", "stats", "types"), ("base", "events"), rest="tasks", flags=""
+)
 EXTEND = Script("extend", ("processing",), ("base", "id", "token", "lease_ms"))
 EMIT = Script("emit", ("processing",), ("base", "id", "token", "max_len", "ttl_ms"), rest="entries")
 FAIL = Script(
@@ -119,16 +123,18 @@ FAIL = Script(
     ("processing", "delayed", "dlq", "failed", "cancelled", "stats", "dlq_order"),
     (
         *("base", "id", "token", "retry", "use_dlq", *_FAIL_POLICY, "jitter", "delay_ms"),
-        *("max_retries", "corrupt", "error"),
+        *("max_retries", "corrupt", "error", "events"),
     ),
 )
 EXTEND_PERMITS = Script("extend_permits", ("limits",), ("base", "lease_ms"), rest="items")
 PAUSE = Script("pause", ("paused",), ("target",))
 PERMIT = Script("permit", ("limits",), ("base", "lease_ms"), rest="tasks")
-PURGE_DLQ = Script("purge_dlq", ("dlq", "dlq_order"), ("base", "limit"))
+PURGE_DLQ = Script("purge_dlq", ("dlq", "dlq_order"), ("base", "limit", "events"))
 RESUME = Script("resume", ("paused", "types"), ("base", "target"))
-RELEASE = Script("release", ("processing", "stats"), ("base", "id", "token"))
-RETRY_DLQ = Script("retry_dlq", ("dlq", "failed", "stats", "dlq_order"), ("base", "id"), flags="")
+RELEASE = Script("release", ("processing", "stats"), ("base", "id", "token", "events"))
+RETRY_DLQ = Script(
+    "retry_dlq", ("dlq", "failed", "stats", "dlq_order"), ("base", "id", "events"), flags=""
+)
 SCHEDULE_ADVANCE = Script(
     "schedule_advance",
     ("schedule_due", "schedule_last"),
@@ -145,7 +151,7 @@ UNSCHEDULE = Script("unschedule", ("schedules", "schedule_due", "schedule_last")
 SETTLE_MANY = Script(
     "settle_many",
     ("processing", "completed", "cancelled", "delayed", "dlq", "failed", "stats", "dlq_order"),
-    ("base", "keep_ms", "use_dlq", *_FAIL_POLICY, "max_retries"),
+    ("base", "keep_ms", "use_dlq", *_FAIL_POLICY, "max_retries", "events"),
     rest="items",
 )
 UNPERMIT = Script("unpermit", ("limits",), ("base", "pause_ms", "pause_keys"), rest="items")
@@ -214,8 +220,10 @@ def _policy(policy: RetryPolicy) -> dict[str, str]:
 # -- builders: named arguments in, one ScriptCall out ------------------------------------
 
 
-def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
-    """Three arguments per task: its header line, its meta JSON ('' = none), its payload."""
+def enqueue(keys: QueueKeys, tasks: Sequence[NewTask], *, events: int) -> ScriptCall:
+    """Three arguments per task: its header line, its meta JSON ('' = none), its payload.
+    `events` (here and in every builder of a task transition): the events stream's
+    MAXLEN, 0 = write no events."""
     rest: list[Any] = []
     for t in tasks:
         retries = "-" if t.stored_max_retries is None else t.stored_max_retries
@@ -237,7 +245,7 @@ def enqueue(keys: QueueKeys, tasks: Sequence[NewTask]) -> ScriptCall:
         rest.append(header)
         rest.append(t.meta_text)
         rest.append("" if t.blob_ref is not None else t.payload_text)
-    return ENQUEUE.call(keys, {"base": keys.base}, rest)
+    return ENQUEUE.call(keys, {"base": keys.base, "events": events}, rest)
 
 
 def claim(
@@ -254,6 +262,7 @@ def claim(
     want_head: bool = False,
     request: str = "",
     blocked: Sequence[str] = (),
+    events: int,
 ) -> ScriptCall:
     named = {
         "base": keys.base,
@@ -267,6 +276,7 @@ def claim(
         "want_head": _flag(want_head),
         "request": request,
         "blocked": " ".join(blocked),
+        "events": events,
     }
     return CLAIM.call(keys, named, task_types)
 
@@ -279,12 +289,13 @@ def complete(
     keep_ms: int,
     result_text: str,
     result_blob: BlobMode = "",
+    events: int,
 ) -> ScriptCall:
     """`result_blob` "key": the result goes into its blob key; "ext": it is in the
     queue's BlobStore and `result_text` is its reference, "<size>:<key>"."""
     named = {"base": keys.base, "id": task_id, "token": token, "keep_ms": keep_ms}
     blob = {"": "0", "key": "1", "ext": "e"}[result_blob]
-    return COMPLETE.call(keys, {**named, "result": result_text, "blob": blob})
+    return COMPLETE.call(keys, {**named, "result": result_text, "blob": blob, "events": events})
 
 
 def fail(
@@ -299,6 +310,7 @@ def fail(
     max_retries: int,
     corrupt: bool,
     error_text: str,
+    events: int,
 ) -> ScriptCall:
     named = {
         "base": keys.base,
@@ -312,6 +324,7 @@ def fail(
         "max_retries": max_retries,
         "corrupt": _flag(corrupt),
         "error": error_text,
+        "events": events,
     }
     return FAIL.call(keys, named)
 
@@ -340,9 +353,10 @@ def settle_many(
     policy: RetryPolicy,
     max_retries: int,
     items: Sequence[SettleItem],
+    events: int,
 ) -> ScriptCall:
     named = {"base": keys.base, "keep_ms": keep_ms, "use_dlq": _flag(use_dlq)}
-    named.update(_policy(policy), max_retries=max_retries)
+    named.update(_policy(policy), max_retries=max_retries, events=events)
     rest: list[Any] = []
     for item in items:
         used = item.tokens_used
@@ -401,8 +415,9 @@ def emit(
     return EMIT.call(keys, {**named, "ttl_ms": ttl_ms}, rest)
 
 
-def release(keys: QueueKeys, *, task_id: str, token: str) -> ScriptCall:
-    return RELEASE.call(keys, {"base": keys.base, "id": task_id, "token": token})
+def release(keys: QueueKeys, *, task_id: str, token: str, events: int) -> ScriptCall:
+    named = {"base": keys.base, "id": task_id, "token": token, "events": events}
+    return RELEASE.call(keys, named)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,16 +465,17 @@ def extend_permits(
     return EXTEND_PERMITS.call(keys, {"base": keys.base, "lease_ms": lease_ms}, rest)
 
 
-def cancel(keys: QueueKeys, *, task_id: str, request: str = "") -> ScriptCall:
-    return CANCEL.call(keys, {"base": keys.base, "id": task_id, "request": request})
+def cancel(keys: QueueKeys, *, task_id: str, request: str = "", events: int) -> ScriptCall:
+    named = {"base": keys.base, "id": task_id, "request": request, "events": events}
+    return CANCEL.call(keys, named)
 
 
-def retry_dlq(keys: QueueKeys, *, task_id: str) -> ScriptCall:
-    return RETRY_DLQ.call(keys, {"base": keys.base, "id": task_id})
+def retry_dlq(keys: QueueKeys, *, task_id: str, events: int) -> ScriptCall:
+    return RETRY_DLQ.call(keys, {"base": keys.base, "id": task_id, "events": events})
 
 
-def purge_dlq(keys: QueueKeys, *, limit: int) -> ScriptCall:
-    return PURGE_DLQ.call(keys, {"base": keys.base, "limit": limit})
+def purge_dlq(keys: QueueKeys, *, limit: int, events: int) -> ScriptCall:
+    return PURGE_DLQ.call(keys, {"base": keys.base, "limit": limit, "events": events})
 
 
 def clear_finished(keys: QueueKeys, *, age_ms: int, limit: int) -> ScriptCall:

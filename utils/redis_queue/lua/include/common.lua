@@ -21,6 +21,8 @@
     base .. 'schedule_last'    hash: a schedule's last tick "<due ms> <skipped in all>"
     base .. 'out:' .. id       stream with a TTL: a task's output (emit.lua), ended by notify_done,
                                deleted with the task (delete_task)
+    base .. 'events'           stream, MAXLEN ~ the caller's `events` argument: the partition's
+                               task lifecycle events (task_event; queue/events.py reads it)
     base .. 'unique:' .. type .. ':' .. digest
                                string with a TTL (the unique_for window): the id of the
                                first task with that type and unique key (enqueue.lua)
@@ -111,6 +113,42 @@ local function unique_key(base, task_type, digest)
 end
 local function debounce_key(base, task_type, digest)
   return base .. 'debounce:' .. task_type .. ':' .. digest
+end
+
+-- Task lifecycle events: one XADD per task event to the partition's stream, bounded by
+-- MAXLEN ~ events_max (set once per call from the script's `events` argument by
+-- events_from; 0 = off, nothing is written). XADD goes through pcall: a clobbered events
+-- key must never fail a transition halfway. Fields: event, id, type, attempt (runs
+-- started), and error (its first line, at most EVENT_ERROR_MAX bytes) on failure events.
+local events_max = 0
+local EVENT_ERROR_MAX = 200
+local FINAL_EVENTS = {completed = 'completed', failed = 'failed', dead_letter = 'dead_lettered',
+                      cancelled = 'cancelled'}
+
+local function events_from(arg)
+  events_max = math.floor(tonumber(arg) or 0)
+end
+
+-- `event` nil: the task's final state names it (notify_done). `task_type` nil: type and
+-- attempt are read from the hash (one HMGET), as is the error of a final failure.
+local function task_event(base, event, id, task_type, attempt, err)
+  if events_max <= 0 then return end
+  if task_type == nil or event == nil then
+    local f = redis.pcall('HMGET', base .. 'task:' .. id, 'type', 'attempts', 'state', 'error')
+    if type(f) ~= 'table' or f.err then f = {} end
+    task_type, attempt = f[1], f[2]
+    if event == nil then
+      event = FINAL_EVENTS[f[3]]
+      if event == nil then return end
+      if event == 'failed' or event == 'dead_lettered' then err = f[4] end
+    end
+  end
+  local entry = {'event', event, 'id', id, 'type', task_type or '', 'attempt', attempt or 0}
+  if err then
+    entry[#entry + 1] = 'error'
+    entry[#entry + 1] = string.sub(string.match(err, '^[^\n]*') or '', 1, EVENT_ERROR_MAX)
+  end
+  redis.pcall('XADD', base .. 'events', 'MAXLEN', '~', events_max, '*', unpack(entry))
 end
 
 -- Drops a task's dedup window and debounce hold (its fields uniq and dbnc) when they still
@@ -258,6 +296,7 @@ local function notify_done(base, id)
   redis.call('PEXPIRE', k, DONE_TTL_MS)
   -- A task that wrote output ends its stream with its final state, which wakes readers
   -- (queue.stream_output) at once; the stream keeps the TTL its last write gave it.
+  task_event(base, nil, id)
   local out = output_key(base, id)
   if redis.call('EXISTS', out) == 1 then
     local f = redis.call('HMGET', task_key(base, id), 'attempts', 'state')

@@ -141,6 +141,7 @@ local function fail_one(base, k, id, token, retry, delay_ms, jitter, corrupt, er
     add_blob(fields, 'error', err, true)
     call_sliced('HSET', key, fields)
     tally(k.stats, 'retried', 1)
+    task_event(base, 'retried', id, task_type, f[10], err)
     if delay <= 0 then
       make_pending(base, key, id, k.stats)
     else
@@ -185,5 +186,6 @@ local function back_off_one(base, k, id, token, pause_ms, names)
   redis.call('ZADD', pending_key(base, task_type),
              pending_score(created * 1000 - EPOCH_US, tonumber(f[8]) or 1), id)
   redis.call('HSET', key, 'state', 'pending')
+  task_event(base, 'released', id)
   return {5, until_ms}
 end
