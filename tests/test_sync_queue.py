@@ -36,7 +36,7 @@ from utils.redis_queue import (
     Worker,
 )
 from utils.redis_queue.handlers import HandlerRegistry, TaskContext
-from utils.redis_queue.keys import partition_of
+from utils.redis_queue.keys import partition_of, queue_index
 
 QueueFactory = Callable[..., RedisTaskQueue]
 SyncFactory = Callable[..., SyncRedisTaskQueue]
@@ -98,6 +98,8 @@ async def test_sync_enqueue_writes_the_records_the_async_client_writes(
     await assert_single_state(raw_redis, queue, "s2", "delayed")
     stats = await queue.get_statistics()
     assert stats["total_enqueued"] == 2 and stats["pending"] == 1 and stats["delayed"] == 1
+    # connect made the async client's checks, which register the queue's name
+    assert await raw_redis.sismember(queue_index(sq.layout.prefix), sq.queue_name)
 
 
 async def test_sync_enqueue_many_sends_thousands_in_order_all_validated_first(

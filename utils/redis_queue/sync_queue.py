@@ -28,8 +28,8 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from . import codec, scripts
 from .connection import BLOCK_SLICE_SECONDS, translate_error
-from .errors import BulkEnqueueError, NotConnected, QueueError, ResultTimeout, TopologyError
-from .keys import QueueKeys, queue_index, validate_task_id
+from .errors import BulkEnqueueError, NotConnected, QueueError, ResultTimeout
+from .keys import QueueKeys, validate_task_id
 from .models import RedisTask, TaskPriority, TaskState
 from .new_task import NewTask, check_seconds
 from .queue import RedisTaskQueue
@@ -84,8 +84,8 @@ class SyncRedisTaskQueue:
     # -- lifecycle -----------------------------------------------------------------
 
     def connect(self) -> None:
-        """Open the clients and check that Redis answers (RedisUnavailable if not) and
-        holds this queue with the same partition count (TopologyError if not)."""
+        """Open the clients after the checks RedisTaskQueue.connect() makes (RedisUnavailable,
+        TopologyError, QueueError for a server older than Redis 7)."""
         if self._redis is not None:
             return
         with self._connecting:
@@ -93,6 +93,10 @@ class SyncRedisTaskQueue:
                 self._open()
 
     def _open(self) -> None:
+        # The async client's own checks, once: Redis answers, is a primary of the topology
+        # configured, runs Redis 7+, holds this queue with the same partition count; and
+        # the queue's name goes into the registry.
+        _wait(_checked(self.spec))
         spec = self.spec
         options: dict[str, Any] = {
             "password": spec.password,
@@ -102,34 +106,8 @@ class SyncRedisTaskQueue:
         blocking = sync_client(
             spec.topology, socket_timeout=spec._socket_timeout + BLOCK_SLICE_SECONDS, **options
         )
-        try:
-            try:
-                redis.ping()
-                self._check_layout(redis)
-                redis.sadd(queue_index(self.layout.prefix), self.queue_name)
-            except RedisError as exc:
-                raise translate_error(spec.redis_url, exc) from exc
-        except BaseException:
-            redis.close()
-            blocking.close()
-            raise
         self._redis, self._blocking = redis, blocking
         self._scripts = SyncScripts(redis, spec.redis_url)
-
-    def _check_layout(self, redis: SyncClient) -> None:
-        """As QueueClient._check_layout: every client of a queue agrees on its partitions."""
-        meta = self.keys.meta
-        stored: Any = redis.hget(meta, "partitions")
-        if stored is None and self.partitions > 1:
-            redis.hsetnx(meta, "partitions", self.partitions)
-            stored = redis.hget(meta, "partitions")
-        count = int(stored) if stored is not None and stored.isdigit() else 1
-        if count != self.partitions:
-            raise TopologyError(
-                f"queue {self.queue_name!r} has {count} partition(s) in Redis at {self.url}, "
-                f"this client was configured with {self.partitions}: every producer and "
-                "worker of a queue must use the same count (AGENTIC_PARTITIONS, --partitions)"
-            )
 
     def close(self) -> None:
         redis, blocking = self._redis, self._blocking
@@ -330,6 +308,13 @@ class SyncRedisTaskQueue:
             return command(self.redis)
         except RedisError as exc:
             raise translate_error(self.spec.redis_url, exc) from exc
+
+
+async def _checked(spec: RedisTaskQueue) -> None:
+    try:
+        await spec.connect()
+    finally:
+        await spec.close()
 
 
 def _wait(work: Coroutine[Any, Any, T]) -> T:
