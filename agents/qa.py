@@ -63,9 +63,9 @@ class QAAgent(Agent):
         protect_worker()
         with tempfile.TemporaryDirectory(prefix="agentic-qa-") as scratch:
             env = _environment(scratch, sandbox)
-            with sandbox.lent(ws), sandbox.lent(Path(scratch)):
+            with sandbox.running(ws, Path(scratch)) as uid:
                 compiled = await run_process(
-                    sandbox.command([sys.executable, "-m", "compileall", "-q", "."], ws),
+                    sandbox.command([sys.executable, "-m", "compileall", "-q", "."], ws, uid),
                     cwd=ws, env=env, timeout=timeout,
                 )  # fmt: skip
                 if compiled.timed_out or compiled.returncode != 0:
@@ -73,7 +73,7 @@ class QAAgent(Agent):
                     return self._report(compiled, "compile", timeout, started, sandbox)
                 tests = await run_process(
                     sandbox.command([sys.executable, "-B", "-m", "unittest", "discover",
-                                     "-s", str(ws), "-t", str(ws), "-v"], ws),
+                                     "-s", str(ws), "-t", str(ws), "-v"], ws, uid),
                     cwd=ws,
                     env=env,
                     timeout=timeout - (time.monotonic() - started),
@@ -155,6 +155,8 @@ def _environment(scratch: str, sandbox: Sandbox) -> dict[str, str]:
     )
     if sandbox.isolated_tmp:
         env["TMPDIR"] = "/tmp"
+    if sandbox.mode != "none":  # the run's uid has no passwd entry: getpass reads these
+        env.update(USER="sandbox", LOGNAME="sandbox")
     return env
 
 

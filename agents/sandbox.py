@@ -12,8 +12,9 @@ Modes (PipelineSettings.sandbox; `auto` picks the strongest that works here, pro
 - none: the worker's rights; a warning on every run.
 
 In every mode but none a small wrapper (`_LIMITED_EXEC`, run by the runtime inside) sets
-the rlimits, drops to an unprivileged uid when the worker is root (65534, the workspace
-lent to it for the run and taken back after), sets no_new_privs, runs the command and exits
+the rlimits, drops to an unprivileged uid of the run's own when the worker is root (so
+RLIMIT_NPROC counts this run's processes only; the workspace lent to it for the run and
+taken back after), sets no_new_privs, runs the command and exits
 as it did (a signal N as 128+N: util-linux unshare loses its child's signal otherwise).
 Which limit stopped a run is read from its exit signal or its output (`stopped_by`).
 """
@@ -40,7 +41,13 @@ from utils.redis_queue.handlers import PermanentFailure
 __all__ = ["Sandbox", "SandboxUnavailable", "available_mode", "stopped_by"]
 
 log = logging.getLogger("agentic.agents")
-NOBODY = 65534
+NOBODY = 65534  # the uid whose reach to the runtime is checked on the rlimits fallback
+# A root worker's runs get uids of their own: UID_BASE + pid * SLOTS + the run's slot in
+# this process (unique on the host while the worker lives; 65534 past SLOTS at once).
+UID_BASE = 1 << 30
+SLOTS = 64
+_PID_SPAN = 1 << 22  # pid_max's ceiling on Linux
+_slots: set[int] = set()
 _MIB = 1024 * 1024
 PROBE_SECONDS = 10.0
 # What the unshare fallback covers with empty tmpfs (the runtime and the workspace are
@@ -181,13 +188,14 @@ class Sandbox:
             "RLIMIT_NOFILE": (self.open_files, self.open_files),
         }
 
-    def command(self, argv: list[str], workspace: Path) -> list[str]:
-        """`argv` as it runs in this sandbox, in `workspace` (absolute, resolved)."""
+    def command(self, argv: list[str], workspace: Path, uid: int | None) -> list[str]:
+        """`argv` as it runs in this sandbox, in `workspace` (absolute, resolved), as `uid`
+        (from `running`; None: the worker's)."""
         if self.mode == "none":
             return list(argv)
         settings = {
             "limits": self.limits(),
-            "uid": NOBODY if self.drops_root else None,
+            "uid": uid,
             "workspace": str(workspace),
             "hide": list(HIDDEN) if self.mode == "unshare" else [],
             "keep": [[str(p), False] for p in _runtime_dirs()] + [[str(workspace), True]],
@@ -202,24 +210,33 @@ class Sandbox:
 
     @property
     def drops_root(self) -> bool:
-        """A root worker's code runs as NOBODY: always in a namespace (the runtime is bound
-        in readable); without one only if NOBODY can reach the runtime where it is."""
+        """A root worker's code runs unprivileged: always in a namespace (the runtime is
+        bound in readable); without one only if others can reach the runtime where it is."""
         if self.mode == "none" or os.geteuid() != 0:
             return False
         return self.mode != "rlimits" or _others_can_run()
 
     @contextmanager
-    def lent(self, workspace: Path) -> Iterator[None]:
-        """The workspace owned by the sandbox's uid for the run (root workers only), and
-        everything in it, whatever the run created, owned by the worker again after."""
+    def running(self, *dirs: Path) -> Iterator[int | None]:
+        """The uid this run's commands run as (None: the worker's), with `dirs` (the
+        workspace, the scratch directory) owned by it for the run, and everything in them,
+        whatever the run created, the worker's again after."""
         if not self.drops_root:
-            yield
+            yield None
             return
-        _chown_tree(workspace, NOBODY, NOBODY)
+        slot = next((i for i in range(SLOTS) if i not in _slots), None)
+        uid = NOBODY if slot is None else UID_BASE + (os.getpid() % _PID_SPAN) * SLOTS + slot
+        if slot is not None:
+            _slots.add(slot)
         try:
-            yield
+            for directory in dirs:
+                _chown_tree(directory, uid, uid)
+            yield uid
         finally:
-            _chown_tree(workspace, os.getuid(), os.getgid())
+            for directory in dirs:
+                _chown_tree(directory, os.getuid(), os.getgid())
+            if slot is not None:
+                _slots.discard(slot)
 
 
 @cache
@@ -227,8 +244,8 @@ def _others_can_run() -> bool:
     for runtime in _runtime_dirs():
         for path in (runtime, *runtime.parents):
             if not path.stat().st_mode & 0o001:  # not searchable by others (/root: 0700)
-                log.warning("sandbox=rlimits: %s is closed to uid %d, the code runs as root",
-                            path, NOBODY)  # fmt: skip
+                log.warning("sandbox=rlimits: %s is closed to others, the code runs as root",
+                            path)  # fmt: skip
                 return False
     return True
 
@@ -260,7 +277,7 @@ def _bwrap_prefix(workspace: Path) -> list[str]:
     if os.geteuid() != 0:
         argv += ["--unshare-user", "--cap-drop", "ALL"]
     # As root: no user namespace (whose uid would map back to root, which RLIMIT_NPROC
-    # exempts); the wrapper drops to NOBODY, losing every capability.
+    # exempts); the wrapper drops to the run's uid, losing every capability.
     bound: list[Path] = []
     for system in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"):
         path = Path(system)

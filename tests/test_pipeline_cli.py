@@ -296,3 +296,8 @@ def test_make_demo_runs_the_example_to_a_deployed_artifact(tmp_path: Path) -> No
     artifact = Path(summary.split("artifact", 1)[1].split()[0])
     assert artifact.is_file() and artifact.parent == tmp_path / "deploy"
     assert f"spans in {tmp_path / 'traces.jsonl'}" in summary
+    # QA ran in the sandbox: bubblewrap where installed (make test installs it)
+    manifest = json.loads(Path(str(artifact).replace(".tar.gz", ".manifest.json")).read_text())
+    expected = "bubblewrap" if shutil.which("bwrap") else "unshare"
+    assert manifest["qa_evidence"]["sandbox"] == expected
+    assert manifest["qa_evidence"]["limit"] is None

@@ -8,6 +8,7 @@ and the QA result names the limit that stopped it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from agents import DeployAgent, DevAgent, OutsideBaseDirectory, QAAgent
-from agents.sandbox import Sandbox, available_mode
+from agents.sandbox import UID_BASE, Sandbox, available_mode
 from utils.config import ModelSettings, PipelineSettings
 from utils.redis_queue.handlers import TaskContext
 from utils.redis_queue.models import RedisTask
@@ -308,13 +309,13 @@ async def test_without_namespaces_the_limits_and_the_uid_drop_still_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`auto` on a host where neither bubblewrap nor unshare works: rlimits only (and the
-    uid drop when the runtime is open to uid 65534: here it may be under /root)."""
+    uid drop when the runtime is open to others: here it may be under /root)."""
     monkeypatch.setattr("agents.sandbox._bwrap_works", lambda: False)
     monkeypatch.setattr("agents.sandbox._unshare_works", lambda: False)
     outside = tmp_path / "outside"
     outside.mkdir()
     body = f"""
-print("uid", os.getuid())
+print("uid", os.getuid(), os.getuid() > {UID_BASE})
 try:
     open({str(outside / "pwned")!r}, "w").write("x")
 except OSError as exc:
@@ -325,5 +326,36 @@ while True:
     result, _ = await generated_qa_as(tmp_path, "auto", "rlimits", body)
     assert result["limit"] == f"CPU time limit {CPU_SECONDS} s"
     if Sandbox.from_settings(settings(tmp_path, "auto")).drops_root:
-        assert "uid 65534" in result["output"]
+        assert f"uid {UID_BASE}" not in result["output"]  # a uid of its own: above the base
+        assert "uid 0" not in result["output"]
         assert not (outside / "pwned").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_fork_bomb_does_not_starve_a_qa_run_beside_it(tmp_path: Path, mode: str) -> None:
+    """Each run of a root worker has a uid of its own, so RLIMIT_NPROC counts its own."""
+    bomb = """
+children = 0
+try:
+    for _ in range(10_000):
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+finally:
+    time.sleep(4)  # holding every process it got while the other run forks
+"""
+    calm = """
+time.sleep(1)
+pids = [subprocess.Popen([sys.executable, "-c", "pass"]) for _ in range(20)]
+self.assertEqual([p.wait() for p in pids], [0] * 20)
+print("uid", os.getuid())
+"""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (bombed, _), (beside, _) = await asyncio.gather(
+        generated_qa(tmp_path / "a", mode, bomb, sandbox_max_processes=64),
+        generated_qa(tmp_path / "b", mode, calm, sandbox_max_processes=64),
+    )
+    assert bombed["limit"] == "process limit 64"
+    assert beside["passed"] is True, beside["output"]
