@@ -341,3 +341,15 @@ async def test_cli_prints_what_is_kept_filters_and_refuses_a_bad_since(
     assert out.returncode == 2 and "--since" in out.stderr
     down = agentic_env("redis://127.0.0.1:1", queue_name)
     assert (await asyncio.to_thread(_cli, down, "events")).returncode == 69
+
+
+async def test_an_events_key_of_another_type_never_fails_a_transition(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    await raw_redis.set(queue.keys.events, "not a stream")
+    await queue.enqueue("a", "t", {})
+    (task,) = await queue.claim("w", 1)
+    await queue.complete_task("a", {"ok": 1}, lease_token=task.lease_token)
+    done = await queue.get_task("a")
+    assert done is not None and done.state == TaskState.COMPLETED
+    assert await raw_redis.get(queue.keys.events) == b"not a stream"
