@@ -1,19 +1,27 @@
 """A real `agentic worker` serving the agents under the sandbox: hostile generated code in
 one QA task after another (delivered by the replay backend through the dev agent), each
 stopped and named, the worker serving the next; a payload aiming outside the base
-directory dead-lettered with the reason."""
+directory dead-lettered with the reason; a SIGKILLed worker leaves no sandboxed process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from tests.support.processes import ROOT, agentic_argv, agentic_env
+from tests.test_sandbox import processes_with
 from utils.redis_queue import RedisTaskQueue
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,3 +113,53 @@ async def test_the_worker_survives_hostile_code_and_refuses_outside_workspaces(
             assert task is not None and task.state == "dead_letter"
             assert "outside the base directory" in str(task.error)
     assert not (tmp_path / "elsewhere").exists()
+
+
+async def wait_for(check: Callable[[], bool], seconds: float) -> bool:
+    """Polls the process table (nothing to await on for another process's children)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_sandboxed_code_dies_with_a_sigkilled_worker(
+    tmp_path: Path, mode: str, redis_url: str, queue_name: str
+) -> None:
+    marker = f"orphan-{uuid.uuid4().hex}"
+    ws = tmp_path / "workspaces" / "r-1"
+    ws.mkdir(parents=True)
+    (ws / "test_hang.py").write_text(
+        "import os, subprocess, sys, time, unittest\n\n"
+        "class T(unittest.TestCase):\n"
+        "    def test_hangs(self):\n"
+        "        subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)',\n"
+        f"                          '{marker}'], start_new_session=True)\n"
+        "        time.sleep(600)\n"
+    )
+    env = agentic_env(
+        redis_url,
+        queue_name,
+        AGENTIC_PIPELINE__WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+        AGENTIC_PIPELINE__SANDBOX=mode,
+    )
+    payload = {"subtask": {"id": "hang"}, "run_id": "r-1", "workspace": str(ws)}
+    async with RedisTaskQueue(queue_name=queue_name, redis_url=redis_url) as queue:
+        await queue.enqueue("qa-hang", "qa", payload)
+    worker = subprocess.Popen(
+        agentic_argv("worker", "--app", "agents.app:registry"),
+        cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert await wait_for(lambda: bool(processes_with(marker)), 60)
+        os.kill(worker.pid, signal.SIGKILL)  # the worker only: no chance to clean up
+        worker.wait(10)
+        assert await wait_for(lambda: not processes_with(marker), 15), processes_with(marker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
