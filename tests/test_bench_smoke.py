@@ -146,3 +146,43 @@ def test_quick_wide_run_scenario_j(redis_url: str, tmp_path: Path) -> None:
     j = json.loads(out.read_text())["results"]["J"]
     assert set(j["ms_per_subtask"]) == {"10", "50", "200"}
     assert all(ms > 0 for ms in j["ms_per_subtask"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_quick_feature_scenarios_n_o_p_q(redis_url: str, tmp_path: Path) -> None:
+    """N (payload memory), O (output streams), P (pause/resume through 3 worker
+    processes, scheduler steps) and Q (enqueue windows), each against its raw baseline,
+    on queues of their own that they delete afterwards."""
+    out = tmp_path / "bench-nopq.json"
+    args = ["--quick", "--scenarios", "N,O,P,Q", "--redis-url", redis_url, "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=140, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())["results"]
+    sizes = results["N"]["sizes"]
+    assert list(sizes) == ["1 KiB", "16 KiB", "64 KiB", "1 MiB", "10 MiB"]
+    for case in sizes.values():  # never below the bare hash of the same payload
+        for mode in ("inline", "claim-check"):
+            assert case[mode]["bytes_per_task"] >= 0.99 * case["raw_hash_bytes"] > 0
+    assert sizes["1 MiB"]["claim-check"]["hash_fields"] < 20  # the payload is a blob key
+    assert results["N"]["large_10mib"]["get_task_ms"] > 0
+    o = results["O"]
+    assert o["stream_entries"] == o["n"] == 1_000 and o["stream_bytes"] > 0
+    assert o["emits_per_s_concurrent"] > 0 and o["latency_p99_ms"] >= o["latency_p50_ms"] > 0
+    p = results["P"]
+    # A handler claimed just before pause() may start a moment after it returned on a
+    # loaded machine; none starts during the hold (tests/test_pause.py checks the leases).
+    assert max(p["pause"]["latest_start_after_pause_ms"]) < 200, p["pause"]
+    assert p["pause"]["claimed_after_pause"] == [0, 0], p["pause"]
+    assert p["pause"]["worker_exit"] == 0 and p["pause"]["started"] >= 50
+    assert len(p["pause"]["first_start_after_resume_ms"]) == 2
+    assert p["scheduler"]["due"] == 200 and p["scheduler"]["idle_step_ms"] > 0
+    q = results["Q"]["us_per_call"]
+    assert set(q) == {"plain", "unique_for", "debounce", "duplicate", "replace"}
+    client = Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match="agentic:{bench-*", count=1_000)) == []
+    finally:
+        client.close()

@@ -19,10 +19,19 @@ they compare with are in baselines.py.
                with few pending, and pending depth (issue 18's "scenario I")
     sandbox    L  the sandbox's cost per QA run: median of 20, bubblewrap vs the unshare
                fallback vs none
+    payload_memory   N  memory per pending task from 1 KiB to 10 MiB payloads, inline and
+               claim-checked, against a bare hash; one 10 MiB enqueue and get_task
+    output_streams   O  ctx.emit() one by one and concurrent, emit -> reader latency and
+               stream memory, against raw XADD / XREAD
+    pause_schedules  P  pause/resume seen by 3 `agentic worker` processes; a scheduler
+               step idle and with 1,000 schedules due
+    enqueue_windows  Q  enqueue() with unique_for / debounce against plain enqueue()
 
 G starts a Redis Cluster of its own (6 servers), I a browser (~5 min), J runs of up
 to 2,000 subtasks (~2 min) and K a model provider (~20 s): they run only when asked
-(--scenarios G, I, J, K); M (~1 min) and L (~1 min, QA 63 times) too.
+(--scenarios G, I, J, K); M (~1 min) and L (~1 min, QA 63 times) too, and N (~30 s,
+~1 GB of 10 MiB payloads through Redis), O (~15 s), P (~20 s, 3 worker processes) and
+Q (~10 s), which measure single features the README quotes.
 """
 
 from __future__ import annotations
@@ -33,9 +42,13 @@ from bench.harness.context import Bench, Row
 from bench.scenarios.cluster import scenario_g
 from bench.scenarios.dashboard import scenario_i
 from bench.scenarios.enqueue import scenario_a, scenario_b
+from bench.scenarios.enqueue_windows import scenario_q
 from bench.scenarios.flow import scenario_h
 from bench.scenarios.memory import scenario_f
 from bench.scenarios.model import scenario_k
+from bench.scenarios.output_streams import scenario_o
+from bench.scenarios.pause_schedules import scenario_p
+from bench.scenarios.payload_memory import scenario_n
 from bench.scenarios.sandbox import scenario_l
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
 from bench.scenarios.sync_enqueue import scenario_s
@@ -44,7 +57,8 @@ from bench.scenarios.wide import scenario_j
 from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
 ALL_SCENARIOS = (
-    "A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K", "M", "L"
+    "A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K", "M", "L",
+    "N", "O", "P", "Q",
 )  # fmt: skip
 DEFAULT_SCENARIOS = ("A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
@@ -64,5 +78,9 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "K": scenario_k,
     "L": scenario_l,
     "M": scenario_m,
+    "N": scenario_n,
+    "O": scenario_o,
+    "P": scenario_p,
+    "Q": scenario_q,
     "S": scenario_s,
 }
