@@ -7,6 +7,7 @@
     .venv/bin/python bench/queue_bench.py --scenarios G      # the cluster layouts (~2 min)
     .venv/bin/python bench/queue_bench.py --scenarios I      # the dashboard (~5 min)
     .venv/bin/python bench/queue_bench.py --scenarios AC --no-events  # events' cost: vs on
+    .venv/bin/python bench/queue_bench.py --scenarios N,O,P,Q  # figures the README quotes
 
 Starts a private redis-server (no persistence) on a free port unless --redis-url is
 given; then it uses a queue name of its own and deletes only keys matching
@@ -35,6 +36,7 @@ Scenarios:  A  enqueue() one at a time         B  enqueue_many() in chunks of 1,
                PING/HGETALL baselines, Redis commands, Redis time and dashboard CPU per
                request, and the Redis commands per second of one idle headless Chromium
                on the overview (~5 min; needs /usr/bin/chromium and Playwright)
+            J to Q (on request only): see bench/scenarios/__init__.py
 
 C, D and E run `python -m pipeline.cli worker --app bench.apps:registry` with
 AGENTIC_REDIS_URL / AGENTIC_QUEUE_NAME set (other AGENTIC_* variables removed) and stop it
@@ -91,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
         help=f"subset of {','.join(ALL_SCENARIOS)} (e.g. AE, C0,E0 or CDE; default: all but G,"
-        " which starts a Redis Cluster of its own, I, which opens a browser, J and K)",
+        " which starts a Redis Cluster of its own, I, which opens a browser, J to Q)",
     )
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/)")
     parser.add_argument(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench.harness.config import TASK_TYPE
+from bench.harness.config import QUICK, TASK_TYPE
 from bench.harness.context import Bench, Row, clear_keys
 from bench.scenarios.common import warm_up
 from utils.redis_queue import RedisTaskQueue
@@ -68,7 +68,7 @@ async def check_state(bench: Bench, queue: RedisTaskQueue, n: int) -> None:
 
 
 async def scenario_q(bench: Bench) -> Row:
-    n = 500 if bench.sizes.memory < 100_000 else 5_000
+    n = 500 if bench.sizes == QUICK else 5_000
     block = n // BLOCKS
     seconds = dict.fromkeys(CASES, 0.0)
     async with bench.queue() as queue:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from bench.harness.config import TASK_TYPE
+from bench.harness.config import QUICK, TASK_TYPE
 from bench.harness.context import Bench, Row, clear_keys
 from bench.harness.payloads import percentile
 from utils.redis_queue import RedisTaskQueue, TaskContext
@@ -29,7 +29,7 @@ LATENCY_GAP_S = 0.001
 
 def counts(bench: Bench) -> tuple[int, int]:
     """(entries per rate phase, entries timed for latency)."""
-    return (1_000, 200) if bench.sizes.memory < 100_000 else (10_000, 1_000)
+    return (1_000, 200) if bench.sizes == QUICK else (10_000, 1_000)
 
 
 async def claimed_context(queue: RedisTaskQueue, task_id: str) -> TaskContext:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import STAMP_TYPE
-from bench.harness.config import TASK_TYPE
+from bench.harness.config import QUICK, TASK_TYPE
 from bench.harness.context import Bench, Row, clear_keys
 from bench.harness.payloads import chunks, payload
 from bench.harness.processes import agentic_worker
@@ -166,7 +166,7 @@ async def scheduler_costs(bench: Bench, queue: RedisTaskQueue, plan: Plan) -> di
 
 
 async def scenario_p(bench: Bench) -> Row:
-    plan = QUICK_PLAN if bench.sizes.memory < 100_000 else FULL_PLAN
+    plan = QUICK_PLAN if bench.sizes == QUICK else FULL_PLAN
     async with bench.queue() as queue:
         sched = await scheduler_costs(bench, queue, plan)
         pause = await pause_rounds(bench, queue, plan)

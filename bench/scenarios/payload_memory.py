@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from bench.harness.config import TASK_TYPE
+from bench.harness.config import QUICK, TASK_TYPE
 from bench.harness.context import Bench, Row, clear_keys
 from utils.redis_queue import RedisTaskQueue
 
@@ -125,7 +125,7 @@ async def large_timings(bench: Bench) -> dict[str, float]:
 
 
 async def scenario_n(bench: Bench) -> Row:
-    quick = bench.sizes.memory < 100_000
+    quick = bench.sizes == QUICK
     sizes: dict[str, Any] = {}
     worst = 0.0
     hit = True
