@@ -4,7 +4,7 @@ Modes (PipelineSettings.sandbox; `auto` picks the strongest that works here, pro
 
 - bubblewrap: `bwrap` with its own network, pid, ipc and uts namespaces and a mount
   namespace holding only the Python runtime (read-only), the workspace (read-write), a
-  private /tmp (also HOME), /dev and the namespace's /proc;
+  private /tmp (also HOME), /dev, the namespace's /proc and a minimal /etc of its own;
 - unshare: util-linux `unshare` with network, pid, ipc, uts and mount namespaces; /tmp,
   /var/tmp and /dev/shm private, the workspace bound back in; the rest of the host's
   files are visible with the rights of the sandbox's user (hence weaker);
@@ -21,6 +21,7 @@ Which limit stopped a run is read from its exit signal or its output (`stopped_b
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,7 +62,12 @@ _LIMITED_EXEC = """\
 import ctypes, json, os, resource, sys
 c = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
-if c["hide"]:  # unshare: root in a mount namespace of its own
+if c["hide"]:  # unshare: root in mount and network namespaces of its own
+    import fcntl, socket, struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # loopback up, as bwrap does
+        got = fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0))  # SIOCGIFFLAGS
+        flags = struct.unpack("16sH", got[:18])[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))  # SIOCSIFFLAGS IFF_UP
     kept = [(os.open(p, os.O_PATH), p, w) for p, w in c["keep"]]
     for d in c["hide"]:
         if os.path.isdir(d) and libc.mount(b"tmpfs", d.encode(), b"tmpfs", 6, b"mode=1777"):
@@ -251,6 +258,30 @@ def _others_can_run() -> bool:
 
 
 @cache
+def _etc_dir() -> Path:
+    """A minimal /etc for bubblewrap (the host's stays out): localhost resolves, and this
+    process's run uids, root and nobody have names. Made once per process."""
+    etc = Path(tempfile.mkdtemp(prefix="agentic-sandbox-etc-"))
+    atexit.register(shutil.rmtree, etc, True)
+    etc.chmod(0o755)
+    base = UID_BASE + (os.getpid() % _PID_SPAN) * SLOTS
+    users = {0: "root", NOBODY: "nobody", os.getuid(): "sandbox"}
+    users |= {base + slot: f"sandbox{slot}" for slot in range(SLOTS)}
+    files = {
+        "hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+        "passwd": "".join(
+            f"{n}:x:{u}:{u}::/tmp/home:/usr/sbin/nologin\n" for u, n in users.items()
+        ),
+        "group": "".join(f"{n}:x:{u}:\n" for u, n in users.items()),
+    }
+    for name, text in files.items():
+        (etc / name).write_text(text)
+        (etc / name).chmod(0o644)
+    return etc
+
+
+@cache
 def _announce(mode: str) -> None:
     log.info("sandbox: generated code runs in %s", mode)  # once per process
 
@@ -286,6 +317,7 @@ def _bwrap_prefix(workspace: Path) -> list[str]:
         elif path.is_dir():
             argv += ["--ro-bind", system, system]
             bound.append(path)
+    argv += ["--ro-bind", str(_etc_dir()), "/etc"]
     made: set[Path] = set()
     for runtime in _runtime_dirs():
         if any(runtime.is_relative_to(b) for b in bound):

@@ -359,3 +359,28 @@ print("uid", os.getuid())
     )
     assert bombed["limit"] == "process limit 64"
     assert beside["passed"] is True, beside["output"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_ordinary_test_code_runs_in_the_sandbox(tmp_path: Path, mode: str) -> None:
+    """What honest tests do: a server on localhost inside, the user's name, temp files,
+    a subprocess, files written in the workspace."""
+    body = """
+import getpass, tempfile, threading
+server = socket.create_server(("localhost", 0))
+port = server.getsockname()[1]
+threading.Thread(target=lambda: server.accept()[0].sendall(b"hi"), daemon=True).start()
+with socket.create_connection(("localhost", port), timeout=5) as client:
+    self.assertEqual(client.recv(2), b"hi")
+self.assertTrue(getpass.getuser())
+with tempfile.NamedTemporaryFile() as scratch:
+    scratch.write(b"x")
+self.assertEqual(subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True,
+                                text=True).stdout, "42\\n")
+os.makedirs("out/deep", exist_ok=True)
+open("out/deep/result.txt", "w").write("ok")
+"""
+    result, ws = await generated_qa(tmp_path, mode, body)
+    assert result["passed"] is True, result["output"]
+    assert (ws / "out" / "deep" / "result.txt").read_text() == "ok"
+    assert (ws / "out" / "deep").stat().st_uid == os.getuid()
