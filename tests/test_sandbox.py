@@ -131,6 +131,8 @@ for p in ({port}, {redis_port}):
         print("refused", p, exc)
 self.assertEqual(reached, [])
 """
+    before = await raw_redis.info("stats")
+    keys_before = await raw_redis.dbsize()
     try:
         result, _ = await generated_qa(tmp_path, mode, body)
         with pytest.raises(BlockingIOError):
@@ -139,6 +141,9 @@ self.assertEqual(reached, [])
         listener.close()
     assert result["passed"] is True, result["output"]
     assert await raw_redis.exists(key) == 0
+    after = await raw_redis.info("stats")  # on the connection already open: no new one
+    assert after["total_connections_received"] == before["total_connections_received"]
+    assert await raw_redis.dbsize() == keys_before
 
 
 @pytest.mark.parametrize("mode", MODES)
