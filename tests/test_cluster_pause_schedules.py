@@ -78,7 +78,8 @@ async def test_schedulers_on_a_cluster_enqueue_each_tick_once(
     loops = [asyncio.create_task(run_scheduler(q, poll=0.05)) for q in (a, b)]
     try:
         while (await admin.get_queue_size())["pending"] < 10:
-            await asyncio.sleep(0.05)
+            assert not all(loop.done() for loop in loops), [loop.exception() for loop in loops]
+            await asyncio.sleep(0.05)  # a test's poll of a count that only grows
     finally:
         for loop in loops:
             loop.cancel()

@@ -31,6 +31,11 @@ async def run_scheduler(queue: RedisTaskQueue, poll: float = POLL_SECONDS) -> No
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             continue
+        except Exception:  # a bug or an unmapped client error must not end the ticks
+            log.exception("scheduler step failed, retrying in %.1f s", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
         backoff = 0.1
         if step.enqueued:  # another scheduler's duplicates included
             log.debug("scheduler sent %d tick(s)", step.enqueued)
