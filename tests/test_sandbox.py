@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from agents import DeployAgent, DevAgent, OutsideBaseDirectory, QAAgent
+from agents import DeployAgent, DevAgent, OutsideBaseDirectory, QAAgent, SandboxUnavailable
 from agents.sandbox import UID_BASE, Sandbox, available_mode
 from utils.config import ModelSettings, PipelineSettings
 from utils.redis_queue.handlers import TaskContext
@@ -389,3 +389,16 @@ open("out/deep/result.txt", "w").write("ok")
     assert result["passed"] is True, result["output"]
     assert (ws / "out" / "deep" / "result.txt").read_text() == "ok"
     assert (ws / "out" / "deep").stat().st_uid == os.getuid()
+
+
+async def test_an_explicit_mode_that_cannot_run_here_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agents.sandbox._bwrap_works", lambda: False)
+    ws = tmp_path / "workspaces" / "r-1"
+    ws.mkdir(parents=True)
+    (ws / "test_x.py").write_text("open('ran', 'w')\n")
+    payload = {"subtask": {"id": "x"}, "run_id": "r-1", "workspace": str(ws)}
+    with pytest.raises(SandboxUnavailable, match="sandbox=bubblewrap"):
+        await QAAgent(ModelSettings(), settings(tmp_path, "bubblewrap"))(context("qa", payload))
+    assert not (ws / "ran").exists()  # nothing ran weaker instead
