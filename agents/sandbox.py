@@ -318,14 +318,15 @@ def _bwrap_prefix(workspace: Path) -> list[str]:
             argv += ["--ro-bind", system, system]
             bound.append(path)
     argv += ["--ro-bind", str(_etc_dir()), "/etc"]
-    made: set[Path] = set()
+    # The private /tmp first: a runtime or a workspace under /tmp (a checkout or a venv
+    # there, pytest's tmp_path) is bound on top of it, not hidden by it.
+    argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
+    made: set[Path] = {Path("/tmp")}
     for runtime in _runtime_dirs():
         if any(runtime.is_relative_to(b) for b in bound):
             continue
         argv += [*_parents(runtime, made), "--ro-bind", str(runtime), str(runtime)]
         bound.append(runtime)
-    argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
-    made.add(Path("/tmp"))
     argv += [*_parents(workspace, made), "--bind", str(workspace), str(workspace)]
     return [*argv, "--dev", "/dev", "--proc", "/proc", "--chdir", str(workspace)]
 

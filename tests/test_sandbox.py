@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from agents import DeployAgent, DevAgent, OutsideBaseDirectory, QAAgent, SandboxUnavailable
-from agents.sandbox import UID_BASE, Sandbox, available_mode
+from agents.sandbox import UID_BASE, Sandbox, _bwrap_prefix, available_mode
 from utils.config import ModelSettings, PipelineSettings
 from utils.redis_queue.handlers import TaskContext
 from utils.redis_queue.models import RedisTask
@@ -266,6 +266,20 @@ async def test_none_runs_unsandboxed_and_says_so(
     result, _ = await generated_qa(tmp_path, "none", "print(os.getuid())\n")
     assert result["passed"] is True and result["limit"] is None
     assert "sandbox=none" in caplog.text
+
+
+def test_bubblewrap_mounts_its_private_tmp_under_the_runtime_and_the_workspace(
+    tmp_path: Path,
+) -> None:
+    """A venv or a checkout under /tmp (CI clones there) and pytest's workspaces must be
+    bound on top of the sandbox's empty /tmp, not hidden by it."""
+    argv = _bwrap_prefix(tmp_path)
+    tmpfs = argv.index("--tmpfs")
+    binds = [i for i, arg in enumerate(argv) if arg in ("--ro-bind", "--bind")]
+    runtime = [i for i in binds if argv[i + 1] not in ("/usr", "/bin", "/sbin", "/lib",
+                                                         "/lib64", "/lib32")]  # fmt: skip
+    assert runtime and all(i > tmpfs for i in runtime if argv[i + 2] != "/etc")
+    assert argv.index(str(tmp_path), tmpfs) > tmpfs  # the workspace bind comes after
 
 
 def test_auto_picks_bubblewrap_when_it_works() -> None:
