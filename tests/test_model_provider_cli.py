@@ -66,6 +66,10 @@ def test_a_local_run_against_a_bad_provider_fails_in_bounded_time_and_exits(
     "failed", then hung on exit; an echoing error body put the key into the progress lines
     and the run's reason, with the traceback."""
     provider.mode = mode
+    # A reply long enough that its drip outlasts the call's deadline whether it is asked
+    # for whole (a byte at a time) or streamed (a piece per event), as --local streams
+    # its subtasks' output now.
+    provider.content = "x" * 3000
     started = time.monotonic()
     done = _agentic(
         "pipeline", "run", _spec(tmp_path), "--local",
