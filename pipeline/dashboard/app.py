@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -38,6 +38,7 @@ from utils.redis_queue import (
     TaskStateError,
 )
 
+from .actions import action_routes, is_api, json_response
 from .console import Console, UnknownQueue, timeline
 from .security import Guard
 
@@ -113,20 +114,20 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
 
     async def overview(request: Request) -> Response:
         doc = await console.overview()
-        if _is_api(request):
-            return _json(doc)
+        if is_api(request):
+            return json_response(doc)
         return render(request, "overview.html", doc=doc)
 
     async def queue_page(request: Request) -> Response:
         name = request.path_params["queue"]
         info = await console.queue_info(name)
-        if _is_api(request):
-            return _json(info)
+        if is_api(request):
+            return json_response(info)
         return render(request, "queue.html", name=name, info=info)
 
     async def history(request: Request) -> Response:
         minutes = _int(request, "minutes", 60, 1, 1440)
-        return _json(await console.history(request.path_params["queue"], minutes))
+        return json_response(await console.history(request.path_params["queue"], minutes))
 
     async def tasks(request: Request) -> Response:
         name = request.path_params["queue"]
@@ -137,8 +138,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         task_type = params.get("type") or None
         limit = _int(request, "limit", 50, 1, 1000)
         page = await console.tasks(name, state, task_type, params.get("cursor") or None, limit)
-        if _is_api(request):
-            return _json(page)
+        if is_api(request):
+            return json_response(page)
         next_url = None
         if page["next_cursor"]:
             next_query = {"state": state, "limit": limit, "cursor": page["next_cursor"]}
@@ -157,8 +158,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         task_type = params.get("type") or None
         scan = _int(request, "scan", SEARCH_SCAN, 1, 100_000)
         found = await console.search(name, text, state, task_type, scan)
-        if _is_api(request):
-            return _json(found)
+        if is_api(request):
+            return json_response(found)
         deeper = None
         if not found["complete"] and scan < 100_000:
             query = {"text": text, "scan": min(scan * 10, 100_000)}
@@ -171,8 +172,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         doc = await console.task(name, task_id)
         if doc is None:
             raise TaskNotFound(task_id)
-        if _is_api(request):
-            return _json(doc)
+        if is_api(request):
+            return json_response(doc)
         return render(
             request, "task.html", name=name, task=doc, trace_url=trace_link(doc["trace_id"])
         )
@@ -180,17 +181,17 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
     async def workers(request: Request) -> Response:
         name = request.path_params["queue"]
         rows = await console.workers(name)
-        if _is_api(request):
-            return _json(rows)
+        if is_api(request):
+            return json_response(rows)
         return render(request, "workers.html", name=name, workers=rows)
 
     async def limits(request: Request) -> Response:
-        return _json(await console.limits(request.path_params["queue"]))
+        return json_response(await console.limits(request.path_params["queue"]))
 
     async def runs(request: Request) -> Response:
         rows = await console.runs(_int(request, "limit", 50, 1, 1000))
-        if _is_api(request):
-            return _json(rows)
+        if is_api(request):
+            return json_response(rows)
         return render(request, "runs.html", runs=rows)
 
     async def run_page(request: Request) -> Response:
@@ -198,8 +199,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         run = await console.run(run_id)
         if run is None:
             return await _not_found(request, f"no pipeline run {run_id!r}")
-        if _is_api(request):
-            return _json(run.model_dump(mode="json"))
+        if is_api(request):
+            return json_response(run.model_dump(mode="json"))
         holder = await console.run_holder(run_id) if not run.status.is_final else None
         return render(
             request,
@@ -214,100 +215,7 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         )
 
     async def run_events(request: Request) -> Response:
-        return _json(await console.run_events(request.path_params["run_id"]))
-
-    # -- actions -------------------------------------------------------------------------
-
-    def action(act: Callable[[Request], Awaitable[str]], back: Callable[[Request], str]) -> Handler:
-        async def handle(request: Request) -> Response:
-            if options.read_only:
-                return _refuse(request, 403, "this dashboard is read-only")
-            if not await guard.csrf_ok(request):
-                return _refuse(request, 403, "missing or wrong CSRF token")
-            message = await act(request)
-            if _is_api(request):
-                return _json({"ok": True, "message": message})
-            return RedirectResponse(f"{back(request)}?msg={quote(message)}", status_code=303)
-
-        return handle
-
-    def bulk(
-        act: Callable[[Request], Awaitable[str]], what: str, back: Callable[[Request], str]
-    ) -> Handler:
-        """An action on many tasks: the first POST (without confirm=yes) asks."""
-        plain = action(act, back)
-
-        async def handle(request: Request) -> Response:
-            confirmed = request.query_params.get("confirm") == "yes"
-            if not confirmed and "form" in request.headers.get("content-type", ""):
-                confirmed = (await request.form()).get("confirm") == "yes"
-            if confirmed or options.read_only:
-                return await plain(request)
-            name = request.path_params["queue"]
-            count = (await (await console.queue(name)).get_queue_size())["dlq"]
-            if _is_api(request):
-                return JSONResponse(
-                    {"error": "confirmation required: repeat with confirm=yes", "count": count},
-                    status_code=409,
-                )
-            return render(request, "confirm.html", name=name, what=what, count=count)
-
-        return handle
-
-    def queue_of(request: Request) -> str:
-        return f"/queues/{quote(request.path_params['queue'], safe='')}"
-
-    def task_url(request: Request) -> str:
-        return f"{queue_of(request)}/tasks/{quote(request.path_params['task_id'], safe='')}"
-
-    def run_url(request: Request) -> str:
-        return f"/runs/{quote(request.path_params['run_id'], safe='')}"
-
-    async def do_retry(r: Request) -> str:
-        return await console.retry(r.path_params["queue"], r.path_params["task_id"])
-
-    async def do_cancel(r: Request) -> str:
-        return await console.cancel(r.path_params["queue"], r.path_params["task_id"])
-
-    async def do_retry_all(r: Request) -> str:
-        return await console.retry_all(r.path_params["queue"])
-
-    async def do_purge(r: Request) -> str:
-        return await console.purge(r.path_params["queue"])
-
-    async def task_type_of(r: Request) -> str | None:
-        """The optional task type of a pause or resume (?type= or a form field)."""
-        value = r.query_params.get("type")
-        if value is None and "form" in r.headers.get("content-type", ""):
-            found = (await r.form()).get("type")
-            value = found if isinstance(found, str) else None
-        return value or None
-
-    async def do_pause(r: Request) -> str:
-        return await console.pause(r.path_params["queue"], await task_type_of(r))
-
-    async def do_resume(r: Request) -> str:
-        return await console.resume(r.path_params["queue"], await task_type_of(r))
-
-    async def do_cancel_run(r: Request) -> str:
-        return await console.cancel_run(r.path_params["run_id"])
-
-    async def do_resume_run(r: Request) -> str:
-        return await console.resume_run(r.path_params["run_id"])
-
-    async def do_decide(r: Request, approve: bool) -> str:
-        form = await r.form() if "form" in r.headers.get("content-type", "") else {}
-        text = form.get("comment" if approve else "reason") or None
-        by = "dashboard" + ("" if guard.token is None else " (token holder)")
-        return await console.decide_run(
-            r.path_params["run_id"], approve, text if isinstance(text, str) else None, by
-        )
-
-    async def do_approve(r: Request) -> str:
-        return await do_decide(r, True)
-
-    async def do_reject(r: Request) -> str:
-        return await do_decide(r, False)
+        return json_response(await console.run_events(request.path_params["run_id"]))
 
     # -- auth ----------------------------------------------------------------------------
 
@@ -326,12 +234,12 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         return response
 
     async def refuse(request: Request) -> Response:
-        if _is_api(request) or request.method != "GET":
-            return _json({"error": "authentication required"}, 401)
+        if is_api(request) or request.method != "GET":
+            return json_response({"error": "authentication required"}, 401)
         return render(request, "login.html", status=401)
 
     async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     # -- errors --------------------------------------------------------------------------
 
@@ -339,8 +247,8 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         return _refuse(request, 404, message)
 
     def _refuse(request: Request, status: int, message: str) -> Response:
-        if _is_api(request):
-            return _json({"error": message}, status)
+        if is_api(request):
+            return json_response({"error": message}, status)
         return render(request, "error.html", status=status, error=message)
 
     def guarded(handler: Handler) -> Handler:
@@ -372,18 +280,7 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
         ("/runs", runs, ["GET"]),
         ("/runs/{run_id}", run_page, ["GET"]),
     ]
-    actions: list[tuple[str, Handler]] = [
-        ("/queues/{queue}/tasks/{task_id}/retry", action(do_retry, task_url)),
-        ("/queues/{queue}/tasks/{task_id}/cancel", action(do_cancel, task_url)),
-        ("/queues/{queue}/dlq/retry-all", bulk(do_retry_all, "retry", queue_of)),
-        ("/queues/{queue}/dlq/purge", bulk(do_purge, "purge", queue_of)),
-        ("/queues/{queue}/pause", action(do_pause, queue_of)),
-        ("/queues/{queue}/resume", action(do_resume, queue_of)),
-        ("/runs/{run_id}/cancel", action(do_cancel_run, run_url)),
-        ("/runs/{run_id}/resume", action(do_resume_run, run_url)),
-        ("/runs/{run_id}/approve", action(do_approve, run_url)),
-        ("/runs/{run_id}/reject", action(do_reject, run_url)),
-    ]
+    actions = action_routes(console, guard, options.read_only, render, _refuse)
     routes: list[BaseRoute] = []
     for path, handler, methods in pages:
         routes.append(Route(path, guarded(handler), methods=methods))
@@ -415,20 +312,6 @@ def create_app(settings: Settings, options: DashboardOptions | None = None) -> S
     )
     app.state.console = console
     return app
-
-
-def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
-
-
-class _JsonResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        # default=str: the documents carry a few non-JSON values (paths, enums)
-        return json.dumps(content, default=str, separators=(",", ":")).encode()
-
-
-def _json(value: Any, status: int = 200) -> JSONResponse:
-    return _JsonResponse(value, status_code=status)
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:

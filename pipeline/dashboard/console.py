@@ -18,7 +18,14 @@ from pipeline.runs import RunState
 from pipeline.spec import secret_like
 from utils.config import Settings
 from utils.redaction import redact_secrets
-from utils.redis_queue import MinuteCounts, RedisTaskQueue, TaskState, codec
+from utils.redis_queue import (
+    InvalidTaskError,
+    MinuteCounts,
+    RedisTaskQueue,
+    TaskState,
+    TaskStateError,
+    codec,
+)
 from utils.redis_queue.keys import BLOB_NAMES, QueueKeys, validate_queue_name
 
 __all__ = ["Console", "UnknownQueue", "redact", "timeline"]
@@ -29,6 +36,8 @@ MAX_QUEUES = 200  # queues shown; a registry larger than this is cut, in name or
 HISTORY_REUSE_SECONDS = 10.0
 
 
+# The states a purge takes (running tasks only go one by one, forced).
+PURGEABLE = ("pending", "delayed", "completed", "failed", "cancelled", "dead_letter")
 OUTPUT_ENTRIES = 200  # the newest entries of a task's output stream its page shows
 RUN_EVENTS = 200  # the newest events of a run its page shows
 
@@ -233,6 +242,50 @@ class Console:
     async def purge(self, name: str) -> str:
         count = await (await self.queue(name)).purge_dlq()
         return f"purged {count} dead-lettered task(s)"
+
+    async def delete(self, name: str, task_id: str, force: bool) -> str:
+        try:
+            was = await (await self.queue(name)).delete_task(task_id, force=force)
+        except TaskStateError as exc:
+            raise TaskStateError(
+                task_id,
+                exc.state,
+                f"task {task_id} is running: delete it with force=yes "
+                "(its worker is told to stop and its result is dropped)",
+            ) from exc
+        return f"task {task_id} deleted (was {was.value})"
+
+    async def count_state(self, name: str, state: str) -> int:
+        """How many tasks a purge of `state` would delete now (for its confirmation)."""
+        if state not in PURGEABLE:
+            raise InvalidTaskError(f"cannot purge state {state!r}: use one of {PURGEABLE}")
+        sizes = await (await self.queue(name)).get_queue_size()
+        return sizes["dlq" if state == "dead_letter" else state]
+
+    async def purge_state(self, name: str, state: str) -> str:
+        if state not in PURGEABLE:
+            raise InvalidTaskError(f"cannot purge state {state!r}: use one of {PURGEABLE}")
+        count = await (await self.queue(name)).purge(state)
+        return f"purged {count} {state} task(s)"
+
+    async def count_type(self, name: str, task_type: str) -> tuple[int, int]:
+        """How many pending and delayed tasks of `task_type` a cancel would take: pending
+        from its per-type index, delayed by paging the delayed set (no such index)."""
+        queue = await self.queue(name)
+        page = await queue.page_tasks("pending", task_type=task_type, limit=1)
+        delayed, cursor = 0, None
+        while True:
+            found = await queue.page_tasks(
+                "delayed", task_type=task_type, cursor=cursor, limit=1000
+            )
+            delayed += len(found.tasks)
+            cursor = found.next_cursor
+            if cursor is None:
+                return page.total or 0, delayed
+
+    async def cancel_type(self, name: str, task_type: str) -> str:
+        count = await (await self.queue(name)).cancel_by_type(task_type)
+        return f"cancelled {count} queued {task_type} task(s)"
 
     async def pause(self, name: str, task_type: str | None) -> str:
         changed = await (await self.queue(name)).pause(task_type)
