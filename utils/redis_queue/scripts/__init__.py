@@ -54,9 +54,7 @@ from .contract import (
     CancelOutcome,
     Code,
     FailOutcome,
-    HeldItem,
     OutputEntry,
-    PermitItem,
     Script,
     ScriptCall,
     SettleItem,
@@ -67,15 +65,12 @@ from .contract import (
     emit,
     enqueue,
     extend,
-    extend_permits,
     fail,
-    permit,
     purge_dlq,
     release,
     retry_dlq,
     settle_many,
     sizes,
-    unpermit,
     worker_beat,
 )
 from .control import (
@@ -88,6 +83,7 @@ from .control import (
     schedules_due_reply,
     unschedule,
 )
+from .permits import HeldItem, PermitItem, extend_permits, permit, unpermit
 from .replies import (
     PENDING_BAND,
     ClaimReply,
