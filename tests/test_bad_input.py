@@ -876,6 +876,7 @@ async def test_a_stale_entry_for_a_finished_task_is_dropped_not_quarantined_agai
     await raw_redis.zadd(queue.keys.delayed, {"done": 0})
     await raw_redis.zadd(queue.keys.processing, {"dead": 0})
     await raw_redis.zadd(queue.keys.pending("dev"), {"done": 0, "dead": 1})
+    await raw_redis.zadd(queue.keys.ready, {"dev": 0}, lt=True)  # as every engine write does
     assert await queue.claim("w", 10) == []
     for task_id, record in before.items():
         assert await raw_redis.hgetall(queue.keys.task(task_id)) == record

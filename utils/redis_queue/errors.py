@@ -175,6 +175,11 @@ class CorruptQueue(QueueError):
     """A key of the queue holds the wrong Redis type (written by something else)."""
 
 
+class ServedTypesUnknown(QueueError):
+    """A claim named its long list of task types by digest and Redis no longer holds the
+    list (it expired, or the server restarted empty): the claim is sent again with it."""
+
+
 class NotConnected(QueueError):
     pass
 

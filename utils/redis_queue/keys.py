@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Literal
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -86,6 +87,21 @@ def validate_task_type(task_type: object) -> str:
     if len(_KNOWN_TYPES) < 1024:
         _KNOWN_TYPES.add(task_type)
     return task_type
+
+
+def validate_task_types(task_types: Iterable[object]) -> tuple[str, ...]:
+    """A list of task types a claim serves, each validated: a worker sends the same
+    (possibly long) list with every claim, so each list is checked once."""
+    given = tuple(task_types)
+    try:
+        return _validated_types(given)
+    except TypeError:  # something unhashable in it: the per-item check names it
+        return tuple(validate_task_type(t) for t in given)
+
+
+@lru_cache(maxsize=32)
+def _validated_types(task_types: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(validate_task_type(t) for t in task_types)
 
 
 def validate_limit_key(key: object) -> str:
@@ -283,6 +299,12 @@ class QueueKeys:
     @property
     def types(self) -> str:
         return f"{self.base}types"
+
+    @property
+    def ready(self) -> str:
+        """The ready index: task types with pending tasks, by a lower bound of their best
+        score (include/common.lua mark_ready), plus the member '' that says it is whole."""
+        return f"{self.base}ready"
 
     @property
     def workers(self) -> str:

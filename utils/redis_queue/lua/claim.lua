@@ -33,7 +33,16 @@
                       (space-separated; its limits are checked by permit.lua in another
                       slot): tasks bound by them are left where they are, as a limit would
   ARGV[12] events     max length of the events stream (include/common.lua task_event); '0' = off
-  ARGV[13..] task types served (none = every known type)
+  ARGV[13..] task types served (none = every known type), or '@<digest>' naming the set
+              `served:<digest>` of them (a long list, sent once: without the types after
+              it the set must exist, else {-12, key}; with them it is written first)
+
+  Finding ready work costs about k log k reads for a claim of k, however many types there
+  are: the partition's ready index (include/common.lua mark_ready, include/merge.lua)
+  orders the types by a lower bound of their best score, and the claim opens a type's
+  pending set only when its bound beats the best task found so far. A few named types
+  (PER_TYPE_MAX or fewer) are read directly instead, and so is every type when priority
+  aging is on (an aged task can rank above its type's bound).
 
   Suspects run alone: a task that lost its lease twice (once when max_lease_losses is 1)
   may be what killed its worker (a poison task), and the tasks that ran beside it were
@@ -63,7 +72,8 @@
   put back where it was, untouched (no attempt, no retry), up to MAINT_BATCH per call, and
   the next ready task is tried instead.
 
-  Returns {now_ms, next_event_ms, {types served}, head, {limit, held back, ...},
+  Returns {now_ms, next_event_ms, {known types: only when no type is named and nothing
+  was claimed, else {}}, head, {limit, held back, ...},
   {id, token, HGETALL... (+ 'payload', its blob key's value, for a claim-checked payload)},
   ...}; next_event_ms is the earliest delayed due time, lease
   deadline or time a limit that held a task back admits again (-1 when there is none), so
@@ -74,8 +84,11 @@
 ]]
 --@include common
 --@include limits
+--@include merge
 
 local MAINT_BATCH = 100
+local PER_TYPE_MAX = 8 -- up to this many named types are read directly, not through the index
+local SERVED_TTL_MS = 86400000 -- a served set lives a day past its last claim
 local base = ARGV[1]
 events_from(ARGV[12])
 local lease_ms, count, max_losses, bad
@@ -96,22 +109,67 @@ if ARGV[8] ~= '' then
 end
 local want_head = ARGV[9] == '1'
 
-bad = check_types({KEYS[4], 'set'})
+bad = check_types({KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'set',
+                   KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'zset',
+                   KEYS[9], 'hash'})
 if bad then return bad end
-local types = {}
-if #ARGV >= 13 then
-  for i = 13, #ARGV do types[#types + 1] = ARGV[i] end
+
+-- Priority aging (off unless the queue sets aging_ms): a task that waited a whole window
+-- ranks one priority higher, two after two windows, up to CRITICAL; within a rank the
+-- older task goes first. Each priority band of a type's set is then a cursor of its own,
+-- ranked by its head's aged key, which rises along the band (older heads rank higher).
+-- One read of the counters this claim needs: the aging window, the fencing counter and
+-- how far the queue has served (fairness).
+local counters = redis.call('HMGET', KEYS[3], 'aging_ms', 'fence', 'served')
+local aging_us = nil
+local aging_ms = tonumber(counters[1] or '')
+if aging_ms and aging_ms > 0 then
+  aging_us = aging_ms * 1000
+  max_score = nil -- a band bound from other partitions does not rank aged tasks: each
+                  -- partition serves its own aged order, and partitions take turns
+end
+
+local named = {}
+local served_key = nil -- a long list of named types, kept in Redis (see ARGV[13])
+if #ARGV >= 13 and string.sub(ARGV[13], 1, 1) == '@' then
+  served_key = base .. 'served:' .. string.sub(ARGV[13], 2)
+  bad = check_types({served_key, 'set'})
+  if bad then return bad end
+  if #ARGV > 13 then
+    local given = {}
+    for i = 14, #ARGV do given[#given + 1] = ARGV[i] end
+    redis.call('DEL', served_key)
+    call_sliced('SADD', served_key, given)
+  elseif redis.call('EXISTS', served_key) == 0 then
+    return {E_SERVED_UNKNOWN, served_key}
+  end
+  redis.call('PEXPIRE', served_key, SERVED_TTL_MS)
+  if aging_us then named = redis.call('SMEMBERS', served_key) end
 else
-  types = redis.call('SMEMBERS', KEYS[4])
+  for i = 13, #ARGV do named[#named + 1] = ARGV[i] end
 end
-local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[5], 'set',
-                KEYS[6], 'zset', KEYS[7], 'zset', KEYS[8], 'zset', KEYS[9], 'hash'}
-for _, t in ipairs(types) do
-  checks[#checks + 1] = pending_key(base, t)
-  checks[#checks + 1] = 'zset'
+local indexed = not aging_us and (served_key ~= nil or #named == 0 or #named > PER_TYPE_MAX)
+local types = named -- the types read directly (per-type mode)
+if indexed then
+  bad = ready_rebuild(base, KEYS[4])
+  if bad then return bad end
+else
+  if #named == 0 then types = redis.call('SMEMBERS', KEYS[4]) end
+  local checks = {}
+  for _, t in ipairs(types) do
+    checks[#checks + 1] = pending_key(base, t)
+    checks[#checks + 1] = 'zset'
+  end
+  bad = check_types(checks)
+  if bad then return bad end
 end
-bad = check_types(checks)
-if bad then return bad end
+-- What the reply reports as known types: a caller serving every type blocks on their
+-- wake keys once a claim found nothing; a caller naming its types knows them.
+local function known_types()
+  if served_key or #named > 0 then return {} end
+  if #types > 0 then return types end
+  return redis.call('SMEMBERS', KEYS[4])
+end
 
 local now = now_ms()
 local ends = {dlq = KEYS[5], dlq_at = KEYS[8], failed = KEYS[6], stats = KEYS[3]}
@@ -122,7 +180,7 @@ if request ~= '' then
   local seen = redis.pcall('GET', replay_key)
   if type(seen) == 'string' and string.sub(seen, 1, #request + 1) == request .. '\n' then
     -- This call, sent again: the tasks it claimed, those still leased to it.
-    local again = {now, -1, types, '', {}}
+    local again = {now, -1, known_types(), '', {}}
     for id, token in string.gmatch(string.sub(seen, #request + 2), '(%S+) (%S+)') do
       local key = task_key(base, id)
       local f = redis.pcall('HMGET', key, 'state', 'lease')
@@ -190,117 +248,68 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
   end
 end
 
--- Limits: a served type whose own limit admits nothing now is left out of this claim.
--- A partitioned queue's limits live in another slot: its caller passes the keys it knows
+-- Which types this claim may take from. Pause: what is paused is left out before anything
+-- is picked. Limits: a served type whose own limit admits nothing now is left out too. A
+-- partitioned queue's limits live in another slot: its caller passes the keys it knows
 -- are blocked, and they hold tasks back here as a limit would (permit.lua decides).
--- Pause: what is paused is left out before anything is picked.
-local claimable = types
-if redis.call('HLEN', KEYS[9]) > 0 then
-  claimable = {}
-  if redis.call('HEXISTS', KEYS[9], '*') == 0 then
-    for _, t in ipairs(types) do
-      if redis.call('HEXISTS', KEYS[9], t) == 0 then claimable[#claimable + 1] = t end
-    end
-  end
+local paused_all, paused = false, {}
+local paused_rows = {}
+if redis.call('HLEN', KEYS[9]) > 0 then paused_rows = redis.call('HGETALL', KEYS[9]) end
+for i = 1, #paused_rows, 2 do
+  paused[paused_rows[i]] = true
+  if paused_rows[i] == '*' then paused_all = true end
 end
-
 local L = lim_open(base, now)
 if not L and ARGV[11] ~= '' then L = lim_blocked(base, now, ARGV[11]) end
-local open_types = claimable
-if L then
-  open_types = {}
-  for _, t in ipairs(claimable) do
-    local at = lim_block(L, t, 0)
-    if not at then
-      open_types[#open_types + 1] = t
-    else
-      local waiting = redis.call('ZCARD', pending_key(base, t))
-      if waiting > 0 then lim_note_block(L, t, at, t, waiting) end
+local serves = nil -- the named types as a set (indexed mode); nil: every type
+if indexed and #named > 0 then
+  serves = {}
+  for _, t in ipairs(named) do serves[t] = true end
+end
+local function served(t)
+  if served_key then return redis.call('SISMEMBER', served_key, t) == 1 end
+  return serves == nil or serves[t] == true
+end
+local open_memo, closed = {}, {} -- closed: a type whose own limit held a task back
+local function is_open(t)
+  if closed[t] then return false end
+  local open = open_memo[t]
+  if open == nil then
+    open = not paused_all and not paused[t] and served(t)
+    if open and L then
+      local at = lim_block(L, t, 0)
+      if at then
+        open = false
+        local waiting = redis.pcall('ZCARD', pending_key(base, t))
+        if type(waiting) == 'number' and waiting > 0 then lim_note_block(L, t, at, t, waiting) end
+      end
     end
+    open_memo[t] = open
+  end
+  return open
+end
+local open_types = {} -- per-type mode: the named (or known) types open now
+if not indexed then
+  for _, t in ipairs(types) do
+    if is_open(t) then open_types[#open_types + 1] = t end
   end
 end
 
--- A binary min-heap of cursors over the served types' pending sets, ordered by the score
--- of each cursor's current head.
-local function heap_push(heap, c)
-  heap[#heap + 1] = c
-  local i = #heap
-  while i > 1 do
-    local parent = math.floor(i / 2)
-    if heap[parent].head <= heap[i].head then break end
-    heap[parent], heap[i] = heap[i], heap[parent]
-    i = parent
-  end
-end
-
-local function heap_pop(heap)
-  local top, n = heap[1], #heap
-  heap[1] = heap[n]
-  heap[n] = nil
-  n = n - 1
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and heap[l].head < heap[m].head then m = l end
-    if r <= n and heap[r].head < heap[m].head then m = r end
-    if m == i then break end
-    heap[i], heap[m] = heap[m], heap[i]
-    i = m
-  end
-  return top
-end
-
--- Priority aging (off unless the queue sets aging_ms): a task that waited a whole window
--- ranks one priority higher, two after two windows, up to CRITICAL; within a rank the
--- older task goes first. Each priority band of a type's set is then a cursor of its own,
--- ranked by its head's aged key, which rises along the band (older heads rank higher).
-local aging_us = nil
--- One read of the counters this claim needs: the aging window, the fencing counter and
--- how far the queue has served (fairness).
-local counters = redis.call('HMGET', KEYS[3], 'aging_ms', 'fence', 'served')
-local aging_ms = tonumber(counters[1] or '')
-if aging_ms and aging_ms > 0 then
-  aging_us = aging_ms * 1000
-  max_score = nil -- a band bound from other partitions does not rank aged tasks: each
-                  -- partition serves its own aged order, and partitions take turns
-end
 local now_tick = now * 1000 - EPOCH_US
-
 local function aged_key(score, band)
   local tick = score + band * BAND_US
   local rank = math.min(3, band + math.max(0, math.floor((now_tick - tick) / aging_us)))
   return tick - rank * BAND_US
 end
 
--- Reads the next page of a cursor's pending set (or band); false once it has no more.
-local function advance(c)
-  c.pos = c.pos + 2
-  if c.pos > #c.rows then
-    if c.exhausted then return false end
-    if c.band then
-      c.rows = redis.call('ZRANGE', c.key, c.low, c.high, 'BYSCORE', 'LIMIT', c.offset, c.page,
-                          'WITHSCORES')
-    else
-      c.rows = redis.call('ZRANGE', c.key, c.offset, c.offset + c.page - 1, 'WITHSCORES')
-    end
-    c.exhausted = #c.rows < 2 * c.page
-    c.offset = c.offset + c.page
-    c.page = c.page * 2
-    c.pos = 1
-    if #c.rows == 0 then return false end
-  end
-  c.head = tonumber(c.rows[c.pos + 1])
-  if c.band then c.head = aged_key(c.head, c.band) end
-  return true
-end
+local touched = {} -- types whose pending set this claim read: their index entries get fixed
+local broken = nil -- a pending set of the wrong type met by the indexed scan
 
--- The best `k` ready ids across the served types (lowest score first), removed from
--- their pending sets, as {id, type, score as text}. Many types are merged through the
--- heap, reading each set a page at a time (pages double), so the cost is about
--- types + k log(types) reads, not types * k.
-local function pick(k)
+-- Per-type mode: the best `k` across open_types, every type's set opened.
+local function pick_per_type(k)
   local picked = {}
   if #open_types == 0 then return picked end
+  for _, t in ipairs(open_types) do touched[t] = true end
   if #open_types == 1 and not max_score and not aging_us then
     local popped = redis.call('ZPOPMIN', pending_key(base, open_types[1]), k)
     for i = 1, #popped, 2 do
@@ -320,39 +329,61 @@ local function pick(k)
     call_sliced('ZREM', key, ids)
     return picked
   end
-  local first_page = math.max(1, math.min(16, math.floor(k / #open_types) + 1))
-  local heap = {}
+  local page = math.max(1, math.min(16, math.floor(k / #open_types) + 1))
+  local heap, taken = {}, {}
   for _, t in ipairs(open_types) do
-    local bands = aging_us and {3, 2, 1, 0} or {false}
-    for _, band in ipairs(bands) do
-      local c = {key = pending_key(base, t), type = t, rows = {}, pos = -1, offset = 0,
-                 page = first_page, exhausted = false, band = band}
-      if band then
-        local high = (1 - band) * BAND_US
-        c.low = string.format('%.0f', -band * BAND_US)
-        c.high = '(' .. string.format('%.0f', high)
-      end
+    for _, band in ipairs(aging_us and {3, 2, 1, 0} or {false}) do
+      local c = new_cursor(pending_key(base, t), t, page, band, aged_key)
       if advance(c) then heap_push(heap, c) end
     end
   end
-  local taken = {} -- pending key -> ids, removed once the merge is over (offsets stay valid)
   while #picked < k and #heap > 0 and not (max_score and heap[1].head >= max_score) do
-    local c = heap_pop(heap)
-    local id = c.rows[c.pos]
-    picked[#picked + 1] = {id, c.type, c.rows[c.pos + 1]}
-    local ids = taken[c.key]
-    if not ids then
-      ids = {}
-      taken[c.key] = ids
-    end
-    ids[#ids + 1] = id
-    if advance(c) then heap_push(heap, c) end
+    take(heap, picked, taken)
   end
-  for key, ids in pairs(taken) do call_sliced('ZREM', key, ids) end
+  remove_taken(taken)
   return picked
 end
 
-local out = {now, -1, types, '', {}}
+-- Indexed mode: walks the ready index in order and opens a type's set only while its
+-- bound is below the best head found so far; a type whose bound is not can hold nothing
+-- better (its bound is at or below its best score).
+local function pick_indexed(k)
+  local picked, heap, taken = {}, {}, {}
+  local page = math.max(1, math.min(8, k))
+  local ix = index_cursor(base)
+  local t, bound = index_next(ix)
+  while #picked < k do
+    while t and (#heap == 0 or bound < heap[1].head) do
+      if max_score and bound >= max_score then
+        t = nil
+        break
+      end
+      if is_open(t) then
+        touched[t] = true
+        local c = new_cursor(pending_key(base, t), t, page, false, nil)
+        if advance(c) then
+          heap_push(heap, c)
+        elseif c.broken then
+          broken = broken or c.broken
+        end
+      end
+      t, bound = index_next(ix)
+    end
+    if #heap == 0 or (max_score and heap[1].head >= max_score) then break end
+    take(heap, picked, taken)
+  end
+  remove_taken(taken)
+  return picked
+end
+
+-- The best `k` ready ids across the served types (lowest score first), removed from
+-- their pending sets, as {id, type, score as text}.
+local function pick(k)
+  if indexed then return pick_indexed(k) end
+  return pick_per_type(k)
+end
+
+local out = {now, -1, {}, '', {}}
 -- Fencing tokens: one more than the stored counter, but never below the server clock (ms
 -- since EPOCH_US, times 1,000), so a token is not handed out twice even when Redis lost the
 -- counter (a restart without persistence, a host crash with appendfsync everysec) while a
@@ -383,6 +414,7 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
     if not admitted then
       put_back[#put_back + 1] = p -- held back by a limit: where it was, untouched
       if held == task_type then -- its type's own limit: no more of the type this call
+        closed[task_type] = true
         for i, t in ipairs(open_types) do
           if t == task_type then
             table.remove(open_types, i)
@@ -446,15 +478,44 @@ for _, p in ipairs(put_back) do
   redis.call('ZADD', pending_key(base, p[2]), p[3], p[1])
 end
 
+-- The index entries of the types this claim read now say their sets' real heads.
+local heads = {}
+for t, _ in pairs(touched) do heads[t] = ready_fix(base, t) or false end
+
 -- Chain the wake-up: while ready work of a served type remains, the next idle worker gets
--- a token for it (for every served type: the claim may have taken another type's task
--- with the token that announced this one).
+-- a token for it (for every type the claim read: it may have taken another type's task
+-- with the token that announced this one), and for the types next in the index.
 if claimed > 0 then
-  for _, t in ipairs(open_types) do
-    if redis.call('ZCARD', pending_key(base, t)) > 0 then wake(base, t) end
+  for t, head in pairs(heads) do
+    if head and is_open(t) then wake(base, t) end
+  end
+  if indexed then
+    for _, t in ipairs(redis.call('ZRANGE', base .. 'ready', 1, count)) do
+      if heads[t] == nil and is_open(t) then wake(base, t) end
+    end
   end
 end
 
+-- Before the limits close: the head's search may meet types a limit holds back.
+if want_head then -- among what a claim could take now (not types a limit holds back)
+  local best = nil
+  local function consider(t)
+    local h = heads[t]
+    if h == nil then h = pending_head(base, t) end
+    if h and (best == nil or h < best) then best = h end
+  end
+  if indexed then -- in index order, while a bound may still beat the best head found
+    local ix = index_cursor(base)
+    local t, bound = index_next(ix)
+    while t and (best == nil or bound < best) do
+      if is_open(t) then consider(t) end
+      t, bound = index_next(ix)
+    end
+  else
+    for _, t in ipairs(open_types) do consider(t) end
+  end
+  if best then out[4] = string.format('%.0f', best) end
+end
 local next_event = -1
 local d = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if d[2] then next_event = tonumber(d[2]) end
@@ -471,13 +532,7 @@ if L then
   end
 end
 out[2] = next_event
-if want_head then -- among what a claim could take now (not types a limit holds back)
-  local best = nil
-  for _, t in ipairs(open_types) do
-    local h = redis.call('ZRANGE', pending_key(base, t), 0, 0, 'WITHSCORES')
-    if h[2] and (best == nil or tonumber(h[2]) < best) then best = tonumber(h[2]) end
-  end
-  if best then out[4] = string.format('%.0f', best) end
-end
 flush_history(base)
+if broken and claimed == 0 then return broken end
+if claimed == 0 then out[3] = known_types() end
 return out

@@ -212,8 +212,10 @@ for _, t in ipairs(tasks) do
       tick = tick + 1
       local place = tick
       if t.group then place = group_place(t.group) end
-      redis.call('ZADD', pending_key(base, t.type), pending_score(place, t.prio), t.id)
-      woken[t.type] = true
+      local score = pending_score(place, t.prio)
+      redis.call('ZADD', pending_key(base, t.type), score, t.id)
+      local best = woken[t.type] -- the type's best score added here (scores are text)
+      if not best or tonumber(score) < tonumber(best) then woken[t.type] = score end
     end
     if t.unique then
       redis.call('HSET', t.key, 'uniq', t.unique)
@@ -240,7 +242,10 @@ if created > 0 then
   redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick))
   flush_history(base)
 end
-for task_type, _ in pairs(woken) do wake(base, task_type) end
+for task_type, best in pairs(woken) do
+  mark_ready(base, task_type, best)
+  wake(base, task_type)
+end
 -- Workers that serve every type block on the wake keys of the types they know, plus this
 -- one, which tells them a new type appeared.
 if added > 0 then wake_key(base .. 'wake') end

@@ -12,8 +12,8 @@ from typing import Any
 
 from .. import codec, scripts
 from ..connection import BLOCK_SLICE_SECONDS
-from ..errors import LeaseLost, QueueError, RedisUnavailable
-from ..keys import QueueKeys, validate_task_type
+from ..errors import LeaseLost, QueueError, RedisUnavailable, ServedTypesUnknown
+from ..keys import QueueKeys, validate_task_type, validate_task_types
 from ..models import ClaimBatch, RedisTask, Settlement, TaskState
 from ..new_task import check_seconds
 from .claim_check import collect_quietly, fetch_blobs, stored_result
@@ -79,7 +79,7 @@ class Consumer(Gate):
         may be what killed its worker) comes alone in its batch; with `suspects` False
         (the caller runs one already) such tasks are left for others. On a partitioned
         queue the claim goes to the partitions in priority order (partitions.py)."""
-        types = [validate_task_type(t) for t in task_types] if task_types is not None else []
+        types = list(validate_task_types(task_types)) if task_types is not None else []
         if self.partitions > 1:
             return await self._claim_across(worker_id, count, types, suspects)
         return await self._claim_partition(self.keys, worker_id, count, types, suspects)
@@ -185,22 +185,35 @@ class Consumer(Gate):
         max_score: int | None,
         want_head: bool,
     ) -> ClaimBatch:
-        call = scripts.claim(
-            keys,
-            worker_id=worker_id,
-            lease_ms=int(self.lease_seconds * 1000),
-            count=count,
-            max_lease_losses=self.max_lease_losses,
-            use_dlq=self.enable_dlq,
-            suspects=suspects,
-            task_types=types,
-            max_score=max_score,
-            want_head=want_head,
-            request=os.urandom(8).hex() if count else "",
-            blocked=self._gate_hint(),
-            events=self.events_arg,
-        )
-        reply = scripts.claim_reply(await self.run(call))
+        request = os.urandom(8).hex() if count else ""
+
+        def call(send_served: bool) -> scripts.ScriptCall:
+            return scripts.claim(
+                keys,
+                worker_id=worker_id,
+                lease_ms=int(self.lease_seconds * 1000),
+                count=count,
+                max_lease_losses=self.max_lease_losses,
+                use_dlq=self.enable_dlq,
+                suspects=suspects,
+                task_types=types,
+                max_score=max_score,
+                want_head=want_head,
+                request=request,
+                blocked=self._gate_hint(),
+                events=self.events_arg,
+                send_served=send_served,
+            )
+
+        # A long type list is sent once per partition and then named by its digest.
+        sent = (keys.base, tuple(types)) in self._served_sent
+        try:
+            raw = await self.run(call(not sent))
+        except ServedTypesUnknown:  # expired, or Redis restarted empty: send it again
+            raw = await self.run(call(True))
+        if len(types) > scripts.SERVED_INLINE_MAX:
+            self._served_sent.add((keys.base, tuple(types)))
+        reply = scripts.claim_reply(raw)
         tasks = []
         for task_id, token, flat in reply.rows:
             fields = codec.text_fields(flat)
@@ -226,7 +239,8 @@ class Consumer(Gate):
                 wait = hint if wait is None else min(wait, hint)
         elif reply.held_back:
             self.telemetry.held_back(reply.held_back)
-        return ClaimBatch(tasks, wait, reply.served, reply.head, held_back)
+        served = list(types) if types else reply.served  # named, or reported when none
+        return ClaimBatch(tasks, wait, served, reply.head, held_back)
 
     async def wait_for_work(
         self,

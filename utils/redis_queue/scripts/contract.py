@@ -3,10 +3,11 @@ replies carry, and a typed builder per script: named arguments in, one ScriptCal
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..keys import QueueKeys
@@ -29,6 +30,7 @@ class Code(IntEnum):
     BAD_STATE = -4
     WRONGTYPE = -10
     BAD_ARGUMENT = -11
+    SERVED_UNKNOWN = -12
 
 
 class FailOutcome(IntEnum):
@@ -263,7 +265,11 @@ def claim(
     request: str = "",
     blocked: Sequence[str] = (),
     events: int,
+    send_served: bool = False,
 ) -> ScriptCall:
+    """More than SERVED_INLINE_MAX task types go as the digest of their set, which
+    claim.lua keeps in Redis: the list itself only with send_served (the first claim, or
+    after ServedTypesUnknown)."""
     named = {
         "base": keys.base,
         "worker_id": worker_id,
@@ -278,7 +284,20 @@ def claim(
         "blocked": " ".join(blocked),
         "events": events,
     }
-    return CLAIM.call(keys, named, task_types)
+    if len(task_types) <= SERVED_INLINE_MAX:
+        return CLAIM.call(keys, named, task_types)
+    ref = served_ref(tuple(task_types))
+    return CLAIM.call(keys, named, [ref, *task_types] if send_served else [ref])
+
+
+SERVED_INLINE_MAX = 8  # claim.lua's PER_TYPE_MAX: longer lists are kept in Redis
+
+
+@lru_cache(maxsize=64)
+def served_ref(task_types: tuple[str, ...]) -> str:
+    """'@' and the digest of a set of task types (claim.lua's `served:<digest>`)."""
+    text = "\n".join(sorted(set(task_types))).encode()
+    return "@" + hashlib.blake2b(text, digest_size=12).hexdigest()
 
 
 def complete(

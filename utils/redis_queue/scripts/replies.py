@@ -11,6 +11,7 @@ from ..errors import (
     CorruptQueue,
     LeaseLost,
     QueueError,
+    ServedTypesUnknown,
     TaskNotFound,
     TaskNotProcessing,
     TaskStateError,
@@ -152,6 +153,8 @@ def raise_for_code(reply: list[Any], task_id: str, action: str) -> NoReturn:
         raise TaskStateError(task_id, state, f"cannot {action} task {task_id!r} in state {state!r}")
     if code == Code.WRONGTYPE:
         raise CorruptQueue(f"key {detail[0]!r} holds a {detail[1]}, not what the queue expects")
+    if code == Code.SERVED_UNKNOWN:
+        raise ServedTypesUnknown(f"{action}: the served task types {detail[0]!r} are not in Redis")
     if code == Code.BAD_ARGUMENT:
         raise QueueError(f"{action} refused a malformed argument {detail[0]}={detail[1]!r}")
     raise QueueError(f"unexpected reply {reply!r} to {action} of {task_id!r}")

@@ -6,6 +6,9 @@
   to one Redis Cluster slot.
     base .. 'task:' .. id      hash: one task
     base .. 'pending:' .. type zset: ready ids of one task type
+    base .. 'ready'            zset: the ready index, task types whose pending set may hold
+                               tasks, each scored at or below its set's best score, plus
+                               the member '' (score -inf) that says it is complete (mark_ready)
     base .. 'wake:' .. type    list: wake-up token for workers serving that type
     base .. 'wake'             list: wake-up token for workers serving every type
     base .. 'done:' .. id      list: pushed once when the task reaches a final state
@@ -15,6 +18,8 @@
                                string: a payload or result above the blob threshold,
                                referenced from the hash by 'payload.blob' / 'result.blob'
     base .. 'hist:' .. minute  hash with a TTL: one minute's counters (flush_history)
+    base .. 'served:' .. digest set with a TTL: a long list of task types one claim serves,
+                               sent once and named by its digest (claim.lua ARGV[13])
     base .. 'paused'           hash: "*" or a task type -> ms paused at (claim.lua skips them)
     base .. 'schedules'        hash: a periodic schedule's definition (JSON) by name
     base .. 'schedule_due'     zset: a schedule's next due time (ms) by name
@@ -41,6 +46,7 @@ local E_LEASE_LOST = -3
 local E_BAD_STATE = -4
 local E_WRONGTYPE = -10
 local E_BAD_ARGUMENT = -11
+local E_SERVED_UNKNOWN = -12
 
 -- The most items one call of a batch script (claim, clear_finished, purge_dlq) handles:
 -- bigger requests are capped here, so no count a caller passes makes a script long or
@@ -454,11 +460,24 @@ local function is_stale_entry(key, state)
     and STATES[f[1]] == true
 end
 
+-- The ready index lets a claim visit task types in the order of their best task instead
+-- of reading every type's pending set (claim.lua, include/ready.lua). Every add to a
+-- pending set lowers its type's entry to the added score (ZADD LT), so an entry is never
+-- above its set's best score; removals leave it low, and the claim that finds a set's
+-- real head raises or drops the entry. A clobbered index is deleted: without its ''
+-- member the next claim rebuilds it from the pending sets.
+local function mark_ready(base, task_type, score)
+  local done = redis.pcall('ZADD', base .. 'ready', 'LT', score, task_type)
+  if type(done) == 'table' and done.err then redis.call('DEL', base .. 'ready') end
+end
+
 -- Puts a task back into its type's pending set at its priority.
 local function make_pending(base, key, id, stats_key)
   local f = redis.call('HMGET', key, 'type', 'prio')
   local tick = next_tick(stats_key)
-  redis.call('ZADD', pending_key(base, f[1]), pending_score(tick, tonumber(f[2]) or 1), id)
+  local score = pending_score(tick, tonumber(f[2]) or 1)
+  redis.call('ZADD', pending_key(base, f[1]), score, id)
+  mark_ready(base, f[1], score)
   redis.call('HSET', key, 'state', 'pending')
   wake(base, f[1])
 end

@@ -183,8 +183,9 @@ local function back_off_one(base, k, id, token, pause_ms, names)
   if token ~= '' then redis.call('HSET', key, 'settled', token) end
   redis.call('HINCRBY', key, 'attempts', -1)
   local created = tonumber(f[7]) or now
-  redis.call('ZADD', pending_key(base, task_type),
-             pending_score(created * 1000 - EPOCH_US, tonumber(f[8]) or 1), id)
+  local score = pending_score(created * 1000 - EPOCH_US, tonumber(f[8]) or 1)
+  redis.call('ZADD', pending_key(base, task_type), score, id)
+  mark_ready(base, task_type, score)
   redis.call('HSET', key, 'state', 'pending')
   task_event(base, 'released', id)
   return {5, until_ms}

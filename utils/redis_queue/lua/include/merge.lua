@@ -1,0 +1,165 @@
+--[[
+  How claim.lua finds the best ready tasks across task types: cursors over pending sets,
+  merged through a binary min-heap, and the partition's ready index (mark_ready in
+  include/common.lua), which orders the types by a lower bound of their best score.
+
+  A cursor is {key, type, rows, pos, offset, page, exhausted, band, low, high, age}: it
+  reads its pending set (or one priority band of it, with aging) a page at a time, pages
+  doubling, and `head` is its current task's ordering key (age(score, band) with aging).
+]]
+
+local READY_PAGE = 32 -- index entries read per ZRANGE while scanning it
+
+local function heap_push(heap, c)
+  heap[#heap + 1] = c
+  local i = #heap
+  while i > 1 do
+    local parent = math.floor(i / 2)
+    if heap[parent].head <= heap[i].head then break end
+    heap[parent], heap[i] = heap[i], heap[parent]
+    i = parent
+  end
+end
+
+local function heap_pop(heap)
+  local top, n = heap[1], #heap
+  heap[1] = heap[n]
+  heap[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and heap[l].head < heap[m].head then m = l end
+    if r <= n and heap[r].head < heap[m].head then m = r end
+    if m == i then break end
+    heap[i], heap[m] = heap[m], heap[i]
+    i = m
+  end
+  return top
+end
+
+local function new_cursor(key, task_type, page, band, age)
+  local c = {key = key, type = task_type, rows = {}, pos = -1, offset = 0, page = page,
+             exhausted = false, band = band, age = age}
+  if band then
+    c.low = string.format('%.0f', -band * BAND_US)
+    c.high = '(' .. string.format('%.0f', (1 - band) * BAND_US)
+  end
+  return c
+end
+
+-- Moves a cursor to its next task; false once it has no more. A pending key of the
+-- wrong type ends the cursor with c.broken set to the error to report.
+local function advance(c)
+  c.pos = c.pos + 2
+  if c.pos > #c.rows then
+    if c.exhausted then return false end
+    local rows
+    if c.band then
+      rows = redis.pcall('ZRANGE', c.key, c.low, c.high, 'BYSCORE', 'LIMIT', c.offset, c.page,
+                         'WITHSCORES')
+    else
+      rows = redis.pcall('ZRANGE', c.key, c.offset, c.offset + c.page - 1, 'WITHSCORES')
+    end
+    if rows.err then
+      c.broken = {E_WRONGTYPE, c.key, redis.call('TYPE', c.key).ok}
+      return false
+    end
+    c.rows = rows
+    c.exhausted = #c.rows < 2 * c.page
+    c.offset = c.offset + c.page
+    c.page = c.page * 2
+    c.pos = 1
+    if #c.rows == 0 then return false end
+  end
+  c.head = tonumber(c.rows[c.pos + 1])
+  if c.band then c.head = c.age(c.head, c.band) end
+  return true
+end
+
+-- Takes the heap's best task into `picked`, noting its id for removal once the merge is
+-- over (cursor offsets stay valid until then).
+local function take(heap, picked, taken)
+  local c = heap_pop(heap)
+  local id = c.rows[c.pos]
+  picked[#picked + 1] = {id, c.type, c.rows[c.pos + 1]}
+  local ids = taken[c.key]
+  if not ids then
+    ids = {}
+    taken[c.key] = ids
+  end
+  ids[#ids + 1] = id
+  if advance(c) then heap_push(heap, c) end
+end
+
+local function remove_taken(taken)
+  for key, ids in pairs(taken) do call_sliced('ZREM', key, ids) end
+end
+
+-- Reads the ready index in order, a page at a time, skipping its '' member.
+local function index_cursor(base)
+  return {key = base .. 'ready', rows = {}, pos = -1, offset = 0, done = false}
+end
+
+-- The next (type, lower bound of its best score), or nil at the end of the index.
+local function index_next(ix)
+  while true do
+    ix.pos = ix.pos + 2
+    if ix.pos > #ix.rows then
+      if ix.done then return nil end
+      ix.rows = redis.call('ZRANGE', ix.key, ix.offset, ix.offset + READY_PAGE - 1,
+                           'WITHSCORES')
+      ix.done = #ix.rows < 2 * READY_PAGE
+      ix.offset = ix.offset + READY_PAGE
+      ix.pos = 1
+      if #ix.rows == 0 then return nil end
+    end
+    if ix.rows[ix.pos] ~= '' then return ix.rows[ix.pos], tonumber(ix.rows[ix.pos + 1]) end
+  end
+end
+
+-- A partition whose index lacks its '' member (written before the index existed, or
+-- the key was clobbered and deleted by mark_ready) gets it rebuilt from every known
+-- type's pending set. Every set is read before anything is written, so a pending set of
+-- the wrong type is reported with nothing changed.
+local function ready_rebuild(base, types_key)
+  local index = base .. 'ready'
+  local marker = redis.pcall('ZSCORE', index, '')
+  if type(marker) == 'string' then return nil end
+  local entries = {'-inf', ''}
+  for _, t in ipairs(redis.call('SMEMBERS', types_key)) do
+    local key = pending_key(base, t)
+    local head = redis.pcall('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head.err then return {E_WRONGTYPE, key, redis.call('TYPE', key).ok} end
+    if head[2] then
+      entries[#entries + 1] = head[2]
+      entries[#entries + 1] = t
+    end
+  end
+  redis.call('DEL', index)
+  call_sliced('ZADD', index, entries)
+  return nil
+end
+
+-- The best score in a type's pending set (nil when it is empty or not a zset).
+local function pending_head(base, task_type)
+  local head = redis.pcall('ZRANGE', pending_key(base, task_type), 0, 0, 'WITHSCORES')
+  if head.err or not head[2] then return nil end
+  return tonumber(head[2])
+end
+
+-- Sets a type's index entry to its pending set's real head (drops it when the set is
+-- empty); returns that head's score, or nil.
+local function ready_fix(base, task_type)
+  local head = redis.pcall('ZRANGE', pending_key(base, task_type), 0, 0, 'WITHSCORES')
+  if head.err then return nil end
+  local index = base .. 'ready'
+  local done
+  if head[2] then
+    done = redis.pcall('ZADD', index, head[2], task_type)
+  else
+    done = redis.pcall('ZREM', index, task_type)
+  end
+  if type(done) == 'table' and done.err then redis.call('DEL', index) end
+  return head[2] and tonumber(head[2]) or nil
+end
