@@ -11,7 +11,7 @@ tasks is claimed (200 claims at most), so every type stays pending the whole tim
     registered     10,000 types known to the queue (each had a task, since finished), 10
                    of them pending; the claim names all 10,000 (a Worker serving them all)
                    or none
-    depth D        1 type with D tasks pending (1,000 / 10,000 / 100,000)
+    depth D        1 type with D tasks pending (1,000 / 10,000 / 100,000 / 1,000,000)
 
 The target (issue 18): every case >= 0.8x the 1-type rate.
 """
@@ -106,7 +106,7 @@ def _cases(quick: bool) -> list[Case]:
     registered = 1_000 if quick else 10_000
     cases.append(Case("reg", ten, pending, ten, registered))
     cases.append(Case("regall", ten, pending, None, registered))
-    for depth in (1_000, 10_000) if quick else (1_000, 10_000, 100_000):
+    for depth in (1_000, 10_000) if quick else (1_000, 10_000, 100_000, 1_000_000):
         cases.append(Case(f"d{depth}", ["t0"], depth, ["t0"]))
     return cases
 
