@@ -89,6 +89,7 @@
 local MAINT_BATCH = 100
 local PER_TYPE_MAX = 8 -- up to this many named types are read directly, not through the index
 local SERVED_TTL_MS = 86400000 -- a served set lives a day past its last claim
+local WAKE_AHEAD = 16 -- index entries past the claim's own that a full claim wakes
 local base = ARGV[1]
 events_from(ARGV[12])
 local lease_ms, count, max_losses, bad
@@ -252,42 +253,9 @@ end
 -- is picked. Limits: a served type whose own limit admits nothing now is left out too. A
 -- partitioned queue's limits live in another slot: its caller passes the keys it knows
 -- are blocked, and they hold tasks back here as a limit would (permit.lua decides).
-local paused_all, paused = false, {}
-local paused_rows = {}
-if redis.call('HLEN', KEYS[9]) > 0 then paused_rows = redis.call('HGETALL', KEYS[9]) end
-for i = 1, #paused_rows, 2 do
-  paused[paused_rows[i]] = true
-  if paused_rows[i] == '*' then paused_all = true end
-end
 local L = lim_open(base, now)
 if not L and ARGV[11] ~= '' then L = lim_blocked(base, now, ARGV[11]) end
-local serves = nil -- the named types as a set (indexed mode); nil: every type
-if indexed and #named > 0 then
-  serves = {}
-  for _, t in ipairs(named) do serves[t] = true end
-end
-local function served(t)
-  if served_key then return redis.call('SISMEMBER', served_key, t) == 1 end
-  return serves == nil or serves[t] == true
-end
-local open_memo, closed = {}, {} -- closed: a type whose own limit held a task back
-local function is_open(t)
-  if closed[t] then return false end
-  local open = open_memo[t]
-  if open == nil then
-    open = not paused_all and not paused[t] and served(t)
-    if open and L then
-      local at = lim_block(L, t, 0)
-      if at then
-        open = false
-        local waiting = redis.pcall('ZCARD', pending_key(base, t))
-        if type(waiting) == 'number' and waiting > 0 then lim_note_block(L, t, at, t, waiting) end
-      end
-    end
-    open_memo[t] = open
-  end
-  return open
-end
+local is_open, closed = type_filter(base, KEYS[9], L, indexed and named or {}, served_key)
 local open_types = {} -- per-type mode: the named (or known) types open now
 if not indexed then
   for _, t in ipairs(types) do
@@ -484,13 +452,15 @@ for t, _ in pairs(touched) do heads[t] = ready_fix(base, t) or false end
 
 -- Chain the wake-up: while ready work of a served type remains, the next idle worker gets
 -- a token for it (for every type the claim read: it may have taken another type's task
--- with the token that announced this one), and for the types next in the index.
+-- with the token that announced this one). Through the index, a full claim may have left
+-- work of types it never read: the next WAKE_AHEAD types of the index get a token too
+-- (a worker serving a type further down wakes at its next claim or block slice).
 if claimed > 0 then
   for t, head in pairs(heads) do
     if head and is_open(t) then wake(base, t) end
   end
-  if indexed then
-    for _, t in ipairs(redis.call('ZRANGE', base .. 'ready', 1, count)) do
+  if indexed and claimed >= count then
+    for _, t in ipairs(redis.call('ZRANGE', base .. 'ready', 1, WAKE_AHEAD)) do
       if heads[t] == nil and is_open(t) then wake(base, t) end
     end
   end

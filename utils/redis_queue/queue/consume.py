@@ -79,7 +79,7 @@ class Consumer(Gate):
         may be what killed its worker) comes alone in its batch; with `suspects` False
         (the caller runs one already) such tasks are left for others. On a partitioned
         queue the claim goes to the partitions in priority order (partitions.py)."""
-        types = list(validate_task_types(task_types)) if task_types is not None else []
+        types = validate_task_types(task_types) if task_types is not None else ()
         if self.partitions > 1:
             return await self._claim_across(worker_id, count, types, suspects)
         return await self._claim_partition(self.keys, worker_id, count, types, suspects)
@@ -89,7 +89,7 @@ class Consumer(Gate):
         keys: QueueKeys,
         worker_id: str,
         count: int,
-        types: list[str],
+        types: tuple[str, ...],
         suspects: bool,
         max_score: int | None = None,
     ) -> ClaimBatch:
@@ -112,7 +112,7 @@ class Consumer(Gate):
                 )
 
     async def _claim_across(
-        self, worker_id: str, count: int, types: list[str], suspects: bool
+        self, worker_id: str, count: int, types: tuple[str, ...], suspects: bool
     ) -> ClaimBatch:
         """A claim over every partition (see partitions.py). A partition whose Redis is
         unreachable (its primary failing over) is left out for a moment while the others
@@ -180,7 +180,7 @@ class Consumer(Gate):
         keys: QueueKeys,
         worker_id: str,
         count: int,
-        types: list[str],
+        types: tuple[str, ...],
         suspects: bool,
         max_score: int | None,
         want_head: bool,
@@ -206,13 +206,13 @@ class Consumer(Gate):
             )
 
         # A long type list is sent once per partition and then named by its digest.
-        sent = (keys.base, tuple(types)) in self._served_sent
+        sent = (keys.base, id(types)) in self._served_sent  # a stale id: resent on -12
         try:
             raw = await self.run(call(not sent))
         except ServedTypesUnknown:  # expired, or Redis restarted empty: send it again
             raw = await self.run(call(True))
         if len(types) > scripts.SERVED_INLINE_MAX:
-            self._served_sent.add((keys.base, tuple(types)))
+            self._served_sent.add((keys.base, id(types)))
         reply = scripts.claim_reply(raw)
         tasks = []
         for task_id, token, flat in reply.rows:

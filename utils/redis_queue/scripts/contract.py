@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import cache, lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..keys import QueueKeys
@@ -286,18 +286,27 @@ def claim(
     }
     if len(task_types) <= SERVED_INLINE_MAX:
         return CLAIM.call(keys, named, task_types)
-    ref = served_ref(tuple(task_types))
+    ref = served_ref(task_types)
     return CLAIM.call(keys, named, [ref, *task_types] if send_served else [ref])
 
 
 SERVED_INLINE_MAX = 8  # claim.lua's PER_TYPE_MAX: longer lists are kept in Redis
+_REFS: dict[int, tuple[Sequence[str], str]] = {}  # id of a type list -> (it, its ref)
 
 
-@lru_cache(maxsize=64)
-def served_ref(task_types: tuple[str, ...]) -> str:
-    """'@' and the digest of a set of task types (claim.lua's `served:<digest>`)."""
+def served_ref(task_types: Sequence[str]) -> str:
+    """'@' and the digest of a set of task types (claim.lua's `served:<digest>`). A
+    worker sends the same list object with every claim: it is digested once."""
+    known = _REFS.get(id(task_types))
+    if known is not None and known[0] is task_types:
+        return known[1]
     text = "\n".join(sorted(set(task_types))).encode()
-    return "@" + hashlib.blake2b(text, digest_size=12).hexdigest()
+    ref = "@" + hashlib.blake2b(text, digest_size=12).hexdigest()
+    if isinstance(task_types, tuple):  # immutable: safe to remember by identity
+        if len(_REFS) >= 64:
+            _REFS.clear()
+        _REFS[id(task_types)] = (task_types, ref)
+    return ref
 
 
 def complete(

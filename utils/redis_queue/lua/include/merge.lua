@@ -96,6 +96,52 @@ local function remove_taken(taken)
   for key, ids in pairs(taken) do call_sliced('ZREM', key, ids) end
 end
 
+-- Which types a claim may take from: is_open(t), and `closed`, where the claim marks a
+-- type whose own limit held a task back. A type is open when it is not paused (nor the
+-- whole queue), is served (in `named`, or in the set `served_key`, or every type when
+-- both are empty), and its own limit admits a task now; a type a limit holds back is
+-- noted with its waiting count (lim_note_block). Each type is looked at once per claim.
+local function type_filter(base, paused_key, L, named, served_key)
+  local paused_all, paused = false, {}
+  if redis.call('HLEN', paused_key) > 0 then
+    local rows = redis.call('HGETALL', paused_key)
+    for i = 1, #rows, 2 do
+      paused[rows[i]] = true
+      if rows[i] == '*' then paused_all = true end
+    end
+  end
+  local serves = nil
+  if #named > 0 then
+    serves = {}
+    for _, t in ipairs(named) do serves[t] = true end
+  end
+  local function served(t)
+    if served_key then return redis.call('SISMEMBER', served_key, t) == 1 end
+    return serves == nil or serves[t] == true
+  end
+  local memo, closed = {}, {}
+  local function is_open(t)
+    if closed[t] then return false end
+    local open = memo[t]
+    if open == nil then
+      open = not paused_all and not paused[t] and served(t)
+      if open and L then
+        local at = lim_block(L, t, 0)
+        if at then
+          open = false
+          local waiting = redis.pcall('ZCARD', pending_key(base, t))
+          if type(waiting) == 'number' and waiting > 0 then
+            lim_note_block(L, t, at, t, waiting)
+          end
+        end
+      end
+      memo[t] = open
+    end
+    return open
+  end
+  return is_open, closed
+end
+
 -- Reads the ready index in order, a page at a time, skipping its '' member.
 local function index_cursor(base)
   return {key = base .. 'ready', rows = {}, pos = -1, offset = 0, done = false}
