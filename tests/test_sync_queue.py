@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from tests.conftest import FAST_RETRY
@@ -310,3 +312,67 @@ async def test_a_failed_chunk_reports_what_was_enqueued(
     assert len(failure.value.enqueued) == 1_000
     assert await raw_redis.zcard(queue.keys.pending("dev")) == 1_000
     assert await raw_redis.exists(queue.keys.task("c-late")) == 0
+
+
+async def test_sync_enqueue_is_traced_like_the_async_one(
+    spans: InMemorySpanExporter, sq: SyncRedisTaskQueue, queue: RedisTaskQueue
+) -> None:
+    """A Flask view's enqueue starts the task's trace: a send span whose context the task
+    carries, the worker's process span its child; a batch gets create spans it links."""
+    name = sq.queue_name
+    task = sq.enqueue("one", "dev", {"n": 1})
+    batch = sq.enqueue_many(
+        {"task_id": f"b{i}", "task_type": "dev", "payload": {}} for i in range(3)
+    )
+    await _drain(queue, "dev")
+    sends = [s for s in spans.get_finished_spans() if s.name == f"send {name}"]
+    creates = [s for s in spans.get_finished_spans() if s.name == f"create {name}"]
+    processes = {
+        dict(s.attributes or {})["messaging.message.id"]: s
+        for s in spans.get_finished_spans()
+        if s.name == f"process {name}"
+    }
+    assert len(sends) == 2 and len(creates) == 3
+    single, bulk = sends
+    assert single.kind is SpanKind.PRODUCER and single.parent is None
+    ctx = single.get_span_context()
+    assert task.meta == {
+        "traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    }
+    assert processes["one"].parent is not None
+    assert processes["one"].parent.span_id == ctx.span_id
+    assert {link.context.span_id for link in bulk.links} == {
+        c.get_span_context().span_id for c in creates
+    }
+    for created in batch:
+        assert processes[created.task_id].context.trace_id in {
+            c.get_span_context().trace_id for c in creates
+        }
+
+
+async def test_sixteen_threads_share_max_connections_connections(
+    make_sync: SyncFactory, raw_redis: Redis
+) -> None:
+    """max_connections bounds the sync client as it bounds the async one: more threads
+    wait their turn instead of opening a connection each."""
+    before = len(await raw_redis.client_list())
+    sq = make_sync(max_connections=2)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def produce(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(50):
+                sq.enqueue(f"c{n}-{i}", "dev", {})
+                assert sq.get_task(f"c{n}-{i}") is not None
+        except BaseException as exc:
+            errors.append(exc)
+
+    await asyncio.to_thread(
+        _run_all, [threading.Thread(target=produce, args=(n,)) for n in range(16)]
+    )
+    assert errors == []
+    assert await raw_redis.zcard(sq.keys.pending("dev")) == 16 * 50
+    opened = len(await raw_redis.client_list()) - before
+    assert opened <= 2, f"{opened} connections for max_connections=2"

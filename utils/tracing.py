@@ -238,6 +238,15 @@ class QueueTracing:
         batch: bool,
         enqueue: Callable[[list[NewTask]], Awaitable[T]],
     ) -> T:
+        with self.sending(queue, tasks, batch) as sent:
+            return await enqueue(sent)
+
+    @contextmanager
+    def sending(
+        self, queue: QueueIdentity, tasks: list[NewTask], batch: bool
+    ) -> Iterator[list[NewTask]]:
+        """The send span around an enqueue (async or sync): yields the tasks, each with
+        its creation context in meta; an exception is recorded on the span."""
         common = _queue_attributes(queue.queue_name, queue.redis_url)
         creates = batch and self._create_spans
         links: list[Link] = []
@@ -277,7 +286,7 @@ class QueueTracing:
                 s.with_meta(carrier) if t is None else t for s, t in zip(tasks, traced, strict=True)
             ]
             try:
-                return await enqueue(sent)
+                yield sent
             except BaseException as exc:
                 _failed(span, exc)
                 raise

@@ -64,6 +64,10 @@ class SyncRedisTaskQueue:
         self._blocking: SyncClient | None = None
         self._scripts: SyncScripts | None = None
         self._connecting = threading.Lock()  # threads that all call first at once
+        # At most max_connections commands (and max_blocking_connections waits) at once,
+        # like the async client: more threads wait their turn, the pool stays bounded.
+        self._slots = threading.BoundedSemaphore(self.spec.max_connections)
+        self._blocking_slots = threading.BoundedSemaphore(self.spec.max_blocking_connections)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -139,7 +143,8 @@ class SyncRedisTaskQueue:
         self.connect()
         if self._scripts is None:
             raise NotConnected("the queue was closed")
-        return self._scripts.run(call, task_id)
+        with self._slots:
+            return self._scripts.run(call, task_id)
 
     # -- producing -----------------------------------------------------------------
 
@@ -154,9 +159,8 @@ class SyncRedisTaskQueue:
         """RedisTaskQueue.enqueue(), the same keyword options (delay, max_retries, meta,
         timeout, durable, limits, cost_tokens, group, unique_for, unique_key, debounce)."""
         durable = options.pop("durable", None)
-        return self._send(
-            [self.spec._new_task(task_id, task_type, payload, priority, **options)], durable
-        )[0]
+        task = self.spec._new_task(task_id, task_type, payload, priority, **options)
+        return self._send([task], durable, batch=False)[0]
 
     def enqueue_many(
         self, tasks: Iterable[Mapping[str, Any]], *, durable: bool | None = None
@@ -165,7 +169,13 @@ class SyncRedisTaskQueue:
         call; BulkEnqueueError carries what was enqueued when a later chunk fails."""
         return self._send([self.spec._bulk_item(i, t) for i, t in enumerate(tasks)], durable)
 
-    def _send(self, tasks: list[NewTask], durable: bool | None) -> list[RedisTask]:
+    def _send(
+        self, tasks: list[NewTask], durable: bool | None, batch: bool = True
+    ) -> list[RedisTask]:
+        """Inside the send span when tracing is on, as the async client's."""
+        return self.spec.telemetry.send_sync(tasks, batch, lambda t: self._send_all(t, durable))
+
+    def _send_all(self, tasks: list[NewTask], durable: bool | None) -> list[RedisTask]:
         if self.spec.blob_store is not None and any(t.blob for t in tasks):
             tasks = _wait(put_payloads(self.spec, tasks))
         wait = self.spec.durable if durable is None else durable
@@ -197,9 +207,10 @@ class SyncRedisTaskQueue:
                 if durable:
                     self.connect()
                     assert self._scripts is not None
-                    reply = self._scripts.run_durable(
-                        call, ids, spec.min_replicas, spec.durable_timeout_ms
-                    )
+                    with self._slots:
+                        reply = self._scripts.run_durable(
+                            call, ids, spec.min_replicas, spec.durable_timeout_ms
+                        )
                 else:
                     reply = self._run(call, ids[0] if len(ids) == 1 else "")
             except QueueError as exc:
@@ -283,7 +294,8 @@ class SyncRedisTaskQueue:
             else:
                 pipe.blpop([done_key], wait)
             pipe.hgetall(keys.task(task_id))
-            token, flat = pipe.execute()
+            with self._blocking_slots:
+                token, flat = pipe.execute()
         except OutOfMemoryError:
             raise
         except RedisError as exc:
@@ -305,7 +317,8 @@ class SyncRedisTaskQueue:
     def _call(self, command: Any) -> Any:
         """A direct command on the client, redis-py's errors translated."""
         try:
-            return command(self.redis)
+            with self._slots:
+                return command(self.redis)
         except RedisError as exc:
             raise translate_error(self.spec.redis_url, exc) from exc
 

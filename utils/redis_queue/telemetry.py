@@ -14,6 +14,7 @@ utils.tracing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -105,6 +106,13 @@ class QueueTracer(Protocol):
         """enqueue(tasks), each task given its creation context in meta."""
         ...
 
+    def sending(
+        self, queue: QueueIdentity, tasks: list[NewTask], batch: bool
+    ) -> AbstractContextManager[list[NewTask]]:
+        """send()'s span for a synchronous enqueue (SyncRedisTaskQueue): yields the tasks
+        to send."""
+        ...
+
     async def process(
         self, queue: QueueIdentity, task: RedisTask, worker_id: str, run: Callable[[], Awaitable[T]]
     ) -> T:
@@ -150,6 +158,16 @@ class Telemetry:
         if current is None or not tasks:
             return await enqueue(tasks)
         return await current.send(self.queue, tasks, batch, enqueue)
+
+    def send_sync(
+        self, tasks: list[NewTask], batch: bool, enqueue: Callable[[list[NewTask]], T]
+    ) -> T:
+        """send() for synchronous code."""
+        current = tracer
+        if current is None or not tasks:
+            return enqueue(tasks)
+        with current.sending(self.queue, tasks, batch) as sent:
+            return enqueue(sent)
 
     def enqueued(self, task_type: str, count: int = 1) -> None:
         self.metrics.task_enqueued(self.queue.queue_name, task_type, count)
