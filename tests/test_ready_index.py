@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.state import read_queue, single_state_violations
 from utils.redis_queue import CorruptQueue, RedisTask, RedisTaskQueue, TaskPriority, scripts
 
 pytestmark = pytest.mark.timeout(120)
@@ -271,3 +272,18 @@ async def test_a_long_type_list_is_sent_once_and_sent_again_when_redis_lost_it(
     mine = [s for s in specs if s["task_type"] in served]
     assert [t.task_id for t in first + second + rest] == _best_first(mine)
     assert await raw_redis.exists(key) == 1
+
+
+async def test_the_state_checker_reports_a_type_missing_from_a_whole_index(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    """The fault suite's reconcile checks the index too (tests/support/state.py)."""
+    await queue.enqueue_many(
+        [{"task_id": f"i{i}", "task_type": f"k{i % 3}", "payload": {}} for i in range(9)]
+    )
+    await queue.claim("w", 1)  # rebuilt: whole
+    assert single_state_violations(await read_queue(raw_redis, queue.keys)) == []
+    await raw_redis.zrem(queue.keys.ready, "k2")
+    await raw_redis.zadd(queue.keys.ready, {"k1": 1e15})
+    found = single_state_violations(await read_queue(raw_redis, queue.keys))
+    assert len(found) == 2 and all(v.startswith("ready index: k") for v in found)

@@ -82,14 +82,25 @@ class QueueView:
     not_hashes: dict[str, str]
     dlq_order: list[str] = field(default_factory=list)
     history: dict[str, int] = field(default_factory=dict)
+    heads: dict[str, float] = field(default_factory=dict)  # type -> best pending score
+    ready: dict[str, float] | None = None  # the ready index, when whole ('' present)
 
 
 async def read_queue(redis: Redis, keys: QueueKeys) -> QueueView:
     structures: dict[str, list[str]] = {}
+    heads: dict[str, float] = {}
     for raw_type in await redis.smembers(keys.types):
         task_type = _text(raw_type)
         for task_id in await _members(redis, keys.pending(task_type)):
             structures.setdefault(task_id, []).append(f"pending:{task_type}")
+        if _text(await redis.type(keys.pending(task_type))) == "zset":
+            head = await redis.zrange(keys.pending(task_type), 0, 0, withscores=True)
+            if head:
+                heads[task_type] = head[0][1]
+    ready: dict[str, float] | None = None
+    if _text(await redis.type(keys.ready)) == "zset":
+        index = {_text(m): s for m, s in await redis.zrange(keys.ready, 0, -1, withscores=True)}
+        ready = index if "" in index else None
     for name in ZSETS:
         for task_id in await _members(redis, f"{keys.base}{name}"):
             structures.setdefault(task_id, []).append(name)
@@ -119,15 +130,21 @@ async def read_queue(redis: Redis, keys: QueueKeys) -> QueueView:
     async for key in redis.scan_iter(match=keys.history(0)[:-1] + "*", count=1000):
         for name, value in (await redis.hgetall(key)).items():
             history[_text(name)] = history.get(_text(name), 0) + int(value)
-    return QueueView(structures, records, stats, not_hashes, dlq_order, history)
+    return QueueView(structures, records, stats, not_hashes, dlq_order, history, heads, ready)
 
 
 def single_state_violations(view: QueueView) -> list[str]:
     """Invariant 1 over every task of a queue: each id is in exactly the structure its
     record's state names, a lease exists exactly while processing and never above the
     fencing counter, no structure lists an id without a record, and the DLQ's time order
-    (`dlq_at`) holds exactly the ids of the DLQ set."""
+    (`dlq_at`) holds exactly the ids of the DLQ set. And the ready index, when whole,
+    lists every type with pending tasks at or below its best score."""
     out = [f"{task_id}: record is a {kind}" for task_id, kind in view.not_hashes.items()]
+    if view.ready is not None:
+        for task_type, head in view.heads.items():
+            bound = view.ready.get(task_type)
+            if bound is None or bound > head:
+                out.append(f"ready index: {task_type} at {bound}, its best task at {head}")
     dead = {task_id for task_id, where in view.structures.items() if "dead_letter" in where}
     ordered = set(view.dlq_order)
     out += [f"{task_id}: in the dlq set but not in dlq_at" for task_id in dead - ordered]
