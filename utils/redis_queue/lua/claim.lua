@@ -152,7 +152,7 @@ end
 local indexed = not aging_us and (served_key ~= nil or #named == 0 or #named > PER_TYPE_MAX)
 local types = named -- the types read directly (per-type mode)
 if indexed then
-  bad = ready_rebuild(base, KEYS[4])
+  bad = ready_rebuild(base, KEYS[4], now_ms())
   if bad then return bad end
 else
   if #named == 0 then types = redis.call('SMEMBERS', KEYS[4]) end
@@ -460,8 +460,8 @@ if claimed > 0 then
     if head and is_open(t) then wake(base, t) end
   end
   if indexed and claimed >= count then
-    for _, t in ipairs(redis.call('ZRANGE', base .. 'ready', 1, WAKE_AHEAD)) do
-      if heads[t] == nil and is_open(t) then wake(base, t) end
+    for _, t in ipairs(redis.call('ZRANGE', base .. 'ready', 0, WAKE_AHEAD)) do
+      if t ~= '' and t ~= '#' and heads[t] == nil and is_open(t) then wake(base, t) end
     end
   end
 end

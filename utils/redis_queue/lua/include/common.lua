@@ -8,7 +8,8 @@
     base .. 'pending:' .. type zset: ready ids of one task type
     base .. 'ready'            zset: the ready index, task types whose pending set may hold
                                tasks, each scored at or below its set's best score, plus
-                               the member '' (score -inf) that says it is complete (mark_ready)
+                               the member '' (scored with the time of the last rebuild) that
+                               says it is whole (mark_ready, include/merge.lua)
     base .. 'wake:' .. type    list: wake-up token for workers serving that type
     base .. 'wake'             list: wake-up token for workers serving every type
     base .. 'done:' .. id      list: pushed once when the task reaches a final state

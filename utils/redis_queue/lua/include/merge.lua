@@ -9,6 +9,8 @@
 ]]
 
 local READY_PAGE = 32 -- index entries read per ZRANGE while scanning it
+local READY_AUDIT_MS = 60000 -- how often a claim audits a slice of the index
+local READY_AUDIT = 1000 -- types audited per slice
 
 local function heap_push(heap, c)
   heap[#heap + 1] = c
@@ -142,7 +144,8 @@ local function type_filter(base, paused_key, L, named, served_key)
   return is_open, closed
 end
 
--- Reads the ready index in order, a page at a time, skipping its '' member.
+-- Reads the ready index in order, a page at a time, skipping its '' and '#' members (no
+-- task type starts with either).
 local function index_cursor(base)
   return {key = base .. 'ready', rows = {}, pos = -1, offset = 0, done = false}
 end
@@ -160,19 +163,35 @@ local function index_next(ix)
       ix.pos = 1
       if #ix.rows == 0 then return nil end
     end
-    if ix.rows[ix.pos] ~= '' then return ix.rows[ix.pos], tonumber(ix.rows[ix.pos + 1]) end
+    local t = ix.rows[ix.pos]
+    if t ~= '' and t ~= '#' then return t, tonumber(ix.rows[ix.pos + 1]) end
   end
 end
 
--- A partition whose index lacks its '' member (written before the index existed, or
--- the key was clobbered and deleted by mark_ready) gets it rebuilt from every known
--- type's pending set. Every set is read before anything is written, so a pending set of
--- the wrong type is reported with nothing changed.
-local function ready_rebuild(base, types_key)
+-- The index is rebuilt from every known type's pending set when its '' member is missing
+-- (a partition written before the index existed, or whose index key was clobbered and
+-- deleted by mark_ready): every set is read before anything is written, so a pending set
+-- of the wrong type is reported with nothing changed. Once a minute ('' holds the time
+-- of the last look) a claim audits the next READY_AUDIT types of the type set (SSCAN, its
+-- cursor kept as the score of '#'), lowering their entries to their heads: whatever
+-- bypassed the index (a hand edit, a worker of an older version putting a task back
+-- during a rolling upgrade) is found within T / READY_AUDIT minutes, a few ms at a time.
+local function ready_rebuild(base, types_key, now)
   local index = base .. 'ready'
-  local marker = redis.pcall('ZSCORE', index, '')
-  if type(marker) == 'string' then return nil end
-  local entries = {'-inf', ''}
+  local looked = redis.pcall('ZSCORE', index, '')
+  if type(looked) == 'string' then
+    if now - tonumber(looked) < READY_AUDIT_MS then return nil end
+    local cursor = redis.call('ZSCORE', index, '#') or '0'
+    local scan = redis.call('SSCAN', types_key, string.format('%.0f', tonumber(cursor)),
+                            'COUNT', READY_AUDIT)
+    for _, t in ipairs(scan[2]) do
+      local head = redis.pcall('ZRANGE', pending_key(base, t), 0, 0, 'WITHSCORES')
+      if not head.err and head[2] then redis.call('ZADD', index, 'LT', head[2], t) end
+    end
+    redis.call('ZADD', index, now, '', scan[1], '#')
+    return nil
+  end
+  local entries = {now, ''}
   for _, t in ipairs(redis.call('SMEMBERS', types_key)) do
     local key = pending_key(base, t)
     local head = redis.pcall('ZRANGE', key, 0, 0, 'WITHSCORES')
