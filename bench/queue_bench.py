@@ -8,6 +8,7 @@
     .venv/bin/python bench/queue_bench.py --scenarios I      # the dashboard (~5 min)
     .venv/bin/python bench/queue_bench.py --scenarios AC --no-events  # events' cost: vs on
     .venv/bin/python bench/queue_bench.py --scenarios N,O,P,Q  # figures the README quotes
+    .venv/bin/python bench/queue_bench.py --scenarios T      # the soak (C, then 10 min)
 
 Starts a private redis-server (no persistence) on a free port unless --redis-url is
 given; then it uses a queue name of its own and deletes only keys matching
@@ -37,6 +38,12 @@ Scenarios:  A  enqueue() one at a time         B  enqueue_many() in chunks of 1,
                request, and the Redis commands per second of one idle headless Chromium
                on the overview (~5 min; needs /usr/bin/chromium and Playwright)
             J to Q (on request only): see bench/scenarios/__init__.py
+            T  (on request only) issue 18's "scenario H", a bounded soak: a paced open-loop
+               producer at 80% of the C rate (C measured first unless it ran or
+               --soak-rate N) into one `agentic worker` for --soak-minutes (10; 1 with
+               --quick), finished tasks cleaned by AGENTIC_TASK_TTL_SECONDS (--soak-ttl);
+               per --soak-window: latency p50/p99/max, used_memory, worker RSS, backlog;
+               flat = the last third within +10% (p99 +50%) of the first, after warm-up
 
 C, D and E run `python -m pipeline.cli worker --app bench.apps:registry` with
 AGENTIC_REDIS_URL / AGENTIC_QUEUE_NAME set (other AGENTIC_* variables removed) and stop it
@@ -74,7 +81,7 @@ if str(ROOT) not in sys.path:
 
 from redis.asyncio import Redis  # noqa: E402
 
-from bench.harness.config import FULL, QUICK  # noqa: E402
+from bench.harness.config import FULL, QUICK, SoakSettings  # noqa: E402
 from bench.harness.context import Bench, clear_keys  # noqa: E402
 from bench.harness.load import busy_cpus, load_average, load_sample, others_cpus  # noqa: E402
 from bench.report import environment, print_report, report_dict, write_json  # noqa: E402
@@ -93,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
         help=f"subset of {','.join(ALL_SCENARIOS)} (e.g. AE, C0,E0 or CDE; default: all but G,"
-        " which starts a Redis Cluster of its own, I, which opens a browser, J to Q)",
+        " which starts a Redis Cluster of its own, I, which opens a browser, J to Q and T)",
     )
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/)")
     parser.add_argument(
@@ -109,7 +116,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="task lifecycle events off (AGENTIC_EVENTS=false), to measure what they cost",
     )
+    soak = parser.add_argument_group("scenario T (the soak)")
+    soak.add_argument("--soak-minutes", type=float, help="how long T sends (10; --quick: 1)")
+    soak.add_argument("--soak-rate", type=float, help="tasks/s for T (default 80%% of C)")
+    soak.add_argument("--soak-window", type=float, help="T's window in s (a 20th of the run)")
+    soak.add_argument("--soak-ttl", type=int, help="T's AGENTIC_TASK_TTL_SECONDS (60)")
     args = parser.parse_args(argv)
+    for name in ("soak_minutes", "soak_rate", "soak_window", "soak_ttl"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
     scenarios = parse_scenarios(args.scenarios)
     if scenarios is None:
         parser.error(f"--scenarios takes {','.join(ALL_SCENARIOS)}, got {args.scenarios!r}")
@@ -154,6 +170,8 @@ async def run_all(args: argparse.Namespace, url: str, own_server: bool, stamp: s
     bench = Bench(url, admin, queue_name, sizes, profile_dir)
     bench.worker_profile_dir = worker_profile_dir
     bench.events = not args.no_events
+    minutes = args.soak_minutes or (1.0 if args.quick else 10.0)
+    bench.soak = SoakSettings(minutes, args.soak_rate, args.soak_window, args.soak_ttl)
     try:
         await clear_keys(admin, queue_name)
         env = await environment(bench, own_server)

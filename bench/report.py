@@ -209,6 +209,10 @@ def print_report(
             from bench.dashboard_report import i_text  # here: it imports table() from this
 
             print(i_text(row))
+        if row.key == "T":
+            from bench.scenarios.sustained import t_text  # imports table() from this
+
+            print(t_text(row))
     if profile_dir is not None:
         print("\nprofiled: the rates above include cProfile overhead")
         for path in sorted(profile_dir.glob("profile-*.prof")):

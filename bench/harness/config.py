@@ -29,3 +29,29 @@ class Sizes:
 
 FULL = Sizes(10_000, 100_000, 10_000, 50_000, 20_000, 1_000, 50, 100_000, 20_000)
 QUICK = Sizes(500, 5_000, 500, 5_000, 1_000, 100, 10, 5_000, 2_000)
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    """T, the bounded soak (--soak-*): None means derived from the length of the run."""
+
+    minutes: float = 10.0
+    rate: float | None = None  # tasks/s; None: 80% of a measured C rate
+    window_s: float | None = None  # None: a twentieth of the run, 0.5 to 30 s
+    ttl_s: int | None = None  # AGENTIC_TASK_TTL_SECONDS; None: a tenth of the run, 1 to 60 s
+
+    @property
+    def duration_s(self) -> float:
+        return self.minutes * 60
+
+    @property
+    def window(self) -> float:
+        if self.window_s is not None:
+            return self.window_s
+        return min(30.0, max(0.5, self.duration_s / 20))
+
+    @property
+    def ttl(self) -> int:
+        if self.ttl_s is not None:
+            return self.ttl_s
+        return int(min(60, max(1, self.duration_s // 10)))

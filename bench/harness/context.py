@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.harness.config import KEY_PREFIX, Sizes
+from bench.harness.config import KEY_PREFIX, Sizes, SoakSettings
 from bench.harness.probe import Cost, Probe
 from utils.redis_queue import RedisTaskQueue
 
@@ -64,6 +64,7 @@ class Bench:
     rows: dict[str, Row] = field(default_factory=dict)  # scenarios run so far (D needs C)
     worker_profile_dir: Path | None = None  # --profile-workers: cProfile the workers here
     events: bool = True  # --no-events: the task lifecycle events off (queue and workers)
+    soak: SoakSettings = field(default_factory=SoakSettings)  # T: --soak-minutes etc.
 
     def queue(self) -> RedisTaskQueue:
         return RedisTaskQueue(queue_name=self.queue_name, redis_url=self.url, events=self.events)

@@ -1,5 +1,5 @@
-"""`agentic worker` subprocesses (C, D, E): spawning and stopping them, and the CPU their
-process tree used, read from /proc."""
+"""`agentic worker` subprocesses (C, D, E, T): spawning and stopping them, and the CPU and
+memory their process tree used, read from /proc."""
 
 from __future__ import annotations
 
@@ -64,6 +64,18 @@ def process_table() -> dict[int, tuple[int, float, float]]:
     return table
 
 
+def vm_rss(pid: int) -> int:
+    """Resident set size of a process in bytes (0 once it exited, or off Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except OSError:
+        pass
+    return 0
+
+
 def descendants(root: int, table: dict[int, tuple[int, float, float]]) -> list[int]:
     """root and every live process below it."""
     children: dict[int, list[int]] = {}
@@ -109,6 +121,14 @@ class WorkerProcs:
         for pid in descendants(self.proc.pid, table):
             role = process_role(pid, self.proc.pid, self.processes)
             totals[role] = totals.get(role, 0.0) + table[pid][1]
+        return totals
+
+    def rss(self) -> dict[str, int]:
+        """Resident bytes of the tree now, per role (VmRSS from /proc/<pid>/status)."""
+        totals: dict[str, int] = {}
+        for pid in descendants(self.proc.pid, process_table()):
+            role = process_role(pid, self.proc.pid, self.processes)
+            totals[role] = totals.get(role, 0) + vm_rss(pid)
         return totals
 
     def log_tail(self, lines: int = 20) -> str:

@@ -26,12 +26,15 @@ they compare with are in baselines.py.
     pause_schedules  P  pause/resume seen by 3 `agentic worker` processes; a scheduler
                step idle and with 1,000 schedules due
     enqueue_windows  Q  enqueue() with unique_for / debounce against plain enqueue()
+    sustained  T  issue 18's "scenario H", a bounded soak: 80% of the C rate for 10 minutes
+               into one `agentic worker`, latency, used_memory and worker RSS per window
 
 G starts a Redis Cluster of its own (6 servers), I a browser (~5 min), J runs of up
 to 2,000 subtasks (~2 min) and K a model provider (~20 s): they run only when asked
 (--scenarios G, I, J, K); M (~1 min) and L (~1 min, QA 63 times) too, and N (~30 s,
 ~1 GB of 10 MiB payloads through Redis), O (~15 s), P (~20 s, 3 worker processes) and
-Q (~10 s), which measure single features the README quotes.
+Q (~10 s), which measure single features the README quotes, and T (--soak-minutes, 10 by
+default, 1 with --quick, plus C's drain unless --soak-rate is given).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from bench.scenarios.pause_schedules import scenario_p
 from bench.scenarios.payload_memory import scenario_n
 from bench.scenarios.sandbox import scenario_l
 from bench.scenarios.seed_loop import scenario_c0, scenario_e0
+from bench.scenarios.sustained import scenario_t
 from bench.scenarios.sync_enqueue import scenario_s
 from bench.scenarios.task_types import scenario_m
 from bench.scenarios.wide import scenario_j
@@ -58,7 +62,7 @@ from bench.scenarios.workers import scenario_c, scenario_d, scenario_e
 
 ALL_SCENARIOS = (
     "A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H", "G", "I", "J", "K", "M", "L",
-    "N", "O", "P", "Q",
+    "N", "O", "P", "Q", "T",
 )  # fmt: skip
 DEFAULT_SCENARIOS = ("A", "S", "B", "C0", "C", "D", "E0", "E", "F", "H")  # G and I on request
 
@@ -83,4 +87,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[Row]]] = {
     "P": scenario_p,
     "Q": scenario_q,
     "S": scenario_s,
+    "T": scenario_t,
 }
