@@ -43,10 +43,10 @@ def test_soak_scenario_t_reports_windows_and_cleans_finished_tasks(
     assert len(windows) == 12 and t["window_s"] == 0.5
     assert sum(w["sent"] for w in windows) + t["drain"]["sent"] == t["sent"]  # late: drain
     for w in windows:
-        assert w["used_memory"] > 0 and w["rss"] > 0
+        assert w["used_memory"] > 0 and w["rss"] > 0 and w["held_tasks"] >= 0
     done = [w for w in windows if w["completed_per_s"]]
     assert done and all(w["max_ms"] >= w["p99_ms"] >= w["p50_ms"] >= 0 for w in done)
-    assert set(t["verdict"]) == {"used_memory", "rss", "p99_ms"}
+    assert set(t["verdict"]) == {"used_memory", "rss", "p99_ms", "bytes_per_held_task"}
     assert all(v is not None and v["tolerance"] > 0 for v in t["verdict"].values())
     client = Redis.from_url(redis_url)
     try:

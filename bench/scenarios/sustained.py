@@ -53,6 +53,7 @@ BACKLOG_LIMIT_S = 60.0  # stop sending once this many seconds of tasks wait
 DRAIN_TIMEOUT_S = 120.0
 ID_PREFIX = "soak-"  # the warm-up round trip's task is not one of the soak's
 MB = 1024 * 1024
+PER_HELD = "bytes_per_held_task"
 
 
 @dataclass
@@ -62,11 +63,15 @@ class Window:
     used_memory: list[int] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
     backlog: int = 0  # at the window's last sample
+    held: list[int] = field(default_factory=list)  # tasks in Redis: backlog + finished kept
     lag_ms: float = 0.0  # the producer's worst lateness against its schedule
     others_cpus: float | None = None
 
-    def summary(self, index: int, window_s: float) -> dict[str, Any]:
+    def summary(self, index: int, window_s: float, base: int = 0) -> dict[str, Any]:
+        """`base`: used_memory before the soak, for the bytes per task held."""
         lat = self.latencies_ms
+        memory = statistics.fmean(self.used_memory) if self.used_memory else None
+        held = statistics.fmean(self.held) if self.held else None
         return {
             "window": index,
             "end_s": round((index + 1) * window_s, 3),
@@ -76,7 +81,9 @@ class Window:
             "p50_ms": percentile(lat, 50) if lat else None,
             "p99_ms": percentile(lat, 99) if lat else None,
             "max_ms": max(lat) if lat else None,
-            "used_memory": statistics.fmean(self.used_memory) if self.used_memory else None,
+            "used_memory": memory,
+            "held_tasks": held,
+            "bytes_per_held_task": (memory - base) / held if memory and held else None,
             "rss": statistics.fmean(self.rss) if self.rss else None,
             "backlog": self.backlog,
             "producer_lag_ms": self.lag_ms,
@@ -109,6 +116,7 @@ class Soak:
         self.t0 = self.start_ms = 0.0
         self.closed = 0
         self.last_done_ms = 0.0
+        self.base_memory = 0
         self.load: LoadSample | None = None
 
     def window_at(self, t: float) -> Window:
@@ -122,6 +130,7 @@ class Soak:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self.base_memory = await used_memory(self.bench.admin)  # the queue nearly empty
         self.start_ms, self.t0 = await server_ms(self.bench.admin), loop.time()
         self.cursor, self.load = self.start_ms, load_sample()
         producer = asyncio.create_task(self.produce())
@@ -167,14 +176,16 @@ class Soak:
                     del self.enqueued[task.task_id]
                     self.record(done_ms, done_ms - sent_ms)
 
-    async def collect(self) -> int:
-        """Read the completions since the cursor (server-time scores); returns the backlog."""
+    async def collect(self) -> tuple[int, int]:
+        """Read the completions since the cursor (server-time scores); returns the backlog
+        and the finished tasks kept (not yet trimmed)."""
         keys = self.queue.keys
         async with self.bench.admin.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(keys.completed, self.cursor, "+inf", withscores=True)
             pipe.zcard(keys.pending(TASK_TYPE))
             pipe.zcard(keys.processing)
-            done, pending, processing = await pipe.execute()
+            pipe.zcard(keys.completed)
+            done, pending, processing, kept = await pipe.execute()
         for raw, score in done:
             task_id = raw.decode()
             if score == self.cursor and task_id in self.at_cursor:
@@ -190,7 +201,7 @@ class Soak:
             else:
                 del self.enqueued[task_id]
                 self.record(score, score - sent_ms)
-        return int(pending) + int(processing)
+        return int(pending) + int(processing), int(kept)
 
     async def sample(self, producer: asyncio.Task[None]) -> None:
         """Every tick: completions, backlog, used_memory, RSS; print each window closed."""
@@ -201,12 +212,13 @@ class Soak:
             await asyncio.sleep(max(0.0, next_at - loop.time()))  # the sampling period
             next_at += tick_s
             read_at = loop.time()
-            backlog = await self.collect()
+            backlog, kept = await self.collect()
             memory = await used_memory(self.bench.admin)
             window = self.window_at(read_at)
             window.used_memory.append(memory)
             window.rss.append(sum(self.workers.rss().values()))
             window.backlog = backlog
+            window.held.append(backlog + kept)
             self.close_windows(read_at)
             if backlog > self.rate * BACKLOG_LIMIT_S and self.stopped is None:
                 self.stopped = f"backlog of {backlog:,} tasks after {read_at - self.t0:.0f} s"
@@ -228,7 +240,7 @@ class Soak:
             if self.load is not None:
                 window.others_cpus = others_cpus(self.load, current)
             self.load = current
-            s = window.summary(self.closed, self.window_s)
+            s = window.summary(self.closed, self.window_s, self.base_memory)
             print(f"  T {s['end_s']:6g} s  {window_line(s)}", flush=True)
             self.closed += 1
 
@@ -306,7 +318,7 @@ async def scenario_t(bench: Bench) -> Row:
                 await soak.run()
             wcpu1 = workers.cpu()
         kept = await bench.admin.zcard(queue.keys.completed)  # what the trim left
-    windows = [w.summary(i, soak.window_s) for i, w in enumerate(soak.windows)]
+    windows = [w.summary(i, soak.window_s, soak.base_memory) for i, w in enumerate(soak.windows)]
     warm = warmup_windows(bench, len(windows))
     steady = windows[warm:]
     verdict = {
@@ -321,6 +333,9 @@ async def scenario_t(bench: Bench) -> Row:
     hit = None if len(flats) < len(verdict) else all(flats)
     if not (finished and kept_up):
         hit = False
+    # Not in the verdict: whether memory follows the tasks Redis holds (backlog and the
+    # finished ones the TTL keeps), which tells a leak from a backlog.
+    verdict["bytes_per_held_task"] = thirds(steady, "bytes_per_held_task", MEMORY_TOLERANCE)
     span_s = (soak.last_done_ms - soak.start_ms) / 1000  # start -> last completion
     achieved = soak.completed / span_s if span_s > 0 else 0.0
     all_lat = [x for w in soak.windows for x in w.latencies_ms]
@@ -354,6 +369,7 @@ async def scenario_t(bench: Bench) -> Row:
             "total": soak.total,
             "completed": soak.completed + len(soak.early),
             "completed_kept_at_end": kept,
+            "used_memory_before": soak.base_memory,
             "stopped_early": soak.stopped,
             "kept_up": kept_up,
             "completed_per_s": achieved,
@@ -397,7 +413,8 @@ def t_text(row: Row) -> str:
 
     data = row.data
     headers = ["window end", "sent/s", "done/s", "p50 ms", "p99 ms", "max ms", "used_memory MB",
-               "worker RSS MB", "backlog", "lag ms", "others CPUs"]  # fmt: skip
+               "worker RSS MB", "tasks held", "B/held task", "backlog", "lag ms",
+               "others CPUs"]  # fmt: skip
     body = []
     for s in data["windows"]:
         body.append([
@@ -405,6 +422,7 @@ def t_text(row: Row) -> str:
             f"{s['sent_per_s']:,.0f}", f"{s['completed_per_s']:,.0f}",
             *("-" if s[k] is None else f"{s[k]:.0f}" for k in ("p50_ms", "p99_ms", "max_ms")),
             *("-" if s[k] is None else f"{s[k] / MB:.1f}" for k in ("used_memory", "rss")),
+            *("-" if s[k] is None else f"{s[k]:,.0f}" for k in ("held_tasks", PER_HELD)),
             f"{s['backlog']:,}", f"{s['producer_lag_ms']:,.0f}",
             "-" if s["others_cpus"] is None else f"{s['others_cpus']:.2f}",
         ])  # fmt: skip
@@ -412,7 +430,9 @@ def t_text(row: Row) -> str:
              f"{data['task_ttl_seconds']} s):", table(headers, body)]  # fmt: skip
     for name, v in data["verdict"].items():
         if v is not None:
-            scale, unit = (1.0, "ms") if name == "p99_ms" else (MB, "MB")
+            scale, unit = {"p99_ms": (1.0, "ms"), "bytes_per_held_task": (1.0, "B")}.get(
+                name, (MB, "MB")
+            )
             lines.append(
                 f"T {name}: first third {v['first'] / scale:,.2f} {unit}, last third "
                 f"{v['last'] / scale:,.2f} {unit} ({v['change']:+.1%}, tolerance "
