@@ -50,7 +50,10 @@ AGENTIC_REDIS_URL / AGENTIC_QUEUE_NAME set (other AGENTIC_* variables removed) a
 with SIGTERM. Prints a table with targets, a cost breakdown (client CPU, server CPU, EVALSHA
 time per task), the worker processes' CPU per task, and writes everything as JSON to
 bench/results/queue-bench-<timestamp>.json. --profile-workers runs the single-process
-workers of C and E under cProfile and prints their top functions.
+workers of C and E under cProfile and prints their top functions; C then drains twice (its
+rate from the unprofiled run) and prints where a task's time goes, by piece: the worker's
+CPU (claim, handler dispatch, settle, heartbeat, wake, the rest) and, on a private server,
+the Redis time per script from SLOWLOG (bench/harness/breakdown.py).
 
 Load: the machine may be shared (2 cores here), so the report records the CPUs other
 processes kept busy before each scenario (sampled while this one idles) and during it
@@ -109,7 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-workers",
         action="store_true",
-        help="run the single-process workers of C and E under cProfile (slower!)",
+        help="run the single-process workers of C and E under cProfile (slower!); C: where"
+        " a task's time goes, by piece",
     )
     parser.add_argument(
         "--no-events",
@@ -169,6 +173,7 @@ async def run_all(args: argparse.Namespace, url: str, own_server: bool, stamp: s
     admin = Redis.from_url(url)
     bench = Bench(url, admin, queue_name, sizes, profile_dir)
     bench.worker_profile_dir = worker_profile_dir
+    bench.own_server = own_server
     bench.events = not args.no_events
     minutes = args.soak_minutes or (1.0 if args.quick else 10.0)
     bench.soak = SoakSettings(minutes, args.soak_rate, args.soak_window, args.soak_ttl)

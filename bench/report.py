@@ -94,6 +94,75 @@ def command_summary(row: Row) -> str:
     )
 
 
+def breakdown_text(row: Row) -> str | None:
+    """C with --profile-workers: per task, by piece, the worker's CPU and Redis's time."""
+    data = row.data.get("breakdown")
+    if not data:
+        return None
+    if "error" in data:
+        return f"{row.key} breakdown: {data['error']}"
+    from bench.harness.breakdown import PARTS, PIECES  # here: the report imports no harness
+
+    server = data.get("server_us") or {}
+    body = []
+    for piece in PIECES:
+        worker = data["worker_us"][piece]
+        extra = data["keeper_cpu_us"] if piece == "heartbeat" else 0.0
+        redis_us = server.get(piece if piece != "loop, rest" else "rest")
+        cells = [f"{worker:,.1f}", f"{data['timed_us'][piece]:,.1f}"]
+        cells.append(f"{extra:,.1f}" if extra else "-")
+        cells.append("-" if redis_us is None else f"{redis_us:,.1f}")
+        total = worker + extra + (redis_us or 0.0)
+        body.append([piece, *cells, f"{total:,.1f}"])
+        scale = worker / data["timed_us"][piece] if data["timed_us"][piece] else 0.0
+        for part in PARTS.get(piece, ()):
+            timed = data["timed_us"].get(f"{piece}: {part}", 0.0)
+            body.append([f"  {part}", f"{timed * scale:,.1f}", f"{timed:,.1f}", "", "", ""])
+    total_server = sum(server.values()) if server else None
+    body.append(
+        [
+            "total",
+            f"{data['worker_cpu_us']:,.1f}",
+            f"{sum(data['timed_us'][p] for p in PIECES):,.1f}",
+            f"{data['keeper_cpu_us']:,.1f}",
+            "-" if total_server is None else f"{total_server:,.1f}",
+            f"{data['worker_cpu_us'] + data['keeper_cpu_us'] + (total_server or 0.0):,.1f}",
+        ]
+    )
+    headers = [
+        "piece (us/task)",
+        "worker CPU",
+        "timed run",
+        "keeper CPU",
+        "Redis",
+        "sum",
+    ]
+    lines = [
+        f"\n{row.key}: where a task's time goes (us per task; worker CPU = the timed run's"
+        " shares x the untimed run's worker CPU;",
+        "Redis = the untimed run's SLOWLOG time of the scripts claim, settle_many, extend;"
+        " wake = BLPOP from INFO commandstats)",
+        table(headers, body),
+        f"timed run: {data['timed_rate']:,.0f} tasks/s; its pieces: {data['timing']}",
+    ]
+    detail = data.get("server_commands")
+    if detail:
+        by_time = sorted(
+            detail.items(), key=lambda kv: kv[1]["calls_per_task"] * kv[1]["usec_per_call"]
+        )
+        lines.append(
+            "Redis by command: "
+            + ", ".join(
+                f"{name} {c['calls_per_task']:.3g} x {c['usec_per_call']:.1f} us"
+                for name, c in reversed(by_time)
+                if c["calls_per_task"] >= 0.001
+            )
+        )
+        if data.get("slowlog_full"):
+            lines.append("WARNING: the SLOWLOG overflowed; the Redis column is partial")
+    return "\n".join(lines)
+
+
 def git_state() -> str:
     """The commit measured, with "+dirty" when the engine has uncommitted changes."""
     try:
@@ -197,6 +266,10 @@ def print_report(
         print(process_table_text(worker_rows))
         for row in worker_rows:
             print(f"{row.key}: {command_summary(row)}")
+        for row in worker_rows:
+            text = breakdown_text(row)
+            if text:
+                print(text)
         for row in worker_rows:
             if row.data.get("worker_exit") != 0:
                 print(f"WARNING: {row.key}'s worker exited with {row.data.get('worker_exit')}")

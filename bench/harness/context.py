@@ -63,6 +63,7 @@ class Bench:
     baselines: dict[str, Row] = field(default_factory=dict)
     rows: dict[str, Row] = field(default_factory=dict)  # scenarios run so far (D needs C)
     worker_profile_dir: Path | None = None  # --profile-workers: cProfile the workers here
+    own_server: bool = False  # a private redis-server: its config may be changed (SLOWLOG)
     events: bool = True  # --no-events: the task lifecycle events off (queue and workers)
     soak: SoakSettings = field(default_factory=SoakSettings)  # T: --soak-minutes etc.
 

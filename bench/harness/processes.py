@@ -183,13 +183,17 @@ async def agentic_worker(
     processes: int = 1,
     profile_to: Path | None = None,
     env: Mapping[str, str] | None = None,
+    timing_to: Path | None = None,
 ) -> AsyncIterator[WorkerProcs]:
     """`python -m pipeline.cli worker --app bench.apps:registry`, stopped with SIGTERM
     (and waited for) on the way out; `env` is added to worker_env(). Yields at once: the
-    caller awaits its first result."""
+    caller awaits its first result. `timing_to`: the worker's CPU by piece is written there
+    (bench/harness/worker_timing.py)."""
     argv = [sys.executable]
     if profile_to is not None:  # the profile is written when the worker exits cleanly
         argv += ["-m", "cProfile", "-o", str(profile_to)]
+    if timing_to is not None:
+        argv += ["-m", "bench.harness.worker_timing", str(timing_to)]
     argv += ["-m", "pipeline.cli", "worker", "--app", WORKER_APP]
     argv += ["--concurrency", str(WORKER_CONCURRENCY), "--processes", str(processes)]
     fd, log_name = tempfile.mkstemp(prefix="bench-worker-", suffix=".log")

@@ -4,15 +4,21 @@ pre-enqueued tasks, E times round trips through an idle one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from bench.harness.context import Bench, Row, fmt_rate
+from bench.harness.breakdown import ScriptLog, cpu_breakdown, server_breakdown
+from bench.harness.context import Bench, Row, clear_keys, fmt_rate
 from bench.harness.payloads import chunks, percentile, task_dicts
 from bench.harness.probe import Probe
 from bench.harness.processes import (
     WORKER_CONCURRENCY,
     WORKER_START_TIMEOUT,
+    WorkerProcs,
     agentic_worker,
     cpu_delta,
     per_task_us,
@@ -52,36 +58,73 @@ async def completion_times(bench: Bench, queue: RedisTaskQueue) -> tuple[int, fl
     return int(count), float(first[0][1]), float(last[0][1])
 
 
-async def worker_drain(bench: Bench, key: str, processes: int) -> Row:
-    """C and D: `processes` worker processes drain n pre-enqueued no-op tasks."""
+@dataclass
+class Drain:
+    """One drain of n pre-enqueued tasks by `agentic worker` processes."""
+
+    n: int
+    rate: float  # tasks/s between the first and the last completion
+    first_ms: float
+    last_ms: float
+    window: int  # tasks completed while the CPU was measured
+    cpu: dict[str, float]  # CPU seconds per role over the window
+    probe: Probe
+    workers: WorkerProcs
+    commands: dict[str, tuple[int, int]] | None = None  # SLOWLOG: name -> (calls, usec)
+    log_full: bool = False
+
+
+async def drain_once(
+    bench: Bench,
+    processes: int,
+    profile_to: Path | None = None,
+    slowlog: bool = False,
+    timing_to: Path | None = None,
+) -> Drain:
+    """`processes` worker processes drain n pre-enqueued no-op tasks; with `slowlog`
+    (a private server only) the script calls' server time is logged meanwhile."""
     n = bench.sizes.worker_drain
     specs = task_dicts(n)
     first_id, last_id = specs[0]["task_id"], specs[-1]["task_id"]
     probe = Probe(bench.admin, collect=False)
-    profile_to = bench.worker_profile(key) if processes == 1 else None
+    log = ScriptLog(bench.admin, capacity=n + 10_000) if slowlog else None
     async with bench.queue() as queue:
         await warm_up(bench, queue)
         for chunk in chunks(specs, bench.sizes.chunk):
             await queue.enqueue_many(chunk)
         gc.collect()
-        async with agentic_worker(bench, processes, profile_to) as workers:
+        async with agentic_worker(bench, processes, profile_to, timing_to=timing_to) as workers:
             # The first task enqueued is claimed first: its result marks the end of start-up.
             await queue.wait_for_result(first_id, timeout=WORKER_START_TIMEOUT)
-            cpu0 = workers.cpu()
-            async with probe:
-                done0 = await bench.admin.zcard(queue.keys.completed)
-                await wait_until_completed(bench, queue, last_id, n, timeout=120 + n / 100)
-            cpu1 = workers.cpu()
+            async with contextlib.AsyncExitStack() as stack:
+                if log is not None:
+                    await stack.enter_async_context(log)
+                cpu0 = workers.cpu()
+                async with probe:
+                    done0 = await bench.admin.zcard(queue.keys.completed)
+                    await wait_until_completed(bench, queue, last_id, n, timeout=120 + n / 100)
+                cpu1 = workers.cpu()
+                commands, full = await log.by_command() if log is not None else (None, False)
         count, first_ms, last_ms = await completion_times(bench, queue)
         sizes = await queue.get_queue_size()
+        await clear_keys(bench.admin, bench.queue_name)
     if count != n or sizes["completed"] != n:
-        raise RuntimeError(f"scenario {key}: {count} of {n} tasks completed: {sizes}")
+        raise RuntimeError(f"{count} of {n} tasks completed: {sizes}")
     span_s = (last_ms - first_ms) / 1000
     rate = (n - 1) / span_s if span_s > 0 else math.inf
-    startup_ms = first_ms - workers.spawn_ms
-    rate_incl = n / ((last_ms - workers.spawn_ms) / 1000)
     window = max(1, n - done0)
     cpu = cpu_delta(cpu0, cpu1)
+    return Drain(n, rate, first_ms, last_ms, window, cpu, probe, workers, commands, full)
+
+
+async def worker_drain(bench: Bench, key: str, processes: int) -> Row:
+    """C and D: `processes` worker processes drain n pre-enqueued no-op tasks. C with
+    --profile-workers: the same again with the worker's CPU timed by piece."""
+    timing_to = bench.worker_profile("C-timing") if key == "C" else None
+    run = await drain_once(bench, processes, slowlog=timing_to is not None and bench.own_server)
+    n, rate, workers = run.n, run.rate, run.workers
+    startup_ms = run.first_ms - workers.spawn_ms
+    rate_incl = n / ((run.last_ms - workers.spawn_ms) / 1000)
     ratio = rate / bench.raw_rate
     label = (
         "one `agentic worker` process"
@@ -95,6 +138,25 @@ async def worker_drain(bench: Bench, key: str, processes: int) -> Row:
         target, hit = f"> C ({c_rate:,.0f} tasks/s)", rate > c_rate
     else:
         target, hit = "> C (C not run)", None
+    data: dict[str, Any] = {
+        "n": n,
+        "processes": processes,
+        "concurrency": WORKER_CONCURRENCY,
+        "tasks_per_s": rate,
+        "ratio": ratio,
+        "first_to_last_ms": run.last_ms - run.first_ms,
+        "startup_ms": startup_ms,
+        "tasks_per_s_with_startup": rate_incl,
+        "cpu_window_tasks": run.window,
+        "process_cpu_us_per_task": per_task_us(run.cpu, run.window),
+        "worker_exit": workers.returncode,
+        "worker_stop_s": workers.stop_s,
+        "worker_profile": None,
+    }
+    if timing_to is not None:
+        timing_to = timing_to.with_suffix(".json")
+        timed = await drain_once(bench, processes, timing_to=timing_to)
+        data["breakdown"] = breakdown_data(run, timed, timing_to)
     return Row(
         key=key,
         name=f"{label}, --concurrency {WORKER_CONCURRENCY}, no-op",
@@ -106,23 +168,31 @@ async def worker_drain(bench: Bench, key: str, processes: int) -> Row:
         ratio=f"{ratio:.2f}x",
         target=target,
         hit=hit,
-        cost=probe.cost(window, window / rate, sum(cpu.values())),
-        data={
-            "n": n,
-            "processes": processes,
-            "concurrency": WORKER_CONCURRENCY,
-            "tasks_per_s": rate,
-            "ratio": ratio,
-            "first_to_last_ms": last_ms - first_ms,
-            "startup_ms": startup_ms,
-            "tasks_per_s_with_startup": rate_incl,
-            "cpu_window_tasks": window,
-            "process_cpu_us_per_task": per_task_us(cpu, window),
-            "worker_exit": workers.returncode,
-            "worker_stop_s": workers.stop_s,
-            "worker_profile": str(profile_to) if profile_to else None,
-        },
+        cost=run.probe.cost(run.window, run.window / rate, sum(run.cpu.values())),
+        data=data,
     )
+
+
+def breakdown_data(run: Drain, timed: Drain, timing: Path) -> dict[str, Any]:
+    """Per task, by piece: the worker's CPU (the timed run's shares x the untimed run's
+    worker CPU), the keeper's CPU, and Redis's time by script (the untimed run's SLOWLOG)."""
+    if timed.workers.returncode != 0 or not timing.exists():
+        return {"error": f"the timed worker exited with {timed.workers.returncode}"}
+    cpu = cpu_breakdown(timing, timed.n)
+    worker_us = run.cpu.get("worker", 0.0) / run.window * 1e6
+    out: dict[str, Any] = {
+        "worker_cpu_us": worker_us,
+        "keeper_cpu_us": run.cpu.get("keeper", 0.0) / run.window * 1e6,
+        "worker_us": {p: share * worker_us for p, share in cpu.shares().items()},
+        "timed_us": cpu.timed_us,
+        "timed_rate": timed.rate,
+        "timing": str(timing),
+        "server_us": None,
+    }
+    if run.commands is not None:
+        pieces, detail = server_breakdown(run.commands, run.probe.commands, run.window)
+        out.update(server_us=pieces, server_commands=detail, slowlog_full=run.log_full)
+    return out
 
 
 async def scenario_c(bench: Bench) -> Row:
