@@ -29,13 +29,18 @@ MAX_ERROR_CHARS = 8192
 # stays far away, so a worker can always read back what was accepted.
 MAX_DEPTH = 64
 
+# json.dumps() with these arguments builds an encoder per call: one, shared, encodes the same.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
 
 def dumps(value: Any, what: str, limit: int | None = None) -> str:
     """Compact ASCII JSON (so chunks split on character boundaries), or a typed error.
     Refuses what would not come back as given (see check_round_trip)."""
+    if value is None:  # what most handlers return
+        return "null"
     check_round_trip(value, what)
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from exc
     if limit is not None and len(text) > limit:
@@ -88,6 +93,10 @@ def join_blob(fields: dict[str, str], name: str) -> str | None:
     first = fields.get(name)
     if first is None:
         return None
+    return _joined(fields, name, first)
+
+
+def _joined(fields: dict[str, str], name: str, first: str) -> str:
     parts = [first]
     i = 1
     while (part := fields.get(f"{name}.{i}")) is not None:
@@ -99,6 +108,12 @@ def join_blob(fields: dict[str, str], name: str) -> str | None:
 def iso_from_ms(value: str | None) -> str | None:
     if not value:
         return None
+    return _iso_text(value)
+
+
+@lru_cache(maxsize=1024)
+def _iso_text(value: str) -> str:
+    # By the text as stored: a decoded task's timestamps hit the cache without an int().
     return _iso(int(value))
 
 
@@ -116,8 +131,14 @@ def text_fields(raw: Mapping[Any, Any] | list[Any]) -> dict[str, str]:
     """A hash as returned by HGETALL (a dict, or a flat list from a script) as text."""
     if isinstance(raw, Mapping):
         return {as_text(k): as_text(v) for k, v in raw.items()}
-    it = iter(raw)
-    return {as_text(k): as_text(v) for k, v in zip(it, it, strict=True)}
+    # Every claimed task comes through here: all bytes of valid UTF-8 (the common case)
+    # are decoded in C, without a Python call per item.
+    try:
+        items = list(map(bytes.decode, raw))
+    except (TypeError, UnicodeDecodeError):
+        items = [as_text(v) for v in raw]
+    it = iter(items)
+    return dict(zip(it, it, strict=True))
 
 
 def blob_sizes(fields: Mapping[str, str]) -> dict[str, int]:
@@ -129,6 +150,11 @@ def blob_sizes(fields: Mapping[str, str]) -> dict[str, int]:
     }
 
 
+# State names to states: a dict lookup, not an Enum call per decoded task.
+_STATES: dict[str, TaskState] = {state.value: state for state in TaskState}
+_BLOB_FIELDS = ("payload.blob", "result.blob")
+
+
 def decode_task(
     task_id: str, fields: dict[str, str], default_max_retries: int, *, whole: bool = True
 ) -> RedisTask:
@@ -136,57 +162,77 @@ def decode_task(
     max_retries is the queue's. Raises ValueError naming the field when the record is
     corrupt (missing fields, wrong types, payload or result that is not JSON). `whole`:
     a claim-checked payload or result must have been put back (else the record is
-    corrupt); not whole, it is left out (payload {}, result None; see RedisTask.blobs)."""
+    corrupt); not whole, it is left out (payload {}, result None; see RedisTask.blobs).
+    Every claimed task is decoded here, so the common case (no blob, no result, no
+    error, one or two payload chunks) takes the short way: one lookup per field."""
     field = "?"
+    get = fields.get
     try:
         field = "payload"
-        blobs = blob_sizes(fields)
-        if whole and any(name not in fields for name in blobs):
-            raise ValueError("its claim-check blob key is missing")
-        payload_text = join_blob(fields, "payload")
-        payload = json.loads(payload_text) if payload_text is not None else {}
-        if not isinstance(payload, dict):
-            raise TypeError(f"a {type(payload).__name__}, not an object")
+        blobs: dict[str, int] = {}
+        if _BLOB_FIELDS[0] in fields or _BLOB_FIELDS[1] in fields:
+            blobs = blob_sizes(fields)
+            if whole and any(name not in fields for name in blobs):
+                raise ValueError("its claim-check blob key is missing")
+        payload_text = get("payload")
+        if payload_text is None:
+            payload = {}
+        else:
+            if "payload.1" in fields:
+                payload_text = _joined(fields, "payload", payload_text)
+            payload = json.loads(payload_text)
+            if not isinstance(payload, dict):
+                raise TypeError(f"a {type(payload).__name__}, not an object")
         field = "result"
-        result_text = join_blob(fields, "result")
-        result = json.loads(result_text) if result_text is not None else None
+        result_text = get("result")
+        result = None
+        if result_text is not None:
+            result = json.loads(_joined(fields, "result", result_text))
         field = "meta"
-        meta_text = join_blob(fields, "meta")
-        meta = json.loads(meta_text) if meta_text else {}
+        meta_text = get("meta")
+        meta = json.loads(_joined(fields, "meta", meta_text)) if meta_text else {}
         field = "type"
         task_type = fields["type"]
         field = "prio"
         priority = int(fields["prio"])
         field = "state"
-        state = TaskState(fields["state"])
+        state_text = fields["state"]
+        state = _STATES.get(state_text)
+        if state is None:
+            raise ValueError(f"{state_text!r} is not a valid TaskState")
         field = "counters"
-        lease = fields.get("lease")
+        lease = get("lease")
+        error = get("error")
+        timeout = get("timeout")
+        limits = get("limits")
+        cost = get("cost")
+        progress = get("progress")
         return RedisTask(
             task_id=task_id,
             task_type=task_type,
             payload=payload,
             priority=priority,
             state=state,
-            retry_count=int(fields.get("retries", 0)),
-            max_retries=int(fields.get("max_retries", default_max_retries)),
-            created_at=iso_from_ms(fields.get("created")) or "",
-            started_at=iso_from_ms(fields.get("started")),
-            completed_at=iso_from_ms(fields.get("completed")),
-            worker_id=fields.get("worker"),
-            error=join_blob(fields, "error"),
+            retry_count=int(get("retries", 0)),
+            max_retries=int(get("max_retries", default_max_retries)),
+            created_at=iso_from_ms(get("created")) or "",
+            started_at=iso_from_ms(get("started")),
+            completed_at=iso_from_ms(get("completed")),
+            worker_id=get("worker"),
+            error=None if error is None else _joined(fields, "error", error),
             result=result,
-            attempts=int(fields.get("attempts", 0)),
+            attempts=int(get("attempts", 0)),
             lease_token=int(lease) if lease else None,
-            lease_losses=int(fields.get("lease_losses", 0)),
-            cancel_requested=fields.get("cancel") == "1",
-            timeout=int(fields["timeout"]) / 1000 if fields.get("timeout") else None,
+            lease_losses=int(get("lease_losses", 0)),
+            cancel_requested=get("cancel") == "1",
+            timeout=int(timeout) / 1000 if timeout else None,
             meta=meta,
-            limits=fields["limits"].split() if fields.get("limits") else [],
-            cost_tokens=int(fields["cost"]) if fields.get("cost") else None,
-            group=fields.get("group"),
+            limits=limits.split() if limits else [],
+            cost_tokens=int(cost) if cost else None,
+            group=get("group"),
             blobs=blobs,
-            progress=float(fields["progress"]) if fields.get("progress") else None,
-            progress_message=fields.get("progress.msg"),
+            progress=float(progress) if progress else None,
+            progress_message=get("progress.msg"),
         )
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ValueError(f"corrupt task record {task_id!r}: bad {field} field ({exc})") from exc

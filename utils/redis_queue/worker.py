@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..aio import cancel_all, wait_first
+from . import telemetry
 from .cancels import listen_for_cancels
 from .connection import BLOCK_SLICE_SECONDS
 from .crash_hook import CRASH_EXIT_CODE, CRASH_STEPS, crash_hook_from_env
@@ -48,7 +49,7 @@ from .registry import WorkerInfo, beat_forever, join_registry, remove_worker
 from .scheduler import run_scheduler
 from .settler import Settler
 from .startup import connect_waiting, server_time_iso
-from .telemetry import outcome_label, wait_seconds
+from .telemetry import NULL_METRICS, outcome_label, wait_seconds
 
 __all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats"]
 
@@ -116,6 +117,7 @@ class Worker(Draining):
     def request_stop(self) -> None:
         """Stop claiming now; run() then drains within the grace period and returns."""
         self._stop.set()
+        self._slot_free.set()  # a claim loop waiting for a slot sees the stop
 
     @property
     def stopping(self) -> bool:
@@ -186,7 +188,9 @@ class Worker(Draining):
             # A slot frees when its handler returns, so claiming overlaps acknowledging;
             # the backlog of unacknowledged results is capped at `concurrency`.
             if free <= 0 or self._settler.unsettled >= self.concurrency:
-                await self._wait_for(self._slot_free.wait())
+                # Once per claimed batch: the event alone (request_stop() sets it too),
+                # not _wait_for()'s two tasks and their cancellation.
+                await self._slot_free.wait()
                 self._slot_free.clear()
                 continue
             settled_before = self._settler.batches
@@ -268,8 +272,11 @@ class Worker(Draining):
         assert self._keeper is not None
         ctx = TaskContext(task, self.worker_id, self.queue.queue_name, token, output=self.queue)
         try:
-            run = functools.partial(self._run_handler, handler, ctx, timeout)
-            result = await self.queue.telemetry.process(task, self.worker_id, run)
+            if telemetry.tracer is None:  # no span to open: one coroutine less per task
+                result = await self._run_handler(handler, ctx, timeout)
+            else:
+                run = functools.partial(self._run_handler, handler, ctx, timeout)
+                result = await self.queue.telemetry.process(task, self.worker_id, run)
             return Settlement(task.task_id, token, result=result, tokens_used=ctx.tokens_used)
         except TimeoutError:
             error = f"timed out after {timeout} s"
@@ -428,7 +435,10 @@ class Worker(Draining):
         self._report(task, label, run_seconds)
 
     def _report(self, task: RedisTask, outcome: str, run_seconds: float | None) -> None:
-        self.queue.telemetry.finished(task.task_type, outcome, run_seconds, wait_seconds(task))
+        sink = self.queue.telemetry
+        if sink.metrics is NULL_METRICS:  # metrics off: no timestamps to parse per task
+            return
+        sink.finished(task.task_type, outcome, run_seconds, wait_seconds(task))
 
     # -- cancels, registry, shutdown ----------------------------------------------------------
 
