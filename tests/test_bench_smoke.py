@@ -186,3 +186,33 @@ def test_quick_feature_scenarios_n_o_p_q(redis_url: str, tmp_path: Path) -> None
         assert list(client.scan_iter(match="agentic:{bench-*", count=1_000)) == []
     finally:
         client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_quick_worker_breakdown_of_scenario_c(redis_url: str, tmp_path: Path) -> None:
+    """C with --profile-workers: a second, timed drain splits the worker's CPU per task
+    by piece (claim, dispatch, settle, heartbeat, ...), adding up to its worker CPU."""
+    out = tmp_path / "bench-c.json"
+    args = ["--quick", "--scenarios", "C", "--profile-workers", "--redis-url", redis_url]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=140,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "C: where a task's time goes" in proc.stdout, proc.stdout
+    c = json.loads(out.read_text())["results"]["C"]
+    assert c["worker_exit"] == 0 and c["tasks_per_s"] > 0
+    breakdown = c["breakdown"]
+    pieces = ("claim", "dispatch", "settle", "heartbeat", "wake", "socket reads", "loop, rest")
+    assert set(pieces) <= set(breakdown["worker_us"])
+    assert all(breakdown["timed_us"][p] > 0 for p in ("claim", "dispatch", "settle"))
+    total = sum(breakdown["worker_us"][p] for p in pieces)
+    assert total == pytest.approx(breakdown["worker_cpu_us"], rel=1e-6)
+    parts = ("decode", "start", "run", "finished")
+    dispatch = sum(breakdown["timed_us"][f"dispatch: {p}"] for p in parts)
+    assert dispatch == pytest.approx(breakdown["timed_us"]["dispatch"], rel=1e-6)
+    assert breakdown["server_us"] is None  # SLOWLOG only on the bench's own server
