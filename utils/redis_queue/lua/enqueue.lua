@@ -49,7 +49,7 @@ local tasks = {}
 local kinds = {}
 local type_names, named = {}, {}
 local seen_ids = {}
-local any_delayed = false
+local any_delayed, any_group = false, false
 local checks = {}
 for i = 3, #ARGV, 3 do
   local id, task_type, prio, max_retries, delay, timeout, extra =
@@ -75,6 +75,7 @@ for i = 3, #ARGV, 3 do
     end
   end
   tasks[#tasks + 1] = t
+  if t.group then any_group = true end
   if not named[task_type] then
     named[task_type] = true
     type_names[#type_names + 1] = task_type
@@ -83,9 +84,12 @@ for i = 3, #ARGV, 3 do
     t.existing = 'hash' -- the same id earlier in this batch: it wins, as an earlier call would
   else
     seen_ids[id] = true
-    t.existing = redis.call('TYPE', t.key).ok
-    if t.existing ~= 'none' and t.existing ~= 'hash' then
-      return {E_WRONGTYPE, t.key, t.existing}
+    -- EXISTS replies a number where TYPE builds a table: a new id (the common case) is
+    -- settled by it; only an id that exists pays for TYPE.
+    t.existing = 'none'
+    if redis.call('EXISTS', t.key) == 1 then
+      t.existing = redis.call('TYPE', t.key).ok
+      if t.existing ~= 'hash' then return {E_WRONGTYPE, t.key, t.existing} end
     end
   end
   if t.unique then
@@ -108,22 +112,26 @@ if any_delayed then
   checks[#checks + 1] = KEYS[1]
   checks[#checks + 1] = 'zset'
 end
-checks[#checks + 1] = KEYS[3]
-checks[#checks + 1] = 'set'
-for _, t in ipairs(tasks) do
-  if t.group then
-    checks[#checks + 1] = base .. 'groups'
-    checks[#checks + 1] = 'zset'
-    break
-  end
+if any_group then
+  checks[#checks + 1] = base .. 'groups'
+  checks[#checks + 1] = 'zset'
 end
 local bad = check_types(checks)
 if bad then return bad end
-local tick, err = last_tick(KEYS[2])
-if err then return err end
--- The first write. Recording a type is harmless even if every task turns out to exist
--- already.
-local added = call_sliced('SADD', KEYS[3], type_names)
+-- The queue's clock and lifetime count in one read (written back in one HSET at the end),
+-- with the check that the stats key is a hash.
+local stats = redis.pcall('HMGET', KEYS[2], 'clock', 'enqueued')
+if stats.err then return {E_WRONGTYPE, KEYS[2], 'not a hash'} end
+local tick = tonumber(stats[1] or '0')
+-- The first write, which also checks the types set's type (no TYPE call): a failed SADD
+-- writes nothing. Recording a type is harmless even if every task exists already.
+local added = 0
+for i = 1, #type_names, UNPACK_MAX do
+  local last = math.min(i + UNPACK_MAX - 1, #type_names)
+  local n = redis.pcall('SADD', KEYS[3], unpack(type_names, i, last))
+  if type(n) ~= 'number' then return {E_WRONGTYPE, KEYS[3], redis.call('TYPE', KEYS[3]).ok} end
+  added = added + n
+end
 
 local now, now_us = server_now()
 
@@ -169,7 +177,7 @@ local function window(t)
   return nil
 end
 for _, t in ipairs(tasks) do
-  local first = window(t)
+  local first = (t.unique or t.debounce) and window(t)
   if first then
     out[#out + 1] = {first, task_fields(base, first, task_key(base, first))}
   elseif t.existing == 'hash' and not t.replaces then
@@ -238,8 +246,11 @@ for _, t in ipairs(tasks) do
 end
 if replaced > 0 then redis.call('HINCRBY', KEYS[2], 'debounced', replaced) end
 if created > 0 then
-  tally(KEYS[2], 'enqueued', created)
-  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick))
+  -- tally() without its HINCRBY: the lifetime count read above goes back with the clock
+  -- in one HSET, and this minute's history as tally() would add it (flush_history).
+  history.enqueued = (history.enqueued or 0) + created
+  redis.call('HSET', KEYS[2], 'clock', string.format('%.0f', tick), 'enqueued',
+             string.format('%.0f', (tonumber(stats[2]) or 0) + created))
   flush_history(base)
 end
 for task_type, best in pairs(woken) do
