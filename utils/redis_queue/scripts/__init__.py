@@ -5,7 +5,8 @@ position. contract.py declares and builds, replies.py parses, runner.py loads an
 tests/test_script_contract.py checks each declaration against the header of its
 lua/<name>.lua (key names, argument names, their order).
 
-Loading: `--@include name` lines are replaced by lua/include/<name>.lua, and what Redis
+Loading: `--@include name` lines are replaced by the helpers of lua/include/<name>.lua
+that the script uses (includes.py: each helper costs every call), and what Redis
 runs (`script_source`) is a shebang with the script's flags, then the file. Scripts that
 only drain or shrink the queue carry `allow-oom`, so under `maxmemory` with `noeviction`
 workers can still claim, settle and clean up; the scripts that add work (enqueue,

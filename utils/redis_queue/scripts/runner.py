@@ -6,7 +6,6 @@ call's keys on a cluster), so no SCRIPT LOAD has to reach every node."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -22,19 +21,19 @@ from ..connection import translate_error
 from ..errors import DurabilityError, TopologyError
 from ..topology import AnyRedis
 from .contract import SCRIPTS, ScriptCall
+from .includes import splice
 from .replies import raise_for_code
-
-_INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
 
 
 @cache
 def load_source(name: str) -> str:
+    """lua/<name>.lua with the helpers of its includes that it uses (includes.py)."""
     lua = resources.files("utils.redis_queue").joinpath("lua")
 
-    def include(match: re.Match[str]) -> str:
-        return lua.joinpath("include", f"{match.group(1)}.lua").read_text()
+    def include(included: str) -> str:
+        return lua.joinpath("include", f"{included}.lua").read_text()
 
-    return _INCLUDE.sub(include, lua.joinpath(f"{name}.lua").read_text())
+    return splice(lua.joinpath(f"{name}.lua").read_text(), include)
 
 
 @cache
