@@ -7,6 +7,7 @@
     .venv/bin/python bench/queue_bench.py --scenarios G      # the cluster layouts (~2 min)
     .venv/bin/python bench/queue_bench.py --scenarios I      # the dashboard (~5 min)
     .venv/bin/python bench/queue_bench.py --scenarios AC --no-events  # events' cost: vs on
+    .venv/bin/python bench/queue_bench.py --scenarios ASB --tracing  # its cost; or --metrics
     .venv/bin/python bench/queue_bench.py --scenarios N,O,P,Q  # figures the README quotes
     .venv/bin/python bench/queue_bench.py --scenarios T      # the soak (C, then 10 min)
 
@@ -87,6 +88,7 @@ from redis.asyncio import Redis  # noqa: E402
 from bench.harness.config import FULL, QUICK, SoakSettings  # noqa: E402
 from bench.harness.context import Bench, clear_keys  # noqa: E402
 from bench.harness.load import busy_cpus, load_average, load_sample, others_cpus  # noqa: E402
+from bench.harness.telemetry import bench_metrics, bench_tracing  # noqa: E402
 from bench.report import environment, print_report, report_dict, write_json  # noqa: E402
 from bench.scenarios import ALL_SCENARIOS, DEFAULT_SCENARIOS, SCENARIOS  # noqa: E402
 from bench.scenarios.baselines import run_baselines  # noqa: E402
@@ -125,6 +127,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     soak.add_argument("--soak-rate", type=float, help="tasks/s for T (default 80%% of C)")
     soak.add_argument("--soak-window", type=float, help="T's window in s (a 20th of the run)")
     soak.add_argument("--soak-ttl", type=int, help="T's AGENTIC_TASK_TTL_SECONDS (60)")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the engine's tracing on (an SDK provider whose exporter drops the spans), "
+        "to measure what it costs",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the queue's Prometheus metrics on in this process, to measure what they cost",
+    )
     args = parser.parse_args(argv)
     for name in ("soak_minutes", "soak_rate", "soak_window", "soak_ttl"):
         value = getattr(args, name)
@@ -177,6 +190,8 @@ async def run_all(args: argparse.Namespace, url: str, own_server: bool, stamp: s
     bench.events = not args.no_events
     minutes = args.soak_minutes or (1.0 if args.quick else 10.0)
     bench.soak = SoakSettings(minutes, args.soak_rate, args.soak_window, args.soak_ttl)
+    bench.tracing = args.tracing
+    bench.metrics = bench_metrics(args.metrics)
     try:
         await clear_keys(admin, queue_name)
         env = await environment(bench, own_server)
@@ -211,7 +226,7 @@ async def run_all(args: argparse.Namespace, url: str, own_server: bool, stamp: s
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    with redis_target(args.redis_url) as (url, own_server):
+    with redis_target(args.redis_url) as (url, own_server), bench_tracing(args.tracing):
         return asyncio.run(run_all(args, url, own_server, stamp))
 
 

@@ -192,6 +192,8 @@ async def environment(bench: Bench, own_server: bool) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "queue_name": bench.queue_name,
         "events": bench.events,
+        "tracing": bench.tracing,
+        "metrics": bench.metrics is not None,
         "git": git_state(),
     }
 
@@ -243,7 +245,9 @@ def print_report(
     mode = "quick" if args.quick else "full"
     print(f"\nqueue benchmark ({mode}; Redis {env['redis_server']}, hiredis {env['hiredis']})")
     events = "on" if env.get("events", True) else "off"
-    print(f"sizes: {asdict(sizes)}; git {env['git']}; task events {events}")
+    telemetry = [name for name in ("tracing", "metrics") if env.get(name)]
+    on = f"; {' and '.join(telemetry)} on" if telemetry else ""
+    print(f"sizes: {asdict(sizes)}; git {env['git']}; task events {events}{on}")
     print(f"load average (1/5/15 min): {env['loadavg']}")
     print(f"CPUs busy with other processes before each scenario: {env['busy_cpus']}")
     print(f"CPUs busy with other processes during each scenario: {env['others_cpus']}")

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from bench.harness.config import KEY_PREFIX, Sizes, SoakSettings
 from bench.harness.probe import Cost, Probe
 from utils.redis_queue import RedisTaskQueue
+from utils.redis_queue.telemetry import MetricsSink
 
 
 def pattern_of(queue_name: str) -> str:
@@ -66,9 +67,13 @@ class Bench:
     own_server: bool = False  # a private redis-server: its config may be changed (SLOWLOG)
     events: bool = True  # --no-events: the task lifecycle events off (queue and workers)
     soak: SoakSettings = field(default_factory=SoakSettings)  # T: --soak-minutes etc.
+    tracing: bool = False  # --tracing: the engine's spans on in this process
+    metrics: MetricsSink | None = None  # --metrics: the queues this process makes count
 
     def queue(self) -> RedisTaskQueue:
-        return RedisTaskQueue(queue_name=self.queue_name, redis_url=self.url, events=self.events)
+        return RedisTaskQueue(
+            queue_name=self.queue_name, redis_url=self.url, events=self.events, metrics=self.metrics
+        )
 
     def raw_key(self, name: str) -> str:
         return f"{KEY_PREFIX}:{{{self.queue_name}}}:bench-raw:{name}"

@@ -40,7 +40,9 @@ async def scenario_s(bench: Bench) -> Row:
     latencies: list[float] = []
     probe, raw_probe = bench.probe("S"), Probe(bench.admin)
     client = SyncRedis.from_url(bench.url)
-    queue = SyncRedisTaskQueue(queue_name=bench.queue_name, redis_url=bench.url)
+    queue = SyncRedisTaskQueue(
+        queue_name=bench.queue_name, redis_url=bench.url, events=bench.events, metrics=bench.metrics
+    )
     try:
         # warm-up: the scripts registered, the connections open; then forgotten
         enqueue_each(queue, task_dicts(bench.sizes.warmup), [])

@@ -61,7 +61,7 @@ class Producer(QueueClient):
         hold replaces it (same id, the last payload and options, due `debounce` from the
         last call) - the held task is returned. On a partitioned queue the id may get a
         suffix "@<n>" that puts it in its window's partition: use the returned id."""
-        task = self._new_task(
+        task = self._plain_task(
             task_id,
             task_type,
             payload,
@@ -73,10 +73,11 @@ class Producer(QueueClient):
             limits,
             cost_tokens,
             group,
-            unique_for=unique_for,
-            unique_key=unique_key,
-            debounce=debounce,
         )
+        if unique_for is not None or unique_key is not None or debounce is not None:
+            task = with_windows(
+                task, self.layout, unique_for=unique_for, unique_key=unique_key, debounce=debounce
+            )
         if task.blob and self.blob_store is not None:
             (task,) = await put_payloads(self, [task])
         wait = self.durable if durable is None else durable
@@ -164,9 +165,13 @@ class Producer(QueueClient):
         """A chunk's enqueue reply: counted, and its RedisTasks appended to `out`."""
         now_ms, outcomes = scripts.enqueue_reply(reply)
         self._touched([chunk[0].task_id])
-        created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
-        for task_type, count in created.items():
-            self.telemetry.enqueued(task_type, count)
+        if len(chunk) == 1:  # SyncRedisTaskQueue.enqueue: no Counter for one task
+            if outcomes[0] == 1:
+                self.telemetry.enqueued(chunk[0].task_type)
+        else:
+            created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
+            for task_type, count in created.items():
+                self.telemetry.enqueued(task_type, count)
         out.extend(
             enqueued_task(t, r, now_ms, self.max_retries)
             for t, r in zip(chunk, outcomes, strict=True)

@@ -64,11 +64,16 @@ class Script:
     flags: str = "allow-oom"
 
     def call(self, keys: QueueKeys, named: dict[str, Any], rest: Iterable[Any] = ()) -> ScriptCall:
-        if named.keys() != set(self.args):
+        # The same check as named.keys() == set(self.args) (the names are distinct),
+        # without a set per call: this runs once per enqueue.
+        try:
+            args = [named[name] for name in self.args]
+        except KeyError:
+            args = []
+        if len(args) != len(named) or len(args) != len(self.args):
             raise TypeError(f"{self.name}.lua takes {self.args}, got {tuple(named)}")
-        args = [named[name] for name in self.args]
         args.extend(rest)
-        return ScriptCall(self, _key_list(keys, self), args)
+        return ScriptCall(self, _key_list(keys, self.name), args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +84,9 @@ class ScriptCall:
 
 
 @cache
-def _key_list(keys: QueueKeys, script: Script) -> tuple[str, ...]:
-    return tuple(getattr(keys, name) for name in script.keys)
+def _key_list(keys: QueueKeys, script: str) -> tuple[str, ...]:
+    # Keyed by the script's name: hashing the Script itself hashes all its fields.
+    return tuple(getattr(keys, name) for name in SCRIPTS[script].keys)
 
 
 _FAIL_POLICY = ("first_immediate", "base_ms", "factor", "cap_ms")
