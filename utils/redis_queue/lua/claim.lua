@@ -270,8 +270,20 @@ local function aged_key(score, band)
   return tick - rank * BAND_US
 end
 
-local touched = {} -- types whose pending set this claim read: their index entries get fixed
+-- Types whose pending set this claim read, their index entries fixed at the end: true
+-- (read the set's head then) or what a cursor left them at (note_heads).
+local touched = {}
 local broken = nil -- a pending set of the wrong type met by the indexed scan
+
+-- After a merge, each cursor's set holds its current row first (what came before it was
+-- taken), or nothing once it ran out: the new head, known without another read.
+local function note_heads(cursors)
+  for _, c in ipairs(cursors) do
+    if not c.broken then
+      touched[c.type] = {head = c.live and c.rows[c.pos + 1] or false, bound = c.bound}
+    end
+  end
+end
 
 -- Per-type mode: the best `k` across open_types, every type's set opened.
 local function pick_per_type(k)
@@ -298,10 +310,11 @@ local function pick_per_type(k)
     return picked
   end
   local page = math.max(1, math.min(16, math.floor(k / #open_types) + 1))
-  local heap, taken = {}, {}
+  local heap, taken, cursors = {}, {}, {}
   for _, t in ipairs(open_types) do
     for _, band in ipairs(aging_us and {3, 2, 1, 0} or {false}) do
       local c = new_cursor(pending_key(base, t), t, page, band, aged_key)
+      cursors[#cursors + 1] = c
       if advance(c) then heap_push(heap, c) end
     end
   end
@@ -309,6 +322,7 @@ local function pick_per_type(k)
     take(heap, picked, taken)
   end
   remove_taken(taken)
+  if not aging_us then note_heads(cursors) end -- a band's cursor knows its band only
   return picked
 end
 
@@ -316,7 +330,7 @@ end
 -- bound is below the best head found so far; a type whose bound is not can hold nothing
 -- better (its bound is at or below its best score).
 local function pick_indexed(k)
-  local picked, heap, taken = {}, {}, {}
+  local picked, heap, taken, cursors = {}, {}, {}, {}
   local page = math.max(1, math.min(8, k))
   local ix = index_cursor(base)
   local t, bound = index_next(ix)
@@ -327,8 +341,9 @@ local function pick_indexed(k)
         break
       end
       if is_open(t) then
-        touched[t] = true
         local c = new_cursor(pending_key(base, t), t, page, false, nil)
+        c.bound = bound
+        cursors[#cursors + 1] = c
         if advance(c) then
           heap_push(heap, c)
         elseif c.broken then
@@ -341,6 +356,7 @@ local function pick_indexed(k)
     take(heap, picked, taken)
   end
   remove_taken(taken)
+  note_heads(cursors)
   return picked
 end
 
@@ -444,11 +460,19 @@ if #deadlines > 0 then
 end
 for _, p in ipairs(put_back) do
   redis.call('ZADD', pending_key(base, p[2]), p[3], p[1])
+  touched[p[2]] = true -- its head may be this one again: read it
 end
 
 -- The index entries of the types this claim read now say their sets' real heads.
 local heads = {}
-for t, _ in pairs(touched) do heads[t] = ready_fix(base, t) or false end
+for t, how in pairs(touched) do
+  if how == true then
+    heads[t] = ready_fix(base, t) or false
+  else
+    heads[t] = how.head and tonumber(how.head)
+    if heads[t] ~= how.bound then ready_set(base, t, how.head) end
+  end
+end
 
 -- Chain the wake-up: while ready work of a served type remains, the next idle worker gets
 -- a token for it (for every type the claim read: it may have taken another type's task

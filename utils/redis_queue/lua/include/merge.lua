@@ -13,6 +13,7 @@ local READY_AUDIT_MS = 60000 -- how often a claim audits a slice of the index
 local READY_AUDIT = 1000 -- types audited per slice
 
 local function heap_push(heap, c)
+  c.live = true -- in the heap: its current row is still in its set
   heap[#heap + 1] = c
   local i = #heap
   while i > 1 do
@@ -25,6 +26,7 @@ end
 
 local function heap_pop(heap)
   local top, n = heap[1], #heap
+  top.live = false
   heap[1] = heap[n]
   heap[n] = nil
   n = n - 1
@@ -213,18 +215,23 @@ local function pending_head(base, task_type)
   return tonumber(head[2])
 end
 
+-- Sets a type's index entry to `head` (a score as text), or drops it (false).
+local function ready_set(base, task_type, head)
+  local index = base .. 'ready'
+  local done
+  if head then
+    done = redis.pcall('ZADD', index, head, task_type)
+  else
+    done = redis.pcall('ZREM', index, task_type)
+  end
+  if type(done) == 'table' and done.err then redis.call('DEL', index) end
+end
+
 -- Sets a type's index entry to its pending set's real head (drops it when the set is
 -- empty); returns that head's score, or nil.
 local function ready_fix(base, task_type)
   local head = redis.pcall('ZRANGE', pending_key(base, task_type), 0, 0, 'WITHSCORES')
   if head.err then return nil end
-  local index = base .. 'ready'
-  local done
-  if head[2] then
-    done = redis.pcall('ZADD', index, head[2], task_type)
-  else
-    done = redis.pcall('ZREM', index, task_type)
-  end
-  if type(done) == 'table' and done.err then redis.call('DEL', index) end
+  ready_set(base, task_type, head[2] or false)
   return head[2] and tonumber(head[2]) or nil
 end
