@@ -55,6 +55,12 @@ __all__ = ["CRASH_EXIT_CODE", "CRASH_STEPS", "Worker", "WorkerStats"]
 
 log = logging.getLogger("agentic.worker")
 
+# Unacknowledged results a worker keeps per slot before it stops claiming: 2 lets one
+# batch's settle be in flight while the next batch runs (with 1, a worker of quick tasks
+# alternated claim and settle round trips: C 3,200 -> 6,700 tasks/s, 87 -> 66 us of CPU
+# per task, bench --quick, same machine). A crash re-runs at most this many results more.
+UNSETTLED_PER_SLOT = 2
+
 
 class Worker(Draining):
     """Runs handlers for tasks of `task_types` (default: every type in `handlers`)."""
@@ -185,9 +191,10 @@ class Worker(Draining):
         backoff = 0.1
         while not self.stopping:
             free = self.concurrency - len(self._running) - self._stuck
-            # A slot frees when its handler returns, so claiming overlaps acknowledging;
-            # the backlog of unacknowledged results is capped at `concurrency`.
-            if free <= 0 or self._settler.unsettled >= self.concurrency:
+            # A slot frees when its handler returns, so claiming overlaps acknowledging:
+            # results wait for acknowledgement up to two slots' worth each, so the next
+            # claim need not wait for the settle round trip of the last batch.
+            if free <= 0 or self._settler.unsettled >= UNSETTLED_PER_SLOT * self.concurrency:
                 # Once per claimed batch: the event alone (request_stop() sets it too),
                 # not _wait_for()'s two tasks and their cancellation.
                 await self._slot_free.wait()
