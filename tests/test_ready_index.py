@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.state import read_queue, single_state_violations
+from tests.support.state import command_calls, read_queue, single_state_violations
 from utils.redis_queue import CorruptQueue, RedisTask, RedisTaskQueue, TaskPriority, scripts
 
 pytestmark = pytest.mark.timeout(120)
@@ -214,16 +214,11 @@ async def test_ten_thousand_known_types_with_few_pending_are_not_read_per_claim(
     await queue.enqueue_many(
         [{"task_id": f"new{i}", "task_type": f"r{i * 7}", "payload": {}} for i in range(10)]
     )
-    before = await _zrange_calls(raw_redis)
+    before = await command_calls(raw_redis, "zrange")
     claimed = await queue.claim("w", 10)
     assert [t.task_id for t in claimed] == [f"new{i}" for i in range(10)]
-    zrange = await _zrange_calls(raw_redis) - before
+    zrange = await command_calls(raw_redis, "zrange") - before
     assert zrange < 40, f"{zrange} ZRANGE calls for one claim over 10 pending types"
-
-
-async def _zrange_calls(raw: Redis) -> int:
-    stats = await raw.info("commandstats")
-    return int(stats.get("cmdstat_zrange", {}).get("calls", 0))
 
 
 async def test_a_head_only_claim_reports_the_types_a_limit_holds_back(
@@ -263,10 +258,9 @@ async def test_a_long_type_list_is_sent_once_and_sent_again_when_redis_lost_it(
     key = f"{queue.keys.base}served:{ref}"
     assert await raw_redis.smembers(key) == {t.encode() for t in served}
     assert 0 < await raw_redis.ttl(key) <= 86_400
-    before = (await raw_redis.info("commandstats")).get("cmdstat_sadd", {}).get("calls", 0)
+    before = await command_calls(raw_redis, "sadd")
     second = await queue.claim("w", 5, task_types=served)  # by digest: no list, no SADD
-    after = (await raw_redis.info("commandstats")).get("cmdstat_sadd", {}).get("calls", 0)
-    assert after == before
+    assert await command_calls(raw_redis, "sadd") == before
     await raw_redis.delete(key)  # expired, or a restart without persistence
     rest = await _drain_order(queue, 10, served)
     mine = [s for s in specs if s["task_type"] in served]

@@ -13,6 +13,7 @@ user input can add a hash tag, a glob character or a separator of its own.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections.abc import Iterable
@@ -89,19 +90,33 @@ def validate_task_type(task_type: object) -> str:
     return task_type
 
 
-def validate_task_types(task_types: Iterable[object]) -> tuple[str, ...]:
+class TaskTypes(tuple[str, ...]):
+    """Task types a claim serves, validated, with the digest that names their set in
+    Redis (claim.lua's `served:<digest>`, for lists too long to send with every claim)."""
+
+    digest: str
+
+
+def validate_task_types(task_types: Iterable[object]) -> TaskTypes:
     """A list of task types a claim serves, each validated: a worker sends the same
-    (possibly long) list with every claim, so each list is checked once."""
+    (possibly long) list with every claim, so each list is checked and digested once."""
     given = tuple(task_types)
     try:
         return _validated_types(given)
     except TypeError:  # something unhashable in it: the per-item check names it
-        return tuple(validate_task_type(t) for t in given)
+        return _task_types(given)
 
 
 @lru_cache(maxsize=32)
-def _validated_types(task_types: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(validate_task_type(t) for t in task_types)
+def _validated_types(task_types: tuple[object, ...]) -> TaskTypes:
+    return _task_types(task_types)
+
+
+def _task_types(given: tuple[object, ...]) -> TaskTypes:
+    types = TaskTypes(validate_task_type(t) for t in given)
+    text = "\n".join(sorted(set(types))).encode()
+    types.digest = hashlib.blake2b(text, digest_size=12).hexdigest()
+    return types
 
 
 def validate_limit_key(key: object) -> str:

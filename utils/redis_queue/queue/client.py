@@ -132,9 +132,8 @@ class QueueClient:
         self._blocking: AnyRedis | None = None
         self._scripts: Scripts | None = None
         self._heads: PartitionHeads | None = None  # consume.py: what claims last saw
-        # consume.py: (partition base, id of a validated type tuple) whose served set a
-        # claim has sent (validate_task_types hands out one tuple per list while cached)
-        self._served_sent: set[tuple[str, int]] = set()
+        # consume.py: (partition base, served_ref) of the type lists a claim has sent
+        self._served_sent: set[tuple[str, str]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._blocking_slots: asyncio.Semaphore | None = None
         # Fencing tokens of the leases this instance was granted, so the seed's

@@ -1,5 +1,5 @@
-"""Consuming: claiming tasks under leases, waiting for work, settling, renewing and
-handing back leases."""
+"""Consuming: claiming tasks under leases, settling, renewing and handing back leases
+(waiting for work: waiting.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import codec, scripts
-from ..connection import BLOCK_SLICE_SECONDS
 from ..errors import LeaseLost, QueueError, RedisUnavailable, ServedTypesUnknown
-from ..keys import QueueKeys, validate_task_type, validate_task_types
+from ..keys import QueueKeys, TaskTypes, validate_task_types
 from ..models import ClaimBatch, RedisTask, Settlement, TaskState
 from ..new_task import check_seconds
 from .claim_check import collect_quietly, fetch_blobs, stored_result
-from .client import MIN_BLOCK
-from .gate import Gate
-from .partitions import PartitionHeads, WakeWaiters
+from .waiting import Waiting
 
 __all__ = ["MAX_CLAIM", "SETTLE_CHUNK", "Consumer"]
 
@@ -33,9 +30,7 @@ def _event_at(now: float, batch: ClaimBatch) -> float:
     return float("inf") if batch.wait_hint is None else now + batch.wait_hint
 
 
-class Consumer(Gate):
-    _waiters: WakeWaiters | None = None
-
+class Consumer(Waiting):
     async def dequeue(self, worker_id: str, timeout: float = 5.0) -> RedisTask | None:
         """Claim the highest-priority ready task, blocking in Redis up to `timeout`
         seconds for one to arrive. Returns None on timeout."""
@@ -79,7 +74,7 @@ class Consumer(Gate):
         may be what killed its worker) comes alone in its batch; with `suspects` False
         (the caller runs one already) such tasks are left for others. On a partitioned
         queue the claim goes to the partitions in priority order (partitions.py)."""
-        types = validate_task_types(task_types) if task_types is not None else ()
+        types = validate_task_types(task_types if task_types is not None else ())
         if self.partitions > 1:
             return await self._claim_across(worker_id, count, types, suspects)
         return await self._claim_partition(self.keys, worker_id, count, types, suspects)
@@ -89,7 +84,7 @@ class Consumer(Gate):
         keys: QueueKeys,
         worker_id: str,
         count: int,
-        types: tuple[str, ...],
+        types: TaskTypes,
         suspects: bool,
         max_score: int | None = None,
     ) -> ClaimBatch:
@@ -112,7 +107,7 @@ class Consumer(Gate):
                 )
 
     async def _claim_across(
-        self, worker_id: str, count: int, types: tuple[str, ...], suspects: bool
+        self, worker_id: str, count: int, types: TaskTypes, suspects: bool
     ) -> ClaimBatch:
         """A claim over every partition (see partitions.py). A partition whose Redis is
         unreachable (its primary failing over) is left out for a moment while the others
@@ -170,17 +165,12 @@ class Consumer(Gate):
             wait = hint if wait is None else min(wait, hint)
         return ClaimBatch(tasks, wait, sorted(served), held_back=held_back)
 
-    def _partition_heads(self) -> PartitionHeads:
-        if self._heads is None:
-            self._heads = PartitionHeads(self.partitions)
-        return self._heads
-
     async def _claim_call(
         self,
         keys: QueueKeys,
         worker_id: str,
         count: int,
-        types: tuple[str, ...],
+        types: TaskTypes,
         suspects: bool,
         max_score: int | None,
         want_head: bool,
@@ -206,13 +196,13 @@ class Consumer(Gate):
             )
 
         # A long type list is sent once per partition and then named by its digest.
-        sent = (keys.base, id(types)) in self._served_sent  # a stale id: resent on -12
+        sent = (keys.base, types.digest) in self._served_sent
         try:
             raw = await self.run(call(not sent))
         except ServedTypesUnknown:  # expired, or Redis restarted empty: send it again
             raw = await self.run(call(True))
         if len(types) > scripts.SERVED_INLINE_MAX:
-            self._served_sent.add((keys.base, id(types)))
+            self._served_sent.add((keys.base, types.digest))
         reply = scripts.claim_reply(raw)
         tasks = []
         for task_id, token, flat in reply.rows:
@@ -241,66 +231,6 @@ class Consumer(Gate):
             self.telemetry.held_back(reply.held_back)
         served = list(types) if types else reply.served  # named, or reported when none
         return ClaimBatch(tasks, wait, served, reply.head, held_back)
-
-    async def wait_for_work(
-        self,
-        task_types: Iterable[str] | None,
-        seconds: float,
-        known_types: Iterable[str] = (),
-    ) -> None:
-        """Block in Redis until work of these types may be ready, or `seconds` pass.
-        With task_types None (every type), it watches the `known_types` a claim reported
-        plus the key that announces new types. Returns early on a wake-up token; the
-        caller then claims."""
-        types = [validate_task_type(t) for t in task_types] if task_types is not None else None
-        known = list(known_types)
-
-        def wake_keys(keys: QueueKeys) -> list[str]:
-            if types is not None:
-                return [keys.wake(t) for t in types]
-            return [keys.wake(), *(keys.wake(t) for t in known)]
-
-        wait = max(MIN_BLOCK, min(seconds, BLOCK_SLICE_SECONDS))
-        try:
-            if self.partitions == 1:
-                async with self._blocking_command():
-                    await self._blocking_client.blpop(wake_keys(self.keys), timeout=wait)
-                return
-            for index in await self._wake_waiters().wait(self.layout.parts, wake_keys, wait):
-                self._partition_heads().stale(index)
-                self._gate_woken()
-        except QueueError as exc:
-            if "WRONGTYPE" not in str(exc):
-                raise
-            for keys in self.layout.parts:
-                await self._repair_wake_keys(wake_keys(keys))
-
-    def _wake_waiters(self) -> WakeWaiters:
-        if self._waiters is None:
-            self._waiters = WakeWaiters(self._blpop, self._hand_back, one_call=not self.cluster)
-        return self._waiters
-
-    async def _blpop(self, keys: list[str], seconds: float) -> Any:
-        async with self._blocking_command():
-            return await self._blocking_client.blpop(keys, timeout=seconds)
-
-    async def _hand_back(self, wake_key: str) -> None:
-        async with self._command():
-            await self.redis.lpush(wake_key, "1")
-
-    async def close(self) -> None:
-        waiters, self._waiters, self._heads = self._waiters, None, None
-        if waiters is not None:
-            await waiters.close()
-        await super().close()
-
-    async def _repair_wake_keys(self, wake_keys: list[str]) -> None:
-        """Wake keys carry no data: one that something overwrote is deleted (the
-        scripts push a fresh token to it when work arrives)."""
-        async with self._command():
-            for key in wake_keys:
-                if await self.redis.type(key) not in (b"list", b"none"):
-                    await self.redis.delete(key)
 
     async def complete_task(
         self, task_id: str, result: Any = None, *, lease_token: int | None = None

@@ -3,14 +3,13 @@ replies carry, and a typed builder per script: named arguments in, one ScriptCal
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..keys import QueueKeys
+from ..keys import QueueKeys, TaskTypes, validate_task_types
 from ..models import RetryPolicy
 
 if TYPE_CHECKING:
@@ -297,22 +296,13 @@ def claim(
 
 
 SERVED_INLINE_MAX = 8  # claim.lua's PER_TYPE_MAX: longer lists are kept in Redis
-_REFS: dict[int, tuple[Sequence[str], str]] = {}  # id of a type list -> (it, its ref)
 
 
 def served_ref(task_types: Sequence[str]) -> str:
-    """'@' and the digest of a set of task types (claim.lua's `served:<digest>`). A
-    worker sends the same list object with every claim: it is digested once."""
-    known = _REFS.get(id(task_types))
-    if known is not None and known[0] is task_types:
-        return known[1]
-    text = "\n".join(sorted(set(task_types))).encode()
-    ref = "@" + hashlib.blake2b(text, digest_size=12).hexdigest()
-    if isinstance(task_types, tuple):  # immutable: safe to remember by identity
-        if len(_REFS) >= 64:
-            _REFS.clear()
-        _REFS[id(task_types)] = (task_types, ref)
-    return ref
+    """'@' and the digest of a set of task types (claim.lua's `served:<digest>`)."""
+    if not isinstance(task_types, TaskTypes):
+        task_types = validate_task_types(task_types)
+    return "@" + task_types.digest
 
 
 def complete(
