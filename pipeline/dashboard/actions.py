@@ -151,11 +151,14 @@ def action_routes(
     async def ask_purge_dlq(r: Request) -> Bulk:
         return await ask_dlq(r, False)
 
+    async def required(r: Request, name: str, example: str) -> str:
+        value = await field(r, name)
+        if value is None:
+            raise ValueError(f"which {name}? pass {name}={example}")
+        return value
+
     async def state_of(r: Request) -> str:
-        state = await field(r, "state")
-        if state is None:
-            raise ValueError("which state? pass state=pending|delayed|completed|...")
-        return state
+        return await required(r, "state", "pending|delayed|completed|...")
 
     async def do_purge_state(r: Request) -> str:
         return await console.purge_state(r.path_params["queue"], await state_of(r))
@@ -173,10 +176,7 @@ def action_routes(
         )
 
     async def type_of(r: Request) -> str:
-        task_type = await field(r, "type")
-        if task_type is None:
-            raise ValueError("which task type? pass type=T")
-        return task_type
+        return await required(r, "type", "T")
 
     async def do_cancel_type(r: Request) -> str:
         return await console.cancel_type(r.path_params["queue"], await type_of(r))
