@@ -196,12 +196,13 @@ class Consumer(Waiting):
             )
 
         # A long type list is sent once per partition and then named by its digest.
-        sent = (keys.base, types.digest) in self._served_sent
+        named = len(types) > scripts.SERVED_INLINE_MAX  # by digest (TaskTypes)
+        sent = named and (keys.base, types.digest) in self._served_sent
         try:
             raw = await self.run(call(not sent))
         except ServedTypesUnknown:  # expired, or Redis restarted empty: send it again
             raw = await self.run(call(True))
-        if len(types) > scripts.SERVED_INLINE_MAX:
+        if named:
             self._served_sent.add((keys.base, types.digest))
         reply = scripts.claim_reply(raw)
         tasks = []
