@@ -26,13 +26,16 @@ async def run_scheduler(queue: RedisTaskQueue, poll: float = POLL_SECONDS) -> No
     while True:
         try:
             step = await queue.run_due_schedules()
-        except QueueError as exc:
-            log.warning("scheduler step failed, retrying in %.1f s: %s", backoff, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-            continue
-        except Exception:  # a bug or an unmapped client error must not end the ticks
-            log.exception("scheduler step failed, retrying in %.1f s", backoff)
+        except Exception as exc:
+            # A cancel that lands inside a Redis call can surface as that call's error:
+            # the loop must still end, not retry (a stopping worker waits for it).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from exc
+            if not isinstance(exc, QueueError):  # a bug must not end the ticks either
+                log.exception("scheduler step failed, retrying in %.1f s", backoff)
+            else:
+                log.warning("scheduler step failed, retrying in %.1f s: %s", backoff, exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             continue
