@@ -299,7 +299,7 @@ local function pick_per_type(k)
   end
   if #open_types == 1 and not aging_us then
     local key = pending_key(base, open_types[1])
-    local rows = redis.call('ZRANGE', key, '-inf', '(' .. string.format('%.0f', max_score),
+    local rows = redis.call('ZRANGE', key, '-inf', '(' .. string.format('%d', max_score),
                             'BYSCORE', 'LIMIT', 0, k, 'WITHSCORES')
     local ids = {}
     for i = 1, #rows, 2 do
@@ -375,6 +375,36 @@ local out = {now, -1, {}, '', {}}
 local fence = math.max(tonumber(counters[2] or '') or 0,
                        now * 1000 - EPOCH_US)
 local deadlines = {}
+local now_text = string.format('%d', now)
+local deadline_text = string.format('%d', now + lease_ms) -- every lease taken here ends then
+
+-- What a claim decides on, by number (as HMGET of these names would give it), from the
+-- task's HGETALL reply.
+local CLAIM_READ = {state = 1, type = 2, attempts = 3, lease_losses = 4, limits = 5, cost = 6,
+                    held = 7}
+local function claim_view(all)
+  local f = {}
+  for i = 1, #all, 2 do
+    local slot = CLAIM_READ[all[i]]
+    if slot then f[slot] = all[i + 1] end
+  end
+  return f
+end
+
+-- The hash as the claim left it, without a second HGETALL: `written` (the fields it set)
+-- and the rest of `all` (read before the write; `held` is either written or deleted).
+local CLAIM_WRITTEN = {state = true, worker = true, started = true, lease = true,
+                       attempts = true, held = true}
+local function claimed_fields(all, written)
+  for i = 1, #all, 2 do
+    if not CLAIM_WRITTEN[all[i]] then
+      written[#written + 1] = all[i]
+      written[#written + 1] = all[i + 1]
+    end
+  end
+  return written
+end
+
 local claimed_places = {} -- the place (score without its priority band) of each claimed task
 local claimed, quarantined = 0, 0
 local put_back, solo = {}, false
@@ -386,8 +416,11 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
   for _, p in ipairs(picked) do
     local id, task_type = p[1], p[2]
     local key = task_key(base, id)
-    local f = redis.pcall('HMGET', key, 'state', 'type', 'attempts', 'lease_losses', 'limits',
-                          'cost', 'held')
+    -- One read of the whole hash: the fields the claim decides on, and (patched with
+    -- what the claim writes) what it hands the worker.
+    local all = redis.pcall('HGETALL', key)
+    local f = all -- an error reply, or the fields below by number
+    if type(all) == 'table' and not all.err then f = claim_view(all) end
     local sound = type(f) == 'table' and not f.err and f[1] == 'pending' and f[2] == task_type
     local suspect = sound and (tonumber(f[4]) or 0) >= suspect_after
     local admitted, held = true, nil
@@ -413,20 +446,22 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
     elseif sound then
       if suspect then solo = true end
       fence = fence + 1
+      local attempt = string.format('%d', (tonumber(f[3]) or 0) + 1)
+      local written = {'state', 'processing', 'worker', ARGV[2], 'started', now_text,
+                       'lease', string.format('%d', fence), 'attempts', attempt}
       if held and #held > 0 then
-        redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
-                   'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1,
-                   'held', table.concat(held, ' '))
+        written[11] = 'held'
+        written[12] = table.concat(held, ' ')
+        redis.call('HSET', key, unpack(written))
       else
-        redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now,
-                   'lease', fence, 'attempts', (tonumber(f[3]) or 0) + 1)
+        redis.call('HSET', key, unpack(written))
         if f[7] then redis.call('HDEL', key, 'held') end
       end
-      deadlines[#deadlines + 1] = now + lease_ms
+      deadlines[#deadlines + 1] = deadline_text
       deadlines[#deadlines + 1] = id
       claimed_places[#claimed_places + 1] = tonumber(p[3]) % BAND_US
-      out[#out + 1] = {id, fence, task_fields(base, id, key)}
-      task_event(base, 'started', id, task_type, (tonumber(f[3]) or 0) + 1)
+      out[#out + 1] = {id, fence, with_blobs(base, id, claimed_fields(all, written))}
+      task_event(base, 'started', id, task_type, attempt)
       claimed = claimed + 1
     elseif type(f) == 'table' and not f.err and f[2] == task_type and f[1] ~= 'pending'
         and is_stale_entry(key, 'pending') then
@@ -445,15 +480,16 @@ if #deadlines > 0 then
   for _, row in ipairs(claimed_places) do
     if row > served then served = row end
   end
-  redis.call('HSET', KEYS[3], 'fence', fence, 'served', string.format('%.0f', served))
+  redis.call('HSET', KEYS[3], 'fence', string.format('%d', fence), 'served',
+             string.format('%d', served))
   if redis.call('EXISTS', base .. 'groups') == 1 then
-    redis.pcall('ZREMRANGEBYSCORE', base .. 'groups', '-inf', '(' .. string.format('%.0f', served))
+    redis.pcall('ZREMRANGEBYSCORE', base .. 'groups', '-inf', '(' .. string.format('%d', served))
   end
   call_sliced('ZADD', KEYS[1], deadlines)
   if request ~= '' then
     local granted = {request}
     for i = 6, #out do
-      granted[#granted + 1] = out[i][1] .. ' ' .. string.format('%.0f', out[i][2])
+      granted[#granted + 1] = out[i][1] .. ' ' .. string.format('%d', out[i][2])
     end
     redis.call('SET', replay_key, table.concat(granted, '\n'), 'PX', lease_ms)
   end
@@ -508,7 +544,7 @@ if want_head then -- among what a claim could take now (not types a limit holds 
   else
     for _, t in ipairs(open_types) do consider(t) end
   end
-  if best then out[4] = string.format('%.0f', best) end
+  if best then out[4] = string.format('%d', best) end
 end
 local next_event = -1
 local d = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')

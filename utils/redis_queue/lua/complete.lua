@@ -32,6 +32,7 @@ local blob = ({['1'] = 'key', e = 'ext'})[ARGV[6]]
 if blob == 'ext' and ext_ref_error(ARGV[5]) then return ext_ref_error(ARGV[5]) end
 events_from(ARGV[7])
 local reply = complete_one(ARGV[1], k, ARGV[2], ARGV[3], ARGV[4], ARGV[5], nil, blob)
+end_completions(ARGV[1], k, ARGV[4])
 lim_flush(ARGV[1], ARGV[1])
 flush_history(ARGV[1])
 return reply

@@ -80,11 +80,14 @@ while i <= #ARGV do
     return {E_BAD_ARGUMENT, 'item', tostring(op)}
   end
 end
-local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset',
-                KEYS[5], 'set', KEYS[6], 'zset', KEYS[7], 'hash', ARGV[1] .. 'limits', 'hash'}
-if any_fail then -- only a failure can dead-letter: a batch of completions skips the check
-  checks[#checks + 1] = KEYS[8]
-  checks[#checks + 1] = 'zset'
+local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[7], 'hash',
+                ARGV[1] .. 'limits', 'hash'}
+if any_fail then -- only a failure can delay or dead-letter: a batch of completions skips these
+  for _, pair in ipairs({{KEYS[4], 'zset'}, {KEYS[5], 'set'}, {KEYS[6], 'zset'},
+                         {KEYS[8], 'zset'}}) do
+    checks[#checks + 1] = pair[1]
+    checks[#checks + 1] = pair[2]
+  end
 end
 local bad = check_types(checks)
 if bad then return bad end
@@ -107,6 +110,7 @@ for _, it in ipairs(items) do
                              it.corrupt, it.text, policy, it.used)
   end
 end
+end_completions(base, k, ARGV[2])
 lim_flush(base, base)
 flush_history(base)
 return out

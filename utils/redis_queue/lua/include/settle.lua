@@ -13,6 +13,10 @@
 local TRIM_EVERY = 10
 local TRIM_BATCH = 100
 
+-- Completions are counted once per script call (end_completions): one HINCRBY for a
+-- batch, and the trim runs once for each multiple of TRIM_EVERY the count passes.
+local completions = 0
+
 -- The retry policy from its script arguments, or nil and an error table when a number
 -- is malformed (checked before the first write).
 local function read_policy(first_immediate, base_ms, factor, cap_ms, max_retries, use_dlq)
@@ -31,21 +35,23 @@ local function read_policy(first_immediate, base_ms, factor, cap_ms, max_retries
   return policy
 end
 
--- Complete: state completed with its result; every TRIM_EVERY completions, delete a
--- batch of finished tasks older than keep_ms. `blob`: nil (the result in the hash), 'key'
+-- Complete: state completed with its result (counted, and old finished tasks trimmed, by
+-- end_completions, which the script calls after its last one). `blob`: nil (the result in the hash), 'key'
 -- (in its own key) or 'ext' (in a user-supplied store: `result` is "<size>:<its key>",
 -- checked with ext_ref_error by the caller).
 local function complete_one(base, k, id, token, keep_ms, result, used, blob)
   local key = task_key(base, id)
-  local bad, f, settled = check_settle(key, token, 'error.count', 'held', 'cost')
+  local bad, f, settled = check_settle(key, token, 'error.count', 'held', 'cost', 'type',
+                                       'attempts')
   if bad then return bad end
   if settled then return {0, tonumber(redis.call('HGET', key, 'completed')) or 0} end
   lim_release(base, base, id, f[4], f[5], used)
   local now = now_ms()
+  local now_text = string.format('%d', now)
   local stale = {'lease', 'cancel', 'held'}
   add_blob_names(stale, 'error', f[3])
   call_sliced('HDEL', key, stale)
-  local fields = {'state', 'completed', 'completed', now}
+  local fields = {'state', 'completed', 'completed', now_text}
   if token ~= '' then
     fields[#fields + 1] = 'settled'
     fields[#fields + 1] = token
@@ -59,20 +65,28 @@ local function complete_one(base, k, id, token, keep_ms, result, used, blob)
   end
   call_sliced('HSET', key, fields)
   redis.call('ZREM', k.processing, id)
-  redis.call('ZADD', k.completed, now, id)
-  local done = tally(k.stats, 'completed', 1)
-  notify_done(base, id)
-  if done % TRIM_EVERY == 0 then
-    local cutoff = now - tonumber(keep_ms)
-    for _, zkey in ipairs({k.completed, k.cancelled}) do
-      local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', cutoff, 'LIMIT', 0, TRIM_BATCH)
-      for _, old_id in ipairs(old) do
-        delete_task(base, old_id)
-      end
-      call_sliced('ZREM', zkey, old)
-    end
-  end
+  redis.call('ZADD', k.completed, now_text, id)
+  completions = completions + 1
+  notify_done(base, id, 'completed', f[6], f[7])
   return {0, now}
+end
+
+-- After the call's completions: counts them, and every TRIM_EVERY completions deletes a
+-- batch of finished tasks older than keep_ms.
+local function end_completions(base, k, keep_ms)
+  if completions == 0 then return end
+  local n = completions
+  completions = 0
+  local done = tally(k.stats, 'completed', n)
+  if math.floor(done / TRIM_EVERY) == math.floor((done - n) / TRIM_EVERY) then return end
+  local cutoff = string.format('%d', now_ms() - tonumber(keep_ms))
+  for _, zkey in ipairs({k.completed, k.cancelled}) do
+    local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', cutoff, 'LIMIT', 0, TRIM_BATCH)
+    for _, old_id in ipairs(old) do
+      delete_task(base, old_id)
+    end
+    call_sliced('ZREM', zkey, old)
+  end
 end
 
 -- What fail_one answered when it ended this attempt (the state says which way it went).
