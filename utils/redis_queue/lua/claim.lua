@@ -74,8 +74,12 @@
 
   Returns {now_ms, next_event_ms, {known types: only when no type is named and nothing
   was claimed, else {}}, head, {limit, held back, ...},
-  {id, token, HGETALL... (+ 'payload', its blob key's value, for a claim-checked payload)},
-  ...}; next_event_ms is the earliest delayed due time, lease
+  {id, token, fields, attempt}, ...}: fields is the task's HGETALL as read *before* the
+  claim wrote it (+ 'payload', its blob key's value, for a claim-checked payload); the
+  caller applies what the claim set (state processing, worker, started = now_ms, lease =
+  token, attempts = attempt; `held` is not reported), so the reply carries no field twice.
+  A replayed claim (ARGV[10]) answers {id, token, HGETALL as it is now} instead.
+  next_event_ms is the earliest delayed due time, lease
   deadline or time a limit that held a task back admits again (-1 when there is none), so
   an idle worker knows how long it may block; head is the best pending score left after
   the claim ('' when none, or when not asked for).
@@ -391,20 +395,6 @@ local function claim_view(all)
   return f
 end
 
--- The hash as the claim left it, without a second HGETALL: `written` (the fields it set)
--- and the rest of `all` (read before the write; `held` is either written or deleted).
-local CLAIM_WRITTEN = {state = true, worker = true, started = true, lease = true,
-                       attempts = true, held = true}
-local function claimed_fields(all, written)
-  for i = 1, #all, 2 do
-    if not CLAIM_WRITTEN[all[i]] then
-      written[#written + 1] = all[i]
-      written[#written + 1] = all[i + 1]
-    end
-  end
-  return written
-end
-
 local claimed_places = {} -- the place (score without its priority band) of each claimed task
 local claimed, quarantined = 0, 0
 local put_back, solo = {}, false
@@ -416,8 +406,8 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
   for _, p in ipairs(picked) do
     local id, task_type = p[1], p[2]
     local key = task_key(base, id)
-    -- One read of the whole hash: the fields the claim decides on, and (patched with
-    -- what the claim writes) what it hands the worker.
+    -- One read of the whole hash: the fields the claim decides on, and what it hands the
+    -- worker (who applies the claim's writes, see the reply above).
     local all = redis.pcall('HGETALL', key)
     local f = all -- an error reply, or the fields below by number
     if type(all) == 'table' and not all.err then f = claim_view(all) end
@@ -447,20 +437,19 @@ while claimed < count and quarantined < MAINT_BATCH and #put_back < MAINT_BATCH 
       if suspect then solo = true end
       fence = fence + 1
       local attempt = string.format('%d', (tonumber(f[3]) or 0) + 1)
-      local written = {'state', 'processing', 'worker', ARGV[2], 'started', now_text,
-                       'lease', string.format('%d', fence), 'attempts', attempt}
       if held and #held > 0 then
-        written[11] = 'held'
-        written[12] = table.concat(held, ' ')
-        redis.call('HSET', key, unpack(written))
+        redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now_text,
+                   'lease', string.format('%d', fence), 'attempts', attempt,
+                   'held', table.concat(held, ' '))
       else
-        redis.call('HSET', key, unpack(written))
+        redis.call('HSET', key, 'state', 'processing', 'worker', ARGV[2], 'started', now_text,
+                   'lease', string.format('%d', fence), 'attempts', attempt)
         if f[7] then redis.call('HDEL', key, 'held') end
       end
       deadlines[#deadlines + 1] = deadline_text
       deadlines[#deadlines + 1] = id
       claimed_places[#claimed_places + 1] = tonumber(p[3]) % BAND_US
-      out[#out + 1] = {id, fence, with_blobs(base, id, claimed_fields(all, written))}
+      out[#out + 1] = {id, fence, with_blobs(base, id, all), attempt}
       task_event(base, 'started', id, task_type, attempt)
       claimed = claimed + 1
     elseif type(f) == 'table' and not f.err and f[2] == task_type and f[1] ~= 'pending'

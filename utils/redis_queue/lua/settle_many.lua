@@ -38,10 +38,11 @@
 -- must not fail the script after earlier items were written.
 local items = {}
 local any_fail = false
+local BLOB_OPS = {C = 'key', U = 'key', E = 'ext', V = 'ext'} -- where the item's result is
 local i = 10
 while i <= #ARGV do
   local op = ARGV[i]
-  local blob = ({C = 'key', U = 'key', E = 'ext', V = 'ext'})[op]
+  local blob = BLOB_OPS[op]
   if blob == 'ext' and ext_ref_error(ARGV[i + (op == 'E' and 3 or 4)] or '') then
     return ext_ref_error(ARGV[i + (op == 'E' and 3 or 4)] or '')
   end

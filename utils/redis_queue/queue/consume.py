@@ -206,8 +206,8 @@ class Consumer(Waiting):
             self._served_sent.add((keys.base, types.digest))
         reply = scripts.claim_reply(raw)
         tasks = []
-        for task_id, token, flat in reply.rows:
-            fields = codec.text_fields(flat)
+        for row in reply.rows:
+            task_id, token, fields = row.task_id, row.token, row.fields(worker_id, reply.now_ms)
             try:
                 if self.blob_store is not None:  # its payload may be in the store
                     await fetch_blobs(self, task_id, fields)

@@ -62,17 +62,40 @@ def settle_state(reply: list[Any], task_id: str) -> TaskState | QueueError:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    task_id: str
+    token: int
+    flat: list[Any]  # HGETALL: before the claim wrote it when `attempt` is set, else after
+    attempt: bytes | None  # a fresh claim's attempt number; None: a replayed claim
+
+    def fields(self, worker_id: str, now_ms: int) -> dict[str, str]:
+        """The task's fields as the claim left them (claim.lua writes state, worker,
+        started, lease and attempts, and does not send them back)."""
+        fields = codec.text_fields(self.flat)
+        if self.attempt is not None:
+            fields["state"] = "processing"
+            fields["worker"] = worker_id
+            fields["started"] = str(now_ms)
+            fields["lease"] = str(self.token)
+            fields["attempts"] = self.attempt.decode()
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimReply:
     now_ms: int
     next_event_ms: int  # earliest delayed due time or lease deadline; -1 = none
     served: list[str]  # the task types the claim considered
-    rows: list[tuple[str, int, list[Any]]]  # (task id, lease token, flat HGETALL)
+    rows: list[ClaimedRow]
     head: int | None = None  # best pending score left (when asked for); None = none left
     held_back: dict[str, int] | None = None  # limit key -> tasks it held back
 
 
 def claim_reply(reply: list[Any]) -> ClaimReply:
-    rows = [(raw_id.decode(), int(token), flat) for raw_id, token, flat in reply[5:]]
+    rows = [
+        ClaimedRow(row[0].decode(), int(row[1]), row[2], None if len(row) < 4 else row[3])
+        for row in reply[5:]
+    ]
     served = [codec.as_text(t) for t in reply[2]]
     head = int(reply[3]) if reply[3] else None
     flat = reply[4]
