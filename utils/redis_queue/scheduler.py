@@ -23,13 +23,17 @@ POLL_SECONDS = 1.0
 async def run_scheduler(queue: RedisTaskQueue, poll: float = POLL_SECONDS) -> None:
     """Step the queue's schedules until cancelled."""
     backoff = 0.1
+    task = asyncio.current_task()
     while True:
+        # A cancel that a Redis call swallowed (it returned instead of raising) would
+        # leave the loop running with the request pending: it still ends here.
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         try:
             step = await queue.run_due_schedules()
         except Exception as exc:
             # A cancel that lands inside a Redis call can surface as that call's error:
             # the loop must still end, not retry (a stopping worker waits for it).
-            task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from exc
             if not isinstance(exc, QueueError):  # a bug must not end the ticks either
