@@ -84,10 +84,8 @@ end
 local checks = {KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[7], 'hash',
                 ARGV[1] .. 'limits', 'hash'}
 if any_fail then -- only a failure can delay or dead-letter: a batch of completions skips these
-  for _, pair in ipairs({{KEYS[4], 'zset'}, {KEYS[5], 'set'}, {KEYS[6], 'zset'},
-                         {KEYS[8], 'zset'}}) do
-    checks[#checks + 1] = pair[1]
-    checks[#checks + 1] = pair[2]
+  for _, v in ipairs({KEYS[4], 'zset', KEYS[5], 'set', KEYS[6], 'zset', KEYS[8], 'zset'}) do
+    checks[#checks + 1] = v
   end
 end
 local bad = check_types(checks)

@@ -36,9 +36,9 @@ local function read_policy(first_immediate, base_ms, factor, cap_ms, max_retries
 end
 
 -- Complete: state completed with its result (counted, and old finished tasks trimmed, by
--- end_completions, which the script calls after its last one). `blob`: nil (the result in the hash), 'key'
--- (in its own key) or 'ext' (in a user-supplied store: `result` is "<size>:<its key>",
--- checked with ext_ref_error by the caller).
+-- end_completions, which the script calls after its last one). `blob`: nil (the result in
+-- the hash), 'key' (in its own key) or 'ext' (in a user-supplied store: `result` is
+-- "<size>:<its key>", checked with ext_ref_error by the caller).
 local function complete_one(base, k, id, token, keep_ms, result, used, blob)
   local key = task_key(base, id)
   local bad, f, settled = check_settle(key, token, 'error.count', 'held', 'cost', 'type',
