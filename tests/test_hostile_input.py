@@ -5,7 +5,9 @@ success, never another exception, and nothing half-written in Redis. Generated v
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import enum
 import json
 import math
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from utils.redis_queue import (
     RedisTaskQueue,
     SerializationError,
     TaskState,
+    codec,
 )
 from utils.redis_queue.codec import MAX_DEPTH
 
@@ -206,6 +209,47 @@ async def test_generated_input_is_a_typed_error_or_a_whole_success(
     finally:
         async for key in raw_redis.scan_iter(match=f"{queue.keys.base}*", count=1000):
             await raw_redis.delete(key)
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Name(str):
+    pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_like | odd_scalar)
+def test_payload_json_is_the_standard_librarys_text_or_a_serialization_error(value: Any) -> None:
+    """codec.dumps keeps one C encoder for every call (no circular-reference dict): the
+    text must be json.dumps's, and what json.dumps refuses stays a SerializationError."""
+    try:
+        expected: str | None = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        expected = None
+    try:
+        text: str | None = codec.dumps(value, "payload")
+    except SerializationError:
+        text = None
+    # check_round_trip refuses more than json.dumps (non-string keys), never less
+    assert text is None or text == expected
+
+
+def test_subclasses_and_cycles_encode_as_the_standard_library_or_are_refused() -> None:
+    value = {
+        "level": _Level.HIGH,
+        "name": _Name("é\u2028"),
+        "nested": collections.OrderedDict(a=[1.5]),
+    }
+    assert codec.dumps(value, "payload") == json.dumps(value, separators=(",", ":"))
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    looped: list[Any] = []
+    looped.append(looped)
+    for bad in (cycle, {"a": looped}):
+        with pytest.raises(SerializationError):
+            codec.dumps(bad, "payload")
 
 
 spec_like = st.fixed_dictionaries(

@@ -143,8 +143,8 @@ def test_builders_fill_every_declared_key_and_argument() -> None:
             assert len(call.args) == len(script.args), name
     assert calls["claim"].args[-2:] == ["a", "b"]
     header = calls["enqueue"].args[2]
-    assert header == "t1 dev 1 - 1500 1"  # a timeout too short to store rounds up, never to 0
-    assert calls["enqueue"].args[3:5] == ['{"m":"v"}', '{"a":1}']
+    assert header == b"t1 dev 1 - 1500 1"  # a timeout too short to store rounds up, never to 0
+    assert calls["enqueue"].args[3:5] == [b'{"m":"v"}', b'{"a":1}']
     assert calls["settle_many"].args[len(scripts.SETTLE_MANY.args) :][0] == "c"
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .. import scripts, telemetry
+from .. import codec, scripts, telemetry
 from ..errors import BulkEnqueueError, InvalidTaskError, QueueError
 from ..keys import QueueKeys, QueueLayout
 from ..models import RedisTask, TaskPriority
@@ -123,7 +123,7 @@ class Producer(QueueClient):
         if outcome == 1:
             self.telemetry.enqueued(task.task_type)
             self._touched([task.task_id])
-        return enqueued_task(task, outcome, now_ms, self.max_retries)
+        return enqueued_task(task, outcome, codec.iso_from_ms(str(now_ms)) or "", self.max_retries)
 
     async def _enqueue_all(self, tasks: list[NewTask], durable: bool = False) -> list[RedisTask]:
         if self.partitions == 1:
@@ -172,12 +172,15 @@ class Producer(QueueClient):
             created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
             for task_type, count in created.items():
                 self.telemetry.enqueued(task_type, count)
+        created_at = codec.iso_from_ms(str(now_ms)) or ""
         out.extend(
-            enqueued_task(t, r, now_ms, self.max_retries)
+            enqueued_task(t, r, created_at, self.max_retries)
             for t, r in zip(chunk, outcomes, strict=True)
         )
 
     def _new_task(self, *args: Any, **kwargs: Any) -> NewTask:
+        if kwargs.keys().isdisjoint(WINDOW_ARGS):  # most tasks: no window to pop and apply
+            return self._plain_task(*args, **kwargs)
         windows = {name: kwargs.pop(name, None) for name in WINDOW_ARGS}
         task = self._plain_task(*args, **kwargs)
         return with_windows(task, self.layout, **windows)
