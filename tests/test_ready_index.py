@@ -124,6 +124,31 @@ async def test_an_entry_is_raised_to_the_real_head_once_a_claim_reads_it(
     assert index["a"] == head_a  # raised past the two claimed
 
 
+async def test_one_bulk_call_indexes_each_type_at_its_best_task_wherever_the_batch_has_it(
+    queue: RedisTaskQueue, raw_redis: Redis
+) -> None:
+    """enqueue.lua adds a call's pending entries in one ZADD per type after its loop (in
+    slices of 500 pairs): 1,000 tasks in one call, a type whose only CRITICAL task comes
+    last (after 997 LOW ones, so past a slice boundary) and one whose best is mid-batch."""
+    specs: list[dict[str, object]] = [
+        {"task_id": f"m{i}", "task_type": "many", "payload": {}, "priority": 0}
+        for i in range(997)
+    ]
+    specs.append({"task_id": "m-best", "task_type": "many", "payload": {}, "priority": 3})
+    specs.insert(10, {"task_id": "x-low", "task_type": "mixed", "payload": {}, "priority": 1})
+    specs.insert(500, {"task_id": "x-best", "task_type": "mixed", "payload": {}, "priority": 2})
+    assert len(specs) == 1_000
+    await queue.enqueue_many(specs)
+    index = await _index(raw_redis, queue)
+    for task_type in ("many", "mixed"):
+        head = await raw_redis.zrange(queue.keys.pending(task_type), 0, 0, withscores=True)
+        assert index[task_type] == head[0][1]
+    assert await raw_redis.zcard(queue.keys.pending("many")) == 998
+    claimed = await _drain_order(queue, 50, None)
+    assert [t.task_id for t in claimed] == _best_first(specs)
+    assert [t.task_id for t in claimed[:3]] == ["m-best", "x-best", "x-low"]
+
+
 @pytest.mark.parametrize("damage", ["deleted", "clobbered"])
 async def test_a_missing_or_clobbered_index_is_rebuilt_and_nothing_is_skipped(
     queue: RedisTaskQueue, raw_redis: Redis, damage: str
