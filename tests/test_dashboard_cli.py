@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -101,6 +103,34 @@ async def test_a_token_from_the_environment_allows_any_address(config: Settings)
                 bearer = {"Authorization": "Bearer t0ken"}
                 assert (await client.get("/api/overview", headers=bearer)).status_code == 200
         finally:
+            proc.terminate()
+            assert await wait_exit(proc, 10) in (0, -15)
+
+
+async def test_the_printed_address_accepts_connections_before_the_app_has_started(
+    config: Settings,
+) -> None:
+    """A script that reads the URL line connects at once. Stopped (SIGSTOP) right after it
+    prints, the process must already listen: the kernel completes the connection, and the
+    request is answered once the process runs again."""
+    with subprocess.Popen(
+        agentic_argv("dashboard", "--port", "0"),
+        env=env_for(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().decode()
+            proc.send_signal(signal.SIGSTOP)
+            port = int(line.split(":")[-1].strip().rstrip("/"))
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                proc.send_signal(signal.SIGCONT)
+                conn.sendall(b"GET /api/overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                conn.settimeout(60)
+                assert conn.recv(12) == b"HTTP/1.1 200"
+        finally:
+            proc.send_signal(signal.SIGCONT)
             proc.terminate()
             assert await wait_exit(proc, 10) in (0, -15)
 

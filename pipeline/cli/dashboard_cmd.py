@@ -77,6 +77,9 @@ def dashboard(
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listening before the URL is printed: whoever reads the line may connect at once
+        # (a bound socket that does not listen yet refuses, for as long as the app starts).
+        sock.listen(2048)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_USAGE)
     bound = sock.getsockname()[1]
