@@ -131,8 +131,7 @@ async def test_one_bulk_call_indexes_each_type_at_its_best_task_wherever_the_bat
     slices of 500 pairs): 1,000 tasks in one call, a type whose only CRITICAL task comes
     last (after 997 LOW ones, so past a slice boundary) and one whose best is mid-batch."""
     specs: list[dict[str, object]] = [
-        {"task_id": f"m{i}", "task_type": "many", "payload": {}, "priority": 0}
-        for i in range(997)
+        {"task_id": f"m{i}", "task_type": "many", "payload": {}, "priority": 0} for i in range(997)
     ]
     specs.append({"task_id": "m-best", "task_type": "many", "payload": {}, "priority": 3})
     specs.insert(10, {"task_id": "x-low", "task_type": "mixed", "payload": {}, "priority": 1})
