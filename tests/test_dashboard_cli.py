@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,8 +54,9 @@ def cli_json(config: Settings, *args: str) -> object:
     return json.loads(done.stdout)
 
 
-@pytest.fixture
-def dashboard_process(config: Settings) -> Iterator[str]:
+@contextlib.contextmanager
+def started_dashboard(config: Settings) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`agentic dashboard --port 0` and the URL it printed; stopped at the end."""
     with subprocess.Popen(
         agentic_argv("dashboard", "--port", "0"),
         env=env_for(config),
@@ -65,7 +67,7 @@ def dashboard_process(config: Settings) -> Iterator[str]:
             assert proc.stdout is not None
             line = proc.stdout.readline().decode()
             assert line.startswith("dashboard on http://127.0.0.1:"), line
-            yield line.split()[-1].rstrip("/")
+            yield proc, line.split()[-1].rstrip("/")
         finally:
             proc.terminate()
             try:
@@ -73,6 +75,12 @@ def dashboard_process(config: Settings) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def dashboard_process(config: Settings) -> Iterator[str]:
+    with started_dashboard(config) as (_, url):
+        yield url
 
 
 async def test_refuses_to_listen_off_loopback_without_a_token(config: Settings) -> None:
@@ -113,17 +121,10 @@ async def test_the_printed_address_accepts_connections_before_the_app_has_starte
     """A script that reads the URL line connects at once. Stopped (SIGSTOP) right after it
     prints, the process must already listen: the kernel completes the connection, and the
     request is answered once the process runs again."""
-    with subprocess.Popen(
-        agentic_argv("dashboard", "--port", "0"),
-        env=env_for(config),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    ) as proc:
+    with started_dashboard(config) as (proc, url):
+        proc.send_signal(signal.SIGSTOP)
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().decode()
-            proc.send_signal(signal.SIGSTOP)
-            port = int(line.split(":")[-1].strip().rstrip("/"))
+            port = int(url.rsplit(":", 1)[-1])
             with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
                 proc.send_signal(signal.SIGCONT)
                 conn.sendall(b"GET /api/overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -131,8 +132,6 @@ async def test_the_printed_address_accepts_connections_before_the_app_has_starte
                 assert conn.recv(12) == b"HTTP/1.1 200"
         finally:
             proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            assert await wait_exit(proc, 10) in (0, -15)
 
 
 async def test_api_documents_agree_with_the_cli_json(
