@@ -164,9 +164,9 @@ end
 if now_us > tick then tick = now_us - 1 end
 local out = {now}
 -- Per type: the pending entries this call adds, as ZADD's arguments, sent in one ZADD
--- after the loop (one call a task cost ~6% of a bulk enqueue), and the best score.
-local pending_adds, best_rank = {}, {}
-local woken = {}
+-- after the loop (one call a task cost ~6% of a bulk enqueue), and the best (lowest)
+-- score among them, as a number.
+local pending_adds, best_score = {}, {}
 local created, replaced = 0, 0
 -- The windows' verdict on task t: the id of the task it is equal to (unique), or of the
 -- held task it replaces (debounce); t.id and t.key become the held task's then.
@@ -231,19 +231,15 @@ for _, t in ipairs(tasks) do
       tick = tick + 1
       local place = tick
       if t.group then place = group_place(t.group) end
-      local score = pending_score(place, t.prio)
       local adds = pending_adds[t.type]
       if not adds then
         adds = {}
         pending_adds[t.type] = adds
       end
-      adds[#adds + 1] = score
+      adds[#adds + 1] = pending_score(place, t.prio)
       adds[#adds + 1] = t.id
-      -- The type's best score added here, compared as the number it was made from.
-      local rank = place - t.prio * BAND_US
-      if not best_rank[t.type] or rank < best_rank[t.type] then
-        best_rank[t.type], woken[t.type] = rank, score
-      end
+      local score = place - t.prio * BAND_US -- the number pending_score formats
+      if not best_score[t.type] or score < best_score[t.type] then best_score[t.type] = score end
     end
     if t.unique then
       redis.call('HSET', t.key, 'uniq', t.unique)
@@ -275,9 +271,7 @@ if created > 0 then
 end
 for task_type, adds in pairs(pending_adds) do
   call_sliced('ZADD', pending_key(base, task_type), adds)
-end
-for task_type, best in pairs(woken) do
-  mark_ready(base, task_type, best)
+  mark_ready(base, task_type, string.format('%d', best_score[task_type]))
   wake(base, task_type)
 end
 -- Workers that serve every type block on the wake keys of the types they know, plus this

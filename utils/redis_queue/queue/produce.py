@@ -115,15 +115,12 @@ class Producer(QueueClient):
             raise InvalidTaskError(f"enqueue_many item {index}: {exc}") from None
 
     async def _enqueue_one(self, task: NewTask) -> RedisTask:
-        now_ms, (outcome,) = scripts.enqueue_reply(
-            await self.run(
-                scripts.enqueue(self.keys_for(task.task_id), [task], events=self.events_arg)
-            )
+        reply = await self.run(
+            scripts.enqueue(self.keys_for(task.task_id), [task], events=self.events_arg)
         )
-        if outcome == 1:
-            self.telemetry.enqueued(task.task_type)
-            self._touched([task.task_id])
-        return enqueued_task(task, outcome, codec.iso_from_ms(str(now_ms)) or "", self.max_retries)
+        out: list[RedisTask] = []
+        self._landed([task], reply, out)
+        return out[0]
 
     async def _enqueue_all(self, tasks: list[NewTask], durable: bool = False) -> list[RedisTask]:
         if self.partitions == 1:
@@ -164,14 +161,16 @@ class Producer(QueueClient):
     def _landed(self, chunk: list[NewTask], reply: Any, out: list[RedisTask]) -> None:
         """A chunk's enqueue reply: counted, and its RedisTasks appended to `out`."""
         now_ms, outcomes = scripts.enqueue_reply(reply)
-        self._touched([chunk[0].task_id])
-        if len(chunk) == 1:  # SyncRedisTaskQueue.enqueue: no Counter for one task
+        if len(chunk) == 1:  # enqueue(): no Counter for one task
             if outcomes[0] == 1:
                 self.telemetry.enqueued(chunk[0].task_type)
+                self._touched([chunk[0].task_id])
         else:
             created = Counter(t.task_type for t, r in zip(chunk, outcomes, strict=True) if r == 1)
             for task_type, count in created.items():
                 self.telemetry.enqueued(task_type, count)
+            if created:  # a chunk is one partition's: its first id names it
+                self._touched([chunk[0].task_id])
         created_at = codec.iso_from_ms(str(now_ms)) or ""
         out.extend(
             enqueued_task(t, r, created_at, self.max_retries)
